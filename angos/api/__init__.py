@@ -1,0 +1,31 @@
+"""The HTTP layer: ``create_app(cfg)`` builds the dependencies once and
+registers the blueprints. Blueprints parse HTTP, call the registry and render;
+they never touch storage directly."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from ..auth import AccessControl
+from ..registry import build_registry
+
+
+def create_app(cfg, registry=None) -> Flask:
+    from . import errors, gate, health, observability
+    from .v2 import BLUEPRINTS
+
+    app = Flask("angos")
+    app.config["ANGOS_REALM"] = cfg.ui.name or "Angos"
+    app.url_map.strict_slashes = False
+    reg = registry or build_registry(cfg)
+    app.extensions["angos.registry"] = reg
+    app.extensions["angos.access"] = AccessControl(cfg)
+    app.extensions["angos.config"] = cfg
+
+    observability.register(app)  # first, so request timing covers the access check too
+    app.before_request(gate.check_access)
+    errors.register(app)
+    app.register_blueprint(health.bp)
+    for bp in BLUEPRINTS:
+        app.register_blueprint(bp)
+    return app

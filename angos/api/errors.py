@@ -1,0 +1,52 @@
+"""The one place domain errors become HTTP responses (the OCI error JSON).
+
+Unknown routes and methods are answered in the same JSON shape; anything
+unexpected is logged with its traceback and answered as a 500 without
+internals, never as an HTML page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+from werkzeug.exceptions import HTTPException
+
+from ..oci.errors import NameUnknown, OciError, Unavailable, Unsupported
+from ..storage import StorageUnavailable
+from .http import oci_error_response
+
+log = logging.getLogger("angos.api")
+
+
+def register(app) -> None:
+    @app.errorhandler(OciError)
+    def _oci(exc: OciError):
+        resp = oci_error_response(exc)
+        if exc.status == 401:
+            realm = current_app.config.get("ANGOS_REALM", "Angos")
+            resp.headers["WWW-Authenticate"] = f'Basic realm="{realm}", charset="UTF-8"'
+        if exc.status == 416 and isinstance(exc.detail, dict) and "size" in exc.detail:
+            resp.headers["Content-Range"] = f"bytes */{exc.detail['size']}"
+        return resp
+
+    @app.errorhandler(StorageUnavailable)
+    def _storage(exc):
+        log.error("storage unavailable: %s", exc)
+        return oci_error_response(Unavailable(str(exc)))
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        if exc.code == 404:
+            return oci_error_response(NameUnknown("no such endpoint", status=404))
+        if exc.code == 405:
+            return oci_error_response(Unsupported("method not allowed", status=405))
+        err = OciError(exc.description or exc.name, status=exc.code)
+        err.code = "UNSUPPORTED" if exc.code < 500 else "UNKNOWN"
+        return oci_error_response(err)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        err = OciError("internal server error", status=500)
+        return oci_error_response(err)

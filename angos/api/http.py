@@ -1,0 +1,131 @@
+"""Small HTTP helpers shared by the blueprints: request body streaming,
+header parsing, pagination links and access to the per-app services.
+
+Bodies are never read whole: :func:`body_chunks` yields the request stream in
+1 MiB blocks, and :func:`read_bounded` refuses anything over a limit before
+reading past it.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+from flask import current_app, request
+
+from ..oci.errors import OciError, RangeInvalid, SizeInvalid, TooLarge, Unsupported
+
+CHUNK = 1 << 20
+
+
+def registry():
+    return current_app.extensions["angos.registry"]
+
+
+def content_length() -> int | None:
+    value = request.headers.get("Content-Length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise SizeInvalid(f"invalid Content-Length {value!r}")
+    return int(value)
+
+
+def has_body() -> bool:
+    length = content_length()
+    if length is not None:
+        return length > 0
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def body_chunks():
+    """Yield the request body in blocks; constant memory for any size."""
+    stream = request.stream
+    read = stream.read
+    while True:
+        block = read(CHUNK)
+        if not block:
+            return
+        yield block
+
+
+def read_bounded(limit: int, error=TooLarge) -> bytes:
+    """Read a small body (manifests, JSON); more than ``limit`` bytes is refused."""
+    length = content_length()
+    if length is not None and length > limit:
+        raise error(f"body of {length} bytes exceeds the limit of {limit} bytes")
+    parts, total = [], 0
+    for block in body_chunks():
+        total += len(block)
+        if total > limit:
+            raise error(f"body exceeds the limit of {limit} bytes")
+        parts.append(block)
+    return b"".join(parts)
+
+
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+
+def parse_content_range(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    m = _CONTENT_RANGE.match(value.strip())
+    if not m:
+        raise RangeInvalid(f"invalid Content-Range {value!r}")
+    start, end = int(m.group(1)), int(m.group(2))
+    if end < start:
+        raise RangeInvalid(f"invalid Content-Range {value!r}")
+    return start, end
+
+
+def pagination() -> tuple[int | None, str | None]:
+    n = request.args.get("n")
+    last = request.args.get("last")
+    if n is None or n == "":
+        return None, last
+    if not n.isdigit():
+        raise Unsupported(f"n must be a non-negative integer, got {n!r}")
+    return int(n), last
+
+
+def paginate(items: list[str], n: int | None, last: str | None, path: str, extra: dict | None = None):
+    """Slice a sorted list by (n, last); returns (page, Link header or None)."""
+    if last:
+        items = [i for i in items if i > last]
+    if n is None:
+        return items, None
+    page = items[:n]
+    link = None
+    if n > 0 and len(items) > n:
+        query = dict(extra or {})
+        query.update({"n": n, "last": page[-1]})
+        link = f'<{path}?{urlencode(query)}>; rel="next"'
+    return page, link
+
+
+def oci_error_response(exc: OciError):
+    resp = current_app.response_class(
+        response=_json_bytes(exc.to_json()), status=exc.status, mimetype="application/json")
+    return resp
+
+
+def _json_bytes(obj) -> bytes:
+    import json
+
+    return json.dumps(obj).encode()
+
+
+def json_response(obj, status: int = 200, content_type: str = "application/json", headers=None):
+    resp = current_app.response_class(response=_json_bytes(obj), status=status, content_type=content_type)
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def empty(status: int, headers: dict | None = None):
+    resp = current_app.response_class(response=b"", status=status)
+    del resp.headers["Content-Type"]  # no body, no type
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    resp.headers["Content-Length"] = "0"
+    return resp

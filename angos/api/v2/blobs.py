@@ -1,0 +1,109 @@
+"""Blob HEAD/GET (with a single ``Range``) and DELETE.
+
+GET from the filesystem returns the open file through ``wsgi.file_wrapper`` so
+the server sends it with zero-copy ``sendfile``; other servers get a bounded
+read loop.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, current_app, request
+
+from ...oci.digest import Digest
+from ...oci.errors import OciError
+from ...oci.reference import validate_name
+from ..gate import action
+from ..http import CHUNK, empty, registry
+
+bp = Blueprint("v2_blobs", __name__)
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class RangeNotSatisfiable(OciError):
+    code = "BLOB_UNKNOWN"
+    status = 416
+    default_message = "requested range not satisfiable"
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """Return (start, end) inclusive for a single satisfiable range, None to serve everything."""
+    if not header:
+        return None
+    m = _RANGE.match(header.strip().replace(" ", ""))
+    if not m:
+        return None  # multiple or malformed ranges: RFC 9110 lets us ignore Range
+    first, last = m.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        length = int(last)
+        if length == 0:
+            raise RangeNotSatisfiable(detail={"size": size})
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        raise RangeNotSatisfiable(detail={"size": size})
+    return start, min(end, size - 1)
+
+
+def _limited(fh, count: int):
+    try:
+        while count > 0:
+            block = fh.read(min(CHUNK, count))
+            if not block:
+                return
+            count -= len(block)
+            yield block
+    finally:
+        fh.close()
+
+
+@bp.route("/v2/<path:name>/blobs/<digest>", methods=["GET", "HEAD"])
+@action("get-blob")
+def get_blob(name: str, digest: str):
+    validate_name(name)
+    d = Digest.parse(digest)
+    reg = registry()
+    handle = reg.blobs.stat(name, d)
+    rng = _parse_range(request.headers.get("Range"), handle.size)
+    start, end = rng if rng else (0, handle.size - 1)
+    length = end - start + 1 if handle.size else 0
+    headers = {
+        "Docker-Content-Digest": str(d),
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{d}"',
+        "Cache-Control": "max-age=31536000",
+    }
+    status = 200
+    if rng:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{handle.size}"
+    if request.method == "HEAD" or length == 0:
+        resp = current_app.response_class(b"", status=status)
+        resp.headers.update(headers)
+        resp.headers["Content-Length"] = str(length)
+        return resp
+    fh = reg.blobs.open(name, d, start)
+    if "gunicorn.socket" in request.environ:
+        # gunicorn's file wrapper (sent with sendfile by angos.server) honours Content-Length.
+        body = request.environ["wsgi.file_wrapper"](fh, CHUNK)
+    else:
+        body = _limited(fh, length)
+    resp = current_app.response_class(body, status=status, direct_passthrough=True)
+    resp.headers.update(headers)
+    resp.headers["Content-Length"] = str(length)
+    return resp
+
+
+@bp.route("/v2/<path:name>/blobs/<digest>", methods=["DELETE"])
+@action("delete-blob")
+def delete_blob(name: str, digest: str):
+    validate_name(name)
+    d = Digest.parse(digest)
+    registry().blobs.delete(name, d)
+    return empty(202, {"Docker-Content-Digest": str(d)})

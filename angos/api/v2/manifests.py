@@ -1,0 +1,75 @@
+"""Manifests: HEAD/GET/PUT/DELETE by tag or digest, ``?tag=`` on by-digest PUTs
+(``OCI-Tag``), ``OCI-Subject`` for manifests with a subject, and the
+``X-Angos-Source-Timestamp`` header that marks a replicated write."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, request
+
+from ...oci.digest import is_digest
+from ...oci.errors import ManifestInvalid, TooLarge
+from ...oci.reference import validate_name, validate_tag
+from ...registry.timestamps import parse_ts
+from ..gate import action
+from ..http import empty, read_bounded, registry
+
+bp = Blueprint("v2_manifests", __name__)
+
+SOURCE_TS = "X-Angos-Source-Timestamp"
+
+
+def _reference(reference: str) -> str:
+    if not is_digest(reference):
+        validate_tag(reference)
+    return reference
+
+
+class ManifestTooLarge(TooLarge):
+    code = "MANIFEST_INVALID"
+
+
+@bp.route("/v2/<path:name>/manifests/<reference>", methods=["GET", "HEAD"])
+@action("get-manifest")
+def get_manifest(name: str, reference: str):
+    validate_name(name)
+    reg = registry()
+    rev = reg.manifests.get(name, _reference(reference))
+    if request.method == "GET":
+        reg.record_pull(name, rev.digest)
+    resp = current_app.response_class(b"" if request.method == "HEAD" else rev.body, status=200)
+    resp.headers["Content-Type"] = rev.media_type
+    resp.headers["Docker-Content-Digest"] = str(rev.digest)
+    resp.headers["Content-Length"] = str(len(rev.body))
+    resp.headers["ETag"] = f'"{rev.digest}"'
+    return resp
+
+
+@bp.route("/v2/<path:name>/manifests/<reference>", methods=["PUT"])
+@action("put-manifest")
+def put_manifest(name: str, reference: str):
+    validate_name(name)
+    _reference(reference)
+    reg = registry()
+    body = read_bounded(reg.manifests.max_manifest_size, ManifestTooLarge)
+    if not body:
+        raise ManifestInvalid("empty manifest body")
+    extra_tags = request.args.getlist("tag") if is_digest(reference) else []
+    source_ts = parse_ts(request.headers.get(SOURCE_TS))
+    result = reg.manifests.put(name, reference, body, request.headers.get("Content-Type"),
+                               reg.write_policy(name), extra_tags, source_ts)
+    headers = {"Location": f"/v2/{name}/manifests/{result.digest}", "Docker-Content-Digest": str(result.digest)}
+    resp = empty(201, headers)
+    if result.subject:
+        resp.headers["OCI-Subject"] = result.subject
+    if extra_tags:
+        resp.headers["OCI-Tag"] = ", ".join(result.tags)
+    return resp
+
+
+@bp.route("/v2/<path:name>/manifests/<reference>", methods=["DELETE"])
+@action("delete-manifest")
+def delete_manifest(name: str, reference: str):
+    validate_name(name)
+    source_ts = parse_ts(request.headers.get(SOURCE_TS))
+    registry().manifests.delete(name, _reference(reference), source_ts)
+    return empty(202)

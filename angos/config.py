@@ -1,0 +1,559 @@
+"""Configuration: load TOML files, merge them, validate into frozen dataclasses.
+
+Contract:
+- ``load_config(paths)`` reads every file in order and merges them (tables
+  merge recursively; scalars and arrays from a later file replace earlier ones
+  whole), then builds a :class:`Config`.
+- Every problem raises :class:`ConfigError` whose message names the file (TOML
+  syntax) or the dotted key path (validation), e.g.
+  ``server.port: expected an integer, got 'abc'``. Unknown keys are errors with
+  a "did you mean" hint.
+- The result is immutable; reloading builds a new object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .oci.errors import AngosError
+
+
+class ConfigError(AngosError):
+    pass
+
+
+# ---------------------------------------------------------------- value parsers
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+               "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2,
+               "gib": 1024**3, "tib": 1024**4}
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_size(value) -> int:
+    """``"5MiB"`` → 5242880; plain integers are bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+        if m and m.group(2).lower() in _SIZE_UNITS:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    raise ValueError(f"expected a size such as 5MiB, got {value!r}")
+
+
+def parse_duration(value) -> float:
+    """``"30m"`` → 1800.0 seconds; ``"1h30m"`` works too; plain numbers are seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    if isinstance(value, str):
+        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)", value.strip())
+        if parts and "".join(a + b for a, b in parts) == value.strip():
+            return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    raise ValueError(f"expected a duration such as 30m, 24h or 2d, got {value!r}")
+
+
+def _positive(value):
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+def _one_of(*choices):
+    def check(value):
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        return value
+    return check
+
+
+def _regexes(values):
+    for v in values:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"invalid regex {v!r}: {exc}") from None
+    return tuple(values)
+
+
+def _networks(values):
+    out = []
+    for v in values:
+        try:
+            out.append(ipaddress.ip_network(v, strict=False))
+        except ValueError:
+            raise ValueError(f"invalid IP address or CIDR {v!r}") from None
+    return tuple(out)
+
+
+def check(fn):
+    """Field metadata: a validator/converter applied after type checking."""
+    return {"check": fn}
+
+
+# ---------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    server_certificate_bundle: str
+    server_private_key: str
+    client_ca_bundle: str | None = None
+    client_auth: str = field(default="optional", metadata=check(_one_of("optional", "required")))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    bind_address: str
+    port: int = field(default=8000, metadata=check(lambda p: p if 0 < p < 65536 else _fail("must be 1-65535")))
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1, metadata=check(_positive))
+    query_timeout: int = field(default=3600, metadata=check(_positive))
+    keepalive_secs: int = field(default=75, metadata=check(_positive))
+    shutdown_drain_secs: int = field(default=30, metadata=check(_positive))
+    tls: TlsConfig | None = None
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    default: str = field(default="deny", metadata=check(_one_of("allow", "deny")))
+    rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobQueueConfig:
+    backend: str = field(default="sqlite", metadata=check(_one_of("sqlite", "redis")))
+    url: str | None = None
+    max_attempts: int = field(default=5, metadata=check(_positive))
+    retry_backoff_min_ms: int = field(default=100, metadata=check(_positive))
+    retry_backoff_max_ms: int = field(default=10000, metadata=check(_positive))
+    pending_refresh_interval_secs: int = field(
+        default=15, metadata=check(lambda v: v if v >= 5 else _fail("must be at least 5")))
+    pending_ready_horizon_secs: int = field(default=600, metadata=check(_positive))
+    drain_timeout_secs: int = field(default=60, metadata=check(_positive))
+
+
+@dataclass(frozen=True)
+class GlobalConfig:
+    max_concurrent_requests: int = field(default=1000, metadata=check(_positive))
+    max_concurrent_cache_jobs: int = field(default=4, metadata=check(_positive))
+    max_concurrent_replication_jobs: int = field(default=4, metadata=check(_positive))
+    max_manifest_size: int = field(default=5 * 1024 * 1024, metadata={"parse": parse_size, "check": _positive})
+    max_blob_size: int = field(default=100 * 1024**3, metadata={"parse": parse_size, "check": _positive})
+    update_pull_time: bool = False
+    enable_blob_redirect: bool = True
+    enable_manifest_redirect: bool = True
+    immutable_tags: bool = False
+    immutable_tags_exclusions: tuple[str, ...] = field(default=(), metadata=check(_regexes))
+    allow_missing_manifest_references: bool = True
+    trusted_proxies: tuple = field(default=(), metadata=check(_networks))
+    access_policy: AccessPolicy = field(default_factory=AccessPolicy)
+    retention_policy: RetentionPolicy = field(default_factory=RetentionPolicy)
+    job_queue: JobQueueConfig | None = None
+
+
+@dataclass(frozen=True)
+class RedisLock:
+    url: str
+    ttl: int = field(default=10, metadata=check(_positive))
+    key_prefix: str = "angos-locks"
+    max_retries: int = field(default=100, metadata=check(_positive))
+    retry_delay_ms: int = field(default=10, metadata=check(_positive))
+
+
+@dataclass(frozen=True)
+class S3Lock:
+    ttl_secs: int = field(default=30, metadata=check(lambda v: v if v >= 9 else _fail("must be at least 9")))
+    max_retries: int = field(default=100, metadata=check(_positive))
+    retry_delay_ms: int = field(default=50, metadata=check(_positive))
+
+
+@dataclass(frozen=True)
+class LockStrategy:
+    """``kind`` is one of memory, file, redis, s3; ``redis``/``s3`` hold their options."""
+    kind: str = "file"
+    redis: RedisLock | None = None
+    s3: S3Lock | None = None
+
+
+@dataclass(frozen=True)
+class FsStore:
+    root_dir: str
+    sync_to_disk: bool = False
+    lock_strategy: LockStrategy | None = None
+
+
+@dataclass(frozen=True)
+class S3Store:
+    bucket: str
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_key: str | None = None
+    key_prefix: str = ""
+    multipart_part_size: int = field(default=50 * 1024 * 1024, metadata={
+        "parse": parse_size, "check": lambda v: v if v >= 5 * 1024 * 1024 else _fail("must be at least 5MiB")})
+    multipart_copy_threshold: int = field(default=5 * 1000**3, metadata={"parse": parse_size})
+    lock_strategy: LockStrategy | None = None
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    fs: FsStore | None = None
+    s3: S3Store | None = None
+
+    @property
+    def backend(self) -> str:
+        return "fs" if self.fs is not None else "s3"
+
+    @property
+    def options(self):
+        return self.fs if self.fs is not None else self.s3
+
+    @property
+    def lock_strategy(self) -> LockStrategy:
+        ls = self.options.lock_strategy
+        if ls is None:
+            return LockStrategy(kind="file" if self.fs is not None else "memory")
+        return ls
+
+
+@dataclass(frozen=True)
+class Identity:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Downstream:
+    name: str
+    url: str
+    mode: str = field(default="event+reconcile",
+                      metadata=check(_one_of("event+reconcile", "event-only", "reconcile-only")))
+    namespace_filter: tuple[str, ...] = field(default=(), metadata=check(_regexes))
+    max_concurrent_pushes: int = field(default=4, metadata=check(_positive))
+    prune: bool = False
+    username: str | None = None
+    password: str | None = None
+    max_redirect: int = field(default=5, metadata=check(lambda v: v if 0 <= v <= 255 else _fail("must be 0-255")))
+    server_ca_bundle: str | None = None
+    client_certificate: str | None = None
+    client_private_key: str | None = None
+    connect_timeout_secs: int = field(default=30, metadata=check(_positive))
+    read_timeout_secs: int = field(default=300, metadata=check(_positive))
+
+    @property
+    def events(self) -> bool:
+        return self.mode in ("event+reconcile", "event-only")
+
+    @property
+    def reconcile(self) -> bool:
+        return self.mode in ("event+reconcile", "reconcile-only")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    url: str
+    username: str | None = None
+    password: str | None = None
+    max_redirect: int = 5
+    server_ca_bundle: str | None = None
+    client_certificate: str | None = None
+    client_private_key: str | None = None
+    connect_timeout_secs: int = field(default=30, metadata=check(_positive))
+    read_timeout_secs: int = field(default=300, metadata=check(_positive))
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    immutable_tags: bool | None = None
+    immutable_tags_exclusions: tuple[str, ...] = field(default=(), metadata=check(_regexes))
+    access_policy: AccessPolicy | None = None
+    retention_policy: RetentionPolicy | None = None
+    upstream: tuple[Upstream, ...] = ()
+    downstream: tuple[Downstream, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    identity: dict[str, Identity] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    enabled: bool = False
+    name: str = "Angos"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    blob_store: StoreConfig
+    metadata_store: StoreConfig | None = None
+    global_: GlobalConfig = field(default_factory=GlobalConfig, metadata={"key": "global"})
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    repository: dict[str, RepositoryConfig] = field(default_factory=dict)
+    ui: UiConfig = field(default_factory=UiConfig)
+    sources: tuple[str, ...] = field(default=(), metadata={"internal": True})
+
+    @property
+    def metadata(self) -> StoreConfig:
+        """The metadata store, defaulting to the blob store's backend and root."""
+        if self.metadata_store is not None:
+            return self.metadata_store
+        return self.blob_store
+
+    def repository_for(self, namespace: str) -> tuple[str, RepositoryConfig] | tuple[None, None]:
+        """The configured repository a namespace belongs to (its key is a path prefix)."""
+        for key, repo in self.repository.items():
+            if namespace == key or namespace.startswith(key + "/"):
+                return key, repo
+        return None, None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _fail(msg):
+    raise ValueError(msg)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Tables merge recursively; anything else in ``override`` replaces ``base``."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(paths: list[str] | tuple[str, ...]) -> Config:
+    data: dict = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        except PermissionError:
+            raise ConfigError(f"{path}: permission denied") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, not a configuration file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        data = merge(data, doc)
+    cfg = build_config(data)
+    return dataclasses.replace(cfg, sources=tuple(paths))
+
+
+def load_config_text(text: str) -> Config:
+    try:
+        return build_config(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}") from None
+
+
+def build_config(data: dict) -> Config:
+    cfg = _build(Config, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def _key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key", f.name)
+
+
+def _join(path: str, key) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    key = str(key)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", key):
+        key = '"' + key + '"'
+    return f"{path}.{key}" if path else key
+
+
+def _build(cls, data, path: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a table, got {_show(data)}")
+    if cls is LockStrategy:
+        return data  # handled by _convert
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    known = {_key(f): f for f in fields}
+    for key in data:
+        if key not in known:
+            hint = difflib.get_close_matches(key, list(known), n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{_join(path, key)}: unknown key{suggestion}")
+    kwargs = {}
+    for key, f in known.items():
+        sub = _join(path, key)
+        if key not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{sub}: required key is missing")
+            continue
+        value = data[key]
+        parse = f.metadata.get("parse")
+        try:
+            if parse is not None:
+                value = parse(value)
+            else:
+                value = _convert(hints[f.name], value, sub)
+            chk = f.metadata.get("check")
+            if chk is not None and value is not None:
+                value = chk(value)
+        except ValueError as exc:
+            raise ConfigError(f"{sub}: {exc}") from None
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _show(value) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def _convert(tp, value, path: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path)
+    if tp is LockStrategy:
+        return _lock_strategy(value, path)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_show(value)}")
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {_show(value)}")
+        return value
+    if tp is tuple or origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected an array, got {_show(value)}")
+        item_tp = args[0] if args else Any
+        return tuple(_convert(item_tp, v, _join(path, i)) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table, got {_show(value)}")
+        return {k: _convert(args[1], v, _join(path, k)) for k, v in value.items()}
+    return value
+
+
+_LOCK_KINDS = {"memory": None, "file": None, "redis": RedisLock, "s3": S3Lock}
+
+
+def _lock_strategy(value, path: str) -> LockStrategy:
+    if isinstance(value, str):
+        if value not in _LOCK_KINDS:
+            raise ConfigError(f"{path}: unknown lock strategy {value!r}; valid: {', '.join(_LOCK_KINDS)}")
+        if _LOCK_KINDS[value] is RedisLock:
+            raise ConfigError(f"{path}: the redis lock strategy needs a [{path}.redis] table with a url")
+        return LockStrategy(kind=value, s3=S3Lock() if value == "s3" else None)
+    if isinstance(value, dict):
+        if len(value) != 1:
+            raise ConfigError(f"{path}: expected exactly one of {', '.join(_LOCK_KINDS)}")
+        (kind, opts), = value.items()
+        if kind not in _LOCK_KINDS:
+            hint = difflib.get_close_matches(kind, list(_LOCK_KINDS), n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{_join(path, kind)}: unknown lock strategy{suggestion}; valid: {', '.join(_LOCK_KINDS)}")
+        cls = _LOCK_KINDS[kind]
+        if cls is None:
+            return LockStrategy(kind=kind)
+        return LockStrategy(kind=kind, **{kind: _build(cls, opts, _join(path, kind))})
+    raise ConfigError(f"{path}: expected a strategy name or table, got {_show(value)}")
+
+
+def _validate(cfg: Config) -> None:
+    for name, store in (("blob_store", cfg.blob_store), ("metadata_store", cfg.metadata_store)):
+        if store is None:
+            continue
+        if (store.fs is None) == (store.s3 is None):
+            raise ConfigError(f"{name}: configure exactly one of [{name}.fs] or [{name}.s3]")
+    if cfg.blob_store.fs is not None and cfg.blob_store.fs.lock_strategy is not None:
+        raise ConfigError("blob_store.fs.lock_strategy: lock strategies belong to [metadata_store]")
+    lock = cfg.metadata.lock_strategy
+    if lock.kind == "s3" and cfg.metadata.s3 is None:
+        raise ConfigError("metadata_store.fs.lock_strategy: the s3 lock strategy needs an S3 metadata store")
+    if lock.kind == "file" and cfg.metadata.fs is None:
+        raise ConfigError("metadata_store.s3.lock_strategy: the file lock strategy needs a filesystem metadata store")
+    where = f"metadata_store.{cfg.metadata.backend}.lock_strategy"
+    if lock.kind == "memory" and cfg.server.workers > 1:
+        raise ConfigError(
+            f"{where}: the process-local 'memory' lock cannot coordinate {cfg.server.workers} server workers; "
+            f"use \"file\" (one host) or [{where}.redis] (several hosts), or set server.workers = 1")
+    if lock.kind == "memory" and cfg.global_.job_queue is not None:
+        raise ConfigError(
+            f"{where}: [global.job_queue] runs separate worker processes, which the process-local 'memory' lock "
+            f"cannot coordinate; use \"file\" (one host), [{where}.redis] or, on S3, [{where}.s3]")
+    jq = cfg.global_.job_queue
+    if jq is not None:
+        if jq.backend == "redis" and not jq.url:
+            raise ConfigError("global.job_queue.url: required when backend = \"redis\"")
+        if jq.backend == "sqlite" and cfg.metadata.fs is None:
+            raise ConfigError("global.job_queue.backend: the sqlite queue needs a filesystem metadata store; "
+                              "use backend = \"redis\" with an S3 metadata store")
+        if jq.retry_backoff_min_ms > jq.retry_backoff_max_ms:
+            raise ConfigError("global.job_queue.retry_backoff_min_ms: must not exceed retry_backoff_max_ms")
+    if cfg.server.tls is not None and cfg.server.tls.client_auth == "required" and not cfg.server.tls.client_ca_bundle:
+        raise ConfigError("server.tls.client_ca_bundle: required when client_auth = \"required\"")
+    _validate_repositories(cfg)
+
+
+def _validate_repositories(cfg: Config) -> None:
+    from .oci.reference import _NAME
+
+    keys = sorted(cfg.repository)
+    for key in keys:
+        if not _NAME.match(key):
+            raise ConfigError(f"{_join('repository', key)}: not a valid repository name")
+    for a in keys:
+        for b in keys:
+            if a != b and b.startswith(a + "/"):
+                raise ConfigError(f"{_join('repository', b)}: overlaps repository {a!r}; repository keys must not nest")
+    for key, repo in cfg.repository.items():
+        base = _join("repository", key)
+        names = set()
+        for i, ds in enumerate(repo.downstream):
+            where = f"{base}.downstream[{i}]"
+            if ds.name in names:
+                raise ConfigError(f"{where}.name: duplicate downstream name {ds.name!r}")
+            names.add(ds.name)
+            if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", ds.url):
+                raise ConfigError(f"{where}.url: expected an http:// or https:// URL, got {ds.url!r}")
+            if (ds.client_certificate is None) != (ds.client_private_key is None):
+                raise ConfigError(f"{where}: client_certificate and client_private_key go together")
+            if (ds.username is None) != (ds.password is None):
+                raise ConfigError(f"{where}: username and password go together")
+        for i, up in enumerate(repo.upstream):
+            if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", up.url):
+                raise ConfigError(f"{base}.upstream[{i}].url: expected an http:// or https:// URL, got {up.url!r}")

@@ -1,0 +1,21 @@
+"""Every Prometheus metric Angos exports, declared in one place.
+
+Declarations only. Under gunicorn the server sets ``PROMETHEUS_MULTIPROC_DIR``
+before any worker starts, so values from every worker process (and the
+in-process job drain) are aggregated on ``/metrics``.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests by method, route (action) and status",
+                        ["method", "route", "status"])
+HTTP_DURATION = Histogram("http_request_duration_ms", "HTTP request duration in milliseconds",
+                          ["method", "route"],
+                          buckets=(1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000))
+HTTP_IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being served", multiprocess_mode="livesum")
+
+AUTH_ATTEMPTS = Counter("auth_attempts_total", "Authentication attempts", ["method", "result"])
+
+LOCK_ACQUISITIONS = Counter("lock_acquisitions_total", "Metadata lock acquisitions", ["backend", "result"])
+LOCK_DURATION = Histogram("lock_acquisition_duration_ms", "Time to acquire a metadata lock (ms)", ["backend"],
+                          buckets=(0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000))

@@ -1,0 +1,48 @@
+"""Registry events and the listener list.
+
+The registry calls :meth:`Listeners.emit` after a manifest mutation has been
+committed and only when it changed local state. Listeners (wired in
+``create_app``) must not raise into the request: :meth:`emit` logs and counts a
+failing listener and carries on, so an enqueue failure never fails a push.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+log = logging.getLogger("angos.registry.events")
+
+
+@dataclass(frozen=True)
+class ManifestPushed:
+    namespace: str
+    reference: str          # the tag, or the digest for a by-digest push
+    digest: str
+    created_at: str         # author time (RFC 3339)
+
+
+@dataclass(frozen=True)
+class ManifestDeleted:
+    namespace: str
+    reference: str          # the tag or digest the client deleted
+    digest: str | None
+    deleted_at: str         # change time (RFC 3339), the LWW stamp of the delete
+
+
+class Listeners:
+    def __init__(self):
+        self._listeners: list[Callable] = []
+        self.failures = 0
+
+    def add(self, fn: Callable) -> None:
+        self._listeners.append(fn)
+
+    def emit(self, event) -> None:
+        for fn in self._listeners:
+            try:
+                fn(event)
+            except Exception:  # noqa: BLE001 - a listener must never fail the write
+                self.failures += 1
+                log.exception("event listener %r failed for %r", fn, event)

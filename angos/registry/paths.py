@@ -1,0 +1,117 @@
+"""The storage key layout. This is the only module that knows it.
+
+Blob store::
+
+    blobs/<alg>/<hex[:2]>/<hex>                 blob bytes (content addressed)
+    uploads/<uuid>/data                         bytes of an upload session
+    uploads/<uuid>/info                         session record (namespace, algorithm, start)
+
+Metadata store::
+
+    repositories/<ns>/_manifests/revisions/<alg>/<hex>   manifest revision (header line + body)
+    repositories/<ns>/_manifests/tags/<tag>              tag record {digest, created_at}
+    repositories/<ns>/_layers/<alg>/<hex>                 ownership grant of a blob
+    repositories/<ns>/_refs/<alg>/<hex>/<alg>-<hex>       "manifest M references blob/child B"
+    repositories/<ns>/_referrers/<alg>/<hex>/<alg>-<hex>  referrer descriptor of subject S
+    repositories/<ns>/_pulls/<alg>/<hex>                  last pull time of a revision
+    blob-index/<alg>/<hex>/<ns with / as %2F>             which namespaces hold a grant
+    _jobs/...                                             the job queue (angos.queue)
+
+Every function takes already-validated names, tags, digests and upload ids;
+the validators in ``angos.oci`` guarantee none of them can contain ``..`` or
+start with ``/``.
+"""
+
+from __future__ import annotations
+
+from ..oci.digest import Digest
+
+REPOS = "repositories"
+
+
+def blob_data(d: Digest) -> str:
+    return f"blobs/{d.algorithm}/{d.hex[:2]}/{d.hex}"
+
+
+def upload_dir(upload_id: str) -> str:
+    return f"uploads/{upload_id}"
+
+
+def upload_data(upload_id: str) -> str:
+    return f"uploads/{upload_id}/data"
+
+
+def upload_info(upload_id: str) -> str:
+    return f"uploads/{upload_id}/info"
+
+
+UPLOADS = "uploads"
+
+
+def namespace_dir(ns: str) -> str:
+    return f"{REPOS}/{ns}"
+
+
+def revision(ns: str, d: Digest) -> str:
+    return f"{REPOS}/{ns}/_manifests/revisions/{d.algorithm}/{d.hex}"
+
+
+def revisions_dir(ns: str) -> str:
+    return f"{REPOS}/{ns}/_manifests/revisions"
+
+
+def tag(ns: str, name: str) -> str:
+    return f"{REPOS}/{ns}/_manifests/tags/{name}"
+
+
+def tags_dir(ns: str) -> str:
+    return f"{REPOS}/{ns}/_manifests/tags"
+
+
+def grant(ns: str, d: Digest) -> str:
+    return f"{REPOS}/{ns}/_layers/{d.algorithm}/{d.hex}"
+
+
+def grants_dir(ns: str) -> str:
+    return f"{REPOS}/{ns}/_layers"
+
+
+def ref_marker(ns: str, target: Digest, manifest: Digest) -> str:
+    return f"{REPOS}/{ns}/_refs/{target.algorithm}/{target.hex}/{manifest.algorithm}-{manifest.hex}"
+
+
+def ref_dir(ns: str, target: Digest) -> str:
+    return f"{REPOS}/{ns}/_refs/{target.algorithm}/{target.hex}"
+
+
+def referrer(ns: str, subject: Digest, manifest: Digest) -> str:
+    return f"{REPOS}/{ns}/_referrers/{subject.algorithm}/{subject.hex}/{manifest.algorithm}-{manifest.hex}"
+
+
+def referrers_dir(ns: str, subject: Digest) -> str:
+    return f"{REPOS}/{ns}/_referrers/{subject.algorithm}/{subject.hex}"
+
+
+def pull_time(ns: str, d: Digest) -> str:
+    return f"{REPOS}/{ns}/_pulls/{d.algorithm}/{d.hex}"
+
+
+def blob_index(d: Digest, ns: str) -> str:
+    return f"blob-index/{d.algorithm}/{d.hex}/{ns.replace('/', '%2F')}"
+
+
+def blob_index_dir(d: Digest) -> str:
+    return f"blob-index/{d.algorithm}/{d.hex}"
+
+
+def namespace_from_index_entry(name: str) -> str:
+    return name.replace("%2F", "/")
+
+
+def digest_from_entry(name: str) -> Digest:
+    """Inverse of the ``<alg>-<hex>`` entry names used by markers and referrers."""
+    alg, _, hexpart = name.partition("-")
+    return Digest.parse(f"{alg}:{hexpart}")
+
+
+JOBS = "_jobs"

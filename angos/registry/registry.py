@@ -1,0 +1,69 @@
+"""The Registry facade: OCI semantics over the blob and metadata stores.
+
+Built once per process by ``build_registry(cfg)``; the HTTP layer and the
+workers talk only to this object. It never imports Flask or the job queue:
+other subsystems subscribe to its events through ``registry.listeners``.
+Configuration can be swapped live with :meth:`reconfigure`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..oci.digest import Digest
+from ..storage import build_locks, build_store
+from . import paths
+from .blobs import BlobService
+from .catalog import Catalog
+from .events import Listeners
+from .manifests import ManifestService, WritePolicy
+from .referrers import ReferrerService
+from .timestamps import format_ts, now
+from .uploads import UploadService
+
+
+class Registry:
+    def __init__(self, cfg, blobs, meta, locks):
+        self.blob_store = blobs
+        self.meta_store = meta
+        self.locks = locks
+        self.listeners = Listeners()
+        self.blobs = BlobService(blobs, meta, locks)
+        self.uploads = UploadService(blobs, meta, locks, self.blobs, cfg.global_.max_blob_size)
+        self.manifests = ManifestService(meta, locks, self.blobs, self.listeners, cfg.global_.max_manifest_size)
+        self.referrers = ReferrerService(meta, self.manifests)
+        self.catalog = Catalog(meta)
+        self.reconfigure(cfg)
+
+    def reconfigure(self, cfg) -> None:
+        self.cfg = cfg
+        self.uploads.max_blob_size = cfg.global_.max_blob_size
+        self.manifests.max_manifest_size = cfg.global_.max_manifest_size
+
+    def write_policy(self, ns: str) -> WritePolicy:
+        g = self.cfg.global_
+        _, repo = self.cfg.repository_for(ns)
+        enabled = g.immutable_tags
+        exclusions = g.immutable_tags_exclusions
+        if repo is not None:
+            if repo.immutable_tags is not None:
+                enabled = enabled or repo.immutable_tags
+            if repo.immutable_tags_exclusions:
+                exclusions = repo.immutable_tags_exclusions  # a repository list replaces the global one
+        return WritePolicy(enabled, exclusions, g.allow_missing_manifest_references)
+
+    def record_pull(self, ns: str, d: Digest) -> None:
+        if self.cfg.global_.update_pull_time:
+            self.meta_store.put(paths.pull_time(ns, d), json.dumps({"pulled_at": format_ts(now())}).encode())
+
+    def check(self) -> None:
+        """Raise when storage or locks cannot serve requests (used by /readyz)."""
+        self.blob_store.check()
+        self.meta_store.check()
+        self.locks.check()
+
+
+def build_registry(cfg) -> Registry:
+    blobs = build_store(cfg.blob_store)
+    meta = build_store(cfg.metadata)
+    return Registry(cfg, blobs, meta, build_locks(cfg))

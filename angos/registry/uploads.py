@@ -1,0 +1,217 @@
+"""Blob upload sessions: start, append chunks, report status, complete, cancel.
+
+Bytes stream straight into the blob store's upload object while being hashed,
+so an upload of any size runs in constant memory and is hashed in the same
+pass. The running hash is kept per process (keyed by upload id and offset);
+when a later request lands on another process the bytes written so far are
+re-hashed from the store, so correctness never depends on request routing.
+
+Completion moves the upload object to its content-addressed key under the
+``blob:<digest>`` lock and grants the blob to the namespace. A crash before the
+move leaves only the upload session (cleaned by ``scrub --uploads``), never a
+partial blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections import OrderedDict
+from typing import Iterable, Iterator
+
+from ..oci.digest import Digest, check_algorithm
+from ..oci.errors import (BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid,
+                          SizeInvalid, TooLarge)
+from ..storage import NotFound
+from . import paths
+from .timestamps import format_ts, now
+
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def validate_upload_id(upload_id: str) -> str:
+    if not _UPLOAD_ID.match(upload_id or ""):
+        raise BlobUploadUnknown(f"upload {upload_id!r} unknown")
+    return upload_id
+
+
+class UploadService:
+    HASH_CACHE = 1024
+
+    def __init__(self, blobs, meta, locks, blob_service, max_blob_size: int):
+        self.blobs = blobs
+        self.meta = meta
+        self.locks = locks
+        self.blob_service = blob_service
+        self.max_blob_size = max_blob_size
+        self._hashers: "OrderedDict[str, tuple[int, object]]" = OrderedDict()
+
+    # -- session records
+
+    def start(self, ns: str, algorithm: str = "sha256") -> str:
+        check_algorithm(algorithm)
+        upload_id = str(uuid.uuid4())
+        info = {"namespace": ns, "algorithm": algorithm, "started_at": format_ts(now())}
+        self.blobs.put(paths.upload_info(upload_id), json.dumps(info).encode())
+        self.blobs.put(paths.upload_data(upload_id), b"")
+        return upload_id
+
+    def info(self, ns: str, upload_id: str) -> dict:
+        validate_upload_id(upload_id)
+        try:
+            info = json.loads(self.blobs.get(paths.upload_info(upload_id)))
+        except (NotFound, ValueError):
+            raise BlobUploadUnknown(f"upload {upload_id} unknown") from None
+        if info.get("namespace") != ns:
+            raise BlobUploadUnknown(f"upload {upload_id} unknown to {ns}")
+        return info
+
+    def offset(self, upload_id: str) -> int:
+        try:
+            return self.blobs.stat(paths.upload_data(upload_id)).size
+        except NotFound:
+            raise BlobUploadUnknown(f"upload {upload_id} unknown") from None
+
+    def status(self, ns: str, upload_id: str) -> int:
+        self.info(ns, upload_id)
+        return self.offset(upload_id)
+
+    def cancel(self, ns: str, upload_id: str) -> None:
+        self.info(ns, upload_id)
+        with self.locks.lock(f"upload:{upload_id}"):
+            self.blobs.delete_prefix(paths.upload_dir(upload_id))
+        self._hashers.pop(upload_id, None)
+
+    def list_sessions(self) -> list[str]:
+        return [u for u in self.blobs.children(paths.UPLOADS) if _UPLOAD_ID.match(u)]
+
+    # -- writing
+
+    def append(self, ns: str, upload_id: str, chunks: Iterable[bytes],
+               content_range: tuple[int, int] | None, length: int | None) -> int:
+        """Append one chunk; returns the new offset. 416 when the range does not continue the upload."""
+        info = self.info(ns, upload_id)
+        with self.locks.lock(f"upload:{upload_id}"):
+            return self._append_locked(upload_id, info["algorithm"], chunks, content_range, length)
+
+    def _append_locked(self, upload_id, algorithm, chunks, content_range, length) -> int:
+        offset = self.offset(upload_id)
+        if content_range is not None:
+            start, end = content_range
+            if start != offset or end < start:
+                raise RangeInvalid(f"range {start}-{end} does not continue the upload at offset {offset}",
+                                   detail={"offset": offset})
+            if length is not None and end - start + 1 != length:
+                raise SizeInvalid(f"Content-Range {start}-{end} does not match Content-Length {length}")
+            length = end - start + 1
+        if length is not None and offset + length > self.max_blob_size:
+            raise TooLarge(f"upload would exceed the maximum blob size of {self.max_blob_size} bytes")
+
+        hasher = self._take_hasher(upload_id, offset, algorithm)
+        counted = _Counted(chunks, hasher, self.max_blob_size - offset)
+        key = paths.upload_data(upload_id)
+        try:
+            new_size = self.blobs.append(key, counted)
+        except BaseException:
+            self._undo(key, offset)
+            raise
+        if counted.overflow:
+            self._undo(key, offset)
+            raise TooLarge(f"upload exceeds the maximum blob size of {self.max_blob_size} bytes")
+        if length is not None and counted.count != length:
+            self._undo(key, offset)
+            raise SizeInvalid(f"received {counted.count} bytes, expected {length}")
+        self._keep_hasher(upload_id, new_size, hasher)
+        return new_size
+
+    def _undo(self, key: str, offset: int) -> None:
+        truncate = getattr(self.blobs, "truncate", None)
+        if truncate is not None:
+            truncate(key, offset)
+
+    def _take_hasher(self, upload_id: str, offset: int, algorithm: str):
+        cached = self._hashers.pop(upload_id, None)
+        if cached is not None and cached[0] == offset and cached[1].name == algorithm:
+            return cached[1]
+        return self._rehash(upload_id, offset, algorithm)
+
+    def _rehash(self, upload_id: str, offset: int, algorithm: str):
+        hasher = hashlib.new(algorithm)
+        if offset:
+            with self.blobs.open_read(paths.upload_data(upload_id)) as fh:
+                remaining = offset
+                while remaining:
+                    block = fh.read(min(remaining, 1 << 20))
+                    if not block:
+                        break
+                    hasher.update(block)
+                    remaining -= len(block)
+        return hasher
+
+    def _keep_hasher(self, upload_id: str, offset: int, hasher) -> None:
+        self._hashers[upload_id] = (offset, hasher)
+        while len(self._hashers) > self.HASH_CACHE:
+            self._hashers.popitem(last=False)
+
+    def complete(self, ns: str, upload_id: str, digest: Digest, chunks: Iterable[bytes] | None,
+                 content_range: tuple[int, int] | None, length: int | None) -> Digest:
+        info = self.info(ns, upload_id)
+        with self.locks.lock(f"upload:{upload_id}"):
+            if chunks is not None and (length is None or length > 0 or content_range is not None):
+                self._append_locked(upload_id, info["algorithm"], chunks, content_range, length)
+            size = self.offset(upload_id)
+            hasher = self._take_hasher(upload_id, size, digest.algorithm)
+            actual = hasher.hexdigest()
+            if actual != digest.hex:
+                self._keep_hasher(upload_id, size, hasher)
+                raise DigestInvalid(f"digest {digest} does not match the uploaded content "
+                                    f"({digest.algorithm}:{actual})")
+            self._finalize(ns, upload_id, digest)
+        return digest
+
+    def _finalize(self, ns: str, upload_id: str, digest: Digest) -> None:
+        with self.locks.lock(f"blob:{digest}"):
+            target = paths.blob_data(digest)
+            if self.blobs.exists(target):
+                self.blobs.delete(paths.upload_data(upload_id))
+            else:
+                self.blobs.move(paths.upload_data(upload_id), target)
+            self.blob_service.grant(ns, digest)
+        self.blobs.delete_prefix(paths.upload_dir(upload_id))
+        self._hashers.pop(upload_id, None)
+
+    def monolithic(self, ns: str, digest: Digest, chunks: Iterable[bytes], length: int | None) -> Digest:
+        """Single-request upload (POST ?digest= or a direct PUT): stream, hash and store in one pass."""
+        upload_id = self.start(ns, digest.algorithm)
+        try:
+            self.complete(ns, upload_id, digest, chunks, None, length)
+        except BaseException:
+            self.blobs.delete_prefix(paths.upload_dir(upload_id))
+            self._hashers.pop(upload_id, None)
+            raise
+        return digest
+
+
+class _Counted:
+    """Iterate chunks, hashing and counting them; stop once ``limit`` bytes are exceeded."""
+
+    def __init__(self, chunks: Iterable[bytes], hasher, limit: int):
+        self.chunks = chunks
+        self.hasher = hasher
+        self.limit = limit
+        self.count = 0
+        self.overflow = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        update = self.hasher.update
+        for chunk in self.chunks:
+            if not chunk:
+                continue
+            self.count += len(chunk)
+            if self.count > self.limit:
+                self.overflow = True
+                return
+            update(chunk)
+            yield chunk

@@ -1,0 +1,100 @@
+"""The one small storage contract every backend implements.
+
+Keys are ``/``-separated relative paths built only by ``angos.registry.paths``
+(never from raw client input). Contract, per method:
+
+- ``get(key)`` returns the whole object (small objects only: metadata), or
+  raises :class:`NotFound`.
+- ``put(key, data)`` is atomic: readers see the old object or the new one,
+  never a prefix of it.
+- ``put_if_absent(key, data)`` creates the object only if no object has the key;
+  returns whether it did. Atomic against concurrent callers.
+- ``write_stream(key, chunks)`` stores an iterable of byte chunks atomically in
+  constant memory and returns the byte count.
+- ``append(key, chunks)`` extends an upload object in constant memory and
+  returns its new size (the object is created when absent). Not atomic:
+  callers hold the upload's lock.
+- ``open_read(key, offset)`` returns a binary file-like positioned at offset.
+- ``delete(key)`` is idempotent; ``delete_prefix`` removes a whole subtree.
+- ``stat(key)`` returns :class:`ObjectInfo` or raises :class:`NotFound`.
+- ``list(prefix)`` yields every key under a prefix (recursively);
+  ``children(prefix)`` lists the immediate child names (objects and
+  "directories") of a prefix.
+- ``move(src, dst)`` renames an object; when ``dst`` exists it is replaced.
+- ``local_path(key)`` is a filesystem path for zero-copy serving, or None.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import BinaryIO, Iterable, Iterator
+
+from ..oci.errors import AngosError
+
+
+class NotFound(AngosError):
+    """No object has the requested key."""
+
+
+class StorageUnavailable(AngosError):
+    """The backend cannot be reached (I/O error, network, credentials)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    mtime: float
+
+
+class ObjectStore(ABC):
+    name = "abstract"
+
+    @abstractmethod
+    def get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool: ...
+
+    @abstractmethod
+    def write_stream(self, key: str, chunks: Iterable[bytes]) -> int: ...
+
+    @abstractmethod
+    def append(self, key: str, chunks: Iterable[bytes]) -> int: ...
+
+    @abstractmethod
+    def open_read(self, key: str, offset: int = 0) -> BinaryIO: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> None: ...
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]: ...
+
+    @abstractmethod
+    def children(self, prefix: str) -> list[str]: ...
+
+    @abstractmethod
+    def move(self, src: str, dst: str) -> None: ...
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+            return True
+        except NotFound:
+            return False
+
+    def local_path(self, key: str) -> str | None:
+        return None
+
+    def check(self) -> None:
+        """Raise StorageUnavailable when the backend cannot serve requests."""

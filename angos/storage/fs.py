@@ -1,0 +1,193 @@
+"""Filesystem ObjectStore: objects are files under ``root_dir``.
+
+Atomicity comes from writing to a unique temporary file in the same directory
+and ``os.replace``-ing it into place; ``put_if_absent`` uses ``os.link`` so the
+final name appears only if it did not exist. With ``sync_to_disk`` every write
+is fsync'ed (file and directory) before it becomes visible.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from typing import BinaryIO, Iterable, Iterator
+
+from .base import NotFound, ObjectInfo, ObjectStore, StorageUnavailable
+
+
+class FsStore(ObjectStore):
+    name = "fs"
+
+    def __init__(self, root_dir: str, sync_to_disk: bool = False):
+        self.root = os.path.abspath(root_dir)
+        self.sync = sync_to_disk
+        os.makedirs(self.root, exist_ok=True)
+
+    def _path(self, key: str) -> str:
+        # Keys come from angos.registry.paths, which only admits validated names;
+        # this check is a second line of defence against escaping the root.
+        if key.startswith("/") or "\\" in key or any(p in ("..", ".", "") for p in key.rstrip("/").split("/")):
+            raise ValueError(f"refusing unsafe storage key {key!r}")
+        return os.path.join(self.root, key)
+
+    def _tmp(self, path: str) -> str:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return f"{path}.tmp-{uuid.uuid4().hex}"
+
+    def _fsync_dir(self, path: str) -> None:
+        if self.sync:
+            fd = os.open(os.path.dirname(path), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as fh:
+                return fh.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound(key) from None
+
+    def _write_tmp(self, path: str, chunks: Iterable[bytes]) -> tuple[str, int]:
+        tmp = self._tmp(path)
+        total = 0
+        try:
+            with open(tmp, "wb") as fh:
+                for chunk in chunks:
+                    fh.write(chunk)
+                    total += len(chunk)
+                if self.sync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return tmp, total
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp, _ = self._write_tmp(path, (data,))
+        os.replace(tmp, path)
+        self._fsync_dir(path)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        tmp, _ = self._write_tmp(path, (data,))
+        try:
+            os.link(tmp, path)
+            self._fsync_dir(path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            _unlink(tmp)
+
+    def write_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        path = self._path(key)
+        tmp, total = self._write_tmp(path, chunks)
+        os.replace(tmp, path)
+        self._fsync_dir(path)
+        return total
+
+    def append(self, key: str, chunks: Iterable[bytes]) -> int:
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "ab") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            if self.sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+            return fh.tell()
+
+    def truncate(self, key: str, size: int) -> None:
+        """Cut an upload object back to ``size`` bytes (undo a failed append)."""
+        try:
+            os.truncate(self._path(key), size)
+        except FileNotFoundError:
+            pass
+
+    def open_read(self, key: str, offset: int = 0) -> BinaryIO:
+        try:
+            fh = open(self._path(key), "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound(key) from None
+        if offset:
+            fh.seek(offset)
+        return fh
+
+    def delete(self, key: str) -> None:
+        _unlink(self._path(key))
+        self._prune_empty(os.path.dirname(self._path(key)))
+
+    def _prune_empty(self, directory: str) -> None:
+        # Remove now-empty parent directories so listings stay meaningful
+        # (a namespace with no content disappears from the catalog).
+        while directory.startswith(self.root + os.sep) and directory != self.root:
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
+            directory = os.path.dirname(directory)
+
+    def delete_prefix(self, prefix: str) -> None:
+        import shutil
+
+        path = self._path(prefix.rstrip("/"))
+        shutil.rmtree(path, ignore_errors=True)
+        self._prune_empty(os.path.dirname(path))
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            st = os.stat(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(key) from None
+        if not os.path.isfile(self._path(key)):
+            raise NotFound(key)
+        return ObjectInfo(st.st_size, st.st_mtime)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, self.root)
+            for name in sorted(filenames):
+                if ".tmp-" in name:
+                    continue
+                yield name if rel == "." else f"{rel}/{name}"
+
+    def children(self, prefix: str) -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        try:
+            return sorted(n for n in os.listdir(base) if ".tmp-" not in n)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def move(self, src: str, dst: str) -> None:
+        s, d = self._path(src), self._path(dst)
+        os.makedirs(os.path.dirname(d), exist_ok=True)
+        try:
+            os.replace(s, d)
+        except FileNotFoundError:
+            raise NotFound(src) from None
+        self._fsync_dir(d)
+        self._prune_empty(os.path.dirname(s))
+
+    def local_path(self, key: str) -> str | None:
+        return self._path(key)
+
+    def check(self) -> None:
+        if not os.path.isdir(self.root) or not os.access(self.root, os.W_OK):
+            raise StorageUnavailable(f"{self.root} is not a writable directory")
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.EISDIR):
+            raise
