@@ -122,6 +122,16 @@ def _host(address: str) -> str:
     return f"[{address}]" if ":" in address and not address.startswith("[") else address
 
 
+def run(args, config_paths) -> int:
+    """The ``angos server`` command."""
+    from .auth import AccessControl
+    from .config import load_config
+
+    cfg = load_config(config_paths)
+    AccessControl(cfg)  # validate policies once, before forking workers
+    return run_server(cfg, config_paths)
+
+
 def run_server(cfg, config_paths) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="angos-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir

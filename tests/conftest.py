@@ -1,0 +1,235 @@
+"""Shared fixtures: real servers on 127.0.0.1 with free ports.
+
+- ``angos_factory(extra_toml="", workers=2, ...)`` starts ``angos server`` as a
+  real process (gunicorn + gevent) on a fresh data directory and returns an
+  :class:`AngosServer`; every server is stopped at teardown.
+- ``angos``: one shared server (2 workers, allow-all) for protocol tests.
+- ``docker_registry_factory()``: CNCF Distribution (Debian ``docker-registry``)
+  with filesystem storage, as a third-party peer.
+- ``redis_server``: a throwaway ``redis-server``.
+- ``skopeo(*args)``: run skopeo against loopback registries (TLS off).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+ANGOS = [sys.executable, "-m", "angos.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 20.0, ok=(200, 401)) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            r = requests.get(url, timeout=1)
+            if r.status_code in ok:
+                return
+            last = r.status_code
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up: {last}")
+
+
+class AngosServer:
+    """A running ``angos server`` process."""
+
+    def __init__(self, workdir: Path, config_text: str, port: int, env: dict | None = None):
+        self.workdir = workdir
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.host = f"127.0.0.1:{port}"
+        self.config_path = workdir / "config.toml"
+        self.config_path.write_text(config_text)
+        self.log_path = workdir / "server.log"
+        self.env = dict(os.environ, **(env or {}))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> "AngosServer":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(ANGOS + ["-c", str(self.config_path), "server"], cwd=self.workdir,
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)
+        if wait:
+            wait_http(self.url + "/healthz", self.proc)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (master and workers), as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def v2(self, path: str) -> str:
+        return f"{self.url}/v2/{path}"
+
+
+def angos_config(data_dir: Path, port: int, workers: int = 2, extra: str = "", policy: str = "allow") -> str:
+    return textwrap.dedent(f"""\
+        [server]
+        bind_address = "127.0.0.1"
+        port = {port}
+        workers = {workers}
+
+        [global.access_policy]
+        default = "{policy}"
+
+        [blob_store.fs]
+        root_dir = "{data_dir}"
+        """) + textwrap.dedent(extra)
+
+
+@pytest.fixture
+def angos_factory(tmp_path_factory):
+    servers: list[AngosServer] = []
+
+    def make(extra: str = "", workers: int = 2, config_text: str | None = None, start: bool = True,
+             env: dict | None = None, policy: str = "allow") -> AngosServer:
+        workdir = tmp_path_factory.mktemp("angos")
+        port = free_port()
+        text = config_text if config_text is not None else angos_config(workdir / "data", port, workers, extra,
+                                                                         policy)
+        server = AngosServer(workdir, text.replace("@PORT@", str(port)).replace("@DATA@", str(workdir / "data")),
+                             port, env)
+        servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield make
+    for s in servers:
+        s.stop(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def angos(tmp_path_factory):
+    """One shared allow-all server with 2 gunicorn workers."""
+    workdir = tmp_path_factory.mktemp("angos-shared")
+    port = free_port()
+    server = AngosServer(workdir, angos_config(workdir / "data", port, 2), port).start()
+    yield server
+    server.stop(timeout=10)
+
+
+class DockerRegistry:
+    def __init__(self, workdir: Path, port: int, extra_yaml: str = ""):
+        self.workdir = workdir
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.host = f"127.0.0.1:{port}"
+        self.config_path = workdir / "config.yml"
+        self.config_path.write_text(textwrap.dedent(f"""\
+            version: 0.1
+            log:
+              level: warn
+            storage:
+              filesystem:
+                rootdirectory: {workdir / 'data'}
+              delete:
+                enabled: true
+            http:
+              addr: 127.0.0.1:{port}
+            """) + textwrap.dedent(extra_yaml))
+        self.proc = None
+
+    def start(self) -> "DockerRegistry":
+        self._log = open(self.workdir / "registry.log", "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.config_path)], stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        wait_http(self.url + "/v2/", self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def docker_registry_factory(tmp_path_factory):
+    if shutil.which("docker-registry") is None:
+        pytest.fail("docker-registry is not installed (make test installs it)")
+    regs: list[DockerRegistry] = []
+
+    def make(extra_yaml: str = "") -> DockerRegistry:
+        reg = DockerRegistry(tmp_path_factory.mktemp("distribution"), free_port(), extra_yaml)
+        regs.append(reg)
+        return reg.start()
+
+    yield make
+    for r in regs:
+        r.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory):
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (make test installs it)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+def skopeo(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = ["skopeo", "--insecure-policy", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr}")
+    return res
