@@ -47,7 +47,7 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 2
                 return
             last = r.status_code
         except requests.RequestException as exc:
-            last = exc
+            last = repr(exc)  # not the exception: its traceback would keep the socket open
         time.sleep(0.05)
     raise RuntimeError(f"{url} did not come up: {last}")
 
