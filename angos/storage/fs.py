@@ -4,6 +4,11 @@ Atomicity comes from writing to a unique temporary file in the same directory
 and ``os.replace``-ing it into place; ``put_if_absent`` uses ``os.link`` so the
 final name appears only if it did not exist. With ``sync_to_disk`` every write
 is fsync'ed (file and directory) before it becomes visible.
+
+Deletes prune directories left empty, so a concurrent writer can see the
+directory it just created vanish before its file lands in it (another worker
+deleted the last sibling). Every "create parent, then create file" step
+therefore retries on ``FileNotFoundError`` (:meth:`FsStore._in_dir`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ import uuid
 from typing import BinaryIO, Iterable, Iterator
 
 from .base import NotFound, ObjectInfo, ObjectStore, StorageUnavailable
+
+# A prune can only win the race a handful of times in a row; more means the
+# path is really unusable and the error should surface.
+_PRUNE_RETRIES = 20
 
 
 class FsStore(ObjectStore):
@@ -32,8 +41,18 @@ class FsStore(ObjectStore):
         return os.path.join(self.root, key)
 
     def _tmp(self, path: str) -> str:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         return f"{path}.tmp-{uuid.uuid4().hex}"
+
+    def _in_dir(self, path: str, op):
+        """Create ``path``'s parent directory and run ``op()`` in it, retrying when a
+        concurrent prune removes the directory in between."""
+        for attempt in range(_PRUNE_RETRIES):
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                return op()
+            except FileNotFoundError:
+                if attempt == _PRUNE_RETRIES - 1:
+                    raise
 
     def _fsync_dir(self, path: str) -> None:
         if self.sync:
@@ -53,8 +72,11 @@ class FsStore(ObjectStore):
     def _write_tmp(self, path: str, chunks: Iterable[bytes]) -> tuple[str, int]:
         tmp = self._tmp(path)
         total = 0
+        # Once the temporary file exists its directory is not empty, so no
+        # prune can remove it until the file is renamed or unlinked.
+        fh = self._in_dir(tmp, lambda: open(tmp, "wb"))
         try:
-            with open(tmp, "wb") as fh:
+            with fh:
                 for chunk in chunks:
                     fh.write(chunk)
                     total += len(chunk)
@@ -93,8 +115,7 @@ class FsStore(ObjectStore):
 
     def append(self, key: str, chunks: Iterable[bytes]) -> int:
         path = self._path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "ab") as fh:
+        with self._in_dir(path, lambda: open(path, "ab")) as fh:
             for chunk in chunks:
                 fh.write(chunk)
             if self.sync:
@@ -167,9 +188,10 @@ class FsStore(ObjectStore):
 
     def move(self, src: str, dst: str) -> None:
         s, d = self._path(src), self._path(dst)
-        os.makedirs(os.path.dirname(d), exist_ok=True)
+        if not os.path.exists(s):
+            raise NotFound(src)
         try:
-            os.replace(s, d)
+            self._in_dir(d, lambda: os.replace(s, d))
         except FileNotFoundError:
             raise NotFound(src) from None
         self._fsync_dir(d)
