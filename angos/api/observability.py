@@ -38,8 +38,8 @@ def register(app) -> None:
             g.in_flight = False
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_flask_exporter.multiprocess import MultiprocessPrometheusMetrics as Exporter
+        # Sums every worker's values (and the in-process job drain's) from the shared directory.
+        from prometheus_flask_exporter.multiprocess import MultiprocessInternalPrometheusMetrics as Exporter
     else:
         from prometheus_flask_exporter import PrometheusMetrics as Exporter
-    exporter = Exporter(app=None, path="/metrics", export_defaults=False, metrics_decorator=action("metrics"))
-    exporter.init_app(app)  # registers /metrics
+    Exporter(app=app, path="/metrics", export_defaults=False, metrics_decorator=action("metrics"))
