@@ -1,0 +1,106 @@
+"""Memory: a 1 GiB blob is pushed and pulled in constant server memory.
+
+The server runs one gunicorn worker so the bytes certainly pass through the
+process being measured. A background thread samples ``VmRSS`` of every
+worker from ``/proc`` during the transfer; the peak may exceed the baseline
+taken after a warm-up round trip by less than 64 MiB. The client streams too:
+the body is generated on the fly while hashing and the download is hashed as
+it arrives, so the test itself never holds the blob either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+import requests
+
+from .streams import BLOCK, PseudoRandomBlob, hash_response
+
+SIZE = 1024 * 1024 * 1024
+LIMIT = 64 * 1024 * 1024
+NS = "memory/app"
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+class RssSampler(threading.Thread):
+    """Track the peak RSS of each of ``pids`` until stopped."""
+
+    def __init__(self, pids: list[int]):
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.peak = {pid: rss_bytes(pid) for pid in pids}
+        self.samples = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.02):
+            for pid in self.pids:
+                self.peak[pid] = max(self.peak[pid], rss_bytes(pid))
+            self.samples += 1
+
+    def stop(self) -> dict[int, int]:
+        self._stop_event.set()
+        self.join(10)
+        return self.peak
+
+
+def push_streamed(server, ns: str, blob: PseudoRandomBlob) -> str:
+    """Streamed PATCH (hashing while sending), then close with the computed digest."""
+    r = requests.post(server.v2(f"{ns}/blobs/uploads/"))
+    assert r.status_code == 202
+    hasher = hashlib.sha256()
+    r = requests.patch(server.url + r.headers["Location"], data=blob.chunks(hasher=hasher))
+    assert r.status_code == 202, r.text
+    digest = "sha256:" + hasher.hexdigest()
+    r = requests.put(server.url + r.headers["Location"], params={"digest": digest})
+    assert r.status_code == 201, r.text
+    return digest
+
+
+def pull_streamed(server, ns: str, digest: str) -> tuple[str, int]:
+    with requests.get(server.v2(f"{ns}/blobs/{digest}"), stream=True) as r:
+        assert r.status_code == 200
+        return hash_response(r)
+
+
+@pytest.mark.slow
+def test_push_and_pull_of_1gib_blob_grow_worker_rss_by_less_than_64mib(angos_factory):
+    server = angos_factory(workers=1)
+    workers = server.worker_pids()
+    assert len(workers) == 1
+
+    # Warm-up: the first upload and download import and allocate whatever the
+    # code paths need once; the baseline is taken after that.
+    warm = PseudoRandomBlob(4 * BLOCK)
+    warm_digest = push_streamed(server, NS, warm)
+    assert pull_streamed(server, NS, warm_digest) == (warm_digest, warm.size)
+    baseline = {pid: rss_bytes(pid) for pid in workers}
+    assert all(baseline.values())
+
+    blob = PseudoRandomBlob(SIZE)
+    sampler = RssSampler(workers)
+    sampler.start()
+    try:
+        digest = push_streamed(server, NS, blob)
+        pulled = pull_streamed(server, NS, digest)
+    finally:
+        peak = sampler.stop()
+
+    assert pulled == (digest, SIZE)
+    assert sampler.samples > 10
+    assert server.worker_pids() == workers, "the worker was replaced during the transfer"
+    growth = {pid: peak[pid] - baseline[pid] for pid in workers}
+    print(f"\nRSS baseline {baseline} growth {growth} samples {sampler.samples}")
+    assert all(g < LIMIT for g in growth.values()), f"RSS grew by {growth} bytes (baseline {baseline})"
