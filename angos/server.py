@@ -12,6 +12,10 @@
   :class:`SendfileGeventWorker` replaces that one method with ``os.sendfile`` on
   the socket, waiting for writability through gevent, so a large download
   neither copies through Python nor blocks other greenlets.
+- TLS (``[server.tls]``): the context comes from gunicorn's ``ssl_context``
+  hook as an :class:`angos.auth.tls.ReloadingTLS`, which swaps in a fresh
+  context on the next handshake after the certificate, key or client CA files
+  change on disk, so certificates rotate without a restart.
 """
 
 from __future__ import annotations
@@ -96,14 +100,11 @@ class AngosApplication(BaseApplication):
         if "control_socket_disable" in self.cfg.settings:
             settings["control_socket_disable"] = True
         if server.tls is not None:
+            # certfile/keyfile switch gunicorn to TLS; the context itself comes from
+            # the ssl_context hook, which follows the files as they change.
             settings["certfile"] = server.tls.server_certificate_bundle
             settings["keyfile"] = server.tls.server_private_key
-            if server.tls.client_ca_bundle:
-                import ssl
-
-                settings["ca_certs"] = server.tls.client_ca_bundle
-                settings["cert_reqs"] = (ssl.CERT_REQUIRED if server.tls.client_auth == "required"
-                                         else ssl.CERT_OPTIONAL)
+            settings["ssl_context"] = _tls_context_hook(server.tls)
         settings.update(self.hooks)
         for key, value in settings.items():
             self.cfg.set(key, value)
@@ -118,6 +119,22 @@ class AngosApplication(BaseApplication):
         return create_app(load_config(self.config_paths))
 
 
+def _tls_context_hook(tls):
+    """gunicorn ``ssl_context(config, default_factory)``: one reloading context per worker process."""
+    built = {}
+
+    def ssl_context(config, default_ssl_context_factory):
+        from .auth.tls import ReloadingTLS
+
+        pid = os.getpid()
+        if pid not in built:
+            built.clear()
+            built[pid] = ReloadingTLS(tls)
+        return built[pid].context
+
+    return ssl_context
+
+
 def _host(address: str) -> str:
     return f"[{address}]" if ":" in address and not address.startswith("[") else address
 
@@ -129,6 +146,10 @@ def run(args, config_paths) -> int:
 
     cfg = load_config(config_paths)
     AccessControl(cfg)  # validate policies once, before forking workers
+    if cfg.server.tls is not None:
+        from .auth.tls import ReloadingTLS
+
+        ReloadingTLS(cfg.server.tls)  # unreadable certificates fail start-up with one line
     return run_server(cfg, config_paths)
 
 

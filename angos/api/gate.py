@@ -1,19 +1,45 @@
 """The access gate: every route declares its action; the policy runs before the handler.
 
 ``@action("get-blob")`` marks a view. ``check_access`` (a ``before_request``
-hook) authenticates the caller, fills the CEL request fields from the URL and
-query, and raises UNAUTHORIZED (anonymous) or DENIED (authenticated) when the
-policy refuses. Views read the identity from ``g.identity``.
+hook) resolves the caller and the request, asks the policy, and raises
+UNAUTHORIZED (anonymous caller, answered 401 with a Basic challenge) or
+DENIED (authenticated caller, 403) when it refuses. Views read the identity
+from ``g.identity``.
+
+What the policy sees:
+
+- ``identity``: basic credentials (wrong ones are a 401 before any policy
+  runs), ``client_ip`` and, on TLS with a client CA, the verified client
+  certificate's common names and organizations.
+- ``identity.client_ip`` is the TCP peer, unless that peer is one of
+  ``global.trusted_proxies``: then ``X-Forwarded-For`` is read right to left
+  and the first address that is not itself a trusted proxy is the client
+  (falling back to ``X-Real-IP``). Headers from untrusted peers are ignored,
+  so nobody can spoof an address by sending them.
+- ``request``: ``action`` and the fields that apply to it —
+  ``namespace``/``digest``/``reference``/``uuid`` from the URL (a digest
+  reference also fills ``digest``); ``digest`` from ``?digest=`` on upload
+  start/close and from ``?mount=``; ``from`` only on ``mount-blob``; ``n`` and
+  ``last`` on ``list-*`` actions; ``artifact_type`` on ``get-referrers``;
+  ``queue`` on the job administration actions. Fields that do not apply are
+  absent, never null.
+- ``POST .../blobs/uploads/?mount=`` is the ``mount-blob`` action, not
+  ``start-upload``. :func:`can` lets a view ask about another action for the
+  same caller (a mount checks ``get-blob`` on its source namespace).
 """
 
 from __future__ import annotations
 
+import ipaddress
+
 from flask import current_app, g, request
 
+from ..auth.tls import peer_names
 from ..oci.errors import Denied, Unauthorized
 
-_FIELDS = {"name": "namespace", "digest": "digest", "reference": "reference", "uuid": "uuid"}
-_QUERY = {"from": "from", "n": "n", "last": "last", "artifactType": "artifact_type", "queue": "queue"}
+_URL_FIELDS = {"name": "namespace", "namespace": "namespace", "digest": "digest", "reference": "reference",
+               "uuid": "uuid"}
+_JOB_ACTIONS = frozenset({"list-jobs", "list-failed-jobs", "retry-job", "delete-job"})
 
 
 def action(name: str):
@@ -27,22 +53,110 @@ def access():
     return current_app.extensions["angos.access"]
 
 
+# ------------------------------------------------------------------ client address
+
+
+def _parse_ip(value: str):
+    value = value.strip()
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    # "1.2.3.4:5678" or "[::1]:5678"
+    host = value[1:value.find("]")] if value.startswith("[") else value.rsplit(":", 1)[0]
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _trusted(ip, proxies) -> bool:
+    return any(ip in net for net in proxies if net.version == ip.version)
+
+
 def client_ip() -> str | None:
-    return request.remote_addr
+    remote = request.remote_addr
+    proxies = access().cfg.global_.trusted_proxies
+    if not proxies or not remote:
+        return remote
+    peer = _parse_ip(remote)
+    if peer is None or not _trusted(peer, proxies):
+        return remote
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded:
+        hops = [_parse_ip(h) for h in forwarded.split(",") if h.strip()]
+        for hop in reversed(hops):
+            if hop is None:
+                break  # garbage in the chain: stop trusting it here
+            if not _trusted(hop, proxies):
+                return str(hop)
+        else:
+            if hops and hops[0] is not None:
+                return str(hops[0])  # every hop is a trusted proxy: the origin is the leftmost
+        return remote
+    real = request.headers.get("X-Real-IP")
+    if real:
+        ip = _parse_ip(real)
+        if ip is not None:
+            return str(ip)
+    return remote
+
+
+def client_certificate() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The verified client certificate's (common names, organizations), cached per connection."""
+    tls = access().cfg.server.tls
+    if tls is None or not tls.client_ca_bundle:
+        return (), ()
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None or not hasattr(sock, "getpeercert"):  # gevent's SSLSocket is not an ssl.SSLSocket
+        return (), ()
+    names = getattr(sock, "_angos_peer_names", None)
+    if names is None:
+        names = peer_names(sock)
+        try:
+            sock._angos_peer_names = names
+        except AttributeError:
+            pass
+    return names
+
+
+# ------------------------------------------------------------------ request fields
 
 
 def request_fields(act: str) -> dict:
     fields: dict = {"action": act}
     for key, value in (request.view_args or {}).items():
-        if key in _FIELDS:
-            fields[_FIELDS[key]] = value
-    for key, target in _QUERY.items():
-        value = request.args.get(key)
-        if value is not None:
-            fields[target] = int(value) if key == "n" and value.isdigit() else value
-    if "mount" in request.args:
-        fields["digest"] = request.args["mount"]
+        target = _URL_FIELDS.get(key)
+        if target is not None:
+            fields[target] = value
+    ref = fields.get("reference")
+    if ref is not None and ":" in ref:
+        fields["digest"] = ref
+    args = request.args
+    if not args:
+        return fields
+    if act == "mount-blob":
+        fields["digest"] = args["mount"]
+        if args.get("from"):
+            fields["from"] = args["from"]
+    elif act in ("start-upload", "complete-upload"):
+        if args.get("digest"):
+            fields["digest"] = args["digest"]
+    elif act.startswith("list-"):
+        n = args.get("n")
+        if n is not None and n.isdigit():
+            fields["n"] = int(n)
+        if args.get("last") is not None:
+            fields["last"] = args["last"]
+    elif act == "get-referrers":
+        if args.get("artifactType"):
+            fields["artifact_type"] = args["artifactType"]
+    if act in _JOB_ACTIONS and args.get("queue"):
+        fields["queue"] = args["queue"]
     return fields
+
+
+# ------------------------------------------------------------------ the hook
 
 
 def check_access():
@@ -52,10 +166,11 @@ def check_access():
         return None  # unknown routes fall through to the 404/405 handlers
     if act == "start-upload" and "mount" in request.args:
         act = "mount-blob"  # one endpoint, two actions: the policy sees which
-    ac = access()
-    identity = ac.authenticate(request.headers.get("Authorization"), client_ip())
-    g.identity = identity
     g.action = act
+    ac = access()
+    cns, orgs = client_certificate()
+    identity = ac.authenticate(request.headers.get("Authorization"), client_ip(), cns, orgs)
+    g.identity = identity
     fields = request_fields(act)
     g.request_fields = fields
     if not ac.is_allowed(identity, act, fields):
@@ -67,5 +182,4 @@ def check_access():
 
 def can(act: str, **fields) -> bool:
     """Ask the policy about another action for the current caller (e.g. mount's source read)."""
-    base = {"action": act, **fields}
-    return access().is_allowed(g.identity, act, base)
+    return access().is_allowed(g.identity, act, {"action": act, **fields})

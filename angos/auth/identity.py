@@ -1,4 +1,10 @@
-"""Who is asking: the identity a request authenticated as."""
+"""Who is asking: the identity a request authenticated as.
+
+Frozen and hashable: the access layer caches a prepared CEL context per
+identity. ``anonymous`` means neither basic credentials nor a verified client
+certificate identified the caller (a denied anonymous caller is challenged
+with 401; anybody else gets 403).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ class Identity:
 
     @property
     def anonymous(self) -> bool:
-        return self.id is None and not self.common_names
+        return self.id is None and not self.common_names and not self.organizations
 
 
 ANONYMOUS = Identity()
