@@ -20,6 +20,8 @@ def parse_filters(spec: str) -> tuple[int, dict[str, int]]:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         if "=" in part:
             name, _, level = part.partition("=")
+            # Tolerate "module = level": a directive must not vanish over spacing.
+            name, level = name.strip(), level.strip()
             if level.lower() in _LEVELS:
                 modules[name.replace("::", ".")] = _LEVELS[level.lower()]
         elif part.lower() in _LEVELS:
