@@ -1,0 +1,86 @@
+"""Blob throughput: monolithic PUT, GET, chunked upload (MiB/s, higher is better).
+
+Protocol per server, as each client of that server would do it:
+
+- monolithic PUT: angos takes the whole blob on one ``POST ?digest=``;
+  Distribution 2.8 has no single-POST upload, so it gets POST then
+  ``PUT ?digest=`` with the body (the time covers both requests);
+- GET: one request for the whole blob, body discarded by the client;
+- chunked: POST, then PATCHes with ``Content-Range``, then an empty
+  ``PUT ?digest=``.
+
+Each repetition uploads a fresh variant of the data (see
+:class:`bench.data.BlobFile`), alternates which server goes first, and starts
+after ``os.sync()`` so one server's dirty pages are not written back during
+the other's measurement. Throughput is bytes / wall time of the whole flow.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .client import Client
+from .data import BlobFile
+from .report import Metric
+
+MiB = 1 << 20
+REPO = "bench/blobs"
+
+
+def _ordered(servers: dict, i: int) -> list:
+    items = list(servers.items())
+    return items if i % 2 == 0 else items[::-1]
+
+
+def measure_put(servers: dict, blob: BlobFile, repeats: int, metric: Metric, log) -> str:
+    """Returns the digest of the last blob uploaded (present on both servers)."""
+    digest = ""
+    for i in range(repeats):
+        digest = blob.variant(i)
+        for label, srv in _ordered(servers, i):
+            os.sync()
+            with Client(srv.port) as c:
+                t0 = time.perf_counter()
+                if label == "angos":
+                    c.upload_monolithic(REPO, digest, blob.fh, 0, blob.size)
+                else:
+                    c.upload_post_put(REPO, digest, blob.fh, 0, blob.size)
+                dt = time.perf_counter() - t0
+                if c.blob_size(REPO, digest) != blob.size:
+                    raise RuntimeError(f"{label}: stored blob has the wrong size")
+            metric.add(label, blob.size / MiB / dt)
+            log(f"  {metric.name} {label} #{i + 1}: {blob.size / MiB / dt:,.0f} MiB/s ({dt:.2f} s)")
+    return digest
+
+
+def measure_get(servers: dict, digest: str, size: int, repeats: int, metric: Metric, log) -> None:
+    path = f"/v2/{REPO}/blobs/{digest}"
+    os.sync()
+    for label, srv in servers.items():  # warm-up: page cache and worker imports, untimed
+        with Client(srv.port) as c:
+            c.download(path, size)
+    for i in range(repeats):
+        for label, srv in _ordered(servers, i):
+            with Client(srv.port) as c:
+                t0 = time.perf_counter()
+                c.download(path, size)
+                dt = time.perf_counter() - t0
+            metric.add(label, size / MiB / dt)
+            log(f"  {metric.name} {label} #{i + 1}: {size / MiB / dt:,.0f} MiB/s ({dt:.2f} s)")
+
+
+def measure_chunked(servers: dict, blob: BlobFile, total: int, chunk: int, repeats: int, metric: Metric,
+                    log) -> None:
+    for i in range(repeats):
+        digest = blob.variant(1000 + i, total)
+        for label, srv in _ordered(servers, i):
+            os.sync()
+            with Client(srv.port) as c:
+                t0 = time.perf_counter()
+                c.upload_chunked(REPO, digest, blob.fh, 0, total, chunk)
+                dt = time.perf_counter() - t0
+                if c.blob_size(REPO, digest) != total:
+                    raise RuntimeError(f"{label}: stored chunked blob has the wrong size")
+            metric.add(label, total / MiB / dt)
+            log(f"  {metric.name} {label} #{i + 1}: {total / MiB / dt:,.0f} MiB/s ({dt:.2f} s)")
