@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_TEST_PACKAGES := skopeo docker-registry redis-server apache2-utils
+APT_TEST_PACKAGES := skopeo docker-registry redis-server apache2-utils wrk
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast bench deb clean sysdeps venv
