@@ -29,6 +29,7 @@ class ManifestDeleted:
     reference: str          # the tag or digest the client deleted
     digest: str | None
     deleted_at: str         # change time (RFC 3339), the LWW stamp of the delete
+    subject: str | None = None  # the deleted manifest's subject, for referrers fallback upkeep
 
 
 class Listeners:

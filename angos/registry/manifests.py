@@ -225,7 +225,7 @@ class ManifestService:
                 if rec is not None and rec.digest == str(d):
                     self.tags.delete(ns, name)
         self._drop_revision(ns, d, rev)
-        self.listeners.emit(ManifestDeleted(ns, str(d), str(d), format_ts(stamp)))
+        self.listeners.emit(ManifestDeleted(ns, str(d), str(d), format_ts(stamp), rev.subject))
 
     def _drop_revision(self, ns: str, d: Digest, rev: Revision) -> None:
         try:
