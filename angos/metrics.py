@@ -19,3 +19,10 @@ AUTH_ATTEMPTS = Counter("auth_attempts_total", "Authentication attempts", ["meth
 LOCK_ACQUISITIONS = Counter("lock_acquisitions_total", "Metadata lock acquisitions", ["backend", "result"])
 LOCK_DURATION = Histogram("lock_acquisition_duration_ms", "Time to acquire a metadata lock (ms)", ["backend"],
                           buckets=(0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000))
+
+REPLICATION_PUSH = Counter("angos_replication_push_total", "Replication pushes and deletes by downstream and outcome",
+                           ["downstream", "outcome"])
+REPLICATION_LAST_SUCCESS = Gauge("angos_replication_last_success_timestamp_seconds",
+                                 "Unix time of the last pushed/converged/superseded replication per downstream",
+                                 ["downstream"], multiprocess_mode="max")
+REPLICATION_RECONCILE = Counter("angos_replication_reconcile_total", "Reconcile probe results", ["outcome"])
