@@ -17,6 +17,7 @@ from .oci.errors import AngosError
 # command name -> (module, help). Modules are imported only when needed.
 COMMANDS = {
     "server": ("angos.server", "serve the registry over HTTP"),
+    "worker": ("angos.worker", "drain the durable job queues (requires [global.job_queue])"),
     "argon": ("angos.auth.argon_cli", "hash a password (argon2id) for [auth.identity.<id>]"),
 }
 

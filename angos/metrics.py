@@ -26,3 +26,18 @@ REPLICATION_LAST_SUCCESS = Gauge("angos_replication_last_success_timestamp_secon
                                  "Unix time of the last pushed/converged/superseded replication per downstream",
                                  ["downstream"], multiprocess_mode="max")
 REPLICATION_RECONCILE = Counter("angos_replication_reconcile_total", "Reconcile probe results", ["outcome"])
+
+# Job queue (angos.queue). Gauges are refreshed by one server process at a time
+# (see angos.queue.gauges), so the most recent live value is the answer.
+JOB_QUEUE_PENDING = Gauge("angos_job_queue_pending", "Pending jobs ready within pending_ready_horizon_secs "
+                          "(saturates at 10000)", ["queue"], multiprocess_mode="livemostrecent")
+JOB_QUEUE_FAILED = Gauge("angos_job_queue_failed", "Dead-lettered jobs (saturates at 10000)", ["queue"],
+                         multiprocess_mode="livemostrecent")
+JOB_QUEUE_ENQUEUED = Counter("angos_job_queue_enqueued_total", "Jobs submitted; dedup=hit means the lock_key "
+                             "was already pending and nothing new was queued", ["queue", "dedup"])
+JOB_QUEUE_ENQUEUE_FAILURES = Counter("angos_job_queue_enqueue_failures_total", "Enqueues that failed (logged)",
+                                     ["queue"])
+JOB_RUNS = Counter("angos_job_queue_runs_total", "Job runs by outcome (succeeded, retried, folded, "
+                   "dead_lettered, lost)", ["queue", "outcome"])
+JOB_DURATION = Histogram("angos_job_queue_run_duration_seconds", "Time spent running one job", ["queue"],
+                         buckets=(0.005, 0.025, 0.1, 0.5, 1, 5, 30, 120, 600))

@@ -1,0 +1,148 @@
+"""Drain queues in this process: one Huey consumer (thread pool) per queue.
+
+Used by ``angos worker`` and by the server's in-process drain. Contract:
+
+- each queue gets its own pool of ``max_concurrent_<queue>_jobs`` threads and
+  its own scheduler; the scheduler and the idle poll run every
+  ``poll_interval`` (Huey's default backs off to 10 s when idle, which would put
+  seconds between an enqueue and its start). Redis queues pop blocking, so a
+  job starts as soon as it is pushed;
+- a housekeeping thread renews the leases of running jobs, reclaims jobs of
+  dead workers (at start-up too, so a restart after ``kill -9`` picks up what
+  was running) and re-issues wake-ups lost in a crash;
+- SIGTERM and SIGINT are graceful: no new job starts, running ones get up to
+  ``job_queue.drain_timeout_secs`` to finish, then the process returns 0. A
+  job cut off by the timeout (or by ``kill -9``) keeps its running record and
+  runs again when a worker reclaims it. A second signal stops at once.
+- ``parent_pid``: exit gracefully when that process goes away (the server's
+  in-process drain must never outlive its server).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import threading
+import time
+
+from huey.consumer import Consumer, Scheduler
+
+from .core import JobQueue, queue_config
+from .kinds import load_job_modules, registered_kinds
+
+log = logging.getLogger("angos.queue.consumer")
+
+HOUSEKEEPING_SECS = 5.0
+
+
+class _FastScheduler(Scheduler):
+    """Huey's scheduler clamps its tick to >= 1 s; retries back off from 100 ms, so tick at the poll interval."""
+
+    def __init__(self, huey, stop_flag, interval, periodic):
+        super().__init__(huey, stop_flag, 1, periodic)
+        self.interval = interval
+
+
+class AngosConsumer(Consumer):
+    def __init__(self, huey, workers: int, poll_interval: float, shutdown_timeout: float):
+        self._poll = poll_interval
+        super().__init__(huey, workers=workers, periodic=False, initial_delay=poll_interval, backoff=1.0,
+                         max_delay=poll_interval, worker_type="thread", check_worker_health=True,
+                         shutdown_timeout=shutdown_timeout, graceful_signal="TERM")
+
+    def _create_scheduler(self):
+        return _FastScheduler(huey=self.huey, stop_flag=self.stop_flag, interval=self._poll, periodic=False)
+
+
+def pool_size(cfg, queue: str) -> int:
+    g = cfg.global_
+    return g.max_concurrent_replication_jobs if queue == "replication" else g.max_concurrent_cache_jobs
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the parent check in the main loop still applies
+
+
+def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid: int | None = None) -> int:
+    if parent_pid is not None:
+        _die_with_parent()
+    if logging.getLogger("huey").level == logging.NOTSET:
+        logging.getLogger("huey").setLevel(logging.WARNING)  # Huey logs every message at INFO
+    load_job_modules(job_modules)
+    timeout = float(queue_config(cfg).drain_timeout_secs)
+    jqs = [JobQueue(cfg, name, poll_interval=poll_interval) for name in queues]
+    consumers = [AngosConsumer(q.huey, pool_size(cfg, q.name), poll_interval, timeout) for q in jqs]
+
+    stop = threading.Event()
+    signals = {"count": 0}
+
+    def on_signal(signum, frame):
+        signals["count"] += 1
+        if signals["count"] > 1:
+            log.warning("second %s: stopping now; running jobs will run again later", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("received %s: finishing running jobs (up to %ss)", signal.Signals(signum).name, timeout)
+        stop.set()
+
+    housekeeping_stop = threading.Event()
+
+    def housekeeping():
+        last_full = 0.0
+        while True:
+            for q in jqs:
+                try:
+                    q.heartbeat()
+                    if time.monotonic() - last_full >= HOUSEKEEPING_SECS and not stop.is_set():
+                        q.reclaim()
+                        q.top_up()
+                except Exception:  # noqa: BLE001 - keep the lease loop alive through backend hiccups
+                    log.exception("job queue housekeeping failed for %s", q.name)
+            if time.monotonic() - last_full >= HOUSEKEEPING_SECS:
+                last_full = time.monotonic()
+            if housekeeping_stop.wait(min(q.lease_secs for q in jqs) / 3):
+                return
+
+    for c in consumers:
+        c.start()
+    # Consumer.start installs Huey's handlers; ours decide what SIGTERM/SIGINT mean here.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    keeper = threading.Thread(target=housekeeping, name="angos-queue-housekeeping", daemon=True)
+    keeper.start()
+    log.info("draining %s (pools: %s; poll %.3fs; job kinds: %s)", ", ".join(queues),
+             ", ".join(f"{q.name}={pool_size(cfg, q.name)}" for q in jqs), poll_interval,
+             ", ".join(registered_kinds()) or "none")
+
+    health_at = time.monotonic()
+    while not stop.wait(0.5):
+        if parent_pid is not None and os.getppid() != parent_pid:
+            log.info("the server (pid %s) is gone; stopping", parent_pid)
+            stop.set()
+            break
+        if time.monotonic() - health_at >= 10:
+            health_at = time.monotonic()
+            for c in consumers:
+                c.check_worker_health()
+
+    stoppers = [threading.Thread(target=c.stop, kwargs={"graceful": True}) for c in consumers]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join()
+    busy = [w for c in consumers for _, w in c.worker_threads if w.is_alive()]
+    housekeeping_stop.set()
+    keeper.join(5)
+    if busy:
+        log.warning("drain timeout (%ss) elapsed with %d job(s) still running; they will run again", timeout,
+                    len(busy))
+    for q in jqs:
+        q.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,356 @@
+"""The queue itself: ``make_huey(cfg, queue)`` and :class:`JobQueue`.
+
+``make_huey`` is the one place a Huey instance is built: ``SqliteHuey`` on
+``<metadata fs root>/_jobs/<queue>.db`` by default, ``RedisHuey`` (blocking
+pops) with ``[global.job_queue] backend = "redis"``. Huey carries *wake-ups*:
+one message per runnable job, each meaning "claim the next due job". The
+job state itself (envelope, pending/running/failed) lives in a store beside
+Huey's own tables/keys (:mod:`.sqlite_store`, :mod:`.redis_store`), because
+Huey's dequeue is destructive: a message popped by a process that is then
+killed is gone, while our running record survives it.
+
+Producer contract: :meth:`JobQueue.enqueue` returns True for a new job, False
+for a coalesced duplicate *or a failure*; it never raises (failures are
+logged and counted in ``angos_job_queue_enqueue_failures_total``).
+:meth:`JobQueue.submit` is the raising variant for callers that report
+errors themselves (scrub).
+
+Consumer contract (:meth:`JobQueue.run_next`, the Huey task): claim the next
+due job whose ``lock_key`` is not running anywhere, run its handler, then
+complete, retry with backoff (``min(min_ms × 2^attempts, max_ms)``) or
+dead-letter it. A running job holds a lease renewed by :meth:`heartbeat`;
+:meth:`reclaim` gives jobs of dead owners (a process on this host that is
+gone, or an expired lease) another run, counting the lost run as an attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+
+from huey import RedisHuey, SqliteHuey
+from huey.storage import SqliteStorage
+
+from .. import metrics as m
+from ..config import JobQueueConfig
+from .envelope import QUEUES, Envelope, backoff_secs
+from .kinds import JobContext, TerminalJobError, handler_for
+
+log = logging.getLogger("angos.queue")
+
+LEASE_SECS = 30.0
+SATURATION = 10000
+WAKE_TASK = "angos.wake"
+
+
+def queue_config(cfg) -> JobQueueConfig:
+    """``[global.job_queue]``, or its defaults for the server's in-process drain."""
+    return cfg.global_.job_queue or JobQueueConfig()
+
+
+def jobs_dir(cfg) -> str:
+    """Where the SQLite queues live: ``<metadata fs root>/_jobs``.
+
+    An S3 metadata store has no local root; without a Redis queue the server's
+    in-process drain then keeps its files in ``$ANGOS_JOBS_DIR`` (default
+    ``./_jobs``), which is logged at start-up.
+    """
+    if cfg.metadata.fs is not None:
+        return os.path.join(cfg.metadata.fs.root_dir, "_jobs")
+    return os.path.abspath(os.environ.get("ANGOS_JOBS_DIR", "_jobs"))
+
+
+class _NoRevoke:
+    """Angos never revokes Huey messages (jobs are deleted in the job store), so skip
+    the two kv round trips Huey spends per message checking and clearing revocations."""
+
+    def is_revoked(self, task, timestamp=None, peek=True):
+        return False
+
+    def delete(self, key):
+        if isinstance(key, str) and key.startswith("r:"):
+            return False
+        return super().delete(key)
+
+
+class AngosSqliteStorage(SqliteStorage):
+    """Huey's SQLite storage with ``synchronous=NORMAL`` (WAL): commits survive a killed
+    process without an fsync each; ``sync_to_disk`` selects FULL (survives power loss)."""
+
+    def _create_connection(self):
+        conn = super()._create_connection()
+        if self._fsync is None:
+            conn.execute("pragma synchronous=1")
+        return conn
+
+
+class AngosSqliteHuey(_NoRevoke, SqliteHuey):
+    storage_class = AngosSqliteStorage
+
+
+class AngosRedisHuey(_NoRevoke, RedisHuey):
+    pass
+
+
+def make_huey(cfg, queue: str, poll_interval: float = 1.0):
+    """Build the Huey instance of ``queue`` (``replication`` or ``cache``)."""
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}; valid: {', '.join(QUEUES)}")
+    jq = queue_config(cfg)
+    if jq.backend == "redis":
+        return AngosRedisHuey(f"angos_{queue}", url=jq.url, results=False, utc=True, blocking=True,
+                              read_timeout=max(1, round(poll_interval)))
+    directory = jobs_dir(cfg)
+    os.makedirs(directory, exist_ok=True)
+    sync = bool(cfg.metadata.fs is not None and cfg.metadata.fs.sync_to_disk)
+    return AngosSqliteHuey(queue, filename=os.path.join(directory, f"{queue}.db"), results=False, utc=True,
+                           fsync=True if sync else None, timeout=5)
+
+
+def under_gevent() -> bool:
+    mod = sys.modules.get("gevent.monkey")
+    return bool(mod and mod.is_module_patched("threading"))
+
+
+def _process_start(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+_HOST = socket.gethostname()
+
+
+def make_owner() -> str:
+    """``host/pid/process-start/nonce``: lets a process on the same host tell a dead owner at once."""
+    pid = os.getpid()
+    return f"{_HOST}/{pid}/{_process_start(pid)}/{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead_here(owner: str) -> bool:
+    """True when ``owner`` was a process on this host that no longer runs."""
+    try:
+        host, pid, start, _ = owner.split("/")
+    except ValueError:
+        return False
+    return host == _HOST and _process_start(int(pid)) != start
+
+
+class JobQueue:
+    def __init__(self, cfg, queue: str, huey=None, poll_interval: float = 1.0, lease_secs: float = LEASE_SECS):
+        self.cfg = cfg
+        self.name = queue
+        self.qcfg = queue_config(cfg)
+        self.huey = huey if huey is not None else make_huey(cfg, queue, poll_interval)
+        self.lease_secs = lease_secs
+        self.owner = make_owner()
+        self._task = self.huey.task(name=WAKE_TASK)(self.run_next)
+        self._gevent = under_gevent()
+        if self.qcfg.backend == "redis":
+            from .redis_store import RedisJobStore
+
+            st = self.huey.storage
+            self.store = RedisJobStore(st.conn, queue, st.queue_key, st.schedule_key)
+            self._threadpool = False
+        else:
+            from .sqlite_store import SqliteJobStore
+
+            st = self.huey.storage
+            sync = bool(cfg.metadata.fs is not None and cfg.metadata.fs.sync_to_disk)
+            # Under gevent the store runs in native threads: a connection per call, short busy wait.
+            self.store = SqliteJobStore(st.filename, st.name, sync_full=sync,
+                                        busy_timeout=2.0 if self._gevent else 5.0, per_call=self._gevent)
+            self._threadpool = self._gevent
+        self.context = JobContext(cfg=cfg, queue=queue, enqueue=self._enqueue_from_handler)
+        self.siblings: dict[str, "JobQueue"] = {queue: self}
+
+    # ------------------------------------------------------------ plumbing
+
+    def _call(self, fn, *args):
+        if self._threadpool:
+            import gevent
+
+            return gevent.get_hub().threadpool.apply(fn, args)
+        return fn(*args)
+
+    def _wake_msg(self) -> bytes:
+        return self.huey.serialize_task(self._task.s())
+
+    # ------------------------------------------------------------ producers
+
+    def submit(self, kind: str, lock_key: str, payload: dict | None = None, delay: float = 0.0) -> bool:
+        """Enqueue; True if a new job was created, False if ``lock_key`` was already pending. Raises on failure."""
+        env = Envelope.new(kind, lock_key, payload or {}, self.qcfg.max_attempts, delay)
+        created = self._call(self.store.add, env, self._wake_msg())
+        m.JOB_QUEUE_ENQUEUED.labels(self.name, "miss" if created else "hit").inc()
+        if created:
+            log.debug("enqueued %s %s lock_key=%s", self.name, kind, lock_key)
+        return created
+
+    def enqueue(self, kind: str, lock_key: str, payload: dict | None = None, delay: float = 0.0) -> bool:
+        """Like :meth:`submit` but never raises: a failure is logged, counted and returns False."""
+        try:
+            return self.submit(kind, lock_key, payload, delay)
+        except Exception:  # noqa: BLE001 - an enqueue must never fail the request that triggered it
+            m.JOB_QUEUE_ENQUEUE_FAILURES.labels(self.name).inc()
+            log.exception("enqueue to %s failed (kind=%s lock_key=%s)", self.name, kind, lock_key)
+            return False
+
+    def _enqueue_from_handler(self, queue: str, kind: str, lock_key: str, payload: dict | None = None,
+                              delay: float = 0.0) -> bool:
+        target = self.siblings.get(queue)
+        if target is None:
+            target = self.siblings[queue] = JobQueue(self.cfg, queue)
+        return target.enqueue(kind, lock_key, payload, delay)
+
+    # ------------------------------------------------------------ consumers
+
+    def run_next(self) -> str | None:
+        """The Huey task behind every wake-up: run one due job, if any. Returns its outcome."""
+        now = time.time()
+        job = self.store.claim_next(self.owner, now, now + self.lease_secs)
+        if job is None:
+            return None
+        handler = handler_for(job.kind)
+        started = time.perf_counter()
+        try:
+            if handler is None:
+                raise LookupError(f"no handler is registered for job kind {job.kind!r} in this process")
+            handler(job, self.context)
+        except TerminalJobError as exc:
+            outcome = self._fail(job, self.owner, _describe(exc), terminal=True)
+        except Exception as exc:  # noqa: BLE001 - every other failure is retryable
+            log.debug("job %s failed:\n%s", job.storage_key, traceback.format_exc())
+            outcome = self._fail(job, self.owner, _describe(exc), terminal=False)
+        else:
+            owned = _persist(self.store.complete, job, self.owner, self._wake_msg())
+            outcome = "succeeded" if owned else "lost"
+        m.JOB_RUNS.labels(self.name, outcome).inc()
+        m.JOB_DURATION.labels(self.name).observe(time.perf_counter() - started)
+        log.info("job %s kind=%s lock_key=%s attempt=%d %s", job.storage_key, job.kind, job.lock_key,
+                 job.attempts + 1, outcome)
+        return outcome
+
+    def _fail(self, job: Envelope, owner: str, error: str, terminal: bool) -> str:
+        attempts = job.attempts + 1
+        now = time.time()
+        if terminal or attempts >= job.max_attempts:
+            done = job.with_(attempts=attempts, last_error=error, failed_at=now)
+            _persist(self.store.dead_letter, done, owner, self._wake_msg())
+            log.warning("job %s kind=%s lock_key=%s dead-lettered after %d attempt(s): %s", job.storage_key,
+                        job.kind, job.lock_key, attempts, error)
+            return "dead_lettered"
+        delay = backoff_secs(job.attempts, self.qcfg.retry_backoff_min_ms, self.qcfg.retry_backoff_max_ms)
+        again = job.with_(attempts=attempts, last_error=error, not_before=now + delay)
+        res = _persist(self.store.reschedule, again, owner, self._wake_msg())
+        log.info("job %s kind=%s failed (attempt %d/%d), %s in %.3fs: %s", job.storage_key, job.kind, attempts,
+                 job.max_attempts, res, delay, error)
+        return "retried" if res == "retried" else res
+
+    def heartbeat(self) -> int:
+        return self.store.heartbeat(self.owner, time.time() + self.lease_secs)
+
+    def reclaim(self) -> int:
+        """Give the jobs of dead owners another run (or dead-letter them when out of attempts)."""
+        now = time.time()
+        n = 0
+        for job, owner, lease in self.store.running():
+            if owner == self.owner:
+                continue
+            if lease < now or owner_is_dead_here(owner):
+                why = "the worker running this job stopped before it finished (process died or lease expired)"
+                outcome = self._fail(job, owner, why, terminal=False)
+                m.JOB_RUNS.labels(self.name, "lost").inc()
+                log.warning("job %s of %s reclaimed: %s", job.storage_key, owner, outcome)
+                n += 1
+        return n
+
+    def top_up(self) -> int:
+        return self.store.top_up(time.time(), self._wake_msg())
+
+    # ------------------------------------------------------------ admin and gauges
+
+    def list_pending(self, after: str | None = None, n: int = 100) -> tuple[list[dict], str | None]:
+        rows, more = self._call(self.store.list, "pending", after, n)
+        return [env.describe(state) for env, state in rows], (rows[-1][0].storage_key if more and rows else None)
+
+    def list_failed(self, after: str | None = None, n: int = 100) -> tuple[list[dict], str | None]:
+        rows, more = self._call(self.store.list, "failed", after, n)
+        return [env.describe(state) for env, state in rows], (rows[-1][0].storage_key if more and rows else None)
+
+    def get(self, storage_key: str) -> tuple[Envelope, str] | None:
+        return self._call(self.store.get, storage_key)
+
+    def delete_pending(self, storage_key: str) -> bool:
+        return self._call(self.store.delete, storage_key, "pending")
+
+    def delete_failed(self, storage_key: str) -> bool:
+        return self._call(self.store.delete, storage_key, "failed")
+
+    def retry_failed(self, storage_key: str) -> bool:
+        return self._call(self.store.retry_failed, storage_key, time.time(), self._wake_msg())
+
+    def refresh_gauges(self) -> tuple[int, int]:
+        horizon = time.time() + self.qcfg.pending_ready_horizon_secs
+        pending = self._call(self.store.count_pending, horizon, SATURATION)
+        failed = self._call(self.store.count_failed, SATURATION)
+        m.JOB_QUEUE_PENDING.labels(self.name).set(pending)
+        m.JOB_QUEUE_FAILED.labels(self.name).set(failed)
+        return pending, failed
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _persist(fn, *args):
+    """Record a job's outcome, riding out a briefly locked database or a Redis failover."""
+    for attempt in range(10):
+        try:
+            return fn(*args)
+        except Exception:  # noqa: BLE001 - retried, then re-raised
+            if attempt == 9:
+                raise
+            log.warning("recording a job outcome failed; retrying", exc_info=True)
+            time.sleep(0.2 * (attempt + 1))
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 2000 else text[:2000] + "…"
+
+
+class JobQueues:
+    """Both queues of one configuration, opened on first use (one per process)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self._queues: dict[str, JobQueue] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> JobQueue:
+        if name not in QUEUES:
+            raise KeyError(name)
+        with self._lock:
+            q = self._queues.get(name)
+            if q is None:
+                q = self._queues[name] = JobQueue(self.cfg, name)
+                q.siblings = self._queues
+            return q
+
+    def enqueue(self, queue: str, kind: str, lock_key: str, payload: dict | None = None, delay: float = 0.0) -> bool:
+        """Never raises (see :meth:`JobQueue.enqueue`)."""
+        try:
+            q = self[queue]
+        except Exception:  # noqa: BLE001 - opening the store failed: count it like any enqueue failure
+            m.JOB_QUEUE_ENQUEUE_FAILURES.labels(queue).inc()
+            log.exception("cannot open job queue %s", queue)
+            return False
+        return q.enqueue(kind, lock_key, payload, delay)
