@@ -32,7 +32,6 @@ from collections import OrderedDict
 
 import cel
 
-from .. import metrics
 from ..config import _join
 from ..oci.errors import Unauthorized
 from .basic import BadCredentials, BasicAuth
@@ -41,9 +40,24 @@ from .policy import Policy, identity_vars, request_vars
 
 MAX_CONTEXTS = 4096
 
-_BASIC_OK = metrics.AUTH_ATTEMPTS.labels("basic", "success")
-_BASIC_FAIL = metrics.AUTH_ATTEMPTS.labels("basic", "failure")
-_MTLS_OK = metrics.AUTH_ATTEMPTS.labels("mtls", "success")
+
+
+class _Counters:
+    """``auth_attempts_total`` children, bound on first use.
+
+    ``angos.metrics`` (and so prometheus_client) must not be imported when
+    ``angos server`` validates the config in the master process: the client
+    picks its multiprocess value store at import time, before the server has
+    exported ``PROMETHEUS_MULTIPROC_DIR``.
+    """
+
+    def __getattr__(self, name):
+        from .. import metrics
+
+        self.basic_ok = metrics.AUTH_ATTEMPTS.labels("basic", "success")
+        self.basic_fail = metrics.AUTH_ATTEMPTS.labels("basic", "failure")
+        self.mtls_ok = metrics.AUTH_ATTEMPTS.labels("mtls", "success")
+        return object.__getattribute__(self, name)
 
 
 class AccessControl:
@@ -59,21 +73,22 @@ class AccessControl:
         self._contexts: OrderedDict[Identity, cel.Context] = OrderedDict()
         self._lock = threading.Lock()
         self._repo_cache: dict[str, Policy | None] = {}
+        self._count = _Counters()
 
     # ------------------------------------------------------------ authentication
 
     def authenticate(self, authorization: str | None, client_ip: str | None,
                      common_names: tuple[str, ...] = (), organizations: tuple[str, ...] = ()) -> Identity:
         if common_names or organizations:
-            _MTLS_OK.inc()
+            self._count.mtls_ok.inc()
         ident_id = username = None
         if authorization:
             try:
                 ident_id, username = self.basic.verify(authorization)
             except BadCredentials as exc:
-                _BASIC_FAIL.inc()
+                self._count.basic_fail.inc()
                 raise Unauthorized(f"invalid credentials: {exc}") from None
-            _BASIC_OK.inc()
+            self._count.basic_ok.inc()
         return Identity(id=ident_id, username=username, client_ip=client_ip,
                         common_names=common_names, organizations=organizations)
 
