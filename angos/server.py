@@ -156,6 +156,21 @@ def run(args, config_paths) -> int:
 def run_server(cfg, config_paths) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="angos-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    drain = None
+    if cfg.global_.job_queue is None:
+        # Without [global.job_queue] the server drains the queues itself: one supervised
+        # consumer process for the whole server (never one per gunicorn worker), sharing
+        # PROMETHEUS_MULTIPROC_DIR so handler metrics show on /metrics. See angos.queue.drain.
+        import sys
+
+        from .config import JobQueueConfig
+        from .queue.drain import DrainSupervisor
+
+        argv = [sys.executable, "-m", "angos.cli"]
+        for path in config_paths:
+            argv += ["-c", os.path.abspath(path)]
+        drain = DrainSupervisor(argv + ["worker", "--in-process"], JobQueueConfig().drain_timeout_secs)
+        drain.start()
 
     def child_exit(server, worker):
         from prometheus_client import multiprocess
@@ -163,6 +178,8 @@ def run_server(cfg, config_paths) -> int:
         multiprocess.mark_process_dead(worker.pid)
 
     def on_exit(server):
+        if drain is not None:
+            drain.stop()  # running jobs finish first; no consumer outlives the server
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
     app = AngosApplication(cfg, config_paths, {"child_exit": child_exit, "on_exit": on_exit})

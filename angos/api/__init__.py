@@ -11,7 +11,7 @@ from ..registry import build_registry
 
 
 def create_app(cfg, registry=None) -> Flask:
-    from . import errors, gate, health, observability
+    from . import errors, gate, health, jobs, observability
     from .v2 import BLUEPRINTS
 
     app = Flask("angos")
@@ -26,6 +26,7 @@ def create_app(cfg, registry=None) -> Flask:
     app.before_request(gate.check_access)
     errors.register(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(jobs.bp)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     return app

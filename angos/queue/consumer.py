@@ -13,7 +13,8 @@ Used by ``angos worker`` and by the server's in-process drain. Contract:
 - SIGTERM and SIGINT are graceful: no new job starts, running ones get up to
   ``job_queue.drain_timeout_secs`` to finish, then the process returns 0. A
   job cut off by the timeout (or by ``kill -9``) keeps its running record and
-  runs again when a worker reclaims it. A second signal stops at once.
+  runs again when a worker reclaims it. Repeated signals change nothing
+  (SIGKILL is the way to stop at once).
 - ``parent_pid``: exit gracefully when that process goes away (the server's
   in-process drain must never outlive its server).
 """
@@ -79,14 +80,12 @@ def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid:
     consumers = [AngosConsumer(q.huey, pool_size(cfg, q.name), poll_interval, timeout) for q in jqs]
 
     stop = threading.Event()
-    signals = {"count": 0}
 
     def on_signal(signum, frame):
-        signals["count"] += 1
-        if signals["count"] > 1:
-            log.warning("second %s: stopping now; running jobs will run again later", signal.Signals(signum).name)
-            os._exit(1)
-        log.info("received %s: finishing running jobs (up to %ss)", signal.Signals(signum).name, timeout)
+        # Idempotent: systemd signals every process of the unit and the server signals its
+        # drain too, so a repeated SIGTERM must not turn a graceful stop into an abrupt one.
+        if not stop.is_set():
+            log.info("received %s: finishing running jobs (up to %ss)", signal.Signals(signum).name, timeout)
         stop.set()
 
     housekeeping_stop = threading.Event()

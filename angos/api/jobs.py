@@ -1,0 +1,139 @@
+"""``/_ext/_jobs``: list, retry and delete jobs of the durable queues (SPEC 10).
+
+Routes (``?queue=cache|replication``, default ``cache``; ``n`` 1-1000, default
+100; ``after`` = the ``next`` cursor of the previous page):
+
+- ``GET /_ext/_jobs`` → ``{"jobs": [...], "next": ...}``: pending and running
+  jobs (``state`` says which), oldest first;
+- ``GET /_ext/_jobs/failed`` → ``{"failed": [...], "next": ...}``;
+- ``POST /_ext/_jobs/failed/<key>/retry`` → 204: back to pending, attempts 0;
+- ``DELETE /_ext/_jobs/failed/<key>``, ``DELETE /_ext/_jobs/pending/<key>`` → 204.
+
+``next`` appears only when another page follows. An unknown queue or a
+malformed parameter answers 404 on listings and 400 on mutations; a key that
+is not there answers 404; deleting a job that is running answers 409. Each
+route has its own policy action (list-jobs, list-failed-jobs, retry-job,
+delete-job) and the policy sees ``request.queue``.
+
+Registering the blueprint also opens both queues for this app
+(``app.extensions["angos.queues"]``, a :class:`angos.queue.JobQueues` that
+producers enqueue through) and, with ``[global.job_queue]``, starts the
+queue-depth gauge refresher.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, current_app, request
+
+from ..oci.errors import Conflict, OciError, Unsupported
+from ..queue import QUEUES, STORAGE_KEY, JobQueues
+from .gate import action
+from .http import empty, json_response
+
+log = logging.getLogger("angos.api.jobs")
+bp = Blueprint("jobs", __name__, url_prefix="/_ext/_jobs")
+
+MAX_PAGE = 1000
+
+
+class JobUnknown(OciError):
+    code = "NOT_FOUND"
+    status = 404
+    default_message = "no such job"
+
+
+@bp.record_once
+def _setup(state) -> None:
+    app = state.app
+    cfg = app.extensions["angos.config"]
+    queues = app.extensions.setdefault("angos.queues", JobQueues(cfg))
+    for name in QUEUES:
+        try:
+            queues[name]  # open now, at worker boot, so no request pays for creating the store
+        except Exception:  # noqa: BLE001 - the queue may come up later (e.g. Redis restarting)
+            log.exception("cannot open job queue %s yet", name)
+    jq = cfg.global_.job_queue
+    if jq is not None:
+        from ..queue.gauges import start_refresher
+
+        start_refresher(queues, jq.pending_refresh_interval_secs)
+
+
+def _queue(status: int):
+    name = request.args.get("queue", "cache")
+    if name not in QUEUES:
+        raise Unsupported(f"unknown queue {name!r}; valid: {', '.join(QUEUES)}", status=status)
+    return current_app.extensions["angos.queues"][name]
+
+
+def _page(status: int) -> tuple[int, str | None]:
+    raw_n = request.args.get("n", "100")
+    if not raw_n.isdigit() or int(raw_n) == 0:
+        raise Unsupported(f"n must be a positive integer, got {raw_n!r}", status=status)
+    after = request.args.get("after") or None
+    if after is not None and not STORAGE_KEY.match(after):
+        raise Unsupported(f"after must be a storage_key from a previous page, got {after!r}", status=status)
+    return min(int(raw_n), MAX_PAGE), after
+
+
+def _listing(field: str, jobs: list, nxt: str | None):
+    body = {field: jobs}
+    if nxt is not None:
+        body["next"] = nxt
+    return json_response(body)
+
+
+def _key(key: str) -> str:
+    if not STORAGE_KEY.match(key):
+        raise JobUnknown(f"no job with storage_key {key!r}")
+    return key
+
+
+@bp.route("", methods=["GET"])
+@action("list-jobs")
+def list_jobs():
+    q = _queue(404)
+    n, after = _page(404)
+    jobs, nxt = q.list_pending(after, n)
+    return _listing("jobs", jobs, nxt)
+
+
+@bp.route("/failed", methods=["GET"])
+@action("list-failed-jobs")
+def list_failed_jobs():
+    q = _queue(404)
+    n, after = _page(404)
+    jobs, nxt = q.list_failed(after, n)
+    return _listing("failed", jobs, nxt)
+
+
+@bp.route("/failed/<key>/retry", methods=["POST"])
+@action("retry-job")
+def retry_job(key):
+    q = _queue(400)
+    if not q.retry_failed(_key(key)):
+        raise JobUnknown(f"no failed job with storage_key {key!r}")
+    return empty(204)
+
+
+@bp.route("/failed/<key>", methods=["DELETE"])
+@action("delete-job")
+def delete_failed_job(key):
+    q = _queue(400)
+    if not q.delete_failed(_key(key)):
+        raise JobUnknown(f"no failed job with storage_key {key!r}")
+    return empty(204)
+
+
+@bp.route("/pending/<key>", methods=["DELETE"])
+@action("delete-job")
+def delete_pending_job(key):
+    q = _queue(400)
+    if not q.delete_pending(_key(key)):
+        found = q.get(key)
+        if found is not None and found[1] == "running":
+            raise Conflict(f"job {key} is running; it cannot be deleted until it finishes")
+        raise JobUnknown(f"no pending job with storage_key {key!r}")
+    return empty(204)

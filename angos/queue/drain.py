@@ -1,0 +1,97 @@
+"""The server's in-process drain: one supervised consumer process per server.
+
+Without ``[global.job_queue]`` the ``angos server`` process group drains both
+queues itself. Running consumers inside the gunicorn workers would run one
+pool per worker (and sqlite3 would block their gevent loops), so instead the
+gunicorn master starts exactly one child, ``angos worker --in-process``, when
+it is ready, and:
+
+- restarts it (after a short pause) if it dies on its own;
+- on server stop, sends it SIGTERM (graceful: running jobs finish, bounded
+  by ``drain_timeout_secs``) and waits, then SIGKILLs what is left, so no
+  consumer outlives the server;
+- the child also dies with its parent (``PR_SET_PDEATHSIG`` plus a parent
+  check) if the master is killed outright.
+
+The child inherits ``PROMETHEUS_MULTIPROC_DIR``, so metrics that job handlers
+emit appear on the server's ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+log = logging.getLogger("angos.queue.drain")
+
+
+class DrainSupervisor:
+    """Start, watch, restart and stop the drain child from a thread of the gunicorn master.
+
+    The child is started with ``os.posix_spawn``, not ``subprocess``: Popen waits
+    on a pipe that gunicorn workers forked at the same moment would inherit,
+    which would block this thread for as long as those workers live.
+    """
+
+    def __init__(self, argv: list[str], stop_timeout: float, env: dict | None = None):
+        self.argv = argv
+        self.stop_timeout = stop_timeout
+        self.env = env
+        self.pid: int | None = None
+        self._stopping = threading.Event()
+        self._exited = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._supervise, name="angos-drain-supervisor", daemon=True)
+        self._thread.start()
+
+    def _alive(self) -> bool:
+        """Whether the child still runs; gunicorn's SIGCHLD handler may have reaped it already."""
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return pid == 0
+
+    def _supervise(self) -> None:
+        pause = 1.0
+        env = dict(self.env if self.env is not None else os.environ)
+        env["ANGOS_DRAIN_PARENT"] = str(os.getpid())
+        try:
+            while not self._stopping.is_set():
+                started = time.monotonic()
+                # Spawned from this thread, which lives as long as the child: PR_SET_PDEATHSIG
+                # in the child fires when the spawning thread ends.
+                self.pid = os.posix_spawn(self.argv[0], self.argv, env)
+                log.info("in-process job drain started (pid %s)", self.pid)
+                while self._alive():
+                    time.sleep(0.2)
+                if self._stopping.is_set():
+                    return
+                log.error("in-process job drain (pid %s) exited; restarting", self.pid)
+                pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
+                if self._stopping.wait(pause):
+                    return
+        finally:
+            self._exited.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.pid is None or self._thread is None:
+            return
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        if not self._exited.wait(self.stop_timeout + 5):
+            log.error("in-process job drain (pid %s) did not stop in time; killing it", self.pid)
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._exited.wait(5)
+        log.info("in-process job drain stopped")
