@@ -42,10 +42,12 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 2
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
-            r = requests.get(url, timeout=1)
-            if r.status_code in ok:
-                return
-            last = r.status_code
+            # Connection: close, so no idle keep-alive connection outlives the probe
+            # (one would hold a gevent worker through its whole graceful stop).
+            with requests.get(url, timeout=1, headers={"Connection": "close"}) as r:
+                if r.status_code in ok:
+                    return
+                last = r.status_code
         except requests.RequestException as exc:
             last = repr(exc)  # not the exception: its traceback would keep the socket open
         time.sleep(0.05)
