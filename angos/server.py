@@ -182,6 +182,18 @@ def run_server(cfg, config_paths) -> int:
             drain.stop()  # running jobs finish first; no consumer outlives the server
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
-    app = AngosApplication(cfg, config_paths, {"child_exit": child_exit, "on_exit": on_exit})
+    def post_fork(server, worker):
+        # A forked worker inherits the master's signal handlers until its own
+        # init_signals() runs (after the gevent import and patching). A SIGTERM
+        # in that window would be queued in the child's copy of the arbiter and
+        # lost, and the master would wait graceful_timeout before killing it.
+        # Record it instead: a worker that is already not alive exits right
+        # after booting.
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda sig, frame: setattr(worker, "alive", False))
+
+    app = AngosApplication(cfg, config_paths, {"child_exit": child_exit, "on_exit": on_exit,
+                                               "post_fork": post_fork})
     app.run()
     return 0
