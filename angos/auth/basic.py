@@ -31,6 +31,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import threading
 import time
 
@@ -47,16 +48,34 @@ class BadCredentials(Exception):
     """Credentials were presented and are wrong (answer 401)."""
 
 
-def check_hash(where: str, value: str) -> None:
-    """Raise ConfigError unless ``value`` is a well-formed argon2id hash."""
+_PHC = re.compile(r"^\$argon2(id|i|d)\$v=(\d+)\$m=(\d+),t=(\d+),p=(\d+)\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$")
+
+
+def _b64_len(text: str) -> int | None:
+    """Decoded length of unpadded base64 (as PHC strings use), None when impossible."""
+    if len(text) % 4 == 1:
+        return None
     try:
-        params = argon2.extract_parameters(value)
-    except (InvalidHashError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: not a valid argon2 hash ({exc or 'malformed'}); "
-                          f"generate one with `angos argon`") from None
-    if params.type is not argon2.Type.ID:
-        raise ConfigError(f"{where}: expected an argon2id hash, got argon2{params.type.name.lower()}; "
-                          f"generate one with `angos argon`")
+        return len(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def check_hash(where: str, value: str) -> None:
+    """Raise ConfigError unless ``value`` is a well-formed argon2id hash (PHC string)."""
+    hint = "generate one with `angos argon`"
+    m = _PHC.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise ConfigError(f"{where}: not an argon2 hash (expected $argon2id$v=19$m=...,t=...,p=...$salt$hash); {hint}")
+    if m.group(1) != "id":
+        raise ConfigError(f"{where}: expected an argon2id hash, got argon2{m.group(1)}; {hint}")
+    salt, tag = _b64_len(m.group(6)), _b64_len(m.group(7))
+    if salt is None or salt < 8 or tag is None or tag < 4 or m.group(2) not in ("16", "19"):
+        raise ConfigError(f"{where}: malformed argon2id hash (bad version, salt or hash encoding); {hint}")
+    try:
+        argon2.extract_parameters(value)
+    except (InvalidHashError, ValueError) as exc:
+        raise ConfigError(f"{where}: malformed argon2id hash ({exc}); {hint}") from None
 
 
 def _in_gevent() -> bool:
