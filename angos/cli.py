@@ -14,12 +14,31 @@ import sys
 
 from .oci.errors import AngosError
 
-# command name -> (module, help). Modules are imported only when needed.
+# command name -> (module, help). A module is imported only when its command runs:
+# `angos server` must set up Prometheus' multiprocess directory before anything
+# imports prometheus_client, so parsing never imports command modules.
 COMMANDS = {
     "server": ("angos.server", "serve the registry over HTTP"),
     "worker": ("angos.worker", "drain the durable job queues (requires [global.job_queue])"),
     "argon": ("angos.auth.argon_cli", "hash a password (argon2id) for [auth.identity.<id>]"),
 }
+QUEUES = ("replication", "cache")
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--queue", action="append", choices=QUEUES, dest="queues", metavar="{replication,cache}",
+                   help="queue to drain (repeatable; default: both)")
+    p.add_argument("--poll-interval", default="50ms", metavar="DURATION",
+                   help="idle poll and scheduler interval, e.g. 50ms or 1s (default 50ms)")
+    p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+
+
+def _argon_args(p: argparse.ArgumentParser) -> None:
+    p.description = ("Read a password (prompted without echo on a terminal, one line from stdin "
+                     "otherwise) and print an argon2id hash for [auth.identity.<id>] password.")
+
+
+ARGUMENTS = {"worker": _worker_args, "argon": _argon_args}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,11 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="configuration file (repeatable; later files override earlier ones; default config.toml)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (_module, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text)
-        configure = getattr(importlib.import_module(module), "configure_parser", None)
-        if configure is not None:
-            configure(sp)
+        if name in ARGUMENTS:
+            ARGUMENTS[name](sp)
     return p
 
 

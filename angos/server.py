@@ -141,6 +141,11 @@ def _host(address: str) -> str:
 
 def run(args, config_paths) -> int:
     """The ``angos server`` command."""
+    # prometheus_client chooses its value store when it is first imported: the
+    # multiprocess directory must be in the environment before anything
+    # (config validation included) imports it, or workers would keep private
+    # counters that /metrics never sees.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="angos-metrics-")
     from .auth import AccessControl
     from .config import load_config
 
@@ -154,7 +159,7 @@ def run(args, config_paths) -> int:
 
 
 def run_server(cfg, config_paths) -> int:
-    metrics_dir = tempfile.mkdtemp(prefix="angos-metrics-")
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="angos-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     drain = None
     if cfg.global_.job_queue is None:

@@ -21,6 +21,7 @@ import threading
 import time
 import weakref
 
+from .. import metrics as m
 from ..oci.errors import Unavailable
 
 
@@ -34,6 +35,10 @@ class LockManager:
     def lock(self, name: str):  # pragma: no cover - interface
         raise NotImplementedError
 
+    def _acquired(self, started: float, ok: bool) -> None:
+        m.LOCK_ACQUISITIONS.labels(self.backend, "acquired" if ok else "timeout").inc()
+        m.LOCK_DURATION.labels(self.backend).observe((time.monotonic() - started) * 1000)
+
     def check(self) -> None:
         """Raise when the lock backend is unreachable."""
 
@@ -41,7 +46,8 @@ class LockManager:
 class MemoryLocks(LockManager):
     backend = "memory"
 
-    def __init__(self, timeout: float = 60.0):
+    def __init__(self, timeout: float = 60.0, instrument: bool = True):
+        self.instrument = instrument
         self._locks: "weakref.WeakValueDictionary[str, threading.Lock]" = weakref.WeakValueDictionary()
         self._guard = threading.Lock()
         self.timeout = timeout
@@ -53,7 +59,11 @@ class MemoryLocks(LockManager):
             if lk is None:
                 lk = threading.Lock()
                 self._locks[name] = lk
-        if not lk.acquire(timeout=self.timeout):
+        started = time.monotonic()
+        ok = lk.acquire(timeout=self.timeout)
+        if self.instrument:
+            self._acquired(started, ok)
+        if not ok:
             raise LockTimeout(f"lock {name!r} not acquired within {self.timeout:.0f}s")
         try:
             yield
@@ -68,7 +78,7 @@ class FileLocks(LockManager):
         self.directory = directory
         self.timeout = timeout
         os.makedirs(directory, exist_ok=True)
-        self._local = MemoryLocks(timeout)  # serialise greenlets of this process first
+        self._local = MemoryLocks(timeout, instrument=False)  # serialise greenlets of this process first
 
     def _path(self, name: str) -> str:
         # Hash names into a bounded set of lock files: names may be long or contain
@@ -79,10 +89,11 @@ class FileLocks(LockManager):
     @contextlib.contextmanager
     def lock(self, name: str):
         path = self._path(name)
+        started = time.monotonic()
         with self._local.lock(path):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                deadline = time.monotonic() + self.timeout
+                deadline = started + self.timeout
                 delay = 0.0005
                 while True:
                     try:
@@ -90,9 +101,11 @@ class FileLocks(LockManager):
                         break
                     except BlockingIOError:
                         if time.monotonic() > deadline:
+                            self._acquired(started, False)
                             raise LockTimeout(f"lock {name!r} not acquired within {self.timeout:.0f}s") from None
                         time.sleep(delay)
                         delay = min(delay * 2, 0.02)
+                self._acquired(started, True)
                 try:
                     yield
                 finally:
