@@ -9,6 +9,7 @@ after the commit and only when local state changed.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,6 +23,8 @@ from . import paths
 from .events import ManifestDeleted, ManifestPushed
 from .tags import TagRecord, TagStore, immutable, local_wins
 from .timestamps import format_ts, now
+
+log = logging.getLogger("angos.registry.manifests")
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,10 @@ class ManifestService:
         return source_ts
 
     def _check_references(self, ns: str, parsed: ParsedManifest) -> None:
-        missing = [str(b.digest) for b in parsed.blobs if not self.blob_service.has_grant(ns, b.digest)]
+        # A descriptor with ``urls`` is non-distributable: its bytes live at those URLs and
+        # are never pushed (image-spec descriptor ``urls``), so it is not required here.
+        missing = [str(b.digest) for b in parsed.blobs
+                   if not b.urls and not self.blob_service.has_grant(ns, b.digest)]
         missing += [str(c.digest) for c in parsed.children if not self.has_revision(ns, c.digest)]
         if missing:
             raise ManifestBlobUnknown(f"manifest references unknown content: {', '.join(missing)}",
@@ -176,7 +182,11 @@ class ManifestService:
                  replicated: bool) -> bool:
         """Point ``tag`` at ``d``; returns True when the tag changed."""
         with self.locks.lock(f"tag:{ns}:{tag}"):
-            current = self.tags.get(ns, tag)
+            try:
+                current = self.tags.get(ns, tag)
+            except Exception:  # noqa: BLE001 - unreadable prior state: write and report a change (fail open)
+                log.exception("cannot read tag %s:%s before writing it", ns, tag)
+                current = None
             if current is not None and current.digest == str(d):
                 return False  # converged replay or a client re-push: nothing changed
             if current is not None and immutable(tag, policy.immutable_tags, policy.immutable_exclusions):
