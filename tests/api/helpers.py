@@ -49,15 +49,21 @@ def random_bytes(n: int) -> bytes:
     return bytes(out[:n])
 
 
-def assert_oci_error(resp: requests.Response, status: int, code: str) -> dict:
-    """The response is ``status`` with the OCI error JSON naming ``code``."""
-    assert resp.status_code == status, f"expected {status} {code}, got {resp.status_code}: {resp.text[:500]}"
+def assert_error_shape(resp) -> list[str]:
+    """The body is the OCI error JSON ``{"errors": [{code, message, detail?}]}``; returns the codes."""
     assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.headers
     doc = resp.json()
     assert isinstance(doc.get("errors"), list) and doc["errors"], doc
     for err in doc["errors"]:
         assert isinstance(err.get("code"), str) and isinstance(err.get("message"), str), err
-    codes = [e["code"] for e in doc["errors"]]
+    return [e["code"] for e in doc["errors"]]
+
+
+def assert_oci_error(resp: requests.Response, status: int, code: str) -> dict:
+    """The response is ``status`` with the OCI error JSON naming ``code``."""
+    assert resp.status_code == status, f"expected {status} {code}, got {resp.status_code}: {resp.text[:500]}"
+    codes = assert_error_shape(resp)
+    doc = resp.json()
     assert code in codes, f"expected {code} in {codes}"
     return doc
 
