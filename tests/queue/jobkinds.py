@@ -54,12 +54,16 @@ def gate(job, ctx):
 
 @job_kind("test.flaky")
 def flaky(job, ctx):
-    """Fail (retryably, or terminally) until ``succeed_after`` attempts have failed; log each attempt."""
+    """Fail (retryably, or terminally) until ``succeed_after`` attempts have failed, or until the file
+    ``fixed_by`` exists; log each attempt."""
     path = _log(job)
     _append(path, f"attempt {time.time():.6f} {job.attempts}")
     if job.payload.get("terminal"):
         raise TerminalJobError("refused for good")
-    if job.attempts < job.payload.get("succeed_after", 1 << 30):
+    fixed = job.payload.get("fixed_by")
+    if fixed is not None and not os.path.exists(fixed):
+        raise RuntimeError(f"boom {job.attempts}")
+    if fixed is None and job.attempts < job.payload.get("succeed_after", 1 << 30):
         raise RuntimeError(f"boom {job.attempts}")
     _append(path, f"done {time.time():.6f} {job.attempts}")
 

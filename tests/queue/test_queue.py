@@ -8,7 +8,6 @@ from __future__ import annotations
 import multiprocessing
 import time
 
-import pytest
 
 from angos import metrics as m
 from angos.queue import backoff_secs

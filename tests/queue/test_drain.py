@@ -1,0 +1,102 @@
+"""The server's in-process drain (no ``[global.job_queue]``) and ``angos worker``'s start-up check.
+
+The drain is one supervised ``angos worker --in-process`` child of the gunicorn
+master: it runs enqueued jobs, its handler metrics reach the server's /metrics,
+it is restarted if it dies, and it never outlives the server."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+
+import requests
+
+from angos.config import load_config
+from angos.queue.core import JobQueue
+from tests.conftest import ANGOS
+from tests.queue.conftest import JOB_ENV, read_lines, wait_until
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def drain_pids(server) -> list[int]:
+    return [p for p in server.worker_pids() if "--in-process" in _cmdline(p)]
+
+
+def _queue(server) -> JobQueue:
+    return JobQueue(load_config([str(server.config_path)]), "replication")
+
+
+def test_server_without_job_queue_runs_jobs_in_one_drain_and_shows_their_metrics(angos_factory, tmp_path):
+    server = angos_factory(env=JOB_ENV)
+    assert len(wait_until(lambda: drain_pids(server), what="the drain process")) == 1
+    q = _queue(server)
+    for i in range(3):
+        assert q.submit("test.metric", f"metric-{i}", {"dir": str(tmp_path)})
+    wait_until(lambda: all((tmp_path / f"metric-{i}.log").exists() for i in range(3)), what="the jobs to run")
+
+    def scraped():
+        text = requests.get(server.url + "/metrics", timeout=10).text
+        runs = re.search(r'^angos_job_queue_runs_total\{outcome="succeeded",queue="replication"\} (\S+)$', text, re.M)
+        test = re.search(r"^angos_test_job_runs_total (\S+)$", text, re.M)
+        return runs and test and (runs.group(1), test.group(1)) == ("3.0", "3.0")
+
+    wait_until(scraped, what="handler metrics on the server's /metrics")
+    assert len(drain_pids(server)) == 1  # one consumer for the whole server, not one per gunicorn worker
+    q.close()
+
+
+def test_stopping_the_server_stops_its_drain(angos_factory):
+    server = angos_factory(env=JOB_ENV)
+    (drain,) = wait_until(lambda: drain_pids(server), what="the drain process")
+    assert server.stop() == 0
+    wait_until(lambda: not _running(drain), timeout=10, what="the drain to exit")
+
+
+def test_drain_exits_when_the_master_is_killed_outright(angos_factory):
+    server = angos_factory(env=JOB_ENV)
+    (drain,) = wait_until(lambda: drain_pids(server), what="the drain process")
+    os.kill(server.pid, signal.SIGKILL)  # the master alone, not its process group
+    server.proc.wait(10)
+    wait_until(lambda: not _running(drain), timeout=20, what="the orphaned drain to exit")
+
+
+def test_a_crashed_drain_is_restarted_and_its_running_job_runs_again(angos_factory, tmp_path):
+    server = angos_factory(env=JOB_ENV)
+    (first,) = wait_until(lambda: drain_pids(server), what="the drain process")
+    q = _queue(server)
+    q.submit("test.gate", "gated", {"dir": str(tmp_path), "name": "gated"})
+    log = tmp_path / "gated.log"
+    wait_until(lambda: read_lines(log), what="the job to start")
+    os.kill(first, signal.SIGKILL)
+    second = wait_until(lambda: [p for p in drain_pids(server) if p != first], timeout=20, what="a new drain")
+    wait_until(lambda: len(read_lines(log)) == 2, what="the job to start again")
+    (tmp_path / "gated.go").touch()
+    wait_until(lambda: any(line[0] == "end" for line in read_lines(log)), what="the job to finish")
+    assert [line[2] for line in read_lines(log)] == [str(first), str(second[0]), str(second[0])]
+    q.close()
+
+
+def test_worker_without_job_queue_section_fails_saying_what_to_add(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\nbind_address = "127.0.0.1"\n[blob_store.fs]\nroot_dir = "{tmp_path}/data"\n')
+    res = subprocess.run(ANGOS + ["-c", str(config), "worker"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "[global.job_queue]" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
