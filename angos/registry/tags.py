@@ -77,6 +77,8 @@ def local_wins(local: TagRecord, incoming_ts: datetime, incoming_digest: str | N
 
 
 def immutable(tag: str, enabled: bool, exclusions: tuple[str, ...]) -> bool:
+    """Exclusions are regex *searches*, so anchors mean what they say: ``^dev-`` excludes
+    every tag starting with ``dev-``, ``^latest$`` exactly ``latest``."""
     if not enabled:
         return False
-    return not any(re.fullmatch(p, tag) for p in exclusions)
+    return not any(re.search(p, tag) for p in exclusions)
