@@ -20,6 +20,7 @@ import tempfile
 from .client import Client
 from .data import OCI_MANIFEST, make_config, make_manifest
 from .report import Metric
+from .servers import Stopwatch
 
 REPO = "bench/manifest"
 
@@ -68,22 +69,26 @@ def run_wrk(url: str, connections: int, duration: float, threads: int, script: s
 
 
 def measure(servers: dict, connections: int, duration: float, warmup: float, repeats: int, threads: int,
-            rps: Metric, p50: Metric, p99: Metric, log) -> None:
-    paths = {}
+            rps: Metric, p50: Metric, p99: Metric, cpu: Metric | None, log) -> None:
+    urls = {}
     for label, srv in servers.items():
         push_fixture(srv.port)
-        paths[label] = f"{srv.url}/v2/{REPO}/manifests/latest"
+        urls[label] = f"{srv.url}/v2/{REPO}/manifests/latest"
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-wrk-") as script:
         script.write(_LUA)
         script.flush()
-        for label, url in paths.items():
+        for label, url in urls.items():
             run_wrk(url, connections, warmup, threads, script.name)
         for i in range(repeats):
-            order = list(paths.items()) if i % 2 == 0 else list(paths.items())[::-1]
-            for label, url in order:
-                r = run_wrk(url, connections, duration, threads, script.name)
+            order = list(servers.items()) if i % 2 == 0 else list(servers.items())[::-1]
+            for label, srv in order:
+                with Stopwatch(srv) as sw:
+                    r = run_wrk(urls[label], connections, duration, threads, script.name)
                 rps.add(label, r["rps"])
                 p50.add(label, r["p50_ms"])
                 p99.add(label, r["p99_ms"])
+                if cpu is not None:
+                    cpu.add(label, sw.cpu * 1000 / r["requests"])
                 log(f"  manifest GET {label} #{i + 1}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
-                    f"p99 {r['p99_ms']:.2f} ms ({r['requests']} requests)")
+                    f"p99 {r['p99_ms']:.2f} ms ({r['requests']} requests, server CPU "
+                    f"{sw.cpu * 1000 / r['requests']:.3f} ms/request)")

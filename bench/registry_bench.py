@@ -99,6 +99,15 @@ def run(args) -> list[Metric]:
         "push": Metric(f"skopeo push, {sizes['layers']} layers", "s", False, 1.0),
         "pull": Metric(f"skopeo pull, {sizes['layers']} layers", "s", False, 1.0),
     }
+    # Server-side CPU time (all processes of each server), lower is better: where the time goes.
+    cpu = {
+        "blob-get": Metric("Blob GET", "s/GiB", False),
+        "blob-put": Metric("Blob monolithic PUT", "s/GiB", False),
+        "chunked": Metric("Chunked upload", "s/GiB", False),
+        "rps": Metric("Manifest GET", "ms/req", False),
+        "push": Metric("skopeo push", "s", False),
+        "pull": Metric("skopeo pull", "s", False),
+    }
     order = ["blob-get", "blob-put", "chunked", "rps", "p50", "p99", "push", "pull"]
 
     with contextlib.ExitStack() as stack:
@@ -110,43 +119,52 @@ def run(args) -> list[Metric]:
         }
         log(f"angos on {srv['angos'].url}, distribution on {srv['distribution'].url}, data under {root}")
         wanted = args.measure
-        need_blob = {"blob-put", "blob-get", "chunked"} & set(wanted)
         blob = None
-        if need_blob:
+        if {"blob-put", "blob-get", "chunked"} & set(wanted):
             size = max(sizes["blob"], sizes["chunked"])
             log(f"writing {size // MiB} MiB of random data ...")
             blob = BlobFile(Path(root) / "blob.bin", size)
             stack.callback(blob.close)
         digest = None
-        if "blob-put" in wanted or "blob-get" in wanted:
+        if "blob-put" in wanted:
             log("blob monolithic PUT")
-            reps_put = reps if "blob-put" in wanted else 1
-            digest = blobs.measure_put(srv, blob, reps_put, metrics["blob-put"], log)
-            if "blob-put" not in wanted:
-                metrics["blob-put"].samples = {s: [] for s in metrics["blob-put"].samples}
+            digest = blobs.measure_put(srv, blob, reps, metrics["blob-put"], cpu["blob-put"], log)
+        elif "blob-get" in wanted:
+            log("blob upload for GET (not measured)")
+            digest = blobs.measure_put(srv, blob, 1, Metric("setup", "MiB/s", True), None, lambda _m: None)
         if "blob-get" in wanted:
             log("blob GET")
-            blobs.measure_get(srv, digest, blob.size, reps, metrics["blob-get"], log)
+            blobs.measure_get(srv, digest, blob.size, reps, metrics["blob-get"], cpu["blob-get"], log)
         if "chunked" in wanted:
             log("chunked upload")
-            blobs.measure_chunked(srv, blob, sizes["chunked"], sizes["chunk"], reps, metrics["chunked"], log)
+            blobs.measure_chunked(srv, blob, sizes["chunked"], sizes["chunk"], reps, metrics["chunked"],
+                                  cpu["chunked"], log)
         if "manifest" in wanted:
             log("manifest GET (wrk)")
             manifests.measure(srv, args.connections, sizes["wrk_duration"], sizes["wrk_warmup"], reps,
-                              threads=2, rps=metrics["rps"], p50=metrics["p50"], p99=metrics["p99"], log=log)
+                              threads=2, rps=metrics["rps"], p50=metrics["p50"], p99=metrics["p99"],
+                              cpu=cpu["rps"], log=log)
         if "skopeo" in wanted:
             log("skopeo copy")
             skopeo.measure(srv, Path(root), sizes["layers"], sizes["layer_min"], sizes["layer_max"], reps,
-                           metrics["push"], metrics["pull"], log)
+                           metrics["push"], metrics["pull"], cpu["push"], cpu["pull"], log)
 
     shown = [metrics[k] for k in order if any(metrics[k].samples.values())]
+    shown_cpu = [m for m in cpu.values() if any(m.samples.values())]
     log("")
     log("Samples:")
     for m in shown:
         log("  " + samples_line(m))
+    for m in shown_cpu:
+        log("  server CPU " + samples_line(m))
     log(f"Load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     log("")
     log(table(shown))
+    if shown_cpu:
+        log("")
+        log("Server CPU time (user + system, all processes of the server; lower is better):")
+        log("")
+        log(table(shown_cpu))
     return shown
 
 

@@ -55,9 +55,11 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{value:,.0f} {unit}"
     if unit == "ms":
         return f"{value:.2f} ms"
-    if unit == "s":
-        return f"{value:.2f} s"
-    return f"{value:g} {unit}"
+    if unit in ("s", "s/GiB"):
+        return f"{value:.2f} {unit}"
+    if unit == "ms/req":
+        return f"{value:.3f} {unit}"
+    return f"{value:.3g} {unit}"
 
 
 def samples_line(m: Metric) -> str:

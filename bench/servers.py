@@ -112,11 +112,23 @@ class _Server:
         return self
 
     def pids(self) -> list[int]:
-        """The server process and its direct children (gunicorn workers)."""
+        """Every process of the server (its own session: master, workers, helpers)."""
         if self.proc is None:
             return []
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [self.proc.pid] + [int(p) for p in out.split()]
+        out = subprocess.run(["pgrep", "-g", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return sorted(int(p) for p in out.split())
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the server's live processes (all threads)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return total / tick
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -250,3 +262,21 @@ def machine() -> dict[str, str]:
     load = os.getloadavg()
     return {"nproc": str(os.cpu_count()), "cpu": model, "load": " ".join(f"{x:.2f}" for x in load),
             "kernel": os.uname().release}
+
+
+class Stopwatch:
+    """Wall time of a block and the CPU time the server spent in it (client CPU excluded)."""
+
+    def __init__(self, server: _Server):
+        self.server = server
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        self._cpu0 = self.server.cpu_seconds()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self._t0
+        self.cpu = self.server.cpu_seconds() - self._cpu0

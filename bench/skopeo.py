@@ -11,25 +11,24 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from .data import build_oci_layout, layout_manifest_digest
 from .report import Metric
+from .servers import Stopwatch
 
 
-def _skopeo(*args: str, timeout: float = 600) -> float:
+def _skopeo(server, *args: str, timeout: float = 600) -> Stopwatch:
     cmd = ["skopeo", "--insecure-policy", "copy", "--quiet", *args]
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    dt = time.perf_counter() - t0
+    with Stopwatch(server) as sw:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr}")
-    return dt
+    return sw
 
 
 def measure(servers: dict, workdir: Path, layers: int, min_size: int, max_size: int, repeats: int,
-            push: Metric, pull: Metric, log) -> None:
+            push: Metric, pull: Metric, push_cpu: Metric | None, pull_cpu: Metric | None, log) -> None:
     if shutil.which("skopeo") is None:
         raise RuntimeError("skopeo is not installed (apt-get install skopeo)")
     for i in range(repeats):
@@ -38,15 +37,20 @@ def measure(servers: dict, workdir: Path, layers: int, min_size: int, max_size: 
         order = list(servers.items()) if i % 2 == 0 else list(servers.items())[::-1]
         for label, srv in order:
             ref = f"docker://{srv.host}/bench/skopeo-{i}:latest"
-            dt_push = _skopeo("--dest-tls-verify=false", f"oci:{layout}:latest", ref)
+            sw_push = _skopeo(srv, "--dest-tls-verify=false", f"oci:{layout}:latest", ref)
             pulled = workdir / f"pulled-{label}-{i}"
-            dt_pull = _skopeo("--src-tls-verify=false", ref, f"oci:{pulled}:latest")
+            sw_pull = _skopeo(srv, "--src-tls-verify=false", ref, f"oci:{pulled}:latest")
             got = layout_manifest_digest(pulled)
             if got != info["manifest_digest"]:
                 raise RuntimeError(f"{label}: pulled manifest {got} != pushed {info['manifest_digest']}")
             shutil.rmtree(pulled, ignore_errors=True)
-            push.add(label, dt_push)
-            pull.add(label, dt_pull)
-            log(f"  skopeo {label} #{i + 1}: push {dt_push:.2f} s, pull {dt_pull:.2f} s "
+            push.add(label, sw_push.wall)
+            pull.add(label, sw_pull.wall)
+            if push_cpu is not None:
+                push_cpu.add(label, sw_push.cpu)
+            if pull_cpu is not None:
+                pull_cpu.add(label, sw_pull.cpu)
+            log(f"  skopeo {label} #{i + 1}: push {sw_push.wall:.2f} s (server CPU {sw_push.cpu:.2f} s), "
+                f"pull {sw_pull.wall:.2f} s (server CPU {sw_pull.cpu:.2f} s) "
                 f"({info['layers']} layers, {info['bytes'] / (1 << 20):.1f} MiB)")
         shutil.rmtree(layout, ignore_errors=True)

@@ -1,0 +1,213 @@
+"""Cost of access control: policy decision time and authenticated throughput.
+
+``python -m bench.auth_bench [--quick] [--decisions-only]`` (also run by
+``python -m bench``) prints:
+
+1. In-process, with :mod:`timeit`: the median time of one policy decision
+   (``AccessControl.is_allowed``) for an authenticated identity under a
+   five-rule policy (three global rules, two repository rules, the decision
+   walking both policies), and of a cached basic-auth verification. Target:
+   a decision well under 50 µs at the median.
+2. Over HTTP with ``wrk`` (skipped when ``wrk`` is not installed): manifest
+   GET requests/s against an anonymous allow-all server and against a server
+   with basic auth and the same five-rule policy, run alternately (same
+   worker count, same data) so background load hits both; the ratio should
+   be at least 0.90.
+
+Self-contained: it starts its own servers on free ports in temporary
+directories and stops them (process group) on exit or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+from pathlib import Path
+
+import requests
+
+RULES_GLOBAL = [
+    "request.action == 'healthz'",
+    "identity.id == 'ci' && request.action in ['put-manifest', 'delete-manifest']",
+    "identity.id != null && identity.client_ip != null",
+]
+RULES_REPO = [
+    "identity.id == 'bench' && request.action in ['put-manifest', 'delete-manifest', 'start-upload']",
+    "request.action == 'get-manifest' || request.action == 'get-blob'",
+]
+USER, PASSWORD = "bench", "bench-password"
+
+
+def _toml_list(rules) -> str:
+    return "[" + ", ".join(json.dumps(r) for r in rules) + "]"
+
+
+def config_text(root: Path, port: int, workers: int, secured: bool, password_hash: str | None) -> str:
+    text = (f'[server]\nbind_address = "127.0.0.1"\nport = {port}\nworkers = {workers}\n\n'
+            f'[blob_store.fs]\nroot_dir = "{root}"\n\n')
+    if not secured:
+        return text + '[global.access_policy]\ndefault = "allow"\n'
+    return text + (f'[auth.identity.bench]\nusername = "{USER}"\npassword = "{password_hash}"\n\n'
+                   f'[global.access_policy]\ndefault = "deny"\nrules = {_toml_list(RULES_GLOBAL)}\n\n'
+                   f'[repository."bench".access_policy]\ndefault = "deny"\nrules = {_toml_list(RULES_REPO)}\n')
+
+
+# ---------------------------------------------------------------- in-process
+
+
+def decision_bench(quick: bool) -> dict:
+    from angos.auth import AccessControl, Identity
+    from angos.auth.basic import hash_password
+    from angos.config import load_config_text
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hashed = hash_password(PASSWORD)
+        ac = AccessControl(load_config_text(config_text(Path(tmp), 8000, 1, True, hashed)))
+        ident = Identity(id="bench", username=USER, client_ip="127.0.0.1")
+        fields = {"action": "get-manifest", "namespace": "bench/app", "reference": "latest"}
+        assert ac.is_allowed(ident, "get-manifest", fields)
+        header = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        ac.authenticate(header, "127.0.0.1")  # warm the verification cache
+        number, repeat = (200, 50) if quick else (1000, 200)
+        decide = timeit.repeat(lambda: ac.is_allowed(ident, "get-manifest", fields), number=number, repeat=repeat)
+        auth = timeit.repeat(lambda: ac.authenticate(header, "127.0.0.1"), number=number, repeat=repeat)
+    return {"decision_us": statistics.median(decide) / number * 1e6,
+            "cached_basic_auth_us": statistics.median(auth) / number * 1e6}
+
+
+# ---------------------------------------------------------------- over HTTP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, secured: bool, workers: int, password_hash: str):
+        self.dir = Path(tempfile.mkdtemp(prefix="angos-auth-bench-"))
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cfg = self.dir / "config.toml"
+        cfg.write_text(config_text(self.dir / "data", self.port, workers, secured, password_hash))
+        self.log = open(self.dir / "server.log", "ab")
+        env = dict(os.environ, ANGOS_LOG="warn")
+        self.proc = subprocess.Popen([sys.executable, "-m", "angos.cli", "-c", str(cfg), "server"], cwd=self.dir,
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(self.dir / 'server.log').read_text()[-2000:]}")
+            try:
+                requests.get(self.url + "/healthz", timeout=1)
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _push_manifest(url: str, auth) -> str:
+    s = requests.Session()
+    s.auth = auth
+    blobs = []
+    for data in (json.dumps({"architecture": "amd64", "os": "linux"}).encode(), os.urandom(1024)):
+        import hashlib
+
+        d = "sha256:" + hashlib.sha256(data).hexdigest()
+        r = s.post(f"{url}/v2/bench/app/blobs/uploads/", params={"digest": d}, data=data)
+        r.raise_for_status()
+        blobs.append((d, len(data)))
+    body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                  "digest": blobs[0][0], "size": blobs[0][1]},
+                       "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                   "digest": blobs[1][0], "size": blobs[1][1]}]})
+    r = s.put(f"{url}/v2/bench/app/manifests/latest", data=body,
+              headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    r.raise_for_status()
+    return "/v2/bench/app/manifests/latest"
+
+
+def _wrk(url: str, seconds: int, header: str | None) -> float:
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
+    if header:
+        cmd += ["-H", f"Authorization: {header}"]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    non2xx = [ln for ln in out.splitlines() if "Non-2xx" in ln]
+    if non2xx:
+        raise RuntimeError(f"wrk saw errors: {non2xx[0].strip()}")
+    line = next(ln for ln in out.splitlines() if ln.startswith("Requests/sec:"))
+    return float(line.split()[1])
+
+
+def http_bench(quick: bool) -> dict | None:
+    if shutil.which("wrk") is None:
+        print("auth bench: wrk is not installed; skipping the HTTP comparison", file=sys.stderr)
+        return None
+    from angos.auth.basic import hash_password
+
+    hashed = hash_password(PASSWORD)
+    header = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    rounds, seconds, workers = (1, 3, 1) if quick else (3, 8, 2)
+    results: dict[str, list[float]] = {"anonymous": [], "authenticated": []}
+    for _ in range(rounds):
+        for kind in ("anonymous", "authenticated"):
+            server = Server(kind == "authenticated", workers, hashed)
+            try:
+                auth = (USER, PASSWORD) if kind == "authenticated" else None
+                path = _push_manifest(server.url, auth)
+                _wrk(server.url + path, 1, header if auth else None)  # warm-up: caches, connections
+                results[kind].append(_wrk(server.url + path, seconds, header if auth else None))
+            finally:
+                server.stop()
+    anon = statistics.median(results["anonymous"])
+    authd = statistics.median(results["authenticated"])
+    return {"anonymous_rps": anon, "authenticated_rps": authd, "ratio": authd / anon}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.auth_bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer samples and short HTTP runs")
+    p.add_argument("--decisions-only", action="store_true", help="skip the HTTP comparison")
+    args = p.parse_args(argv)
+    d = decision_bench(args.quick)
+    print("## Access control")
+    print()
+    print(f"- policy decision, five rules (global + repository), median: {d['decision_us']:.1f} µs "
+          f"(target < 50 µs: {'ok' if d['decision_us'] < 50 else 'MISSED'})")
+    print(f"- cached basic-auth verification, median: {d['cached_basic_auth_us']:.1f} µs")
+    if not args.decisions_only:
+        h = http_bench(args.quick)
+        if h is not None:
+            print(f"- manifest GET, anonymous allow-all: {h['anonymous_rps']:.0f} req/s")
+            print(f"- manifest GET, basic auth + five-rule policy: {h['authenticated_rps']:.0f} req/s")
+            print(f"- ratio: {h['ratio']:.2f} (target >= 0.90: {'ok' if h['ratio'] >= 0.9 else 'MISSED'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
