@@ -163,7 +163,9 @@ class GlobalConfig:
     immutable_tags_exclusions: tuple[str, ...] = field(default=(), metadata=check(_regexes))
     allow_missing_manifest_references: bool = True
     trusted_proxies: tuple = field(default=(), metadata=check(_networks))
-    access_policy: AccessPolicy = field(default_factory=AccessPolicy)
+    # Absent means "no global policy" (only repository policies apply); a present
+    # table without `default` denies unless a rule allows (secure by default).
+    access_policy: AccessPolicy | None = None
     retention_policy: RetentionPolicy = field(default_factory=RetentionPolicy)
     job_queue: JobQueueConfig | None = None
 

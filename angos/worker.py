@@ -27,7 +27,7 @@ from .queue.envelope import QUEUES
 log = logging.getLogger("angos.worker")
 
 # Modules that register job kinds; replication and cache add themselves here.
-JOB_MODULES: tuple[str, ...] = ()
+JOB_MODULES: tuple[str, ...] = ("angos.replication.tasks",)
 
 DEFAULT_POLL = "50ms"
 

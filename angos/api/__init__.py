@@ -22,6 +22,8 @@ def create_app(cfg, registry=None) -> Flask:
     app.extensions["angos.access"] = AccessControl(cfg)
     app.extensions["angos.config"] = cfg
 
+    _wire_replication(app, reg)
+
     observability.register(app)  # first, so request timing covers the access check too
     app.before_request(gate.check_access)
     errors.register(app)
@@ -30,3 +32,16 @@ def create_app(cfg, registry=None) -> Flask:
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     return app
+
+
+def _wire_replication(app: Flask, reg) -> None:
+    """Registry events → replication jobs. The core never imports the queue; this is the seam."""
+    from ..queue import JobQueues
+    from ..replication.listener import ReplicationListener
+
+    queues = app.extensions.setdefault("angos.queues", JobQueues(app.extensions["angos.config"]))
+
+    def enqueue(job) -> bool:
+        return queues.enqueue("replication", job.kind, job.lock_key, job.payload())
+
+    reg.listeners.add(ReplicationListener(lambda: app.extensions["angos.config"], enqueue))

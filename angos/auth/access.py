@@ -64,7 +64,9 @@ class AccessControl:
     def __init__(self, cfg):
         self.cfg = cfg
         self.basic = BasicAuth(cfg.auth.identity)
-        self.global_policy = Policy.compile(cfg.global_.access_policy, "global.access_policy")
+        # No [global.access_policy] table: no global policy (repository policies still apply).
+        self.global_policy = (Policy.compile(cfg.global_.access_policy, "global.access_policy")
+                              if cfg.global_.access_policy is not None else None)
         self.repo_policies: dict[str, Policy] = {}
         for key, repo in cfg.repository.items():
             if repo.access_policy is not None:
@@ -109,11 +111,8 @@ class AccessControl:
         return policy
 
     def is_allowed(self, identity: Identity, action: str, fields: dict) -> bool:
-        policies = [self.global_policy]
-        repo = self.policy_for(fields.get("namespace"))
-        if repo is not None:
-            policies.append(repo)
-        if all(not p.rules for p in policies):
+        policies = [p for p in (self.global_policy, self.policy_for(fields.get("namespace"))) if p is not None]
+        if all(not p.rules for p in policies):  # also: no policy at all applies → allowed
             return all(p.default_allow for p in policies)
         if "action" not in fields:
             fields = {**fields, "action": action}

@@ -49,8 +49,17 @@ def test_default_and_rule_truth_table(tmp_path, default, rule_values, allowed):
 
 
 def test_default_is_deny_when_unset(tmp_path):
-    ac = control(tmp_path, "")
+    ac = control(tmp_path, "[global.access_policy]\n")
     assert not ac.is_allowed(ALICE, "get-api-version", {"action": "get-api-version"})
+
+
+def test_absent_global_policy_leaves_repository_policy_in_charge(tmp_path):
+    # The seed's active-active example declares only a repository policy; it must serve.
+    ac = control(tmp_path, '[repository."nginx".access_policy]\ndefault = "allow"\n'
+                           '[repository."locked".access_policy]\n')
+    assert ac.is_allowed(ALICE, "put-manifest", {"action": "put-manifest", "namespace": "nginx/app"})
+    assert not ac.is_allowed(ALICE, "put-manifest", {"action": "put-manifest", "namespace": "locked/app"})
+    assert ac.is_allowed(ALICE, "get-api-version", {"action": "get-api-version"})
 
 
 @pytest.mark.parametrize("global_default, repo_default, allowed", [
