@@ -169,7 +169,7 @@ def measure(setup: Setup, n_latency: int, n_burst: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.queue_bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small counts (smoke run)")
-    args = p.parse_args(argv or [])
+    args = p.parse_args(argv)
     n_latency, n_burst = (20, 200) if args.quick else (200, 3000)
     rows = []
     for name, backend, command in (("sqlite in-process", None, "server"), ("sqlite worker", "sqlite", "worker"),
