@@ -17,6 +17,10 @@ def create_app(cfg, registry=None) -> Flask:
     app = Flask("angos")
     app.config["ANGOS_REALM"] = cfg.ui.name or "Angos"
     app.url_map.strict_slashes = False
+    # Never 308-redirect "//etc/x" to "/etc/x": an empty path component is part of the
+    # name, which the name grammar then refuses (NAME_INVALID), instead of silently
+    # writing to another namespace.
+    app.url_map.merge_slashes = False
     reg = registry or build_registry(cfg)
     app.extensions["angos.registry"] = reg
     app.extensions["angos.access"] = AccessControl(cfg)
