@@ -159,13 +159,21 @@ class UploadService:
                  content_range: tuple[int, int] | None, length: int | None) -> Digest:
         info = self.info(ns, upload_id)
         with self.locks.lock(f"upload:{upload_id}"):
+            before = None
             if chunks is not None and (length is None or length > 0 or content_range is not None):
+                before = self.offset(upload_id)
                 self._append_locked(upload_id, info["algorithm"], chunks, content_range, length)
             size = self.offset(upload_id)
             hasher = self._take_hasher(upload_id, size, digest.algorithm)
             actual = hasher.hexdigest()
             if actual != digest.hex:
-                self._keep_hasher(upload_id, size, hasher)
+                if before is not None and before != size:
+                    # A refused close leaves the session as it was, so the client can retry
+                    # the same PUT; the final chunk it carried is dropped.
+                    self._undo(paths.upload_data(upload_id), before)
+                    self._hashers.pop(upload_id, None)
+                else:
+                    self._keep_hasher(upload_id, size, hasher)
                 raise DigestInvalid(f"digest {digest} does not match the uploaded content "
                                     f"({digest.algorithm}:{actual})")
             self._finalize(ns, upload_id, digest)
