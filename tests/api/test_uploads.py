@@ -231,3 +231,20 @@ def test_blob_over_max_blob_size_is_413_monolithic_and_chunked(strict_angos):
     ok = data[:STRICT_MAX_BLOB]
     r = requests.post(strict_angos.v2(f"{ns}/blobs/uploads/?digest={digest_of(ok)}"), data=ok)
     assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_refused_close_drops_its_final_chunk_so_the_same_put_can_be_retried(angos, alg):
+    ns = uniq("up")
+    data = random_bytes(64)
+    loc = start_upload(angos, ns)
+    r = requests.patch(loc, data=data[:32], headers={"Content-Range": "0-31"})
+    loc = absolute(angos, r.headers["Location"])
+    r = requests.put(with_query(loc, f"digest={digest_of(b'wrong', alg)}"), data=data[32:],
+                     headers={"Content-Range": "32-63"})
+    assert_oci_error(r, 400, "DIGEST_INVALID")
+    assert requests.get(loc).headers["Range"] == "0-31"
+    r = requests.put(with_query(loc, f"digest={digest_of(data, alg)}"), data=data[32:],
+                     headers={"Content-Range": "32-63"})
+    assert r.status_code == 201, r.text
+    _assert_blob(angos, ns, digest_of(data, alg), data)

@@ -1,0 +1,291 @@
+"""Hostile input over real HTTP: every request gets its OCI error and leaves the store unchanged.
+
+The server keeps its data four directories below its work directory, so a
+request that escaped the store root by up to four ``..`` would land inside the
+snapshot. Each case snapshots the work directory (file list + content hashes,
+ignoring the ``_locks`` and ``_jobs`` directories, temporary files and the
+server log), sends the request byte for byte with ``http.client`` (``requests``
+would normalise dot segments), checks the OCI error and compares snapshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import uuid
+
+import pytest
+
+from tests.api.helpers import (OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, assert_error_shape, assert_oci_error,
+                               descriptor, digest_of, image_manifest, push_blob, raw_request, start_upload)
+from tests.conftest import AngosServer, angos_config, free_port
+
+MAX_MANIFEST = 4096
+NS = "hostile/app"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("angos-hostile")
+    port = free_port()
+    data = workdir / "w" / "x" / "y" / "data"
+    srv = AngosServer(workdir, angos_config(data, port, 2, f"[global]\nmax_manifest_size = {MAX_MANIFEST}\n"),
+                      port).start()
+    srv.data = data
+    # Some content to protect: a blob, an image and a tag.
+    config = b'{"os":"linux"}'
+    push_blob(srv, NS, config)
+    srv.manifest = image_manifest(descriptor(OCI_CONFIG, config), [])
+    st = raw_request(srv, "PUT", f"/v2/{NS}/manifests/v1", srv.manifest, {"Content-Type": OCI_MANIFEST})
+    assert st.status_code == 201
+    yield srv
+    srv.stop(timeout=10)
+
+
+def snapshot(server) -> dict[str, str]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(server.workdir):
+        dirnames[:] = [d for d in dirnames if d not in ("_locks", "_jobs")]
+        rel_dir = os.path.relpath(dirpath, server.workdir)
+        for name in filenames:
+            if ".tmp-" in name or (rel_dir == "." and name in ("server.log", "config.toml")):
+                continue
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as fh:
+                out[os.path.join(rel_dir, name)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def unchanged(server):
+    """Assert after the test that the store (and everything around it) is byte-identical."""
+    holder = {}
+
+    def arm():
+        holder["before"] = snapshot(server)
+
+    yield arm
+    assert "before" in holder, "test never armed the snapshot"
+    after = snapshot(server)
+    assert after == holder["before"], {
+        "added": sorted(set(after) - set(holder["before"])),
+        "removed": sorted(set(holder["before"]) - set(after)),
+        "changed": sorted(k for k in after if k in holder["before"] and after[k] != holder["before"][k]),
+    }
+
+
+def _any_oci_error(resp, statuses=(400, 404)) -> list[str]:
+    assert resp.status_code in statuses, (resp.status_code, resp.text)
+    return assert_error_shape(resp)
+
+
+D = digest_of(b"x")
+MANIFEST_HEADERS = {"Content-Type": OCI_MANIFEST}
+
+NAME_TRAVERSALS = [
+    "../../../../etc",
+    "a/../../../../x",
+    "%2e%2e/%2e%2e/%2e%2e/x",
+    "a/%2e%2e/%2E%2E/b",
+    "..%2F..%2F..%2Fx",
+    "a%2F..%2F..%2Fb",
+    "%2Fetc%2Fpasswd",
+    "%2Ftmp",
+    "a/./b",
+    ".",
+    "a\\..\\..\\b",
+    "a%00b",
+]
+
+
+@pytest.mark.parametrize("name", NAME_TRAVERSALS)
+@pytest.mark.parametrize("method, suffix, body", [
+    ("GET", "/tags/list", None),
+    ("PUT", "/manifests/latest", "manifest"),
+    ("GET", f"/blobs/{D}", None),
+    ("POST", f"/blobs/uploads/?digest={D}", b"x"),
+    ("POST", "/blobs/uploads/", None),
+    ("DELETE", "/manifests/v1", None),
+])
+def test_path_traversal_in_names_is_refused(server, unchanged, name, method, suffix, body):
+    unchanged()
+    data = server.manifest if body == "manifest" else body
+    r = raw_request(server, method, f"/v2/{name}{suffix}", data, MANIFEST_HEADERS if body == "manifest" else None)
+    codes = _any_oci_error(r)
+    # A name that reaches the router is judged by the name grammar; one that no route
+    # can match (an encoded slash turned into extra segments) is an unknown endpoint.
+    assert set(codes) <= {"NAME_INVALID", "NAME_UNKNOWN"}, codes
+    if r.status_code == 400:
+        assert codes == ["NAME_INVALID"]
+
+
+def test_absolute_path_as_name_is_refused(server, unchanged):
+    unchanged()
+    for path in ("/v2//etc/passwd/tags/list", "/v2///tmp/x/blobs/uploads/", f"/v2//{NS}/manifests/v1"):
+        r = raw_request(server, "POST" if "uploads" in path else "GET", path)
+        assert r.status_code in (400, 404), (path, r.status_code, r.text)
+        assert_error_shape(r)
+
+
+DIGEST_TRAVERSALS = [
+    "sha256:..%2F..%2F..%2Fetc%2Fpasswd",
+    "sha256:%2e%2e",
+    "..",
+    "%2e%2e",
+    "sha256:/etc/passwd",
+    "sha256%2F..%2F..%2F" + "a" * 64,
+    "sha256:" + "a" * 62 + "%2F.",
+    "sha256:" + "a" * 64 + "%00",
+]
+
+
+@pytest.mark.parametrize("digest", DIGEST_TRAVERSALS)
+def test_path_traversal_in_digests_is_refused(server, unchanged, digest):
+    unchanged()
+    for method, path, body, headers in [
+        ("GET", f"/v2/{NS}/blobs/{digest}", None, None),
+        ("DELETE", f"/v2/{NS}/blobs/{digest}", None, None),
+        ("GET", f"/v2/{NS}/manifests/{digest}", None, None),
+        ("PUT", f"/v2/{NS}/manifests/{digest}", server.manifest, MANIFEST_HEADERS),
+        ("DELETE", f"/v2/{NS}/manifests/{digest}", None, None),
+        ("GET", f"/v2/{NS}/referrers/{digest}", None, None),
+    ]:
+        r = raw_request(server, method, path, body, headers)
+        codes = _any_oci_error(r)
+        assert set(codes) <= {"DIGEST_INVALID", "TAG_INVALID", "NAME_UNKNOWN", "MANIFEST_UNKNOWN"}, (path, codes)
+        if r.status_code == 400 and "/blobs/" in path:
+            assert codes == ["DIGEST_INVALID"]
+    # In a query string the value always reaches the digest parser.
+    for query in (f"digest={digest}", f"mount={digest}&from={NS}"):
+        r = raw_request(server, "POST", f"/v2/{NS}/blobs/uploads/?{query}", b"x")
+        assert_oci_error(r, 400, "DIGEST_INVALID")
+
+
+UPLOAD_IDS = ["..", "%2e%2e", "..%2F..%2Fx", "../../x", "%2Fetc%2Fpasswd", "x%00", "00000000-0000-0000-0000-00000000000.",
+              "info", str(uuid.uuid4()).upper()]
+
+
+@pytest.mark.parametrize("upload_id", UPLOAD_IDS)
+def test_path_traversal_in_upload_ids_is_refused(server, unchanged, upload_id):
+    unchanged()
+    base = f"/v2/{NS}/blobs/uploads/{upload_id}"
+    for method, path, body in [("GET", base, None), ("PATCH", base, b"evil"), ("PUT", f"{base}?digest={D}", b"x"),
+                               ("DELETE", base, None)]:
+        r = raw_request(server, method, path, body)
+        codes = _any_oci_error(r)
+        assert set(codes) <= {"BLOB_UPLOAD_UNKNOWN", "NAME_UNKNOWN", "NAME_INVALID"}, (method, path, codes)
+
+
+@pytest.mark.parametrize("tag", ["..", "%2e%2e", "..%2F..%2Fx", "-x", ".hidden", "a" * 129, "t%00", "%2Fetc"])
+def test_invalid_tags_are_refused(server, unchanged, tag):
+    unchanged()
+    r = raw_request(server, "PUT", f"/v2/{NS}/manifests/{tag}", server.manifest, MANIFEST_HEADERS)
+    codes = _any_oci_error(r)
+    assert set(codes) <= {"TAG_INVALID", "NAME_UNKNOWN"}, codes
+    r = raw_request(server, "PUT", f"/v2/{NS}/manifests/{digest_of(server.manifest)}?tag={tag}", server.manifest,
+                    MANIFEST_HEADERS)
+    assert_oci_error(r, 400, "TAG_INVALID")
+
+
+def test_manifest_ten_times_over_the_limit_is_413(server, unchanged):
+    unchanged()
+    body = image_manifest(json.loads(server.manifest)["config"], [],
+                          annotations={"pad": "x" * (10 * MAX_MANIFEST)})
+    assert len(body) > 10 * MAX_MANIFEST
+    for ref in ("big", digest_of(body)):
+        r = raw_request(server, "PUT", f"/v2/{NS}/manifests/{ref}", body, MANIFEST_HEADERS)
+        assert_oci_error(r, 413, "MANIFEST_INVALID")
+
+
+@pytest.mark.parametrize("body", [b"{", b"\xff\xfe\x00", b"null", b"[1,2]", b'{"schemaVersion": 1}',
+                                  b'{"schemaVersion":2,"mediaType":"' + OCI_MANIFEST.encode() + b'"}',
+                                  b'{"schemaVersion":2,"manifests":"nope"}'])
+def test_invalid_manifest_json_is_manifest_invalid(server, unchanged, body):
+    unchanged()
+    r = raw_request(server, "PUT", f"/v2/{NS}/manifests/v1", body, MANIFEST_HEADERS)
+    assert_oci_error(r, 400, "MANIFEST_INVALID")
+
+
+@pytest.mark.parametrize("content_type", [OCI_INDEX, "application/vnd.docker.distribution.manifest.v2+json",
+                                          "text/html", "not a media type"])
+def test_wrong_content_type_is_manifest_invalid(server, unchanged, content_type):
+    unchanged()
+    r = raw_request(server, "PUT", f"/v2/{NS}/manifests/v1", server.manifest, {"Content-Type": content_type})
+    assert_oci_error(r, 400, "MANIFEST_INVALID")
+
+
+def test_digests_that_do_not_match_are_digest_invalid(server, unchanged):
+    session = start_upload(server, NS)
+    path = session.split(str(server.port), 1)[1]
+    raw_request(server, "PATCH", path, b"first part")
+    unchanged()
+    wrong = digest_of(b"something else")
+    assert_oci_error(raw_request(server, "POST", f"/v2/{NS}/blobs/uploads/?digest={wrong}", b"body"), 400,
+                     "DIGEST_INVALID")
+    assert_oci_error(raw_request(server, "PUT", f"{path}?digest={wrong}"), 400, "DIGEST_INVALID")
+    assert_oci_error(raw_request(server, "PUT", f"{path}?digest={wrong}", b" and a final chunk"), 400,
+                     "DIGEST_INVALID")
+    assert_oci_error(raw_request(server, "PUT", f"/v2/{NS}/manifests/{wrong}", server.manifest, MANIFEST_HEADERS),
+                     400, "DIGEST_INVALID")
+
+
+def test_content_range_that_does_not_match_the_body_is_refused(server, unchanged):
+    session = start_upload(server, NS)
+    path = session.split(str(server.port), 1)[1]
+    assert raw_request(server, "PATCH", path, b"0123456789", {"Content-Range": "0-9"}).status_code == 202
+    unchanged()
+    cases = [
+        ({"Content-Range": "10-99"}, b"short", 400, "SIZE_INVALID"),       # range longer than the body
+        ({"Content-Range": "10-11"}, b"much longer", 400, "SIZE_INVALID"),  # range shorter than the body
+        ({"Content-Range": "0-4"}, b"again", 416, "BLOB_UPLOAD_INVALID"),   # rewinds
+        ({"Content-Range": "50-54"}, b"later", 416, "BLOB_UPLOAD_INVALID"),  # leaves a gap
+        ({"Content-Range": "bytes=ten-20"}, b"x", 416, "BLOB_UPLOAD_INVALID"),  # not a range at all
+        ({"Content-Range": "12-10"}, b"x", 416, "BLOB_UPLOAD_INVALID"),   # backwards
+    ]
+    for headers, body, status, code in cases:
+        assert_oci_error(raw_request(server, "PATCH", path, body, headers), status, code)
+    # Streamed (chunked transfer encoding, no Content-Length) with a range the body does not fill.
+    r = _chunked_patch(server, path, [b"only", b"nine"], "10-99")
+    assert_oci_error(r, 400, "SIZE_INVALID")
+
+
+def _chunked_patch(server, path: str, parts: list[bytes], content_range: str):
+    import http.client
+
+    from tests.api.helpers import RawResponse
+    from requests.structures import CaseInsensitiveDict
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.putrequest("PATCH", path)
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.putheader("Content-Range", content_range)
+        conn.endheaders()
+        for part in parts:
+            conn.send(b"%x\r\n%s\r\n" % (len(part), part))
+        conn.send(b"0\r\n\r\n")
+        resp = conn.getresponse()
+        return RawResponse(resp.status, CaseInsensitiveDict(resp.getheaders()), resp.read())
+    finally:
+        conn.close()
+
+
+def test_huge_bogus_content_length_on_a_manifest_put_is_413_without_reading_the_body(server, unchanged):
+    unchanged()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(f"PUT /v2/{NS}/manifests/huge HTTP/1.1\r\nHost: x\r\nContent-Type: {OCI_MANIFEST}\r\n"
+                     f"Content-Length: {10 ** 15}\r\n\r\n".encode() + b'{"schemaVersion":2,')
+        # Only 19 body bytes were sent: an answer proves the server did not wait for 1 PB.
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, f"connection closed before a response: {head!r}"
+            head += chunk
+    status_line = head.split(b"\r\n", 1)[0]
+    assert b" 413 " in status_line, head
+    header_block, _, rest = head.partition(b"\r\n\r\n")
+    assert b"application/json" in header_block.lower()
+    if rest:
+        assert b"MANIFEST_INVALID" in rest or rest.startswith(b'{"errors"')
