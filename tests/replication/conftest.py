@@ -1,0 +1,86 @@
+"""Fixtures for replication meshes: Angos instances that name each other as downstreams."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+
+import pytest
+import requests
+
+from ..conftest import free_port
+
+MESH_CONFIG = """\
+[server]
+bind_address = "127.0.0.1"
+port = {port}
+
+[global]
+max_concurrent_replication_jobs = 4
+
+[blob_store.fs]
+root_dir = "{data}"
+
+[repository."nginx"]
+[repository."nginx".access_policy]
+default = "allow"
+"""
+
+DOWNSTREAM = """
+[[repository."nginx".downstream]]
+name = "{name}"
+url = "{url}"
+mode = "{mode}"
+"""
+
+
+@pytest.fixture
+def mesh(angos_factory):
+    """``mesh(n, edges)`` starts n instances; edges are (from, to) index pairs (full active-active by default)."""
+
+    def make(n: int = 2, edges=None, mode: str = "event+reconcile", extra: str = ""):
+        ports = [free_port() for _ in range(n)]
+        edges = edges if edges is not None else [(i, j) for i in range(n) for j in range(n) if i != j]
+        servers = []
+        for i in range(n):
+            text = MESH_CONFIG.format(port=ports[i], data="@DATA@")
+            for a, b in edges:
+                if a == i:
+                    text += DOWNSTREAM.format(name=f"instance-{chr(97 + b)}", url=f"http://127.0.0.1:{ports[b]}",
+                                              mode=mode)
+            text += textwrap.dedent(extra)
+            server = angos_factory(config_text=text, start=False)
+            server.port = ports[i]
+            server.url = f"http://127.0.0.1:{ports[i]}"
+            server.host = f"127.0.0.1:{ports[i]}"
+            servers.append(server)
+        for s in servers:
+            s.start()
+        return servers
+
+    return make
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def remote_digest(server, ns: str, ref: str) -> str | None:
+    r = requests.head(server.v2(f"{ns}/manifests/{ref}"))
+    return r.headers.get("Docker-Content-Digest") if r.status_code == 200 else None
+
+
+def push_counts(server) -> dict[tuple[str, str], float]:
+    out = {}
+    for line in requests.get(server.url + "/metrics").text.splitlines():
+        if line.startswith("angos_replication_push_total{"):
+            labels, value = line.rsplit(" ", 1)
+            parts = dict(p.split("=", 1) for p in labels[labels.index("{") + 1:-1].split(","))
+            out[(parts["downstream"].strip('"'), parts["outcome"].strip('"'))] = float(value)
+    return out
