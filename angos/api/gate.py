@@ -132,9 +132,9 @@ def request_fields(act: str) -> dict:
     ref = fields.get("reference")
     if ref is not None and ":" in ref:
         fields["digest"] = ref
+    if not request.query_string:
+        return fields  # skip parsing an empty query string (most requests)
     args = request.args
-    if not args:
-        return fields
     if act == "mount-blob":
         fields["digest"] = args["mount"]
         if args.get("from"):

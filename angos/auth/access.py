@@ -18,11 +18,17 @@ config reload builds a new one (which also empties the credentials cache).
   policy of the repository the namespace belongs to (when it has one); both
   must allow. ``fields`` are the request fields (``action`` included).
 
-Cost: a decision reuses a per-identity :class:`cel.Context` that already holds
-the converted ``identity`` variable and only adds ``request``; policies
-without rules are decided without touching CEL. The contexts are shared, so
-filling ``request`` and evaluating happen under one lock (uncontended under
-gevent, where nothing in between yields).
+Cost: a rule is a pure function of ``identity`` and ``request`` and the
+policies never change for this object, so decisions are memoised per
+(identity, request fields) in a bounded table — a client pulling the same
+manifest again pays a dict lookup. A miss reuses a per-identity
+:class:`cel.Context` that already holds the converted ``identity`` variable
+and only adds ``request`` (converting Python values into CEL is what costs,
+not running a compiled rule); policies without rules are decided without
+touching CEL. The contexts are shared, so filling ``request`` and evaluating
+happen under one lock (uncontended under gevent, where nothing in between
+yields). A failing rule denies; its warning is logged when the decision is
+computed, and repeats of a memoised denial are not logged again.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from .identity import Identity
 from .policy import Policy, identity_vars, request_vars
 
 MAX_CONTEXTS = 4096
+MAX_DECISIONS = 16384
 
 
 
@@ -75,6 +82,7 @@ class AccessControl:
         self._contexts: OrderedDict[Identity, cel.Context] = OrderedDict()
         self._lock = threading.Lock()
         self._repo_cache: dict[str, Policy | None] = {}
+        self._decisions: dict[tuple, bool] = {}
         self._count = _Counters()
 
     # ------------------------------------------------------------ authentication
@@ -111,6 +119,24 @@ class AccessControl:
         return policy
 
     def is_allowed(self, identity: Identity, action: str, fields: dict) -> bool:
+        """The decision for this caller and request, memoised (see the module docstring)."""
+        if "action" not in fields:
+            fields = {**fields, "action": action}
+        try:
+            key = (identity, tuple(fields.items()))
+            return self._decisions[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable field value: decide without the memo
+            return self.evaluate(identity, action, fields)
+        allowed = self.evaluate(identity, action, fields)
+        if len(self._decisions) >= MAX_DECISIONS:
+            self._decisions.clear()  # cheap and rare; the hot keys come straight back
+        self._decisions[key] = allowed
+        return allowed
+
+    def evaluate(self, identity: Identity, action: str, fields: dict) -> bool:
+        """Run the policies now (no memo): global, then the namespace's repository policy."""
         policies = [p for p in (self.global_policy, self.policy_for(fields.get("namespace"))) if p is not None]
         if all(not p.rules for p in policies):  # also: no policy at all applies → allowed
             return all(p.default_allow for p in policies)
@@ -120,10 +146,7 @@ class AccessControl:
         with self._lock:
             ctx = self._context(identity)
             ctx.add_variable("request", request)
-            for p in policies:
-                if not p.allows(ctx):
-                    return False
-        return True
+            return all(p.allows(ctx) for p in policies)
 
     def _context(self, identity: Identity) -> "cel.Context":
         ctx = self._contexts.get(identity)
