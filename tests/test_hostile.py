@@ -11,15 +11,18 @@ would normalise dot segments), checks the OCI error and compares snapshots.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import socket
 import uuid
 
 import pytest
+from requests.structures import CaseInsensitiveDict
 
-from tests.api.helpers import (OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, assert_error_shape, assert_oci_error,
-                               descriptor, digest_of, image_manifest, push_blob, raw_request, start_upload)
+from tests.api.helpers import (OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, RawResponse, assert_error_shape,
+                               assert_oci_error, descriptor, digest_of, image_manifest, push_blob, raw_request,
+                               start_upload)
 from tests.conftest import AngosServer, angos_config, free_port
 
 MAX_MANIFEST = 4096
@@ -40,6 +43,8 @@ def server(tmp_path_factory):
     srv.manifest = image_manifest(descriptor(OCI_CONFIG, config), [])
     st = raw_request(srv, "PUT", f"/v2/{NS}/manifests/v1", srv.manifest, {"Content-Type": OCI_MANIFEST})
     assert st.status_code == 201
+    # The snapshot must see the store, or "unchanged" would prove nothing.
+    assert sum("/data/" in key for key in snapshot(srv)) >= 3
     yield srv
     srv.stop(timeout=10)
 
@@ -163,8 +168,8 @@ def test_path_traversal_in_digests_is_refused(server, unchanged, digest):
         assert_oci_error(r, 400, "DIGEST_INVALID")
 
 
-UPLOAD_IDS = ["..", "%2e%2e", "..%2F..%2Fx", "../../x", "%2Fetc%2Fpasswd", "x%00", "00000000-0000-0000-0000-00000000000.",
-              "info", str(uuid.uuid4()).upper()]
+UPLOAD_IDS = ["..", "%2e%2e", "..%2F..%2Fx", "../../x", "%2Fetc%2Fpasswd", "x%00",
+              "00000000-0000-0000-0000-00000000000.", "info", str(uuid.uuid4()).upper()]
 
 
 @pytest.mark.parametrize("upload_id", UPLOAD_IDS)
@@ -252,11 +257,6 @@ def test_content_range_that_does_not_match_the_body_is_refused(server, unchanged
 
 
 def _chunked_patch(server, path: str, parts: list[bytes], content_range: str):
-    import http.client
-
-    from tests.api.helpers import RawResponse
-    from requests.structures import CaseInsensitiveDict
-
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
         conn.putrequest("PATCH", path)
@@ -277,15 +277,9 @@ def test_huge_bogus_content_length_on_a_manifest_put_is_413_without_reading_the_
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
         sock.sendall(f"PUT /v2/{NS}/manifests/huge HTTP/1.1\r\nHost: x\r\nContent-Type: {OCI_MANIFEST}\r\n"
                      f"Content-Length: {10 ** 15}\r\n\r\n".encode() + b'{"schemaVersion":2,')
-        # Only 19 body bytes were sent: an answer proves the server did not wait for 1 PB.
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
-            assert chunk, f"connection closed before a response: {head!r}"
-            head += chunk
-    status_line = head.split(b"\r\n", 1)[0]
-    assert b" 413 " in status_line, head
-    header_block, _, rest = head.partition(b"\r\n\r\n")
-    assert b"application/json" in header_block.lower()
-    if rest:
-        assert b"MANIFEST_INVALID" in rest or rest.startswith(b'{"errors"')
+        # Only 19 of the announced 10**15 body bytes are ever sent: any answer at all
+        # proves the server refused on the header instead of waiting for (or buffering) the body.
+        resp = http.client.HTTPResponse(sock, method="PUT")
+        resp.begin()
+        r = RawResponse(resp.status, CaseInsensitiveDict(resp.getheaders()), resp.read())
+    assert_oci_error(r, 413, "MANIFEST_INVALID")

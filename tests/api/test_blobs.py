@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from .helpers import (ALGS, OCI_MANIFEST, absolute, assert_error_shape, assert_oci_error, descriptor, digest_of, image_manifest,
-                      push_blob, put_manifest, random_bytes, uniq, with_query)
+from .helpers import (ALGS, OCI_MANIFEST, absolute, assert_error_shape, assert_oci_error, descriptor, digest_of,
+                      image_manifest, push_blob, put_manifest, random_bytes, uniq, with_query)
 
 SIZE = 1000
 

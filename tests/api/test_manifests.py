@@ -11,9 +11,9 @@ import pytest
 import requests
 
 from .conftest import STRICT_MAX_MANIFEST
-from .helpers import (ALGS, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX,
-                      OCI_LAYER, OCI_MANIFEST, OCI_NONDIST_LAYER, assert_oci_error, descriptor, digest_of,
-                      image_manifest, index_manifest, push_blob, push_image, put_manifest, random_bytes, uniq)
+from .helpers import (ALGS, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+                      OCI_NONDIST_LAYER, assert_oci_error, descriptor, digest_of, image_manifest, index_manifest,
+                      push_blob, push_image, put_manifest, random_bytes, uniq)
 
 
 def _assert_served(server, ns: str, reference: str, body: bytes, media_type: str, digest: str) -> None:
