@@ -123,3 +123,82 @@ def test_unknown_route_and_method_answer_oci_errors(angos, populated):
     r = requests.post(angos.v2(f"{populated}/manifests/t"))
     assert r.status_code == 405
     assert_error_shape(r)
+
+
+def test_invalid_n_is_unsupported(angos, populated):
+    for path in (f"{populated}/tags/list?n=x", "_catalog?n=-2"):
+        assert_oci_error(requests.get(angos.v2(path)), 400, "UNSUPPORTED")
+
+
+def test_post_on_an_upload_session_is_405_unsupported(angos, populated):
+    loc = start_upload(angos, populated)
+    assert_oci_error(requests.post(loc), 405, "UNSUPPORTED")
+
+
+def test_replicated_write_older_than_the_local_tag_is_replication_superseded(angos):
+    ns = uniq("err")
+    d, body, mt, _ = push_image(angos, ns, tag="t")
+    _, other, _, _ = push_image(angos, ns)
+    old = {"Content-Type": mt, "X-Angos-Source-Timestamp": "2001-01-01T00:00:00Z"}
+    r = requests.put(angos.v2(f"{ns}/manifests/t"), data=other, headers=old)
+    assert_oci_error(r, 409, "REPLICATION_SUPERSEDED")
+    r = requests.delete(angos.v2(f"{ns}/manifests/t"), headers=old)
+    assert_oci_error(r, 409, "REPLICATION_SUPERSEDED")
+    assert requests.get(angos.v2(f"{ns}/manifests/t")).headers["Docker-Content-Digest"] == d
+
+
+def test_delete_in_an_unknown_namespace_is_name_unknown(angos):
+    ns = uniq("err")
+    assert_oci_error(requests.delete(angos.v2(f"{ns}/manifests/t")), 404, "NAME_UNKNOWN")
+    assert_oci_error(requests.delete(angos.v2(f"{ns}/manifests/{digest_of(b'x')}")), 404, "NAME_UNKNOWN")
+
+
+def test_manifests_are_per_namespace(angos):
+    ns = uniq("err")
+    d, _, _, _ = push_image(angos, ns, tag="t")
+    other = uniq("err")
+    push_image(angos, other, tag="t2")
+    assert_oci_error(requests.get(angos.v2(f"{other}/manifests/{d}")), 404, "MANIFEST_UNKNOWN")
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A server where only alice may act, and never delete manifests."""
+    import argon2
+
+    from tests.conftest import AngosServer, angos_config, free_port
+
+    hashed = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("s3cret")
+    extra = f"""
+[global.access_policy]
+default = "deny"
+rules = ["identity.username == 'alice' && request.action != 'delete-manifest'"]
+
+[auth.identity.alice]
+username = "alice"
+password = "{hashed}"
+"""
+    workdir = tmp_path_factory.mktemp("angos-guarded")
+    port = free_port()
+    text = angos_config(workdir / "data", port, 2, policy="deny").replace(
+        '[global.access_policy]\ndefault = "deny"\n', "") + extra
+    server = AngosServer(workdir, text, port).start()
+    yield server
+    server.stop(timeout=10)
+
+
+def test_anonymous_or_bad_credentials_are_unauthorized_with_a_basic_challenge(guarded):
+    for auth in (None, ("alice", "wrong"), ("mallory", "s3cret")):
+        r = requests.get(guarded.v2(""), auth=auth)
+        assert_oci_error(r, 401, "UNAUTHORIZED")
+        assert r.headers["WWW-Authenticate"].startswith("Basic realm=")
+
+
+def test_authenticated_but_refused_is_denied(guarded):
+    alice = ("alice", "s3cret")
+    assert requests.get(guarded.v2(""), auth=alice).status_code == 200
+    ns = uniq("err")
+    data = b"guarded blob"
+    d = digest_of(data)
+    assert requests.post(guarded.v2(f"{ns}/blobs/uploads/?digest={d}"), data=data, auth=alice).status_code == 201
+    assert_oci_error(requests.delete(guarded.v2(f"{ns}/manifests/{d}"), auth=alice), 403, "DENIED")
