@@ -3,7 +3,14 @@
 - The app is built in each worker after gevent has patched the process
   (no module-level app; ``preload_app`` stays off).
 - SIGTERM is a graceful stop: gunicorn stops accepting and waits up to
-  ``server.shutdown_drain_secs`` for in-flight requests.
+  ``server.shutdown_drain_secs`` for in-flight requests. Idle keep-alive
+  connections are not in-flight requests, but gunicorn's gevent worker waits
+  for them too (up to ``keepalive_secs``), so any client holding an idle
+  connection (docker, skopeo and requests all do) would stretch every stop to
+  the full drain. :class:`SendfileGeventWorker` closes the read side of
+  connections that sit idle between requests when the stop begins (and of
+  those that go idle after it), which ends them cleanly; responses already
+  being served are untouched.
 - Prometheus multiprocess mode: a fresh directory is exported in
   ``PROMETHEUS_MULTIPROC_DIR`` before workers fork, so ``/metrics`` on any
   worker reports the sum over all of them.
@@ -20,11 +27,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import logging
 import os
 import shutil
+import socket
+import struct
 import tempfile
+import termios
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.ggevent import GeventWorker
@@ -68,11 +80,62 @@ def _zero_copy_sendfile(self, respiter):
 
 
 class SendfileGeventWorker(GeventWorker):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._clients = {}   # handler greenlet -> its client socket
+        self._idle = set()   # handler greenlets waiting for the next request on a keep-alive connection
+
     def init_process(self):
         from gunicorn.http import wsgi
 
         wsgi.Response.sendfile = _zero_copy_sendfile
         super().init_process()
+
+    def handle(self, listener, client, addr):
+        import gevent
+
+        me = gevent.getcurrent()
+        self._clients[me] = client
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._clients.pop(me, None)
+            self._idle.discard(me)
+
+    @contextlib.contextmanager
+    def timeout_ctx(self):
+        """gunicorn wraps only the wait for a keep-alive connection's next request in this."""
+        import gevent
+
+        me = gevent.getcurrent()
+        self._idle.add(me)
+        try:
+            if not self.alive:
+                self._end_idle(me)
+            with super().timeout_ctx():
+                yield
+        finally:
+            self._idle.discard(me)
+
+    def handle_exit(self, sig, frame):
+        super().handle_exit(sig, frame)
+        for glet in list(self._idle):
+            self._end_idle(glet)
+
+    def _end_idle(self, glet) -> None:
+        """Shut the read side of an idle connection: its pending read sees EOF and
+        gunicorn closes it. A connection whose next request already arrived is left
+        alone (it is served, then closed because the worker is stopping)."""
+        client = self._clients.get(glet)
+        if client is None:
+            return
+        try:
+            pending, = struct.unpack("i", fcntl.ioctl(client.fileno(), termios.FIONREAD, b"\0\0\0\0"))
+            if pending:
+                return
+            client.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 class AngosApplication(BaseApplication):
