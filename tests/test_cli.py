@@ -1,4 +1,5 @@
-"""The ``angos`` command line: entry point, default and repeated ``-c``, exit codes.
+"""The ``angos`` command line: entry point, default and repeated ``-c``, exit
+codes, and how ``angos server`` stops.
 
 Servers here are real ``angos server`` processes started without the
 ``angos_factory`` fixture because the point is how the command line picks its
@@ -14,6 +15,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import requests
@@ -23,12 +26,13 @@ from .conftest import ANGOS, free_port, wait_http
 ANGOS_SCRIPT = Path(sys.executable).parent / "angos"
 
 
-def config_text(port: int, data: Path) -> str:
+def config_text(port: int, data: Path, server_extra: str = "") -> str:
     return textwrap.dedent(f"""\
         [server]
         bind_address = "127.0.0.1"
         port = {port}
         workers = 1
+        {server_extra}
 
         [global.access_policy]
         default = "allow"
@@ -98,3 +102,58 @@ def test_server_exits_1_when_its_port_is_taken(tmp_path):
             err = proc.stderr.read().decode(errors="replace")
     assert f"127.0.0.1', {port}" in err or f"127.0.0.1:{port}" in err, err
     assert "Traceback" not in err
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """Read one HTTP response with a Content-Length body off a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head
+
+
+def test_sigterm_closes_idle_keepalive_connections_but_finishes_in_flight_requests(tmp_path):
+    port = free_port()
+    # Drain and keep-alive far longer than the guards below, so neither can be
+    # what ends the idle connection.
+    (tmp_path / "config.toml").write_text(config_text(port, tmp_path / "data",
+                                                      "shutdown_drain_secs = 600\nkeepalive_secs = 600"))
+    block, count = b"k" * (1 << 20), 12
+    digest = "sha256:" + __import__("hashlib").sha256(block * count).hexdigest()
+    with running(["server"], tmp_path) as proc:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        idle = socket.create_connection(("127.0.0.1", port))
+        idle.sendall(b"GET /v2/ HTTP/1.1\r\nHost: registry\r\n\r\n")
+        assert read_response(idle).startswith(b"HTTP/1.1 200")
+
+        started, result = threading.Event(), {}
+
+        def slow_body():
+            for i in range(count):
+                if i == 2:
+                    started.set()
+                time.sleep(0.05)
+                yield block
+
+        def push():
+            result["r"] = requests.post(f"http://127.0.0.1:{port}/v2/stop/app/blobs/uploads/?digest={digest}",
+                                        data=slow_body(), headers={"Connection": "close"})
+
+        pusher = threading.Thread(target=push)
+        pusher.start()
+        assert started.wait(30)
+        proc.send_signal(signal.SIGTERM)
+
+        idle.settimeout(120)
+        try:
+            assert idle.recv(1) == b"", "the idle keep-alive connection was not closed"
+        finally:
+            idle.close()
+        pusher.join(120)
+        assert result["r"].status_code == 201
+        assert proc.wait(120) == 0
