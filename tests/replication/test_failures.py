@@ -1,0 +1,181 @@
+"""Replication under failure: an outage, refused deletes, immutable downstream
+tags and a drain process killed mid-push."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+from argon2 import PasswordHasher
+
+from ..conftest import ROOT, skopeo
+from ..images import single_platform_image
+from ..netem import SlowProxy
+from .conftest import push_counts, remote_digest, wait_for
+
+OCI = "application/vnd.oci.image.manifest.v1+json"
+
+SOURCE = """\
+[server]
+bind_address = "127.0.0.1"
+port = @PORT@
+
+[blob_store.fs]
+root_dir = "@DATA@"
+
+[repository."nginx"]
+[repository."nginx".access_policy]
+default = "allow"
+[[repository."nginx".downstream]]
+name = "peer"
+url = "http://127.0.0.1:{peer}"
+{creds}
+{extra}
+"""
+
+WORKER_QUEUE = """
+[global.job_queue]
+max_attempts = 60
+retry_backoff_min_ms = 50
+retry_backoff_max_ms = 400
+pending_refresh_interval_secs = 5
+"""
+
+
+def _small_manifest(server, ns: str, seed: str) -> tuple[bytes, str]:
+    cfg = f'{{"seed": "{seed}"}}'.encode()
+    d = "sha256:" + hashlib.sha256(cfg).hexdigest()
+    assert requests.post(server.v2(f"{ns}/blobs/uploads/?digest={d}"), data=cfg).status_code == 201
+    body = (f'{{"schemaVersion":2,"mediaType":"{OCI}","config":{{"mediaType":'
+            f'"application/vnd.oci.image.config.v1+json","digest":"{d}","size":{len(cfg)}}},"layers":[]}}').encode()
+    return body, "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _worker(server) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "angos.cli", "-c", str(server.config_path), "worker"],
+                            cwd=server.workdir, stdout=open(server.workdir / "worker.log", "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def _jobs(server, which: str = "") -> list:
+    r = requests.get(server.url + f"/_ext/_jobs{which}?queue=replication&n=1000")
+    assert r.status_code == 200, r.text
+    return r.json()["failed" if which else "jobs"]
+
+
+def _gauge(server, name: str) -> float | None:
+    for line in requests.get(server.url + "/metrics").text.splitlines():
+        if line.startswith(f'{name}{{queue="replication"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_downstream_outage_backlog_drains_when_it_returns(angos_factory):
+    peer = angos_factory(start=False)
+    source = angos_factory(config_text=SOURCE.format(peer=peer.port, creds="", extra=WORKER_QUEUE))
+    worker = _worker(source)
+    try:
+        tags = {}
+        for i in range(50):
+            body, d = _small_manifest(source, "nginx/outage", f"tag{i}")
+            r = requests.put(source.v2(f"nginx/outage/manifests/t{i}"), data=body, headers={"Content-Type": OCI})
+            assert r.status_code == 201
+            tags[f"t{i}"] = d
+        assert wait_for(lambda: len(_jobs(source)) == 50, timeout=10)
+        assert wait_for(lambda: (_gauge(source, "angos_job_queue_pending") or 0) > 0, timeout=10)
+        peer.start()
+        for tag, d in tags.items():
+            assert wait_for(lambda t=tag, d=d: remote_digest(peer, "nginx/outage", t) == d, timeout=30)
+        assert wait_for(lambda: _jobs(source) == [], timeout=10)
+        assert wait_for(lambda: _gauge(source, "angos_job_queue_pending") == 0, timeout=15)
+        assert _jobs(source, "/failed") == []
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+
+
+def _locked_peer(angos_factory, rules: str):
+    pw = PasswordHasher().hash("s3cret")
+    return angos_factory(config_text=f"""\
+[server]
+bind_address = "127.0.0.1"
+port = @PORT@
+
+[blob_store.fs]
+root_dir = "@DATA@"
+
+[auth.identity.replicator]
+username = "replicator"
+password = "{pw}"
+
+[global.access_policy]
+default = "deny"
+rules = ["{rules}"]
+""")
+
+
+def test_credential_without_delete_dead_letters_with_visible_error(angos_factory):
+    peer = _locked_peer(angos_factory, "identity.id == 'replicator' && request.action != 'delete-manifest'")
+    source = angos_factory(config_text=SOURCE.format(
+        peer=peer.port, creds='username = "replicator"\npassword = "s3cret"', extra=""))
+    body, d = _small_manifest(source, "nginx/nodelete", "x")
+    assert requests.put(source.v2("nginx/nodelete/manifests/v1"), data=body,
+                        headers={"Content-Type": OCI}).status_code == 201
+    assert wait_for(lambda: remote_digest(peer, "nginx/nodelete", "v1") is None and requests.head(
+        peer.v2("nginx/nodelete/manifests/v1"), auth=("replicator", "s3cret")).status_code == 200, timeout=10)
+    assert requests.delete(source.v2("nginx/nodelete/manifests/v1")).status_code == 202
+    failed = wait_for(lambda: _jobs(source, "/failed"), timeout=30)
+    assert len(failed) == 1
+    assert failed[0]["kind"] == "replication.delete"
+    assert "403" in failed[0]["last_error"]
+    assert failed[0]["attempts"] == failed[0]["max_attempts"]
+    # The tag is still on the downstream: a refused delete loses nothing.
+    assert requests.head(peer.v2("nginx/nodelete/manifests/v1"), auth=("replicator", "s3cret")).status_code == 200
+
+
+def test_immutable_tag_on_downstream_retries_then_dead_letters_not_superseded(angos_factory):
+    peer = angos_factory(extra="[global]\nimmutable_tags = true\n")
+    source = angos_factory(config_text=SOURCE.format(peer=peer.port, creds="", extra=""))
+    first, first_d = _small_manifest(peer, "nginx/imm", "downstream")
+    assert requests.put(peer.v2("nginx/imm/manifests/v1"), data=first, headers={"Content-Type": OCI}).status_code == 201
+    body, _ = _small_manifest(source, "nginx/imm", "source")
+    assert requests.put(source.v2("nginx/imm/manifests/v1"), data=body, headers={"Content-Type": OCI}).status_code == 201
+    failed = wait_for(lambda: _jobs(source, "/failed"), timeout=30)
+    assert len(failed) == 1 and "CONFLICT" in failed[0]["last_error"]
+    counts = push_counts(source)
+    assert counts.get(("peer", "superseded"), 0) == 0
+    assert counts.get(("peer", "failed"), 0) == failed[0]["max_attempts"]
+    assert remote_digest(peer, "nginx/imm", "v1") == first_d
+
+
+def test_killed_worker_mid_push_reruns_and_converges(angos_factory, tmp_path):
+    peer = angos_factory()
+    slow = SlowProxy(peer.port, 16 * 1024 * 1024).start()  # 16 MiB/s: the 64 MiB push takes seconds
+    try:
+        source = angos_factory(config_text=SOURCE.format(peer=slow.port, creds="", extra=WORKER_QUEUE))
+        img = single_platform_image(tmp_path / "big", "v1", layer_sizes=(32 * 1024 * 1024, 32 * 1024 * 1024))
+        skopeo("copy", "--dest-tls-verify=false", img.oci_ref, f"docker://{source.host}/nginx/big:v1")
+        worker = _worker(source)
+        # Kill it while the job runs: the downstream has opened an upload but not received the manifest.
+        assert wait_for(lambda: any(
+            line.startswith("http_requests_total{") and 'route="start-upload"' in line
+            for line in requests.get(peer.url + "/metrics").text.splitlines()), timeout=20, interval=0.01)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        assert remote_digest(peer, "nginx/big", "v1") is None
+        assert [j["kind"] for j in _jobs(source)] == ["replication.push"]
+        worker = _worker(source)
+        try:
+            assert wait_for(lambda: remote_digest(peer, "nginx/big", "v1") == img.digest, timeout=60)
+            assert wait_for(lambda: _jobs(source) == [], timeout=10)
+            assert _jobs(source, "/failed") == []
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+    finally:
+        slow.stop()
