@@ -41,6 +41,7 @@ from .. import metrics as m
 from ..config import JobQueueConfig
 from .envelope import QUEUES, Envelope, backoff_secs
 from .kinds import JobContext, TerminalJobError, handler_for
+from .sqlite_store import NO_LEASE_CHECK
 
 log = logging.getLogger("angos.queue")
 
@@ -126,22 +127,36 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-_HOST = socket.gethostname()
+def _machine() -> str:
+    """This host and PID namespace: hostname, kernel boot id, pid namespace inode.
+
+    Two containers may share a hostname or a kernel; only a process that shares
+    all three can look the owner's pid up and trust the answer."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot = fh.read().strip()[:8]
+        pidns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        boot, pidns = uuid.uuid4().hex[:8], "?"  # unknown: never claim to share a namespace
+    return f"{socket.gethostname().replace('/', '_')}:{boot}:{pidns}"
+
+
+_MACHINE = _machine()
 
 
 def make_owner() -> str:
-    """``host/pid/process-start/nonce``: lets a process on the same host tell a dead owner at once."""
+    """``machine/pid/process-start/nonce``: lets a process in the same PID namespace tell a dead owner at once."""
     pid = os.getpid()
-    return f"{_HOST}/{pid}/{_process_start(pid)}/{uuid.uuid4().hex[:8]}"
+    return f"{_MACHINE}/{pid}/{_process_start(pid)}/{uuid.uuid4().hex[:8]}"
 
 
 def owner_is_dead_here(owner: str) -> bool:
-    """True when ``owner`` was a process on this host that no longer runs."""
+    """True when ``owner`` was a process in this PID namespace that no longer runs."""
     try:
-        host, pid, start, _ = owner.split("/")
+        machine, pid, start, _ = owner.split("/")
     except ValueError:
         return False
-    return host == _HOST and _process_start(int(pid)) != start
+    return machine == _MACHINE and _process_start(int(pid)) != start
 
 
 class JobQueue:
@@ -239,21 +254,24 @@ class JobQueue:
                  job.attempts + 1, outcome)
         return outcome
 
-    def _fail(self, job: Envelope, owner: str, error: str, terminal: bool) -> str:
+    def _fail(self, job: Envelope, owner: str, error: str, terminal: bool,
+              lease_before: float = NO_LEASE_CHECK) -> str:
+        """Retry ``job`` after its backoff or dead-letter it; "lost" if ``owner`` no longer holds it."""
         attempts = job.attempts + 1
         now = time.time()
         if terminal or attempts >= job.max_attempts:
             done = job.with_(attempts=attempts, last_error=error, failed_at=now)
-            _persist(self.store.dead_letter, done, owner, self._wake_msg())
+            if not _persist(self.store.dead_letter, done, owner, self._wake_msg(), lease_before):
+                return "lost"
             log.warning("job %s kind=%s lock_key=%s dead-lettered after %d attempt(s): %s", job.storage_key,
                         job.kind, job.lock_key, attempts, error)
             return "dead_lettered"
         delay = backoff_secs(job.attempts, self.qcfg.retry_backoff_min_ms, self.qcfg.retry_backoff_max_ms)
         again = job.with_(attempts=attempts, last_error=error, not_before=now + delay)
-        res = _persist(self.store.reschedule, again, owner, self._wake_msg())
-        log.info("job %s kind=%s failed (attempt %d/%d), %s in %.3fs: %s", job.storage_key, job.kind, attempts,
-                 job.max_attempts, res, delay, error)
-        return "retried" if res == "retried" else res
+        res = _persist(self.store.reschedule, again, owner, self._wake_msg(), lease_before)
+        log.info("job %s kind=%s failed (attempt %d/%d), %s (delay %.3fs): %s", job.storage_key, job.kind,
+                 attempts, job.max_attempts, res, delay, error)
+        return res
 
     def heartbeat(self) -> int:
         return self.store.heartbeat(self.owner, time.time() + self.lease_secs)
@@ -265,9 +283,13 @@ class JobQueue:
         for job, owner, lease in self.store.running():
             if owner == self.owner:
                 continue
-            if lease < now or owner_is_dead_here(owner):
+            dead = owner_is_dead_here(owner)
+            if dead or lease < now:
                 why = "the worker running this job stopped before it finished (process died or lease expired)"
-                outcome = self._fail(job, owner, why, terminal=False)
+                # An expired lease is only taken over if it is still expired when we write.
+                outcome = self._fail(job, owner, why, terminal=False, lease_before=NO_LEASE_CHECK if dead else now)
+                if outcome == "lost":
+                    continue  # its owner renewed the lease meanwhile, or another worker reclaimed it
                 m.JOB_RUNS.labels(self.name, "lost").inc()
                 log.warning("job %s of %s reclaimed: %s", job.storage_key, owner, outcome)
                 n += 1

@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 
 from .envelope import Envelope
-from .sqlite_store import huey_timestamp
+from .sqlite_store import NO_LEASE_CHECK, huey_timestamp
 
 
 def _offset() -> float:
@@ -72,8 +72,11 @@ local function wake_same_key(lk, msg, now)
     if nb then wake(msg, nb, now) end
   end
 end
-local function owned(sk, owner)
-  return redis.call('hget', P..'state', sk) == 'running' and redis.call('hget', P..'owner', sk) == owner
+local function owned(sk, owner, before)
+  if redis.call('hget', P..'state', sk) ~= 'running' or redis.call('hget', P..'owner', sk) ~= owner then
+    return false
+  end
+  return before == nil or tonumber(redis.call('zscore', P..'running', sk)) < tonumber(before)
 end
 """
 
@@ -118,33 +121,33 @@ wake_same_key(ARGV[3], ARGV[5], ARGV[6])
 if ok then return 1 else return 0 end
 """
 
-# ARGV: P, sk, lk, owner, body, not_before, msg, now, tz_offset
+# ARGV: P, sk, lk, owner, lease_before, body, not_before, msg, now, tz_offset
 _RESCHEDULE = _LIB + """
-if not owned(ARGV[2], ARGV[4]) then return 'lost' end
+if not owned(ARGV[2], ARGV[4], ARGV[5]) then return 'lost' end
 release_running(ARGV[2], ARGV[3])
 if redis.call('hsetnx', P..'plock', ARGV[3], ARGV[2]) == 0 then
   forget(ARGV[2])
-  wake_same_key(ARGV[3], ARGV[7], ARGV[8])
+  wake_same_key(ARGV[3], ARGV[8], ARGV[9])
   return 'folded'
 end
-set_pending(ARGV[2], ARGV[3], ARGV[5], ARGV[6])
-wake(ARGV[7], ARGV[6], ARGV[8])
+set_pending(ARGV[2], ARGV[3], ARGV[6], ARGV[7])
+wake(ARGV[8], ARGV[7], ARGV[9])
 return 'retried'
 """
 
-# ARGV: P, sk, lk, owner, body, msg, now, tz_offset
+# ARGV: P, sk, lk, owner, lease_before, body, msg, now, tz_offset
 _DEAD = _LIB + """
-local ok = owned(ARGV[2], ARGV[4])
+local ok = owned(ARGV[2], ARGV[4], ARGV[5])
 if ok then
   release_running(ARGV[2], ARGV[3])
-  redis.call('hset', P..'body', ARGV[2], ARGV[5])
+  redis.call('hset', P..'body', ARGV[2], ARGV[6])
   redis.call('hset', P..'state', ARGV[2], 'failed')
   redis.call('hdel', P..'owner', ARGV[2])
   redis.call('zrem', P..'running', ARGV[2])
   redis.call('zrem', P..'active', ARGV[2])
   redis.call('zadd', P..'failed', 0, ARGV[2])
 end
-wake_same_key(ARGV[3], ARGV[6], ARGV[7])
+wake_same_key(ARGV[3], ARGV[7], ARGV[8])
 if ok then return 1 else return 0 end
 """
 
@@ -226,15 +229,15 @@ class RedisJobStore:
         now = time.time()
         return self._run("complete", env.storage_key, env.lock_key, owner, wake, now, _offset()) == 1
 
-    def reschedule(self, env: Envelope, owner: str, wake: bytes) -> str:
+    def reschedule(self, env: Envelope, owner: str, wake: bytes, lease_before: float = NO_LEASE_CHECK) -> str:
         now = time.time()
-        res = self._run("reschedule", env.storage_key, env.lock_key, owner, env.to_json(), env.not_before, wake,
-                        now, _offset())
+        res = self._run("reschedule", env.storage_key, env.lock_key, owner, lease_before, env.to_json(),
+                        env.not_before, wake, now, _offset())
         return res.decode() if isinstance(res, bytes) else res
 
-    def dead_letter(self, env: Envelope, owner: str, wake: bytes) -> bool:
+    def dead_letter(self, env: Envelope, owner: str, wake: bytes, lease_before: float = NO_LEASE_CHECK) -> bool:
         now = time.time()
-        return self._run("dead", env.storage_key, env.lock_key, owner, env.to_json(), wake, now,
+        return self._run("dead", env.storage_key, env.lock_key, owner, lease_before, env.to_json(), wake, now,
                          _offset()) == 1
 
     def heartbeat(self, owner: str, lease_until: float) -> int:

@@ -29,6 +29,8 @@ from contextlib import contextmanager
 
 from .envelope import Envelope
 
+NO_LEASE_CHECK = 1e18  # "any lease": the owner itself is recording its job's outcome
+
 SCHEMA = (
     "create table if not exists angos_jobs ("
     " storage_key text primary key, state text not null, lock_key text not null,"
@@ -141,11 +143,14 @@ class SqliteJobStore:
             self._wake_same_key(conn, env.lock_key, wake)
             return cur.rowcount == 1
 
-    def reschedule(self, env: Envelope, owner: str, wake: bytes) -> str:
-        """running → pending with ``env``'s new attempts/not_before. Returns retried | folded | lost."""
+    def reschedule(self, env: Envelope, owner: str, wake: bytes, lease_before: float = NO_LEASE_CHECK) -> str:
+        """running → pending with ``env``'s new attempts/not_before. Returns retried | folded | lost.
+
+        Only while ``owner`` holds the job and (for a reclaim) its lease ends before ``lease_before``,
+        so a worker that renewed its lease meanwhile keeps its job."""
         with self._tx() as conn:
-            row = conn.execute("select 1 from angos_jobs where storage_key = ? and state = 'running' and owner = ?",
-                               (env.storage_key, owner)).fetchone()
+            row = conn.execute("select 1 from angos_jobs where storage_key = ? and state = 'running' and owner = ? "
+                               "and lease_until < ?", (env.storage_key, owner, lease_before)).fetchone()
             if row is None:
                 return "lost"
             try:
@@ -160,11 +165,11 @@ class SqliteJobStore:
             self._wake(conn, wake, env.not_before)
             return "retried"
 
-    def dead_letter(self, env: Envelope, owner: str, wake: bytes) -> bool:
+    def dead_letter(self, env: Envelope, owner: str, wake: bytes, lease_before: float = NO_LEASE_CHECK) -> bool:
         with self._tx() as conn:
             cur = conn.execute("update angos_jobs set state = 'failed', owner = null, lease_until = null, body = ? "
-                               "where storage_key = ? and state = 'running' and owner = ?",
-                               (env.to_json(), env.storage_key, owner))
+                               "where storage_key = ? and state = 'running' and owner = ? and lease_until < ?",
+                               (env.to_json(), env.storage_key, owner, lease_before))
             self._wake_same_key(conn, env.lock_key, wake)
             return cur.rowcount == 1
 

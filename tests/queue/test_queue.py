@@ -222,3 +222,18 @@ def test_two_workers_run_500_jobs_each_exactly_once(qenv):
     for key in keys:
         assert [line[0] for line in read_lines(qenv.out / f"{key}.log")] == ["start", "end"], key
     assert q.list_pending() == ([], None) and q.list_failed() == ([], None)
+
+
+def test_reclaim_never_takes_over_a_job_whose_owner_renewed_its_lease(qenv):
+    q = qenv.queue()
+    q.submit("test.record", "renewed", {"dir": str(qenv.out)})
+    owner = "elsewhere/1/1/x"
+    seen_expired = time.time()
+    claimed = q.store.claim_next(owner, seen_expired, seen_expired - 1)
+    assert q.store.heartbeat(owner, time.time() + 30) == 1  # the owner was only slow: it renews
+    # A reclaim that read the expired lease before the renewal must not win when it writes.
+    retry = claimed.with_(attempts=1, not_before=time.time())
+    assert q.store.reschedule(retry, owner, q._wake_msg(), seen_expired) == "lost"
+    assert q.store.dead_letter(retry, owner, q._wake_msg(), seen_expired) is False
+    assert q.reclaim() == 0
+    assert q.get(claimed.storage_key)[1] == "running"
