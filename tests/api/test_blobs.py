@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from .conftest import ALICE, BOB
 from .helpers import (ALGS, OCI_MANIFEST, absolute, assert_error_shape, assert_oci_error, descriptor, digest_of,
                       image_manifest, push_blob, put_manifest, random_bytes, uniq, with_query)
 
@@ -149,3 +150,38 @@ def test_delete_of_a_blob_referenced_by_a_manifest_is_405_until_the_manifest_goe
     for d in (cd, ld):
         assert requests.delete(angos.v2(f"{ns}/blobs/{d}")).status_code == 202
         assert requests.head(angos.v2(f"{ns}/blobs/{d}")).status_code == 404
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_empty_blob_round_trips_and_any_range_on_it_is_416(angos, alg):
+    ns = uniq("blob")
+    d = push_blob(angos, ns, b"", alg)
+    r = requests.get(angos.v2(f"{ns}/blobs/{d}"))
+    assert r.status_code == 200 and r.content == b"" and r.headers["Content-Length"] == "0"
+    assert requests.head(angos.v2(f"{ns}/blobs/{d}")).headers["Content-Length"] == "0"
+    r = requests.get(angos.v2(f"{ns}/blobs/{d}"), headers={"Range": "bytes=0-"})
+    assert r.status_code == 416
+    assert r.headers["Content-Range"] == "bytes */0"
+
+
+@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "items=0-5", "bytes=abc"])
+def test_multi_or_malformed_range_is_ignored_and_the_whole_blob_served(angos, blob, header):
+    ns, d, data = blob
+    r = requests.get(angos.v2(f"{ns}/blobs/{d}"), headers={"Range": header})
+    assert r.status_code == 200
+    assert r.content == data
+
+
+def test_mount_grants_only_what_the_caller_may_read_in_the_source(guarded):
+    secret, mine = uniq("secret"), uniq("bob")
+    data = random_bytes(64)
+    d = digest_of(data)
+    r = requests.post(guarded.v2(f"{secret}/blobs/uploads/?digest={d}"), data=data, auth=ALICE)
+    assert r.status_code == 201
+    assert_oci_error(requests.get(guarded.v2(f"{secret}/blobs/{d}"), auth=BOB), 403, "DENIED")
+    for query in (f"mount={d}&from={secret}", f"mount={d}"):
+        r = requests.post(guarded.v2(f"{mine}/blobs/uploads/?{query}"), auth=BOB)
+        assert r.status_code == 202, r.text  # falls back to an upload session, never an error
+    assert_oci_error(requests.get(guarded.v2(f"{mine}/blobs/{d}"), auth=BOB), 404, "BLOB_UNKNOWN")
+    r = requests.post(guarded.v2(f"{uniq('alice')}/blobs/uploads/?mount={d}&from={secret}"), auth=ALICE)
+    assert r.status_code == 201

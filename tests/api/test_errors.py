@@ -10,6 +10,7 @@ import uuid
 import pytest
 import requests
 
+from .conftest import ALICE
 from .helpers import (OCI_MANIFEST, assert_error_shape, assert_oci_error, digest_of, push_blob, push_image,
                       start_upload, uniq, with_query)
 
@@ -161,32 +162,6 @@ def test_manifests_are_per_namespace(angos):
     assert_oci_error(requests.get(angos.v2(f"{other}/manifests/{d}")), 404, "MANIFEST_UNKNOWN")
 
 
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory):
-    """A server where only alice may act, and never delete manifests."""
-    import argon2
-
-    from tests.conftest import AngosServer, angos_config, free_port
-
-    hashed = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("s3cret")
-    extra = f"""
-[global.access_policy]
-default = "deny"
-rules = ["identity.username == 'alice' && request.action != 'delete-manifest'"]
-
-[auth.identity.alice]
-username = "alice"
-password = "{hashed}"
-"""
-    workdir = tmp_path_factory.mktemp("angos-guarded")
-    port = free_port()
-    text = angos_config(workdir / "data", port, 2, policy="deny").replace(
-        '[global.access_policy]\ndefault = "deny"\n', "") + extra
-    server = AngosServer(workdir, text, port).start()
-    yield server
-    server.stop(timeout=10)
-
-
 def test_anonymous_or_bad_credentials_are_unauthorized_with_a_basic_challenge(guarded):
     for auth in (None, ("alice", "wrong"), ("mallory", "s3cret")):
         r = requests.get(guarded.v2(""), auth=auth)
@@ -195,7 +170,7 @@ def test_anonymous_or_bad_credentials_are_unauthorized_with_a_basic_challenge(gu
 
 
 def test_authenticated_but_refused_is_denied(guarded):
-    alice = ("alice", "s3cret")
+    alice = ALICE
     assert requests.get(guarded.v2(""), auth=alice).status_code == 200
     ns = uniq("err")
     data = b"guarded blob"

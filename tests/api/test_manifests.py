@@ -244,3 +244,16 @@ def test_immutable_tag_refuses_a_different_digest_and_accepts_the_same_one(stric
     assert put_manifest(strict_angos, ns, "mutable-dev", body, mt).status_code == 201
     assert put_manifest(strict_angos, ns, "mutable-dev", other_body, mt).status_code == 201
     assert requests.get(strict_angos.v2(f"{ns}/manifests/mutable-dev")).content == other_body
+
+
+def test_media_type_from_content_type_is_stored_when_the_body_has_none(angos):
+    ns = uniq("man")
+    config = b'{"os":"linux"}'
+    push_blob(angos, ns, config)
+    image = json.dumps({"schemaVersion": 2, "config": descriptor(OCI_CONFIG, config), "layers": []}).encode()
+    index = json.dumps({"schemaVersion": 2, "manifests": [descriptor(OCI_MANIFEST, image)]}).encode()
+    for body, media_type, tag in ((image, OCI_MANIFEST, "image"), (index, OCI_INDEX, "index")):
+        assert "mediaType" not in json.loads(body)
+        r = put_manifest(angos, ns, tag, body, media_type)
+        assert r.status_code == 201, r.text
+        _assert_served(angos, ns, tag, body, media_type, digest_of(body))
