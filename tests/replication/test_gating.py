@@ -1,0 +1,86 @@
+"""``mode`` and ``namespace_filter`` gate the event path (SPEC 8.1, 8.5)."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from .conftest import push_counts, remote_digest, wait_for
+from .test_failures import OCI, _small_manifest
+
+
+def test_modes_and_filters_gate_live_pushes(angos_factory):
+    filtered, reconcile_only, everything = (angos_factory() for _ in range(3))
+    source = angos_factory(config_text=f"""\
+[server]
+bind_address = "127.0.0.1"
+port = @PORT@
+
+[blob_store.fs]
+root_dir = "@DATA@"
+
+[repository."nginx"]
+[repository."nginx".access_policy]
+default = "allow"
+[[repository."nginx".downstream]]
+name = "filtered"
+url = "{filtered.url}"
+mode = "event-only"
+namespace_filter = ["^nginx/yes"]
+[[repository."nginx".downstream]]
+name = "reconcile"
+url = "{reconcile_only.url}"
+mode = "reconcile-only"
+[[repository."nginx".downstream]]
+name = "everything"
+url = "{everything.url}"
+
+[repository."other"]
+[repository."other".access_policy]
+default = "allow"
+""")
+    pushed = {}
+    for ns in ("nginx/yes", "nginx/no", "other/app"):
+        body, d = _small_manifest(source, ns, ns)
+        assert requests.put(source.v2(f"{ns}/manifests/v1"), data=body, headers={"Content-Type": OCI}).status_code == 201
+        pushed[ns] = d
+    assert wait_for(lambda: remote_digest(everything, "nginx/no", "v1") == pushed["nginx/no"], timeout=10)
+    assert wait_for(lambda: remote_digest(everything, "nginx/yes", "v1") == pushed["nginx/yes"], timeout=10)
+    assert wait_for(lambda: remote_digest(filtered, "nginx/yes", "v1") == pushed["nginx/yes"], timeout=10)
+    time.sleep(1.0)  # give any wrongly enqueued job time to land
+    assert remote_digest(filtered, "nginx/no", "v1") is None
+    assert remote_digest(reconcile_only, "nginx/yes", "v1") is None
+    assert remote_digest(reconcile_only, "nginx/no", "v1") is None
+    assert remote_digest(everything, "other/app", "v1") is None  # not in a replicated repository
+    counts = push_counts(source)
+    assert ("reconcile", "pushed") not in counts
+    assert counts[("filtered", "pushed")] == 1
+    assert counts[("everything", "pushed")] == 2
+
+
+def test_repush_of_same_digest_enqueues_nothing(angos_factory):
+    peer = angos_factory()
+    source = angos_factory(config_text=f"""\
+[server]
+bind_address = "127.0.0.1"
+port = @PORT@
+[blob_store.fs]
+root_dir = "@DATA@"
+[repository."nginx"]
+[repository."nginx".access_policy]
+default = "allow"
+[[repository."nginx".downstream]]
+name = "peer"
+url = "{peer.url}"
+""")
+    body, d = _small_manifest(source, "nginx/same", "same")
+    for _ in range(3):
+        assert requests.put(source.v2("nginx/same/manifests/v1"), data=body,
+                            headers={"Content-Type": OCI}).status_code == 201
+    assert wait_for(lambda: remote_digest(peer, "nginx/same", "v1") == d, timeout=10)
+    time.sleep(1.0)
+    enqueued = [line for line in requests.get(source.url + "/metrics").text.splitlines()
+                if line.startswith('angos_job_queue_enqueued_total{') and 'queue="replication"' in line]
+    total = sum(float(line.rsplit(" ", 1)[1]) for line in enqueued)
+    assert total == 1, enqueued
