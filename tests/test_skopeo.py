@@ -54,28 +54,35 @@ def test_skopeo_round_trip_through_angos_preserves_digests(angos, tmp_path, kind
         assert [m["digest"] for m in index["manifests"]] == image.manifests
 
 
+DOCKER_TYPES = {"single": "application/vnd.docker.distribution.manifest.v2+json",
+                "multi": "application/vnd.docker.distribution.manifest.list.v2+json"}
+
+
 def test_docker_registry_to_angos_to_docker_registry_preserves_digests(angos, docker_registry_factory, tmp_path):
     origin = docker_registry_factory()
     target = docker_registry_factory()
-    single = single_platform_image(tmp_path / "single", tag="v1")
-    multi = multi_arch_index(tmp_path / "multi", tag="v1")
+    images = {"single": single_platform_image(tmp_path / "single", tag="v1"),
+              "multi": multi_arch_index(tmp_path / "multi", tag="v1")}
 
-    # Seed the origin; the single-platform image as Docker schema 2 so the
-    # Docker media types travel through angos as well as the OCI ones.
-    copy_all(single.oci_ref, f"docker://{origin.host}/lib/single:v1", "--format", "v2s2")
-    copy_all(multi.oci_ref, f"docker://{origin.host}/lib/multi:v1")
+    # Seed the origin with each image twice: as pushed (OCI manifest / index)
+    # and converted to Docker schema 2 (manifest / manifest list), so both
+    # families of media types travel through angos.
+    for name, image in images.items():
+        copy_all(image.oci_ref, f"docker://{origin.host}/lib/{name}-oci:v1")
+        copy_all(image.oci_ref, f"docker://{origin.host}/lib/{name}-docker:v1", "--format", "v2s2")
 
-    for name in ("single", "multi"):
-        src = f"docker://{origin.host}/lib/{name}:v1"
-        via = f"docker://{angos.host}/from-distribution/{name}:v1"
-        dst = f"docker://{target.host}/lib/{name}:v1"
+    for repo in ("single-oci", "single-docker", "multi-oci", "multi-docker"):
+        src = f"docker://{origin.host}/lib/{repo}:v1"
+        via = f"docker://{angos.host}/from-distribution/{repo}:v1"
+        dst = f"docker://{target.host}/lib/{repo}:v1"
         expected = raw_digest(src)
         copy_all(src, via)
-        assert raw_digest(via) == expected
+        assert raw_digest(via) == expected, repo
         copy_all(via, dst)
-        assert raw_digest(dst) == expected
+        assert raw_digest(dst) == expected, repo
 
-    assert raw_digest(f"docker://{target.host}/lib/multi:v1") == multi.digest
-    docker_manifest = requests.get(f"{target.url}/v2/lib/single/manifests/v1", headers={
-        "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
-    assert docker_manifest.headers["Content-Type"] == "application/vnd.docker.distribution.manifest.v2+json"
+    for name, image in images.items():
+        assert raw_digest(f"docker://{target.host}/lib/{name}-oci:v1") == image.digest
+        for base in (f"{angos.url}/v2/from-distribution", f"{target.url}/v2/lib"):
+            r = requests.get(f"{base}/{name}-docker/manifests/v1", headers={"Accept": DOCKER_TYPES[name]})
+            assert r.headers["Content-Type"] == DOCKER_TYPES[name], base
