@@ -100,3 +100,13 @@ def test_worker_without_job_queue_section_fails_saying_what_to_add(tmp_path):
     assert res.returncode == 1
     assert "[global.job_queue]" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_worker_with_a_process_local_memory_lock_is_refused_at_start_up(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\nbind_address = "127.0.0.1"\nworkers = 1\n[global.job_queue]\n'
+                      f'[blob_store.fs]\nroot_dir = "{tmp_path}/data"\n'
+                      f'[metadata_store.fs]\nroot_dir = "{tmp_path}/data"\nlock_strategy = "memory"\n')
+    res = subprocess.run(ANGOS + ["-c", str(config), "worker"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "'memory' lock" in res.stderr and "[global.job_queue]" in res.stderr
