@@ -272,14 +272,21 @@ def _chunked_patch(server, path: str, parts: list[bytes], content_range: str):
         conn.close()
 
 
-def test_huge_bogus_content_length_on_a_manifest_put_is_413_without_reading_the_body(server, unchanged):
+@pytest.mark.parametrize("method, path, code", [
+    ("PUT", f"/v2/{NS}/manifests/huge", "MANIFEST_INVALID"),
+    ("POST", f"/v2/{NS}/blobs/uploads/?digest={D}", "SIZE_INVALID"),
+    ("PATCH", "session", "SIZE_INVALID"),
+])
+def test_huge_bogus_content_length_is_413_without_reading_the_body(server, unchanged, method, path, code):
+    if path == "session":
+        path = start_upload(server, NS).split(str(server.port), 1)[1]
     unchanged()
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-        sock.sendall(f"PUT /v2/{NS}/manifests/huge HTTP/1.1\r\nHost: x\r\nContent-Type: {OCI_MANIFEST}\r\n"
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {OCI_MANIFEST}\r\n"
                      f"Content-Length: {10 ** 15}\r\n\r\n".encode() + b'{"schemaVersion":2,')
         # Only 19 of the announced 10**15 body bytes are ever sent: any answer at all
         # proves the server refused on the header instead of waiting for (or buffering) the body.
-        resp = http.client.HTTPResponse(sock, method="PUT")
+        resp = http.client.HTTPResponse(sock, method=method)
         resp.begin()
         r = RawResponse(resp.status, CaseInsensitiveDict(resp.getheaders()), resp.read())
-    assert_oci_error(r, 413, "MANIFEST_INVALID")
+    assert_oci_error(r, 413, code)

@@ -175,6 +175,12 @@ def test_manifest_over_max_manifest_size_is_413(strict_angos):
     assert len(body) > STRICT_MAX_MANIFEST
     assert_oci_error(put_manifest(strict_angos, ns, "mutable-big", body, OCI_MANIFEST), 413, "MANIFEST_INVALID")
     assert_oci_error(requests.get(strict_angos.v2(f"{ns}/manifests/mutable-big")), 404, "MANIFEST_UNKNOWN")
+    # Exactly at the limit is accepted.
+    base = image_manifest(descriptor(OCI_CONFIG, config), [], annotations={"pad": ""})
+    exact = image_manifest(descriptor(OCI_CONFIG, config), [],
+                           annotations={"pad": "x" * (STRICT_MAX_MANIFEST - len(base))})
+    assert len(exact) == STRICT_MAX_MANIFEST
+    assert put_manifest(strict_angos, ns, "mutable-exact", exact, OCI_MANIFEST).status_code == 201
     # Streamed without Content-Length, the limit still holds.
     r = requests.put(strict_angos.v2(f"{ns}/manifests/mutable-big"), data=iter([body[:1000], body[1000:]]),
                      headers={"Content-Type": OCI_MANIFEST})

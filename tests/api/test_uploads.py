@@ -248,3 +248,17 @@ def test_refused_close_drops_its_final_chunk_so_the_same_put_can_be_retried(ango
                      headers={"Content-Range": "32-63"})
     assert r.status_code == 201, r.text
     _assert_blob(angos, ns, digest_of(data, alg), data)
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_streamed_final_chunk_on_the_closing_put(angos, alg):
+    ns = uniq("up")
+    data = random_bytes(5000)
+    d = digest_of(data, alg)
+    loc = start_upload(angos, ns)
+    r = requests.patch(loc, data=data[:100])
+    loc = absolute(angos, r.headers["Location"])
+    r = requests.put(with_query(loc, f"digest={d}"), data=iter([data[100:2000], data[2000:]]))
+    assert r.request.headers.get("Transfer-Encoding") == "chunked"
+    assert r.status_code == 201, r.text
+    _assert_blob(angos, ns, d, data)
