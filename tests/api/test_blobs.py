@@ -185,3 +185,18 @@ def test_mount_grants_only_what_the_caller_may_read_in_the_source(guarded):
     assert_oci_error(requests.get(guarded.v2(f"{mine}/blobs/{d}"), auth=BOB), 404, "BLOB_UNKNOWN")
     r = requests.post(guarded.v2(f"{uniq('alice')}/blobs/uploads/?mount={d}&from={secret}"), auth=ALICE)
     assert r.status_code == 201
+
+
+def test_a_reference_in_another_namespace_does_not_block_a_blob_delete(angos, blob):
+    ns, d, data = blob
+    other = uniq("blob")
+    assert requests.post(angos.v2(f"{other}/blobs/uploads/?mount={d}&from={ns}")).status_code == 201
+    config = b'{"os":"linux"}' + random_bytes(4)
+    alg = d.split(":")[0]
+    push_blob(angos, other, config, alg)
+    body = image_manifest(descriptor("application/vnd.oci.image.config.v1+json", config, alg),
+                          [descriptor("application/vnd.oci.image.layer.v1.tar", data, alg)])
+    assert put_manifest(angos, other, "t", body, OCI_MANIFEST).status_code == 201
+    assert_oci_error(requests.delete(angos.v2(f"{other}/blobs/{d}")), 405, "DENIED")
+    assert requests.delete(angos.v2(f"{ns}/blobs/{d}")).status_code == 202
+    assert requests.get(angos.v2(f"{other}/blobs/{d}")).content == data  # bytes kept for the other grant
