@@ -1,7 +1,8 @@
 """Concurrency: many clients racing on one tag across 4 gunicorn workers.
 
 Twenty pushers each push a different manifest (distinct config blob, one
-shared layer uploaded by all of them at once) to the same tag at the same
+shared layer uploaded by all of them at once, half of them monolithically and
+half through upload sessions) to the same tag at the same
 moment, while twenty pullers read that tag in a loop. Pinned: no 5xx, every
 pulled manifest is one that was pushed (never a torn or mixed record), the tag
 ends at one of the pushed digests, every pushed blob and manifest is still
@@ -96,7 +97,14 @@ def test_concurrent_pushes_to_one_tag_while_pulling_stay_consistent(server):
         try:
             start_blobs.wait(30)
             for blob in (layer, configs[i]):
-                r = sess.post(server.v2(f"{NS}/blobs/uploads/?digest={sha256(blob)}"), data=blob)
+                if i % 2:
+                    r = sess.post(server.v2(f"{NS}/blobs/uploads/?digest={sha256(blob)}"), data=blob)
+                else:
+                    # Session upload, one connection per request, so its steps can
+                    # land on different workers.
+                    r = requests.post(server.v2(f"{NS}/blobs/uploads/"))
+                    r = requests.patch(server.url + r.headers["Location"], data=blob)
+                    r = requests.put(server.url + r.headers["Location"], params={"digest": sha256(blob)})
                 if r.status_code != 201:
                     failures.append(f"pusher {i} blob: {r.status_code} {r.text[:200]}")
             start_manifests.wait(30)
