@@ -21,7 +21,10 @@ Contract:
   as a wrong password (no username probing by timing).
 - Under gevent the argon2 call runs on gevent's thread pool (argon2-cffi
   releases the GIL), so one slow verification does not stall every other
-  request the worker is serving.
+  request the worker is serving. Memory stays bounded: requests carrying the
+  same credentials share one verification (single flight), and at most
+  ``MAX_PARALLEL`` verifications run at once per process (each needs the
+  hash's memory cost, 64 MiB with the defaults ``angos argon`` uses).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from ..config import ConfigError
 
 DEFAULT_TTL = 60.0
 MAX_CACHE = 10_000
+MAX_PARALLEL = 4
 
 
 class BadCredentials(Exception):
@@ -106,6 +110,8 @@ class BasicAuth:
         self._key = os.urandom(32)
         self._cache: dict[bytes, tuple[float, str, str]] = {}
         self._lock = threading.Lock()
+        self._inflight: dict[bytes, threading.Lock] = {}
+        self._slots = threading.BoundedSemaphore(MAX_PARALLEL)
         self._gevent = _in_gevent()
 
     @property
@@ -125,10 +131,26 @@ class BasicAuth:
         if not sep:
             raise BadCredentials("malformed basic credentials")
         key = hmac.new(self._key, decoded.encode("utf-8"), hashlib.sha256).digest()
-        now = time.monotonic()
         hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1], hit[2]
+        # Single flight: concurrent requests with the same credentials (a client
+        # opening many connections at once) wait for one verification instead of
+        # each running argon2 (64 MiB apiece with the default parameters).
+        with self._lock:
+            flight = self._inflight.setdefault(key, threading.Lock())
+        try:
+            with flight:
+                hit = self._cache.get(key)
+                if hit is not None and hit[0] > time.monotonic():
+                    return hit[1], hit[2]
+                return self._verify_slow(key, username, password)
+        finally:
+            with self._lock:
+                if self._inflight.get(key) is flight and not flight.locked():
+                    del self._inflight[key]
+
+    def _verify_slow(self, key: bytes, username: str, password: str) -> tuple[str, str]:
         entry = self._users.get(username)
         if entry is None:
             if self._dummy is not None:
@@ -137,6 +159,7 @@ class BasicAuth:
         ident_id, hashed = entry
         if not self._check(hashed, password):
             raise BadCredentials("unknown user or wrong password")
+        now = time.monotonic()
         with self._lock:
             if len(self._cache) >= MAX_CACHE:
                 self._evict(now)
@@ -144,11 +167,12 @@ class BasicAuth:
         return ident_id, username
 
     def _check(self, hashed: str, password: str) -> bool:
-        if self._gevent:
-            import gevent
+        with self._slots:  # bounds argon2's memory: at most MAX_PARALLEL verifications per process
+            if self._gevent:
+                import gevent
 
-            return gevent.get_hub().threadpool.apply(self._check_sync, (hashed, password))
-        return self._check_sync(hashed, password)
+                return gevent.get_hub().threadpool.apply(self._check_sync, (hashed, password))
+            return self._check_sync(hashed, password)
 
     def _check_sync(self, hashed: str, password: str) -> bool:
         try:

@@ -194,3 +194,31 @@ password = "{h}"
 username = "same"
 password = "{h}"
 """)
+
+
+def test_concurrent_requests_with_the_same_credentials_share_one_argon2_verification(tmp_path, monkeypatch):
+    import threading
+
+    ac = control(tmp_path, f"""
+[auth.identity.alice]
+username = "alice"
+password = "{argon_hash('s3cret')}"
+""")
+    calls = []
+    real = ac.basic._check_sync
+    monkeypatch.setattr(ac.basic, "_check_sync", lambda h, p: calls.append(p) or real(h, p))
+    header = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    start = threading.Barrier(8)
+    results = []
+
+    def login():
+        start.wait()
+        results.append(ac.authenticate(header, "127.0.0.1").id)
+
+    threads = [threading.Thread(target=login) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["alice"] * 8
+    assert calls == ["s3cret"]
