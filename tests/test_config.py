@@ -37,7 +37,8 @@ root_dir = "@DATA@"
 def run_angos(args: list[str], cwd, timeout: float = 30) -> subprocess.CompletedProcess:
     """Run ``angos ARGS``; a server that wrongly starts is killed (with its workers) at the timeout."""
     proc = subprocess.Popen(ANGOS + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=dict(os.environ, ANGOS_LOG="warn"))
+                            start_new_session=True, env={k: v for k, v in os.environ.items()
+                                                        if k not in ("ANGOS_LOG", "RUST_LOG")})
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
