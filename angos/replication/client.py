@@ -67,8 +67,9 @@ class DownstreamClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.max_redirects = ds.max_redirect
-        if ds.server_ca_bundle:
-            self.session.verify = ds.server_ca_bundle
+        # Passed on every request: a session-level value would lose to REQUESTS_CA_BUNDLE
+        # in the environment, silently ignoring the operator's server_ca_bundle.
+        self.verify = ds.server_ca_bundle or True
         if ds.client_certificate:
             self.session.cert = (ds.client_certificate, ds.client_private_key)
         self.timeout = (ds.connect_timeout_secs, ds.read_timeout_secs)
@@ -103,7 +104,7 @@ class DownstreamClient:
                 self._scheme == "basic" and self.ds.username is not None) else None
             data = body_factory() if body_factory is not None else None
             try:
-                resp = self.session.request(method, url, headers=hdrs, data=data, auth=auth,
+                resp = self.session.request(method, url, headers=hdrs, data=data, auth=auth, verify=self.verify,
                                             timeout=self.timeout, allow_redirects=allow_redirects, stream=stream)
             except requests.TooManyRedirects as exc:
                 raise ClientError(f"{method} {url}: more than {self.ds.max_redirect} redirects") from exc
@@ -143,7 +144,7 @@ class DownstreamClient:
         auth = (self.ds.username, self.ds.password) if self.ds.username is not None else None
         try:
             resp = self.session.get(f"{realm}?{urlencode(query)}" if query else realm, auth=auth,
-                                    timeout=self.timeout)
+                                    verify=self.verify, timeout=self.timeout)
         except requests.RequestException as exc:
             raise ClientError(f"token request to {realm} failed: {exc}") from exc
         if resp.status_code != 200:
