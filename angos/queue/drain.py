@@ -68,30 +68,37 @@ class DrainSupervisor:
                 # in the child fires when the spawning thread ends.
                 self.pid = os.posix_spawn(self.argv[0], self.argv, env)
                 log.info("in-process job drain started (pid %s)", self.pid)
+                told = False
                 while self._alive():
+                    if self._stopping.is_set() and not told:
+                        self._signal(signal.SIGTERM)  # stop() may have run before this child existed
+                        told = True
                     time.sleep(0.2)
+                pid, self.pid = self.pid, None  # reaped: never signal a recycled pid
                 if self._stopping.is_set():
                     return
-                log.error("in-process job drain (pid %s) exited; restarting", self.pid)
+                log.error("in-process job drain (pid %s) exited; restarting", pid)
                 pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
                 if self._stopping.wait(pause):
                     return
         finally:
             self._exited.set()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        if self.pid is None or self._thread is None:
-            return
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        if not self._exited.wait(self.stop_timeout + 5):
-            log.error("in-process job drain (pid %s) did not stop in time; killing it", self.pid)
+    def _signal(self, sig) -> None:
+        pid = self.pid
+        if pid is not None:
             try:
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is None:
+            return
+        self._signal(signal.SIGTERM)
+        if not self._exited.wait(self.stop_timeout + 5):
+            log.error("in-process job drain (pid %s) did not stop in time; killing it", self.pid)
+            self._signal(signal.SIGKILL)
             self._exited.wait(5)
         log.info("in-process job drain stopped")
