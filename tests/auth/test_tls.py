@@ -93,6 +93,9 @@ def test_client_auth_optional_accepts_either_a_certificate_or_basic_credentials(
     platform = pki.client("builder2", "Platform")
     assert requests.get(srv.url + "/v2/", verify=ca, cert=platform, timeout=10).status_code == 200
     assert requests.get(srv.url + "/v2/", verify=ca, cert=pki.client("x", "Other"), timeout=10).status_code == 403
+    # optional does not mean unchecked: a certificate from another CA still fails the handshake
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(srv.url + "/v2/", verify=ca, cert=pki.client("rogue2", "Platform", rogue=True), timeout=10)
 
 
 def served_common_name(port: int, ca) -> str:
