@@ -179,3 +179,26 @@ def test_killed_worker_mid_push_reruns_and_converges(angos_factory, tmp_path):
             worker.wait(30)
     finally:
         slow.stop()
+
+
+def test_jobs_for_a_removed_downstream_fail_loudly_and_dead_letter(angos_factory):
+    peer = angos_factory()
+    source = angos_factory(config_text=SOURCE.format(peer=peer.port, creds="", extra=WORKER_QUEUE.replace(
+        "max_attempts = 60", "max_attempts = 3")))
+    body, _ = _small_manifest(source, "nginx/orphan", "orphan")
+    assert requests.put(source.v2("nginx/orphan/manifests/v1"), data=body,
+                        headers={"Content-Type": OCI}).status_code == 201
+    assert [j["kind"] for j in _jobs(source)] == ["replication.push"]
+    # The operator renames the downstream before any worker ran the job.
+    source.config_path.write_text(source.config_path.read_text().replace('name = "peer"', 'name = "renamed"'))
+    worker = _worker(source)
+    try:
+        failed = wait_for(lambda: _jobs(source, "/failed"), timeout=30)
+        assert len(failed) == 1
+        assert "'peer' is no longer configured" in failed[0]["last_error"]
+        assert failed[0]["attempts"] == 3
+        assert "no longer configured" in (source.workdir / "worker.log").read_text()
+        assert remote_digest(peer, "nginx/orphan", "v1") is None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
