@@ -100,29 +100,29 @@ class Client:
         self.s = requests.Session()
         if user is not None:
             self.s.auth = (user, password)
-        for k, v in kwargs.items():  # verify=, cert=
-            setattr(self.s, k, v)
+        # verify=/cert= go on every call: a session attribute would lose to REQUESTS_CA_BUNDLE.
+        self.kw = kwargs
 
     def url(self, path: str) -> str:
         return f"{self.base}/v2/{path}"
 
     def get(self, path: str, **kw):
-        return self.s.get(self.url(path), timeout=30, **kw)
+        return self.s.get(self.url(path), timeout=30, **self.kw, **kw)
 
     def head(self, path: str, **kw):
-        return self.s.head(self.url(path), timeout=30, **kw)
+        return self.s.head(self.url(path), timeout=30, **self.kw, **kw)
 
     def post(self, path: str, **kw):
-        return self.s.post(self.url(path), timeout=30, **kw)
+        return self.s.post(self.url(path), timeout=30, **self.kw, **kw)
 
     def put(self, path: str, **kw):
-        return self.s.put(self.url(path), timeout=30, **kw)
+        return self.s.put(self.url(path), timeout=30, **self.kw, **kw)
 
     def patch(self, path: str, **kw):
-        return self.s.patch(self.url(path), timeout=30, **kw)
+        return self.s.patch(self.url(path), timeout=30, **self.kw, **kw)
 
     def delete(self, path: str, **kw):
-        return self.s.delete(self.url(path), timeout=30, **kw)
+        return self.s.delete(self.url(path), timeout=30, **self.kw, **kw)
 
     def push_blob(self, ns: str, data: bytes) -> str:
         d = digest_of(data)

@@ -7,6 +7,7 @@ organizations, and one client certificate from an unrelated CA.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
@@ -14,7 +15,7 @@ import time
 import pytest
 import requests
 
-from .conftest import identity_toml, issue_server_cert, make_pki
+from .conftest import Client, identity_toml, issue_server_cert, make_pki
 
 
 def tls_toml(pki, client_auth: str | None) -> str:
@@ -93,6 +94,12 @@ def test_client_auth_optional_accepts_either_a_certificate_or_basic_credentials(
     platform = pki.client("builder2", "Platform")
     assert requests.get(srv.url + "/v2/", verify=ca, cert=platform, timeout=10).status_code == 200
     assert requests.get(srv.url + "/v2/", verify=ca, cert=pki.client("x", "Other"), timeout=10).status_code == 403
+    # blobs stream over TLS both ways (the zero-copy sendfile path must step aside for TLS)
+    alice = Client(srv.url, "alice", "alice-pw", verify=ca)
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    digest = alice.push_blob("tls/app", data)
+    r = alice.get(f"tls/app/blobs/{digest}")
+    assert r.status_code == 200 and r.content == data
     # optional does not mean unchecked: a certificate from another CA still fails the handshake
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(srv.url + "/v2/", verify=ca, cert=pki.client("rogue2", "Platform", rogue=True), timeout=10)
