@@ -126,3 +126,32 @@ def test_replaced_certificate_files_are_served_without_a_restart(module_server, 
     assert requests.get(srv.url + "/v2/", verify=str(pki.ca), timeout=10).status_code == 200
     assert (srv.pid, srv.worker_pids()) == (pid, workers), "reload must not restart anything"
     assert "TLS certificate, key or client CA bundle changed; reloaded" in srv.logs()
+
+
+def test_a_replaced_client_ca_bundle_applies_to_new_connections(module_server, tmp_path_factory):
+    pki = make_pki(tmp_path_factory.mktemp("pki-ca-a"))
+    other = make_pki(tmp_path_factory.mktemp("pki-ca-b"))
+    bundle = pki.dir / "clients-ca.pem"
+    bundle.write_bytes(pki.ca.read_bytes())
+    extra = (f'[server.tls]\nserver_certificate_bundle = "{pki.server_cert}"\n'
+             f'server_private_key = "{pki.server_key}"\nclient_ca_bundle = "{bundle}"\nclient_auth = "required"\n\n'
+             + ORG_POLICY)
+    old_client, new_client = pki.client("old", "Platform"), other.client("new", "Platform")
+    srv = start_tls(module_server, extra, pki, cert=old_client)
+    ca = str(pki.ca)
+    assert requests.get(srv.url + "/v2/", verify=ca, cert=old_client, timeout=10).status_code == 200
+    tmp = bundle.with_suffix(".tmp")
+    tmp.write_bytes(other.ca.read_bytes())
+    os.replace(tmp, bundle)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            status = requests.get(srv.url + "/v2/", verify=ca, cert=new_client, timeout=10).status_code
+        except requests.exceptions.ConnectionError:
+            status = None
+        if status == 200:
+            break
+        assert time.monotonic() < deadline, "the new client CA was never used"
+        time.sleep(0.1)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(srv.url + "/v2/", verify=ca, cert=old_client, timeout=10)
