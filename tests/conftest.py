@@ -82,8 +82,17 @@ class AngosServer:
         return self.proc.pid
 
     def worker_pids(self) -> list[int]:
+        """The gunicorn worker processes (not the in-process job drain, also a child of the master)."""
         out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+        pids = []
+        for p in out.split():
+            try:
+                cmdline = Path(f"/proc/{p}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"--in-process" not in cmdline:
+                pids.append(int(p))
+        return pids
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
