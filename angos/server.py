@@ -225,7 +225,13 @@ def run_server(cfg, config_paths) -> int:
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="angos-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     drain = None
-    if cfg.global_.job_queue is None:
+    if cfg.global_.job_queue is None and cfg.metadata.lock_strategy.kind == "memory":
+        # A process-local lock guards one process only (config enforces workers = 1), so
+        # that one web worker hosts the drain itself (angos.api.jobs, angos.queue.consumer).
+        from .worker import JOB_MODULES
+
+        os.environ["ANGOS_DRAIN_IN_WORKER"] = ",".join(JOB_MODULES)
+    elif cfg.global_.job_queue is None:
         # Without [global.job_queue] the server drains the queues itself: one supervised
         # consumer process for the whole server (never one per gunicorn worker), sharing
         # PROMETHEUS_MULTIPROC_DIR so handler metrics show on /metrics. See angos.queue.drain.

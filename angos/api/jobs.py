@@ -18,17 +18,21 @@ delete-job) and the policy sees ``request.queue``.
 Registering the blueprint also opens both queues for this app
 (``app.extensions["angos.queues"]``, a :class:`angos.queue.JobQueues` that
 producers enqueue through) and, with ``[global.job_queue]``, starts the
-queue-depth gauge refresher.
+queue-depth gauge refresher. When ``angos server`` runs with a process-local
+(``memory``) metadata lock it sets ``ANGOS_DRAIN_IN_WORKER`` and its one web
+worker hosts the drain itself (:func:`angos.queue.consumer.start_in_worker`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Blueprint, current_app, request
 
 from ..oci.errors import Conflict, OciError, Unsupported
 from ..queue import QUEUES, STORAGE_KEY, JobQueues
+from ..queue.core import under_gevent
 from .gate import action
 from .http import empty, json_response
 
@@ -54,6 +58,12 @@ def _setup(state) -> None:
             queues[name]  # open now, at worker boot, so no request pays for creating the store
         except Exception:  # noqa: BLE001 - the queue may come up later (e.g. Redis restarting)
             log.exception("cannot open job queue %s yet", name)
+    hosted = os.environ.get("ANGOS_DRAIN_IN_WORKER")
+    if hosted is not None and cfg.global_.job_queue is None and under_gevent():
+        # Set by `angos server` when the metadata lock is process-local: this worker drains.
+        from ..queue.consumer import start_in_worker
+
+        start_in_worker(cfg, queues, [m for m in hosted.split(",") if m])
     jq = cfg.global_.job_queue
     if jq is not None:
         from ..queue.gauges import start_refresher

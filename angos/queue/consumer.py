@@ -47,10 +47,11 @@ class _FastScheduler(Scheduler):
 
 
 class AngosConsumer(Consumer):
-    def __init__(self, huey, workers: int, poll_interval: float, shutdown_timeout: float):
+    def __init__(self, huey, workers: int, poll_interval: float, shutdown_timeout: float,
+                 worker_type: str = "thread"):
         self._poll = poll_interval
         super().__init__(huey, workers=workers, periodic=False, initial_delay=poll_interval, backoff=1.0,
-                         max_delay=poll_interval, worker_type="thread", check_worker_health=True,
+                         max_delay=poll_interval, worker_type=worker_type, check_worker_health=True,
                          shutdown_timeout=shutdown_timeout, graceful_signal="TERM")
 
     def _create_scheduler(self):
@@ -69,11 +70,69 @@ def _die_with_parent() -> None:
         pass  # not Linux: the parent check in the main loop still applies
 
 
+def _quiet_huey() -> None:
+    if logging.getLogger("huey").level == logging.NOTSET:
+        logging.getLogger("huey").setLevel(logging.WARNING)  # Huey logs every message at INFO
+
+
+def _housekeep(jqs, stopping) -> None:
+    """One pass: renew leases; every HOUSEKEEPING_SECS also reclaim dead owners' jobs and lost wake-ups."""
+    for q in jqs:
+        try:
+            q.heartbeat()
+            if not stopping and time.monotonic() - getattr(q, "_housekept", 0.0) >= HOUSEKEEPING_SECS:
+                q._housekept = time.monotonic()
+                q.reclaim()
+                q.top_up()
+        except Exception:  # noqa: BLE001 - keep the lease loop alive through backend hiccups
+            log.exception("job queue housekeeping failed for %s", q.name)
+
+
+def start_in_worker(cfg, queues, job_modules=(), poll_interval: float = 0.05) -> None:
+    """Host the drain inside this (single, gevent) web worker: greenlet pools, no signal handlers.
+
+    Used when the metadata lock is process-local (``memory``, which the config only allows with
+    one server worker): a separate drain process would write metadata that lock cannot guard.
+    The worker's exit (gunicorn's graceful stop) lets running jobs finish, bounded by the drain
+    timeout and the server's own ``shutdown_drain_secs``.
+    """
+    import atexit
+
+    import gevent
+
+    _quiet_huey()
+    load_job_modules(job_modules)
+    timeout = float(min(queue_config(cfg).drain_timeout_secs, max(cfg.server.shutdown_drain_secs - 1, 1)))
+    jqs = [queues[name] for name in ("replication", "cache")]
+    consumers = [AngosConsumer(q.huey, pool_size(cfg, q.name), poll_interval, timeout, worker_type="greenlet")
+                 for q in jqs]
+    for c in consumers:  # Consumer.start() would take over the worker's signal handlers
+        c.scheduler.start()
+        for _, w in c.worker_threads:
+            w.start()
+    stopping = []
+
+    def housekeeping():
+        while not stopping:
+            _housekeep(jqs, False)
+            gevent.sleep(min(q.lease_secs for q in jqs) / 3)
+
+    keeper = gevent.spawn(housekeeping)
+
+    def stop():
+        stopping.append(True)
+        gevent.joinall([gevent.spawn(c.stop, graceful=True) for c in consumers])
+        keeper.kill()
+
+    atexit.register(stop)
+    log.info("draining replication, cache inside the web worker (pid %s; process-local metadata lock)",
+             os.getpid())
+
+
 def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid: int | None = None) -> int:
     if parent_pid is not None:
         _die_with_parent()
-    if logging.getLogger("huey").level == logging.NOTSET:
-        logging.getLogger("huey").setLevel(logging.WARNING)  # Huey logs every message at INFO
+    _quiet_huey()
     load_job_modules(job_modules)
     timeout = float(queue_config(cfg).drain_timeout_secs)
     jqs = [JobQueue(cfg, name, poll_interval=poll_interval) for name in queues]
@@ -91,18 +150,8 @@ def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid:
     housekeeping_stop = threading.Event()
 
     def housekeeping():
-        last_full = 0.0
         while True:
-            for q in jqs:
-                try:
-                    q.heartbeat()
-                    if time.monotonic() - last_full >= HOUSEKEEPING_SECS and not stop.is_set():
-                        q.reclaim()
-                        q.top_up()
-                except Exception:  # noqa: BLE001 - keep the lease loop alive through backend hiccups
-                    log.exception("job queue housekeeping failed for %s", q.name)
-            if time.monotonic() - last_full >= HOUSEKEEPING_SECS:
-                last_full = time.monotonic()
+            _housekeep(jqs, stop.is_set())
             if housekeeping_stop.wait(min(q.lease_secs for q in jqs) / 3):
                 return
 

@@ -110,3 +110,21 @@ def test_worker_with_a_process_local_memory_lock_is_refused_at_start_up(tmp_path
     res = subprocess.run(ANGOS + ["-c", str(config), "worker"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert "'memory' lock" in res.stderr and "[global.job_queue]" in res.stderr
+
+
+def test_with_a_memory_lock_the_single_web_worker_runs_jobs_itself(angos_factory, tmp_path):
+    server = angos_factory(env=JOB_ENV, workers=1, extra=f"""
+        [metadata_store.fs]
+        root_dir = "{tmp_path}/data"
+        lock_strategy = "memory"
+        """)
+    (worker,) = wait_until(server.worker_pids, what="the web worker")
+    assert drain_pids(server) == []  # no second process: the memory lock could not guard its writes
+    q = _queue(server)
+    q.submit("test.metric", "in-worker", {"dir": str(tmp_path)})
+    wait_until(lambda: (tmp_path / "in-worker.log").exists(), what="the job to run")
+    assert read_lines(tmp_path / "in-worker.log")[0][2] == str(worker)
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    assert re.search(r"^angos_test_job_runs_total 1\.0$", text, re.M)
+    q.close()
+    assert server.stop() == 0
