@@ -14,7 +14,9 @@ it is ready, and:
   check) if the master is killed outright.
 
 The child inherits ``PROMETHEUS_MULTIPROC_DIR``, so metrics that job handlers
-emit appear on the server's ``/metrics``.
+emit appear on the server's ``/metrics``. (With a process-local ``memory``
+metadata lock the server starts no child: its single web worker drains, see
+:func:`angos.queue.consumer.start_in_worker`.)
 """
 
 from __future__ import annotations
