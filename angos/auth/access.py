@@ -14,9 +14,11 @@ config reload builds a new one (which also empties the credentials cache).
   may still carry a verified client certificate's names); wrong credentials
   raise :class:`~angos.oci.errors.Unauthorized`. Counted in
   ``auth_attempts_total{method,result}``.
-- ``is_allowed(identity, action, fields)`` runs the global policy, then the
-  policy of the repository the namespace belongs to (when it has one); both
-  must allow. ``fields`` are the request fields (``action`` included).
+- ``is_allowed(identity, action, fields)`` runs the global policy (when
+  ``[global.access_policy]`` exists), then the policy of the repository the
+  namespace belongs to (when it has one); all that apply must allow, and a
+  request no policy applies to is allowed. ``fields`` are the request fields
+  (``action`` included). ``evaluate`` is the same decision without the memo.
 
 Cost: a rule is a pure function of ``identity`` and ``request`` and the
 policies never change for this object, so decisions are memoised per
@@ -46,7 +48,6 @@ from .policy import Policy, identity_vars, request_vars
 
 MAX_CONTEXTS = 4096
 MAX_DECISIONS = 16384
-
 
 
 class _Counters:
