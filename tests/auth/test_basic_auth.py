@@ -8,6 +8,7 @@ only pull.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 
 import argon2
@@ -59,8 +60,6 @@ def test_skopeo_pushes_and_pulls_with_credentials(server, tmp_path):
     ref = f"docker://{server.host}/{uniq('creds')}/app:v1"
     skopeo("copy", "--dest-tls-verify=false", "--dest-creds", "alice:alice-pw", f"oci:{tmp_path / 'src'}:v1", ref)
     out = skopeo("inspect", "--raw", "--tls-verify=false", "--creds", "bob:bob-pw", ref).stdout
-    import hashlib
-
     assert "sha256:" + hashlib.sha256(out.encode()).hexdigest() == digest
     skopeo("copy", "--src-tls-verify=false", "--src-creds", "bob:bob-pw", ref, f"oci:{tmp_path / 'out'}:v1")
     assert (tmp_path / "out" / "blobs" / "sha256" / digest.split(":")[1]).exists()
@@ -85,9 +84,10 @@ def test_skopeo_login_then_push_uses_the_stored_credentials(server, tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0
     digest = oci_layout(tmp_path / "src", "v1")
-    ref = f"docker://{server.host}/{uniq('login')}/app:v1"
-    skopeo("copy", "--dest-tls-verify=false", "--authfile", str(authfile), f"oci:{tmp_path / 'src'}:v1", ref)
-    r = Client(server.url, "alice", "alice-pw").head(ref.split("/", 3)[3].replace(":v1", "/manifests/v1"))
+    ns = f"{uniq('login')}/app"
+    skopeo("copy", "--dest-tls-verify=false", "--authfile", str(authfile), f"oci:{tmp_path / 'src'}:v1",
+           f"docker://{server.host}/{ns}:v1")
+    r = Client(server.url, "alice", "alice-pw").head(f"{ns}/manifests/v1")
     assert r.status_code == 200
     assert r.headers["Docker-Content-Digest"] == digest
 
