@@ -76,7 +76,9 @@ class DownstreamClient:
         self._scheme: str | None = None      # "basic" or "bearer" once a challenge was seen
         self._bearer: dict | None = None     # realm/service from the last Bearer challenge
         self._tokens: dict[str, tuple[str, float]] = {}
+        self._rejected: dict[str, str] = {}  # scope -> a token the downstream refused (so refetch)
         self._lock = threading.Lock()
+        self._fetching = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -112,6 +114,9 @@ class DownstreamClient:
                 raise ClientError(f"{method} {url}: {exc}") from exc
             if resp.status_code != 401 or attempt == 1:
                 return resp
+            sent = hdrs.get("Authorization", "")
+            if sent.startswith("Bearer ") and scope:
+                self._rejected[scope] = sent[7:]  # expired or revoked: the next challenge refetches
             if not self._answer_challenge(resp.headers.get("WWW-Authenticate", ""), scope):
                 return resp
             resp.close()
@@ -136,6 +141,17 @@ class DownstreamClient:
         return False
 
     def _fetch_token(self, realm: str, service: str | None, wanted: str | None, cache_scope: str | None) -> None:
+        # One fetch per scope at a time: parallel blob pushes that all meet the same
+        # challenge wait for the first token instead of each asking for their own.
+        with self._fetching:
+            key = cache_scope or wanted or ""
+            with self._lock:
+                cached = self._tokens.get(key)
+            if cached and cached[1] > time.monotonic() and cached[0] != self._rejected.get(key):
+                return
+            self._fetch_token_locked(realm, service, wanted, key)
+
+    def _fetch_token_locked(self, realm: str, service: str | None, wanted: str | None, key: str) -> None:
         query = {}
         if service:
             query["service"] = service
@@ -157,7 +173,7 @@ class DownstreamClient:
         ttl = float(doc.get("expires_in") or 60)
         with self._lock:
             # Expire a little early so a token never dies mid-request.
-            self._tokens[cache_scope or wanted or ""] = (token, time.monotonic() + max(ttl - 5, 1))
+            self._tokens[key] = (token, time.monotonic() + max(ttl - 5, 1))
 
     @staticmethod
     def scope(namespace: str, actions: str = "pull,push") -> str:

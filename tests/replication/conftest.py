@@ -61,6 +61,28 @@ def mesh(angos_factory):
     return make
 
 
+def source_config(*downstreams: dict, extra: str = "", repository: str = "nginx") -> str:
+    """Config text (with @PORT@/@DATA@ for angos_factory) of an instance whose allow-all
+    ``repository`` replicates to ``downstreams`` (dicts of downstream options)."""
+    text = (f'[server]\nbind_address = "127.0.0.1"\nport = @PORT@\n\n[blob_store.fs]\nroot_dir = "@DATA@"\n\n'
+            f'[repository."{repository}"]\n[repository."{repository}".access_policy]\ndefault = "allow"\n')
+    for ds in downstreams:
+        text += f'\n[[repository."{repository}".downstream]]\n'
+        for key, value in ds.items():
+            text += f"{key} = {_toml(value)}\n"
+    return text + textwrap.dedent(extra)
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, int):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

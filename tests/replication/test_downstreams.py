@@ -10,27 +10,12 @@ import requests
 
 from ..conftest import skopeo
 from ..images import single_platform_image
-from .conftest import push_counts, wait_for
+from .conftest import push_counts, source_config, wait_for
 from .test_active_active import _push_artifact
 from .token_server import TokenServer
 
-SOURCE = """\
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-
-[blob_store.fs]
-root_dir = "@DATA@"
-
-[repository."nginx"]
-[repository."nginx".access_policy]
-default = "allow"
-[[repository."nginx".downstream]]
-name = "distribution"
-url = "{url}"
-username = "replicator"
-password = "s3cret"
-"""
+def _source(url: str) -> str:
+    return source_config({"name": "distribution", "url": url, "username": "replicator", "password": "s3cret"})
 
 
 def _dist_digest(dist, ns, ref, auth=None, token: str | None = None):
@@ -57,7 +42,7 @@ def test_basic_auth_downstream_gets_images_referrers_and_unsupported_tag_delete(
             path: {htpasswd}
         """)
     assert requests.get(f"{dist.url}/v2/").status_code == 401
-    source = angos_factory(config_text=SOURCE.format(url=dist.url))
+    source = angos_factory(config_text=_source(dist.url))
     img = single_platform_image(tmp_path / "img", "v1")
     skopeo("copy", "--dest-tls-verify=false", img.oci_ref, f"docker://{source.host}/nginx/app:v1")
     creds = ("replicator", "s3cret")
@@ -95,7 +80,7 @@ def test_token_auth_downstream(angos_factory, docker_registry_factory, tmp_path)
             """)
         challenge = requests.get(f"{dist.url}/v2/").headers.get("WWW-Authenticate", "")
         assert challenge.startswith("Bearer ")
-        source = angos_factory(config_text=SOURCE.format(url=dist.url))
+        source = angos_factory(config_text=_source(dist.url))
         digests = []
         for tag in ("v1", "v2", "v3"):
             img = single_platform_image(tmp_path / tag, tag)

@@ -16,27 +16,15 @@ from argon2 import PasswordHasher
 from ..conftest import ROOT, skopeo
 from ..images import single_platform_image
 from ..netem import SlowProxy
-from .conftest import push_counts, remote_digest, wait_for
+from .conftest import push_counts, remote_digest, source_config, wait_for
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
 
-SOURCE = """\
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-
-[blob_store.fs]
-root_dir = "@DATA@"
-
-[repository."nginx"]
-[repository."nginx".access_policy]
-default = "allow"
-[[repository."nginx".downstream]]
-name = "peer"
-url = "http://127.0.0.1:{peer}"
-{creds}
-{extra}
-"""
+def _source(peer_port: int, creds: bool = False, extra: str = "") -> str:
+    ds = {"name": "peer", "url": f"http://127.0.0.1:{peer_port}"}
+    if creds:
+        ds.update(username="replicator", password="s3cret")
+    return source_config(ds, extra=extra)
 
 WORKER_QUEUE = """
 [global.job_queue]
@@ -77,7 +65,7 @@ def _gauge(server, name: str) -> float | None:
 
 def test_downstream_outage_backlog_drains_when_it_returns(angos_factory):
     peer = angos_factory(start=False)
-    source = angos_factory(config_text=SOURCE.format(peer=peer.port, creds="", extra=WORKER_QUEUE))
+    source = angos_factory(config_text=_source(peer.port, extra=WORKER_QUEUE))
     worker = _worker(source)
     try:
         tags = {}
@@ -121,8 +109,7 @@ rules = ["{rules}"]
 
 def test_credential_without_delete_dead_letters_with_visible_error(angos_factory):
     peer = _locked_peer(angos_factory, "identity.id == 'replicator' && request.action != 'delete-manifest'")
-    source = angos_factory(config_text=SOURCE.format(
-        peer=peer.port, creds='username = "replicator"\npassword = "s3cret"', extra=""))
+    source = angos_factory(config_text=_source(peer.port, creds=True))
     body, d = _small_manifest(source, "nginx/nodelete", "x")
     assert requests.put(source.v2("nginx/nodelete/manifests/v1"), data=body,
                         headers={"Content-Type": OCI}).status_code == 201
@@ -140,7 +127,7 @@ def test_credential_without_delete_dead_letters_with_visible_error(angos_factory
 
 def test_immutable_tag_on_downstream_retries_then_dead_letters_not_superseded(angos_factory):
     peer = angos_factory(extra="[global]\nimmutable_tags = true\n")
-    source = angos_factory(config_text=SOURCE.format(peer=peer.port, creds="", extra=""))
+    source = angos_factory(config_text=_source(peer.port))
     first, first_d = _small_manifest(peer, "nginx/imm", "downstream")
     assert requests.put(peer.v2("nginx/imm/manifests/v1"), data=first, headers={"Content-Type": OCI}).status_code == 201
     body, _ = _small_manifest(source, "nginx/imm", "source")
@@ -157,7 +144,7 @@ def test_killed_worker_mid_push_reruns_and_converges(angos_factory, tmp_path):
     peer = angos_factory()
     slow = SlowProxy(peer.port, 16 * 1024 * 1024).start()  # 16 MiB/s: the 64 MiB push takes seconds
     try:
-        source = angos_factory(config_text=SOURCE.format(peer=slow.port, creds="", extra=WORKER_QUEUE))
+        source = angos_factory(config_text=_source(slow.port, extra=WORKER_QUEUE))
         img = single_platform_image(tmp_path / "big", "v1", layer_sizes=(32 * 1024 * 1024, 32 * 1024 * 1024))
         skopeo("copy", "--dest-tls-verify=false", img.oci_ref, f"docker://{source.host}/nginx/big:v1")
         worker = _worker(source)
@@ -183,7 +170,7 @@ def test_killed_worker_mid_push_reruns_and_converges(angos_factory, tmp_path):
 
 def test_jobs_for_a_removed_downstream_fail_loudly_and_dead_letter(angos_factory):
     peer = angos_factory()
-    source = angos_factory(config_text=SOURCE.format(peer=peer.port, creds="", extra=WORKER_QUEUE.replace(
+    source = angos_factory(config_text=_source(peer.port, extra=WORKER_QUEUE.replace(
         "max_attempts = 60", "max_attempts = 3")))
     body, _ = _small_manifest(source, "nginx/orphan", "orphan")
     assert requests.put(source.v2("nginx/orphan/manifests/v1"), data=body,

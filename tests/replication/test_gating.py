@@ -6,40 +6,17 @@ import time
 
 import requests
 
-from .conftest import push_counts, remote_digest, wait_for
+from .conftest import push_counts, remote_digest, source_config, wait_for
 from .test_failures import OCI, _small_manifest
 
 
 def test_modes_and_filters_gate_live_pushes(angos_factory):
     filtered, reconcile_only, everything = (angos_factory() for _ in range(3))
-    source = angos_factory(config_text=f"""\
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-
-[blob_store.fs]
-root_dir = "@DATA@"
-
-[repository."nginx"]
-[repository."nginx".access_policy]
-default = "allow"
-[[repository."nginx".downstream]]
-name = "filtered"
-url = "{filtered.url}"
-mode = "event-only"
-namespace_filter = ["^nginx/yes"]
-[[repository."nginx".downstream]]
-name = "reconcile"
-url = "{reconcile_only.url}"
-mode = "reconcile-only"
-[[repository."nginx".downstream]]
-name = "everything"
-url = "{everything.url}"
-
-[repository."other"]
-[repository."other".access_policy]
-default = "allow"
-""")
+    source = angos_factory(config_text=source_config(
+        {"name": "filtered", "url": filtered.url, "mode": "event-only", "namespace_filter": ["^nginx/yes"]},
+        {"name": "reconcile", "url": reconcile_only.url, "mode": "reconcile-only"},
+        {"name": "everything", "url": everything.url},
+        extra='\n[repository."other"]\n[repository."other".access_policy]\ndefault = "allow"\n'))
     pushed = {}
     for ns in ("nginx/yes", "nginx/no", "other/app"):
         body, d = _small_manifest(source, ns, ns)
@@ -61,19 +38,7 @@ default = "allow"
 
 def test_repush_of_same_digest_enqueues_nothing(angos_factory):
     peer = angos_factory()
-    source = angos_factory(config_text=f"""\
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-[blob_store.fs]
-root_dir = "@DATA@"
-[repository."nginx"]
-[repository."nginx".access_policy]
-default = "allow"
-[[repository."nginx".downstream]]
-name = "peer"
-url = "{peer.url}"
-""")
+    source = angos_factory(config_text=source_config({"name": "peer", "url": peer.url}))
     body, d = _small_manifest(source, "nginx/same", "same")
     for _ in range(3):
         assert requests.put(source.v2("nginx/same/manifests/v1"), data=body,

@@ -61,8 +61,9 @@ def test_replicated_put_newer_than_local_wins_and_keeps_author_time(angos):
     local, _ = _manifest(angos, ns, "local")
     remote, remote_d = _manifest(angos, ns, "remote")
     assert _put(angos, ns, "v1", local).status_code == 201
-    # A past author time newer than the local tag: stored verbatim.
-    newer = datetime.now(timezone.utc) - timedelta(milliseconds=1)
+    # An author time just after the local tag's (and still in the past): stored verbatim.
+    local_ts = datetime.fromisoformat(_created_at(angos, ns, "v1").replace("Z", "+00:00"))
+    newer = local_ts + timedelta(microseconds=1)
     assert _put(angos, ns, "v1", remote, _ts(newer)).status_code == 201
     assert _tag(angos, ns, "v1") == remote_d
     assert _created_at(angos, ns, "v1") == _ts(newer)

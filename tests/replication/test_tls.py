@@ -6,7 +6,7 @@ from __future__ import annotations
 import requests
 
 from ..auth.conftest import make_pki
-from .conftest import wait_for
+from .conftest import source_config, wait_for
 from .test_failures import OCI, _small_manifest
 
 
@@ -33,22 +33,9 @@ client_auth = "required"
         refused = True
     assert refused
 
-    source = angos_factory(config_text=f"""\
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-[blob_store.fs]
-root_dir = "@DATA@"
-[repository."nginx"]
-[repository."nginx".access_policy]
-default = "allow"
-[[repository."nginx".downstream]]
-name = "secure"
-url = "https://127.0.0.1:{peer.port}"
-server_ca_bundle = "{pki.ca}"
-client_certificate = "{cert}"
-client_private_key = "{key}"
-""")
+    source = angos_factory(config_text=source_config({
+        "name": "secure", "url": f"https://127.0.0.1:{peer.port}", "server_ca_bundle": str(pki.ca),
+        "client_certificate": cert, "client_private_key": key}))
     body, d = _small_manifest(source, "nginx/tls", "tls")
     assert requests.put(source.v2("nginx/tls/manifests/v1"), data=body, headers={"Content-Type": OCI}).status_code == 201
 
