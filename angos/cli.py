@@ -21,6 +21,8 @@ COMMANDS = {
     "server": ("angos.server", "serve the registry over HTTP"),
     "worker": ("angos.worker", "drain the durable job queues (requires [global.job_queue])"),
     "argon": ("angos.auth.argon_cli", "hash a password (argon2id) for [auth.identity.<id>]"),
+    "scrub": ("angos.maintenance.scrub", "maintenance: reconcile replication, clean orphans, repair, reclaim"),
+    "replicate": ("angos.maintenance.scrub", "reconcile replicated repositories (same as scrub --replicate)"),
 }
 QUEUES = ("replication", "cache")
 
@@ -38,7 +40,31 @@ def _argon_args(p: argparse.ArgumentParser) -> None:
                      "otherwise) and print an argon2id hash for [auth.identity.<id>] password.")
 
 
-ARGUMENTS = {"worker": _worker_args, "argon": _argon_args}
+def _scrub_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--dry-run", action="store_true", help="report what would be done; change nothing")
+    p.add_argument("--replicate", action="store_true",
+                   help="reconcile every replicated namespace with its downstreams (enqueue pushes/deletes)")
+    p.add_argument("--replication-orphans", action="store_true",
+                   help="delete replication jobs whose repository or downstream is no longer configured")
+    p.add_argument("--cache-orphans", action="store_true",
+                   help="delete cache jobs whose repository or upstream is no longer configured")
+    p.add_argument("--orphan-grants", metavar="AGE",
+                   help="revoke blob grants no manifest references, for blobs older than AGE (e.g. 24h)")
+    p.add_argument("--uploads", metavar="AGE", help="delete upload sessions started more than AGE ago")
+    p.add_argument("--blobs", action="store_true",
+                   help="reclaim blob bytes no namespace holds; verify stored digests, quarantine corrupt blobs")
+    p.add_argument("--tags", action="store_true", help="remove tags that point at missing manifests")
+    p.add_argument("--manifests", action="store_true", help="repair manifest revisions' reference markers")
+    p.add_argument("--referrers", action="store_true", help="repair the referrers index")
+    p.add_argument("--retention", action="store_true", help="apply retention policies (deletions replicate)")
+    p.add_argument("--multipart", metavar="AGE", help="abort S3 multipart uploads older than AGE")
+
+
+def _replicate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--dry-run", action="store_true", help="print the actions; enqueue nothing")
+
+
+ARGUMENTS = {"worker": _worker_args, "argon": _argon_args, "scrub": _scrub_args, "replicate": _replicate_args}
 
 
 def build_parser() -> argparse.ArgumentParser:
