@@ -5,6 +5,7 @@ Blob store::
     blobs/<alg>/<hex[:2]>/<hex>                 blob bytes (content addressed)
     uploads/<uuid>/data                         bytes of an upload session
     uploads/<uuid>/info                         session record (namespace, algorithm, start)
+    quarantine/<alg>/<hex>                      bytes ``scrub --blobs`` found corrupt
 
 Metadata store::
 
@@ -31,6 +32,14 @@ REPOS = "repositories"
 
 def blob_data(d: Digest) -> str:
     return f"blobs/{d.algorithm}/{d.hex[:2]}/{d.hex}"
+
+
+BLOBS = "blobs"
+BLOB_INDEX = "blob-index"
+
+
+def quarantine(d: Digest) -> str:
+    return f"quarantine/{d.algorithm}/{d.hex}"
 
 
 def upload_dir(upload_id: str) -> str:
@@ -78,6 +87,14 @@ def grants_dir(ns: str) -> str:
 
 def ref_marker(ns: str, target: Digest, manifest: Digest) -> str:
     return f"{REPOS}/{ns}/_refs/{target.algorithm}/{target.hex}/{manifest.algorithm}-{manifest.hex}"
+
+
+def refs_root(ns: str) -> str:
+    return f"{REPOS}/{ns}/_refs"
+
+
+def referrers_root(ns: str) -> str:
+    return f"{REPOS}/{ns}/_referrers"
 
 
 def ref_dir(ns: str, target: Digest) -> str:
