@@ -244,3 +244,38 @@ def skopeo(*args: str, timeout: float = 300, check: bool = True) -> subprocess.C
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr}")
     return res
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """A real S3 API (moto's server mode) on loopback; yields its endpoint URL.
+
+    Shared per session: tests isolate themselves with their own bucket or key prefix.
+    """
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.exists():
+        pytest.fail("moto_server is not installed (pip install -e '.[test]')")
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "ab")
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/moto-api/", proc, timeout=30)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def make_bucket(endpoint: str, name: str | None = None) -> str:
+    """Create a fresh bucket on ``endpoint`` and return its name."""
+    import uuid
+
+    import boto3
+
+    name = name or f"angos-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                 aws_secret_access_key="test").create_bucket(Bucket=name)
+    return name

@@ -21,7 +21,12 @@ Keys are ``/``-separated relative paths built only by ``angos.registry.paths``
   ``children(prefix)`` lists the immediate child names (objects and
   "directories") of a prefix.
 - ``move(src, dst)`` renames an object; when ``dst`` exists it is replaced.
+- ``truncate(key, size)`` cuts an upload object written by ``append`` back to
+  ``size`` bytes (undoes a refused chunk); a no-op when it is already shorter
+  or absent.
 - ``local_path(key)`` is a filesystem path for zero-copy serving, or None.
+- ``presign(key, content_type=None)`` is a time-limited URL a client can GET the
+  object from directly (S3), or None when the backend cannot hand one out.
 """
 
 from __future__ import annotations
@@ -95,6 +100,14 @@ class ObjectStore(ABC):
 
     def local_path(self, key: str) -> str | None:
         return None
+
+    supports_presign = False
+
+    def presign(self, key: str, content_type: str | None = None) -> str | None:
+        return None
+
+    @abstractmethod
+    def truncate(self, key: str, size: int) -> None: ...
 
     def check(self) -> None:
         """Raise StorageUnavailable when the backend cannot serve requests."""
