@@ -4,13 +4,25 @@ Phases run in a fixed order (reconcile first, reclamation last) and each
 prints its own summary line. The exit code is 1 when any phase reports a
 problem (a skipped probe, a failed enqueue, an error), so cron and systemd
 surface it. ``angos replicate`` is ``angos scrub --replicate``.
+
+One module per phase: :mod:`angos.replication.reconcile` (``--replicate``),
+:mod:`.orphans` (``--replication-orphans``, ``--cache-orphans``),
+:mod:`.repair` (``--tags``, ``--manifests``, ``--referrers``),
+:mod:`.retention`, :mod:`.grants` (``--orphan-grants``), :mod:`.uploads`
+(``--uploads``, ``--multipart``) and :mod:`.blobs`. Every phase honours
+``--dry-run`` (report, change nothing) and is safe while the server runs.
 """
 
 from __future__ import annotations
 
 from ..oci.errors import AngosError
 
-PHASES = ["replicate"]
+# Order matters: reconcile first; job orphans; consistency repairs before anything
+# that judges "unreferenced" (a missing marker would make a used grant look orphaned);
+# retention before the grant sweep, so what it unreferences can be reclaimed in the
+# same run; byte reclamation last.
+PHASES = ["replicate", "replication-orphans", "cache-orphans", "tags", "manifests", "referrers", "retention",
+          "orphan-grants", "uploads", "multipart", "blobs"]
 
 
 def run(args, config_paths) -> int:
@@ -20,7 +32,13 @@ def run(args, config_paths) -> int:
         args.replicate = True
     selected = [name for name in PHASES if getattr(args, name.replace("-", "_"), None)]
     if not selected:
-        raise AngosError("scrub: nothing to do; choose at least one of --replicate (see angos scrub --help)")
+        raise AngosError("scrub: nothing to do; choose at least one of "
+                         + ", ".join(f"--{p}" for p in PHASES) + " (see angos scrub --help)")
+    from .common import parse_age
+
+    for flag in ("orphan-grants", "uploads", "multipart"):
+        if flag in selected:  # a typo in a duration fails before any phase changes anything
+            parse_age(getattr(args, flag.replace("-", "_")), f"--{flag}")
     cfg = load_config(config_paths)
     rc = 0
     for name in selected:
@@ -34,4 +52,44 @@ def _replicate(cfg, args) -> int:
     return reconcile.run(cfg, dry_run=args.dry_run)
 
 
-_PHASE_RUNNERS = {"replicate": _replicate}
+def _orphans(queue: str):
+    def runner(cfg, args) -> int:
+        from . import orphans
+
+        return orphans.run(cfg, queue, args.dry_run)
+    return runner
+
+
+def _aged(flag: str, module: str, fn: str = "run"):
+    """A phase taking ``--<flag> AGE``: the duration is checked before the phase starts."""
+    def runner(cfg, args) -> int:
+        import importlib
+
+        from .common import parse_age
+
+        age = parse_age(getattr(args, flag.replace("-", "_")), f"--{flag}")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), fn)(cfg, age, args.dry_run)
+    return runner
+
+
+def _plain(module: str, fn: str = "run"):
+    def runner(cfg, args) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__package__}.{module}"), fn)(cfg, args.dry_run)
+    return runner
+
+
+_PHASE_RUNNERS = {
+    "replicate": _replicate,
+    "replication-orphans": _orphans("replication"),
+    "cache-orphans": _orphans("cache"),
+    "tags": _plain("repair", "run_tags"),
+    "manifests": _plain("repair", "run_manifests"),
+    "referrers": _plain("repair", "run_referrers"),
+    "retention": _plain("retention"),
+    "orphan-grants": _aged("orphan-grants", "grants"),
+    "uploads": _aged("uploads", "uploads"),
+    "multipart": _aged("multipart", "uploads", "run_multipart"),
+    "blobs": _plain("blobs"),
+}
