@@ -1,0 +1,125 @@
+"""Redis and S3 lock strategies against real redis-server and moto servers:
+exclusion across managers (as across boxes), safe release, renewal while held,
+503 when the backend is down, and refusal of an S3 endpoint that ignores
+conditional writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from angos.config import ConfigError, RedisLock, S3Lock
+from angos.oci.errors import Unavailable
+from angos.storage.locks import LockTimeout
+from angos.storage.redis_locks import RedisLocks
+from angos.storage.s3_locks import S3Locks
+from tests.conftest import free_port
+
+from .conftest import s3_store
+from .s3_proxy import start_stripping_proxy
+
+
+@pytest.fixture(params=["redis", "s3"])
+def two_managers(request):
+    """Two independent lock managers sharing one backend, like two servers."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server")
+        cfg = RedisLock(url=url, ttl=1, key_prefix="t", max_retries=3, retry_delay_ms=20)
+        return RedisLocks(cfg), RedisLocks(cfg)
+    endpoint = request.getfixturevalue("moto_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    store = s3_store(endpoint, bucket)
+    cfg = S3Lock(ttl_secs=9, max_retries=3, retry_delay_ms=20)
+    return S3Locks(None, cfg, store=store), S3Locks(None, cfg, store=s3_store(endpoint, bucket, store.prefix))
+
+
+def test_a_held_lock_excludes_the_other_manager_until_released(two_managers):
+    a, b = two_managers
+    with a.lock("tag:ns:latest"):
+        with pytest.raises(LockTimeout):
+            with b.lock("tag:ns:latest"):
+                pass
+        with b.lock("tag:ns:other"):  # other names are independent
+            pass
+    with b.lock("tag:ns:latest"):
+        pass
+
+
+def test_concurrent_read_modify_write_through_two_managers_loses_no_update(two_managers):
+    a, b = two_managers
+    patient = []
+    for mgr in (a, b):
+        mgr.cfg = type(mgr.cfg)(**{**mgr.cfg.__dict__, "max_retries": 2000, "retry_delay_ms": 5})
+        patient.append(mgr)
+    counter = {"n": 0}
+
+    def work(mgr):
+        for _ in range(10):
+            with mgr.lock("counter"):
+                n = counter["n"]
+                time.sleep(0.001)
+                counter["n"] = n + 1
+
+    threads = [threading.Thread(target=work, args=(m,)) for m in patient for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counter["n"] == 40
+
+
+def test_redis_lock_is_renewed_while_held_beyond_its_ttl(redis_server):
+    cfg = RedisLock(url=redis_server, ttl=1, key_prefix="renew", max_retries=2, retry_delay_ms=10)
+    holder, other = RedisLocks(cfg), RedisLocks(cfg)
+    with holder.lock("long"):
+        time.sleep(2.5)  # well past the 1 s ttl: only renewal keeps it
+        with pytest.raises(LockTimeout):
+            with other.lock("long"):
+                pass
+
+
+def test_redis_release_never_deletes_a_lock_taken_over_after_expiry(redis_server):
+    import redis
+
+    cfg = RedisLock(url=redis_server, ttl=1, key_prefix="safe", max_retries=2, retry_delay_ms=10)
+    mgr = RedisLocks(cfg)
+    client = redis.Redis.from_url(redis_server)
+    with mgr.lock("x"):
+        # Simulate expiry and a takeover by another box while we still believe we hold it.
+        client.set("safe:x", "someone-else")
+    assert client.get("safe:x") == b"someone-else"
+
+
+def test_redis_lock_fails_unavailable_when_redis_is_down():
+    port = free_port()
+    mgr = RedisLocks(RedisLock(url=f"redis://127.0.0.1:{port}/0", ttl=1, max_retries=2, retry_delay_ms=10))
+    with pytest.raises(Unavailable):
+        with mgr.lock("anything"):
+            pytest.fail("must not enter the critical section without the lock")
+    with pytest.raises(Unavailable):
+        mgr.check()
+
+
+def test_s3_lock_of_a_dead_holder_is_broken_after_it_expires(moto_server, s3_bucket):
+    import json
+
+    store = s3_store(moto_server, s3_bucket)
+    mgr = S3Locks(None, S3Lock(ttl_secs=9, max_retries=3, retry_delay_ms=10), store=store)
+    # A holder that died: its lock object expired a minute ago and is no longer renewed.
+    store.put(mgr._key("stale"), json.dumps({"token": "dead", "expires": time.time() - 60}).encode())
+    with mgr.lock("stale"):
+        assert json.loads(store.get(mgr._key("stale")))["token"] != "dead"
+    assert not store.exists(mgr._key("stale"))
+
+
+def test_s3_lock_strategy_refuses_an_endpoint_that_ignores_conditional_writes(moto_server, s3_bucket):
+    proxy, url = start_stripping_proxy(moto_server)
+    try:
+        with pytest.raises(ConfigError, match="does not honour conditional writes"):
+            S3Locks(None, S3Lock(), store=s3_store(url, s3_bucket))
+        # The same bucket straight through moto honours them.
+        S3Locks(None, S3Lock(), store=s3_store(moto_server, s3_bucket))
+    finally:
+        proxy.shutdown()
