@@ -33,6 +33,7 @@ import io
 import logging
 import os
 import shutil
+import signal
 import socket
 import struct
 import tempfile
@@ -157,13 +158,19 @@ class SendfileGeventWorker(GeventWorker):
 
 
 class AngosApplication(BaseApplication):
-    def __init__(self, cfg, config_paths, hooks=None):
+    def __init__(self, cfg, config_paths, hooks=None, watcher=None):
         self.angos_cfg = cfg
         self.config_paths = list(config_paths)
         self.hooks = hooks or {}
+        self.watcher = watcher
         super().__init__()
 
     def load_config(self):
+        # gunicorn calls this at start and on every reload (SIGHUP, or the watcher's
+        # own HUP after a file change): take the newest *validated* configuration.
+        if self.watcher is not None:
+            self.watcher.reload_now()
+            self.angos_cfg = self.watcher.current
         server = self.angos_cfg.server
         settings = {
             "bind": [f"{_host(server.bind_address)}:{server.port}"],
@@ -192,12 +199,12 @@ class AngosApplication(BaseApplication):
 
     def load(self):
         from .api import create_app
-        from .config import load_config
         from .logs import setup_logging
 
         setup_logging()
-        # Re-read the files: the worker may start long after the master (reloads).
-        return create_app(load_config(self.config_paths))
+        # The master's configuration, validated before this worker was forked: a file
+        # edited into an invalid state since then cannot break a new worker.
+        return create_app(self.angos_cfg)
 
 
 def _tls_context_hook(tls):
@@ -285,7 +292,35 @@ def run_server(cfg, config_paths) -> int:
 
         signal.signal(signal.SIGTERM, lambda sig, frame: setattr(worker, "alive", False))
 
-    app = AngosApplication(cfg, config_paths, {"child_exit": child_exit, "on_exit": on_exit,
-                                               "post_fork": post_fork})
+    from .reload import ConfigWatcher
+
+    def notify():
+        # New workers (forked with the new configuration) replace the old ones, which
+        # finish their in-flight requests first: nothing is dropped.
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    watcher = ConfigWatcher(config_paths, cfg, validate=_validate_live, notify=notify)
+
+    def when_ready(server):
+        watcher.start()
+
+    def on_reload(server):
+        if drain is not None:
+            drain.restart()  # the drain re-reads the (validated) files in its new process
+
+    hooks = {"child_exit": child_exit, "on_exit": on_exit, "post_fork": post_fork, "when_ready": when_ready,
+             "on_reload": on_reload}
+    app = AngosApplication(cfg, config_paths, hooks, watcher)
     app.run()
     return 0
+
+
+def _validate_live(cfg) -> None:
+    """What start-up checks beyond the config schema, for a configuration arriving live."""
+    from .auth import AccessControl
+
+    AccessControl(cfg)
+    if cfg.server.tls is not None:
+        from .auth.tls import ReloadingTLS
+
+        ReloadingTLS(cfg.server.tls)

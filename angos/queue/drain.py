@@ -45,6 +45,7 @@ class DrainSupervisor:
         self.pid: int | None = None
         self._stopping = threading.Event()
         self._exited = threading.Event()
+        self._restarting = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -79,6 +80,10 @@ class DrainSupervisor:
                 pid, self.pid = self.pid, None  # reaped: never signal a recycled pid
                 if self._stopping.is_set():
                     return
+                if self._restarting.is_set():
+                    self._restarting.clear()
+                    log.info("in-process job drain (pid %s) replaced to apply a configuration change", pid)
+                    continue
                 log.error("in-process job drain (pid %s) exited; restarting", pid)
                 pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
                 if self._stopping.wait(pause):
@@ -93,6 +98,11 @@ class DrainSupervisor:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+
+    def restart(self) -> None:
+        """Replace the child (after a configuration change): it finishes its running jobs first."""
+        self._restarting.set()
+        self._signal(signal.SIGTERM)
 
     def stop(self) -> None:
         self._stopping.set()
