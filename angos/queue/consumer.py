@@ -35,7 +35,7 @@ from .kinds import load_job_modules, registered_kinds
 
 log = logging.getLogger("angos.queue.consumer")
 
-HOUSEKEEPING_SECS = 5.0
+HOUSEKEEPING_SECS = 2.0
 
 
 class _FastScheduler(Scheduler):
@@ -57,6 +57,9 @@ class AngosConsumer(Consumer):
     def _create_scheduler(self):
         return _FastScheduler(huey=self.huey, stop_flag=self.stop_flag, interval=self._poll, periodic=False)
 
+    def _set_signal_handlers(self):
+        """Signals belong to the process hosting the consumers (several per process, or a web worker)."""
+
 
 def pool_size(cfg, queue: str) -> int:
     g = cfg.global_
@@ -76,10 +79,13 @@ def _quiet_huey() -> None:
 
 
 def _housekeep(jqs, stopping) -> None:
-    """One pass: renew leases; every HOUSEKEEPING_SECS also reclaim dead owners' jobs and lost wake-ups."""
+    """One pass (every second): renew leases every lease/3; every HOUSEKEEPING_SECS reclaim the jobs of
+    dead owners and re-issue lost wake-ups."""
     for q in jqs:
         try:
-            q.heartbeat()
+            if time.monotonic() - getattr(q, "_renewed", 0.0) >= q.lease_secs / 3:
+                q.heartbeat()
+                q._renewed = time.monotonic()
             if not stopping and time.monotonic() - getattr(q, "_housekept", 0.0) >= HOUSEKEEPING_SECS:
                 q._housekept = time.monotonic()
                 q.reclaim()
@@ -106,16 +112,14 @@ def start_in_worker(cfg, queues, job_modules=(), poll_interval: float = 0.05) ->
     jqs = [queues[name] for name in ("replication", "cache")]
     consumers = [AngosConsumer(q.huey, pool_size(cfg, q.name), poll_interval, timeout, worker_type="greenlet")
                  for q in jqs]
-    for c in consumers:  # Consumer.start() would take over the worker's signal handlers
-        c.scheduler.start()
-        for _, w in c.worker_threads:
-            w.start()
+    for c in consumers:
+        c.start()  # AngosConsumer leaves the web worker's signal handlers alone
     stopping = []
 
     def housekeeping():
         while not stopping:
             _housekeep(jqs, False)
-            gevent.sleep(min(q.lease_secs for q in jqs) / 3)
+            gevent.sleep(1.0)
 
     keeper = gevent.spawn(housekeeping)
 
@@ -152,16 +156,16 @@ def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid:
     def housekeeping():
         while True:
             _housekeep(jqs, stop.is_set())
-            if housekeeping_stop.wait(min(q.lease_secs for q in jqs) / 3):
+            if housekeeping_stop.wait(1.0):
                 return
 
-    for c in consumers:
-        c.start()
-    # Consumer.start installs Huey's handlers; ours decide what SIGTERM/SIGINT mean here.
+    # Installed before any job can start, so a stop requested at any point is seen.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for c in consumers:
+        c.start()
     keeper = threading.Thread(target=housekeeping, name="angos-queue-housekeeping", daemon=True)
     keeper.start()
     log.info("draining %s (pools: %s; poll %.3fs; job kinds: %s)", ", ".join(queues),

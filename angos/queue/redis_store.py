@@ -18,8 +18,10 @@ hosts (Redis runs scripts one at a time). Keys, with ``P = angos:jobs:<queue>:``
 ==================  =====  ==================================================
 
 A wake-up for Huey is pushed (due now) or scheduled (later) by the same
-script that makes a job runnable. The last script argument is the offset
-between unix time and Huey's schedule clock (naive UTC read as local time).
+script that makes a job runnable. Due times use the Redis server's clock
+(``TIME``), so producers and claims on different hosts agree on what is due;
+callers pass delays. The last script argument is the offset between unix time
+and Huey's schedule clock (naive UTC read as local time).
 """
 
 from __future__ import annotations
@@ -36,8 +38,12 @@ def _offset() -> float:
 
 _LIB = """
 local P = ARGV[1]
-local function wake(msg, at, now)
-  if tonumber(at) <= tonumber(now) then
+-- One clock for due times: the Redis server's. Stamps and claims then agree even when the
+-- producer's clock or its scheduling lags (a claim can never miss a job committed before it).
+local T = redis.call('TIME')
+local NOW = tonumber(T[1]) + tonumber(T[2]) / 1000000
+local function wake(msg, at)
+  if tonumber(at) <= NOW then
     redis.call('lpush', KEYS[1], msg)
   else
     redis.call('zadd', KEYS[2], tonumber(at) + tonumber(ARGV[#ARGV]), msg)
@@ -65,11 +71,11 @@ end
 local function release_running(sk, lk)
   if redis.call('hget', P..'rlock', lk) == sk then redis.call('hdel', P..'rlock', lk) end
 end
-local function wake_same_key(lk, msg, now)
+local function wake_same_key(lk, msg)
   local other = redis.call('hget', P..'plock', lk)
   if other then
     local nb = redis.call('zscore', P..'due', other)
-    if nb then wake(msg, nb, now) end
+    if nb then wake(msg, nb) end
   end
 end
 local function owned(sk, owner, before)
@@ -80,19 +86,20 @@ local function owned(sk, owner, before)
 end
 """
 
-# ARGV: P, sk, lk, body, not_before, msg, now, tz_offset
+# ARGV: P, sk, lk, body, delay, msg, tz_offset
 _ADD = _LIB + """
 if redis.call('hsetnx', P..'plock', ARGV[3], ARGV[2]) == 0 then return 0 end
-set_pending(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-wake(ARGV[6], ARGV[5], ARGV[7])
+local due = NOW + tonumber(ARGV[5])
+set_pending(ARGV[2], ARGV[3], ARGV[4], due)
+wake(ARGV[6], due)
 return 1
 """
 
-# ARGV: P, owner, now, lease_until
+# ARGV: P, owner, lease_until
 _CLAIM = _LIB + """
 local offset = 0
 while true do
-  local batch = redis.call('zrangebyscore', P..'due', '-inf', ARGV[3], 'LIMIT', offset, 64)
+  local batch = redis.call('zrangebyscore', P..'due', '-inf', NOW, 'LIMIT', offset, 64)
   if #batch == 0 then return false end
   for _, sk in ipairs(batch) do
     local lk = redis.call('hget', P..'lk', sk)
@@ -102,7 +109,7 @@ while true do
       redis.call('hset', P..'rlock', lk, sk)
       redis.call('hset', P..'state', sk, 'running')
       redis.call('hset', P..'owner', sk, ARGV[2])
-      redis.call('zadd', P..'running', ARGV[4], sk)
+      redis.call('zadd', P..'running', ARGV[3], sk)
       return redis.call('hget', P..'body', sk)
     end
   end
@@ -110,32 +117,33 @@ while true do
 end
 """
 
-# ARGV: P, sk, lk, owner, msg, now, tz_offset
+# ARGV: P, sk, lk, owner, msg, tz_offset
 _COMPLETE = _LIB + """
 local ok = owned(ARGV[2], ARGV[4])
 if ok then
   release_running(ARGV[2], ARGV[3])
   forget(ARGV[2])
 end
-wake_same_key(ARGV[3], ARGV[5], ARGV[6])
+wake_same_key(ARGV[3], ARGV[5])
 if ok then return 1 else return 0 end
 """
 
-# ARGV: P, sk, lk, owner, lease_before, body, not_before, msg, now, tz_offset
+# ARGV: P, sk, lk, owner, lease_before, body, delay, msg, tz_offset
 _RESCHEDULE = _LIB + """
 if not owned(ARGV[2], ARGV[4], ARGV[5]) then return 'lost' end
 release_running(ARGV[2], ARGV[3])
 if redis.call('hsetnx', P..'plock', ARGV[3], ARGV[2]) == 0 then
   forget(ARGV[2])
-  wake_same_key(ARGV[3], ARGV[8], ARGV[9])
+  wake_same_key(ARGV[3], ARGV[8])
   return 'folded'
 end
-set_pending(ARGV[2], ARGV[3], ARGV[6], ARGV[7])
-wake(ARGV[8], ARGV[7], ARGV[9])
+local due = NOW + tonumber(ARGV[7])
+set_pending(ARGV[2], ARGV[3], ARGV[6], due)
+wake(ARGV[8], due)
 return 'retried'
 """
 
-# ARGV: P, sk, lk, owner, lease_before, body, msg, now, tz_offset
+# ARGV: P, sk, lk, owner, lease_before, body, msg, tz_offset
 _DEAD = _LIB + """
 local ok = owned(ARGV[2], ARGV[4], ARGV[5])
 if ok then
@@ -147,7 +155,7 @@ if ok then
   redis.call('zrem', P..'active', ARGV[2])
   redis.call('zadd', P..'failed', 0, ARGV[2])
 end
-wake_same_key(ARGV[3], ARGV[7], ARGV[8])
+wake_same_key(ARGV[3], ARGV[7])
 if ok then return 1 else return 0 end
 """
 
@@ -172,29 +180,29 @@ forget(ARGV[2])
 return 1
 """
 
-# ARGV: P, sk, body, now, msg, tz_offset
+# ARGV: P, sk, body, msg, tz_offset
 _RETRY_FAILED = _LIB + """
 if redis.call('hget', P..'state', ARGV[2]) ~= 'failed' then return 0 end
 local lk = redis.call('hget', P..'lk', ARGV[2])
 if redis.call('hsetnx', P..'plock', lk, ARGV[2]) == 0 then
   forget(ARGV[2])
-  wake_same_key(lk, ARGV[5], ARGV[4])
+  wake_same_key(lk, ARGV[4])
   return 1
 end
 redis.call('zrem', P..'failed', ARGV[2])
-set_pending(ARGV[2], lk, ARGV[3], ARGV[4])
-wake(ARGV[5], ARGV[4], ARGV[4])
+set_pending(ARGV[2], lk, ARGV[3], NOW)
+wake(ARGV[4], NOW)
 return 1
 """
 
-# ARGV: P, now, msg, cap
+# ARGV: P, msg, cap
 _TOP_UP = _LIB + """
 local claimable = 0
-for _, sk in ipairs(redis.call('zrangebyscore', P..'due', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[4]))) do
+for _, sk in ipairs(redis.call('zrangebyscore', P..'due', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[3]))) do
   if redis.call('hexists', P..'rlock', redis.call('hget', P..'lk', sk)) == 0 then claimable = claimable + 1 end
 end
 local missing = claimable - redis.call('llen', KEYS[1])
-for _ = 1, missing do redis.call('lpush', KEYS[1], ARGV[3]) end
+for _ = 1, missing do redis.call('lpush', KEYS[1], ARGV[2]) end
 if missing < 0 then return 0 end
 return missing
 """
@@ -217,27 +225,24 @@ class RedisJobStore:
         pass
 
     def add(self, env: Envelope, wake: bytes) -> bool:
-        now = time.time()
-        return self._run("add", env.storage_key, env.lock_key, env.to_json(), env.not_before, wake, now,
-                         _offset()) == 1
+        delay = max(env.not_before - env.created_at, 0.0)
+        return self._run("add", env.storage_key, env.lock_key, env.to_json(), delay, wake, _offset()) == 1
 
     def claim_next(self, owner: str, now: float, lease_until: float) -> Envelope | None:
-        body = self._run("claim", owner, now, lease_until)
+        body = self._run("claim", owner, lease_until)
         return Envelope.from_json(body) if body else None
 
     def complete(self, env: Envelope, owner: str, wake: bytes) -> bool:
-        now = time.time()
-        return self._run("complete", env.storage_key, env.lock_key, owner, wake, now, _offset()) == 1
+        return self._run("complete", env.storage_key, env.lock_key, owner, wake, _offset()) == 1
 
     def reschedule(self, env: Envelope, owner: str, wake: bytes, lease_before: float = NO_LEASE_CHECK) -> str:
-        now = time.time()
-        res = self._run("reschedule", env.storage_key, env.lock_key, owner, lease_before, env.to_json(),
-                        env.not_before, wake, now, _offset())
+        delay = max(env.not_before - time.time(), 0.0)
+        res = self._run("reschedule", env.storage_key, env.lock_key, owner, lease_before, env.to_json(), delay,
+                        wake, _offset())
         return res.decode() if isinstance(res, bytes) else res
 
     def dead_letter(self, env: Envelope, owner: str, wake: bytes, lease_before: float = NO_LEASE_CHECK) -> bool:
-        now = time.time()
-        return self._run("dead", env.storage_key, env.lock_key, owner, lease_before, env.to_json(), wake, now,
+        return self._run("dead", env.storage_key, env.lock_key, owner, lease_before, env.to_json(), wake,
                          _offset()) == 1
 
     def heartbeat(self, owner: str, lease_until: float) -> int:
@@ -277,7 +282,7 @@ class RedisJobStore:
         if found is None or found[1] != "failed":
             return False
         env = found[0].with_(attempts=0, not_before=now, failed_at=None)
-        return self._run("retry_failed", storage_key, env.to_json(), now, wake, _offset()) == 1
+        return self._run("retry_failed", storage_key, env.to_json(), wake, _offset()) == 1
 
     def count_pending(self, horizon: float, cap: int) -> int:
         return min(self.conn.zcount(self.prefix + "due", "-inf", horizon), cap)
@@ -286,4 +291,4 @@ class RedisJobStore:
         return min(self.conn.zcard(self.prefix + "failed"), cap)
 
     def top_up(self, now: float, wake: bytes, cap: int = 100) -> int:
-        return self._run("top_up", now, wake, cap)
+        return self._run("top_up", wake, cap)

@@ -119,6 +119,9 @@ class SqliteJobStore:
 
     def claim_next(self, owner: str, now: float, lease_until: float) -> Envelope | None:
         with self._tx() as conn:
+            # "Now" is read once the write lock is held: every job committed before this point
+            # was stamped earlier, so a wake-up can never miss the job it was issued for.
+            now = max(now, time.time())
             row = conn.execute(
                 "select storage_key, body from angos_jobs j where state = 'pending' and not_before <= ? "
                 "and not exists (select 1 from angos_jobs r where r.state = 'running' and r.lock_key = j.lock_key) "
@@ -235,6 +238,7 @@ class SqliteJobStore:
     def top_up(self, now: float, wake: bytes, cap: int = 100) -> int:
         """Add wake-ups so that every claimable job has one (repairs a wake-up lost in a crash)."""
         with self._tx() as conn:
+            now = max(now, time.time())
             claimable = conn.execute(
                 "select count(*) from (select 1 from angos_jobs j where state = 'pending' and not_before <= ? "
                 "and not exists (select 1 from angos_jobs r where r.state = 'running' and r.lock_key = j.lock_key) "

@@ -35,8 +35,13 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
 def drain_pids(server) -> list[int]:
-    return [p for p in server.worker_pids() if "--in-process" in _cmdline(p)]
+    return [p for p in _children(server.pid) if "--in-process" in _cmdline(p)]
 
 
 def _queue(server) -> JobQueue:
