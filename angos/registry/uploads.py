@@ -26,6 +26,7 @@ from ..oci.errors import (BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, R
                           SizeInvalid, TooLarge)
 from ..storage import NotFound
 from . import paths
+from .hashing import overlapped
 from .timestamps import format_ts, now
 
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -213,13 +214,15 @@ class _Counted:
         self.overflow = False
 
     def __iter__(self) -> Iterator[bytes]:
-        update = self.hasher.update
-        for chunk in self.chunks:
-            if not chunk:
-                continue
-            self.count += len(chunk)
-            if self.count > self.limit:
-                self.overflow = True
-                return
-            update(chunk)
-            yield chunk
+        # The hash of one chunk runs on a native thread while the store writes it and the
+        # next one is received; the hasher is complete once iteration ends (hashing.py).
+        with overlapped(self.hasher) as update:
+            for chunk in self.chunks:
+                if not chunk:
+                    continue
+                self.count += len(chunk)
+                if self.count > self.limit:
+                    self.overflow = True
+                    return
+                update(chunk)
+                yield chunk
