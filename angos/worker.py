@@ -10,6 +10,10 @@ CPU. Redis workers block on the queue and start jobs at once.
 Job kinds come from :data:`JOB_MODULES` (packages that register handlers with
 ``angos.queue.kinds``) plus ``$ANGOS_JOB_MODULES``.
 
+The worker reloads its configuration files when they change: handlers see the
+new configuration from the next job on (a file that fails validation is
+logged and ignored); queue storage and pool sizes need a restart.
+
 ``--in-process`` is internal: the server starts the worker that way as its
 in-process drain when ``[global.job_queue]`` is absent (it then uses the
 queue defaults and exits when the server does).
@@ -63,4 +67,5 @@ def run(args, config_paths) -> int:
                          "[global.job_queue] with backend = \"sqlite\", or backend = \"redis\" and url = "
                          "\"redis://host:6379/0\"); without it the server drains the queues itself")
     queues = tuple(dict.fromkeys(args.queues or QUEUES))
-    return run_consumers(cfg, queues, poll, JOB_MODULES, parent_pid=parent)
+    return run_consumers(cfg, queues, poll, JOB_MODULES, parent_pid=parent,
+                         config_paths=[os.path.abspath(p) for p in config_paths])

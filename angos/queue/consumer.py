@@ -133,7 +133,50 @@ def start_in_worker(cfg, queues, job_modules=(), poll_interval: float = 0.05) ->
              os.getpid())
 
 
-def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid: int | None = None) -> int:
+class _ConfigWatcher:
+    """Reload the configuration files when they change (SPEC 3): a valid new config applies to the
+    next job; an invalid one is logged and the old one kept. Queue storage, pool sizes and the
+    presence of [global.job_queue] only change with a restart."""
+
+    def __init__(self, paths, cfg):
+        self.paths = list(paths or ())
+        self.cfg = cfg
+        self.stamp = self._stamp()
+
+    def _stamp(self):
+        out = []
+        for path in self.paths:
+            try:
+                st = os.stat(path)
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append(None)
+        return out
+
+    def poll(self):
+        stamp = self._stamp()
+        if stamp == self.stamp:
+            return None
+        self.stamp = stamp
+        from ..config import load_config
+        from ..oci.errors import AngosError
+
+        try:
+            new = load_config(self.paths)
+        except AngosError as exc:
+            log.error("configuration reload failed, keeping the previous one: %s", exc)
+            return None
+        old = queue_config(self.cfg), self.cfg.global_.job_queue is None
+        if (queue_config(new).backend, queue_config(new).url, new.global_.job_queue is None) != (
+                old[0].backend, old[0].url, old[1]):
+            log.warning("the job queue backend changed in the configuration; restart the worker to use it")
+        self.cfg = new
+        log.info("configuration reloaded")
+        return new
+
+
+def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid: int | None = None,
+                  config_paths=()) -> int:
     if parent_pid is not None:
         _die_with_parent()
     _quiet_huey()
@@ -173,7 +216,12 @@ def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid:
              ", ".join(registered_kinds()) or "none")
 
     health_at = time.monotonic()
+    watcher = _ConfigWatcher(config_paths, cfg)
     while not stop.wait(0.5):
+        new = watcher.poll()
+        if new is not None:
+            for q in jqs:
+                q.apply_config(new)
         if parent_pid is not None and os.getppid() != parent_pid:
             log.info("the server (pid %s) is gone; stopping", parent_pid)
             stop.set()

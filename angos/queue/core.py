@@ -15,6 +15,12 @@ logged and counted in ``angos_job_queue_enqueue_failures_total``).
 :meth:`JobQueue.submit` is the raising variant for callers that report
 errors themselves (scrub).
 
+Wake-up accounting: every change that makes a job runnable adds one wake-up in
+the same transaction (or Lua script) as the change, and a wake-up that finds
+nothing to claim is simply spent. A wake-up lost in a crash (popped by a
+process that was then killed) is re-issued by :meth:`top_up`, which every
+consumer runs every few seconds.
+
 Consumer contract (:meth:`JobQueue.run_next`, the Huey task): claim the next
 due job whose ``lock_key`` is not running anywhere, run its handler, then
 complete, retry with backoff (``min(min_ms × 2^attempts, max_ms)``) or
@@ -272,6 +278,12 @@ class JobQueue:
         log.info("job %s kind=%s failed (attempt %d/%d), %s (delay %.3fs): %s", job.storage_key, job.kind,
                  attempts, job.max_attempts, res, delay, error)
         return res
+
+    def apply_config(self, cfg) -> None:
+        """A reloaded configuration: handlers and retry settings use it from the next job on."""
+        self.cfg = cfg
+        self.qcfg = queue_config(cfg)
+        self.context.cfg = cfg
 
     def heartbeat(self) -> int:
         return self.store.heartbeat(self.owner, time.time() + self.lease_secs)

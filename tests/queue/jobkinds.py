@@ -72,3 +72,9 @@ def flaky(job, ctx):
 def metric(job, ctx):
     TEST_RUNS.inc()
     _append(_log(job), f"done {time.time():.6f} {os.getpid()}")
+
+
+@job_kind("test.config")
+def config(job, ctx):
+    """Record the repositories the draining process's current configuration declares."""
+    _append(_log(job), " ".join(["repos", *sorted(ctx.cfg.repository)]))

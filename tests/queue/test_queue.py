@@ -237,3 +237,22 @@ def test_reclaim_never_takes_over_a_job_whose_owner_renewed_its_lease(qenv):
     assert q.store.dead_letter(retry, owner, q._wake_msg(), seen_expired) is False
     assert q.reclaim() == 0
     assert q.get(claimed.storage_key)[1] == "running"
+
+
+def test_worker_applies_a_changed_configuration_to_later_jobs_and_ignores_an_invalid_one(qenv):
+    q = qenv.queue()
+    worker = qenv.worker()
+    counter = iter(range(10000))
+
+    def repos_seen_by_next_job():
+        key = f"cfg-{next(counter)}"
+        q.submit("test.config", key, {"dir": str(qenv.out)})
+        return wait_until(lambda: read_lines(qenv.out / f"{key}.log"), what="the job")[0][1:]
+
+    assert repos_seen_by_next_job() == []
+    qenv.configure(extra='[repository."added"]\n')
+    wait_until(lambda: repos_seen_by_next_job() == ["added"], what="the reloaded configuration")
+    qenv.config_path.write_text(qenv.config_path.read_text() + "\nnot valid toml [[[\n")
+    wait_until(lambda: "configuration reload failed, keeping the previous one" in worker.logs(),
+               what="the invalid file to be noticed")
+    assert repos_seen_by_next_job() == ["added"]
