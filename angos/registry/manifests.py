@@ -129,8 +129,14 @@ class ManifestService:
         if not policy.allow_missing_references:
             self._check_references(ns, parsed)
 
-        created_rev = self._store_revision(ns, d, parsed, body)
         author = self._author_time(source_ts)
+        if not by_digest:
+            # A tag write that will be refused must leave nothing behind: a stranded untagged
+            # revision's reference markers would keep its blobs alive forever (scrub
+            # --orphan-grants reclaims only unreferenced blobs). A hint read without the lock;
+            # _set_tag decides under it.
+            self._refuse(ns, reference, self.tags.get(ns, reference), d, author, policy, source_ts is not None)
+        created_rev = self._store_revision(ns, d, parsed, body)
         result = PutResult(d, str(parsed.subject.digest) if parsed.subject else None)
         events = []
         for t in tags:
@@ -189,13 +195,21 @@ class ManifestService:
                 current = None
             if current is not None and current.digest == str(d):
                 return False  # converged replay or a client re-push: nothing changed
-            if current is not None and immutable(tag, policy.immutable_tags, policy.immutable_exclusions):
-                raise Conflict(f"tag {tag} is immutable and already points at {current.digest}")
-            if replicated and current is not None and local_wins(current, author, str(d)):
-                raise ReplicationSuperseded(
-                    f"local tag {tag} ({current.digest}, {current.created_at}) is newer than the replicated write")
+            self._refuse(ns, tag, current, d, author, policy, replicated)
             self.tags.put(ns, tag, str(d), author)
             return True
+
+    @staticmethod
+    def _refuse(ns: str, tag: str, current: TagRecord | None, d: Digest, author: datetime, policy: WritePolicy,
+                replicated: bool) -> None:
+        """Raise when pointing ``tag`` (now ``current``) at ``d`` is not allowed."""
+        if current is None or current.digest == str(d):
+            return
+        if immutable(tag, policy.immutable_tags, policy.immutable_exclusions):
+            raise Conflict(f"tag {tag} is immutable and already points at {current.digest}")
+        if replicated and local_wins(current, author, str(d)):
+            raise ReplicationSuperseded(
+                f"local tag {tag} ({current.digest}, {current.created_at}) is newer than the replicated write")
 
     # -- deletes
 
