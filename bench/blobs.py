@@ -12,7 +12,10 @@ Protocol per server, as each client of that server would do it:
 Each repetition uploads a fresh variant of the data (see
 :class:`bench.data.BlobFile`), alternates which server goes first, and starts
 after ``os.sync()`` so one server's dirty pages are not written back during
-the other's measurement. Throughput is bytes / wall time of the whole flow.
+the other's measurement. With ``recycle`` each upload starts right after a
+scratch file of its size was written and deleted, so it writes into recycled
+rather than never-touched memory (see :func:`bench.data.recycle_memory`).
+Throughput is bytes / wall time of the whole flow.
 Alongside, the server's own CPU time is recorded (seconds per GiB moved),
 which explains a ratio better than wall time alone on a shared machine.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 import os
 
 from .client import Client
-from .data import BlobFile
+from .data import BlobFile, recycle_memory
 from .report import Metric
 from .servers import Stopwatch
 
@@ -44,13 +47,20 @@ def _record(metric: Metric, cpu: Metric | None, label: str, i: int, size: int, s
         f"server CPU {sw.cpu:.2f} s)")
 
 
-def measure_put(servers: dict, blob: BlobFile, repeats: int, metric: Metric, cpu: Metric | None, log) -> str:
+def _prepare(recycle: bool, blob: BlobFile, size: int) -> None:
+    os.sync()
+    if recycle:
+        recycle_memory(blob.path.parent, size + 64 * MiB)
+
+
+def measure_put(servers: dict, blob: BlobFile, repeats: int, metric: Metric, cpu: Metric | None, log,
+                recycle: bool = False) -> str:
     """Returns the digest of the last blob uploaded (present on both servers)."""
     digest = ""
     for i in range(repeats):
         digest = blob.variant(i)
         for label, srv in _ordered(servers, i):
-            os.sync()
+            _prepare(recycle, blob, blob.size)
             with Client(srv.port) as c:
                 with Stopwatch(srv) as sw:
                     if label == "angos":
@@ -79,11 +89,11 @@ def measure_get(servers: dict, digest: str, size: int, repeats: int, metric: Met
 
 
 def measure_chunked(servers: dict, blob: BlobFile, total: int, chunk: int, repeats: int, metric: Metric,
-                    cpu: Metric | None, log) -> None:
+                    cpu: Metric | None, log, recycle: bool = False) -> None:
     for i in range(repeats):
         digest = blob.variant(1000 + i, total)
         for label, srv in _ordered(servers, i):
-            os.sync()
+            _prepare(recycle, blob, total)
             with Client(srv.port) as c:
                 with Stopwatch(srv) as sw:
                     c.upload_chunked(REPO, digest, blob.fh, 0, total, chunk)

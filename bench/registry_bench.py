@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="angos gunicorn workers (default 2)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     p.add_argument("--tmpdir", help="parent directory for data (default: the system temp dir)")
+    p.add_argument("--recycle-memory", action="store_true",
+                   help="before each timed upload write and delete a scratch file of its size, so uploads "
+                        "write into recycled memory (see docs/performance.md)")
     args = p.parse_args(argv)
     args.measure = [m.strip() for m in args.measure.split(",") if m.strip()]
     unknown = set(args.measure) - set(MEASUREMENTS)
@@ -65,6 +68,8 @@ def header(sizes: dict, args) -> str:
     v = servers.versions()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     mode = "quick (smoke run, not for the record)" if args.quick else "full"
+    if args.recycle_memory:
+        mode += ", uploads into recycled memory"
     return "\n".join([
         f"Run: {now}, mode {mode}, median of {sizes['repeat']} repetitions",
         f"Machine: {m['nproc']} CPUs, {m['cpu']}, kernel {m['kernel']}, load average at start {m['load']}",
@@ -128,7 +133,8 @@ def run(args) -> list[Metric]:
         digest = None
         if "blob-put" in wanted:
             log("blob monolithic PUT")
-            digest = blobs.measure_put(srv, blob, reps, metrics["blob-put"], cpu["blob-put"], log)
+            digest = blobs.measure_put(srv, blob, reps, metrics["blob-put"], cpu["blob-put"], log,
+                                       args.recycle_memory)
         elif "blob-get" in wanted:
             log("blob upload for GET (not measured)")
             digest = blobs.measure_put(srv, blob, 1, Metric("setup", "MiB/s", True), None, lambda _m: None)
@@ -138,7 +144,7 @@ def run(args) -> list[Metric]:
         if "chunked" in wanted:
             log("chunked upload")
             blobs.measure_chunked(srv, blob, sizes["chunked"], sizes["chunk"], reps, metrics["chunked"],
-                                  cpu["chunked"], log)
+                                  cpu["chunked"], log, args.recycle_memory)
         if "manifest" in wanted:
             log("manifest GET (wrk)")
             manifests.measure(srv, args.connections, sizes["wrk_duration"], sizes["wrk_warmup"], reps,
