@@ -19,7 +19,6 @@ import logging
 import sys
 import threading
 import time
-from datetime import datetime
 
 from ..oci.digest import Digest
 from ..registry import paths
@@ -109,10 +108,6 @@ def age_secs(stamp: str | None, fallback_mtime: float | None = None) -> float | 
     if fallback_mtime is not None:
         return time.time() - fallback_mtime
     return None
-
-
-def epoch(ts: datetime | None) -> int:
-    return int(ts.timestamp()) if ts is not None else 0
 
 
 def namespaces(meta) -> list[str]:

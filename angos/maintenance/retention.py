@@ -54,7 +54,7 @@ from ..oci.errors import AngosError
 from ..registry import paths
 from ..registry.timestamps import parse_ts
 from ..storage import NotFound
-from .common import PhaseRun, build_registry_for_scrub, epoch, namespaces
+from .common import PhaseRun, build_registry_for_scrub, namespaces
 
 log = logging.getLogger("angos.maintenance.retention")
 
@@ -63,10 +63,18 @@ log = logging.getLogger("angos.maintenance.retention")
 class Candidate:
     tag: str | None
     digest: Digest
-    pushed_at: int
-    last_pulled_at: int
+    pushed: float           # exact times (seconds): ranking must not tie on whole seconds
+    pulled: float
     pushed_rank: int = 0
     pulled_rank: int | None = None
+
+    @property
+    def pushed_at(self) -> int:
+        return int(self.pushed)
+
+    @property
+    def last_pulled_at(self) -> int:
+        return int(self.pulled)
 
     @property
     def name(self) -> str:
@@ -110,7 +118,7 @@ def candidates(reg, ns: str) -> list[Candidate]:
         except Exception:  # noqa: BLE001
             continue
         tagged.add(str(d))
-        out.append(Candidate(tag, d, epoch(rec.created), _pulled(meta, ns, d)))
+        out.append(Candidate(tag, d, _secs(rec.created), _pulled(meta, ns, d)))
     for d in reg.manifests.list_revisions(ns):
         if str(d) in tagged:
             continue
@@ -118,20 +126,24 @@ def candidates(reg, ns: str) -> list[Candidate]:
             header = json.loads(meta.get(paths.revision(ns, d)).partition(b"\n")[0])
         except (NotFound, ValueError):
             continue
-        out.append(Candidate(None, d, epoch(parse_ts(header.get("created_at"))), _pulled(meta, ns, d)))
-    for rank, c in enumerate(sorted(out, key=lambda c: (-c.pushed_at, c.name))):
+        out.append(Candidate(None, d, _secs(parse_ts(header.get("created_at"))), _pulled(meta, ns, d)))
+    for rank, c in enumerate(sorted(out, key=lambda c: (-c.pushed, c.name))):
         c.pushed_rank = rank
-    pulled = [c for c in out if c.last_pulled_at > 0]
-    for rank, c in enumerate(sorted(pulled, key=lambda c: (-c.last_pulled_at, c.name))):
+    pulled = [c for c in out if c.pulled > 0]
+    for rank, c in enumerate(sorted(pulled, key=lambda c: (-c.pulled, c.name))):
         c.pulled_rank = rank
     return out
 
 
-def _pulled(meta, ns: str, d: Digest) -> int:
+def _secs(ts) -> float:
+    return ts.timestamp() if ts is not None else 0.0
+
+
+def _pulled(meta, ns: str, d: Digest) -> float:
     try:
-        return epoch(parse_ts(json.loads(meta.get(paths.pull_time(ns, d))).get("pulled_at")))
+        return _secs(parse_ts(json.loads(meta.get(paths.pull_time(ns, d))).get("pulled_at")))
     except (NotFound, ValueError, AttributeError):
-        return 0
+        return 0.0
 
 
 def protected(reg, ns: str, d: Digest) -> bool:

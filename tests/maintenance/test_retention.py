@@ -1,0 +1,106 @@
+"""``scrub --retention``: CEL rules say what to keep; the rest is deleted through the normal
+delete path, so the deletions replicate to downstreams."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import requests
+
+from angos.registry.timestamps import format_ts, now
+
+from ..replication.conftest import remote_digest, wait_for
+from .conftest import OCI, lines, push, scrub
+
+SOURCE = """\
+[server]
+bind_address = "127.0.0.1"
+port = @PORT@
+
+[blob_store.fs]
+root_dir = "@DATA@"
+
+[global.access_policy]
+default = "allow"
+
+[repository."topk"]
+[repository."topk".retention_policy]
+rules = ['image.tag == "latest"', 'top_pushed(2)']
+[[repository."topk".downstream]]
+name = "peer"
+url = "{peer}"
+
+[repository."aged"]
+[repository."aged".retention_policy]
+rules = ['image.pushed_at > now() - days(30)']
+[[repository."aged".downstream]]
+name = "peer"
+url = "{peer}"
+"""
+
+
+def _tags(server, ns: str) -> list[str]:
+    r = requests.get(server.v2(f"{ns}/tags/list"))
+    return r.json().get("tags") or [] if r.status_code == 200 else []
+
+
+def _aged_push(server, ns: str, tag: str, days: float) -> str:
+    """A write authored ``days`` ago (as a replicated push carries its origin's author time)."""
+    stamp = format_ts(now() - timedelta(days=days))
+    return push(server, ns, tag, f"{ns}:{tag}", headers={"X-Angos-Source-Timestamp": stamp})[0]
+
+
+def test_keep_top_k_and_max_age_rules_delete_exactly_the_expected_tags_and_the_deletions_replicate(angos_factory):
+    peer = angos_factory()
+    source = angos_factory(config_text=SOURCE.format(peer=peer.url))
+    digests = {}
+    for tag in ("latest", "t1", "t2", "t3", "t4", "t5"):     # pushed in this order: t5 is the newest
+        digests[("topk/app", tag)] = push(source, "topk/app", tag, f"topk:{tag}")[0]
+    for tag, days in (("old1", 40), ("old2", 35), ("mid", 29), ("oldsigned", 60)):
+        digests[("aged/app", tag)] = _aged_push(source, "aged/app", tag, days)
+    digests[("aged/app", "new1")] = push(source, "aged/app", "new1", "aged:new1")[0]
+    # A signature of oldsigned: a manifest with referrers is protected whatever the rules say.
+    signed = digests[("aged/app", "oldsigned")]
+    size = len(requests.get(source.v2(f"aged/app/manifests/{signed}"), headers={"Accept": OCI}).content)
+    sig = push(source, "aged/app", "sig-holder", "signature", subject={"mediaType": OCI, "digest": signed, "size": size})[0]
+    assert requests.delete(source.v2("aged/app/manifests/sig-holder")).status_code == 202  # leave it untagged
+    push(source, "free/app", "ancient", "free")  # no policy applies: never touched
+    for (ns, tag), d in digests.items():
+        assert wait_for(lambda ns=ns, tag=tag, d=d: remote_digest(peer, ns, tag) == d, timeout=30), (ns, tag)
+
+    dry = scrub(source, "--retention", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    planned = [re.match(r"DeleteTag namespace=(\S+) tag=(\S+) digest=(\S+)$", line).groups()
+               for line in lines(dry.stdout, "DeleteTag")]
+    expected = [("aged/app", "old1"), ("aged/app", "old2"), ("topk/app", "t1"), ("topk/app", "t2"), ("topk/app", "t3")]
+    assert sorted((ns, tag) for ns, tag, _ in planned) == expected
+    assert all(digests[(ns, tag)] == d for ns, tag, d in planned)
+    assert lines(dry.stdout, "DeleteManifest") == []       # the untagged signature is young: kept
+    assert _tags(source, "topk/app") == ["latest", "t1", "t2", "t3", "t4", "t5"]
+
+    real = scrub(source, "--retention")
+    assert real.returncode == 0, real.stderr
+    assert "deleted=5" in real.stdout
+    assert _tags(source, "topk/app") == ["latest", "t4", "t5"]
+    assert _tags(source, "aged/app") == ["mid", "new1", "oldsigned"]
+    assert _tags(source, "free/app") == ["ancient"]
+    assert requests.head(source.v2(f"aged/app/manifests/{sig}")).status_code == 200
+    # The deletions went through the event path: the downstream lost exactly the same tags.
+    assert wait_for(lambda: _tags(peer, "topk/app") == ["latest", "t4", "t5"], timeout=30), _tags(peer, "topk/app")
+    assert wait_for(lambda: _tags(peer, "aged/app") == ["mid", "new1", "oldsigned"], timeout=30)
+
+    again = scrub(source, "--retention", "--dry-run")
+    assert lines(again.stdout, "DeleteTag") == []
+
+
+def test_a_rule_that_does_not_compile_stops_the_phase_before_anything_is_deleted(angos_factory):
+    server = angos_factory(extra="""
+[global.retention_policy]
+rules = ['image.tag == ']
+""")
+    push(server, "nginx/app", "v1", "x")
+    r = scrub(server, "--retention")
+    assert r.returncode == 1
+    assert "global.retention_policy.rules[0]" in r.stderr and r.stderr.strip().count("\n") == 0
+    assert _tags(server, "nginx/app") == ["v1"]
