@@ -182,7 +182,8 @@ def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid:
     _quiet_huey()
     load_job_modules(job_modules)
     timeout = float(queue_config(cfg).drain_timeout_secs)
-    jqs = [JobQueue(cfg, name, poll_interval=poll_interval) for name in queues]
+    # The server's drain (parent_pid set) never creates a missing data root; the server's workers do.
+    jqs = [JobQueue(cfg, name, poll_interval=poll_interval, create_root=parent_pid is None) for name in queues]
     consumers = [AngosConsumer(q.huey, pool_size(cfg, q.name), poll_interval, timeout) for q in jqs]
 
     stop = threading.Event()

@@ -45,6 +45,7 @@ from huey.storage import SqliteStorage
 
 from .. import metrics as m
 from ..config import JobQueueConfig
+from ..oci.errors import AngosError
 from .envelope import QUEUES, Envelope, backoff_secs
 from .kinds import JobContext, TerminalJobError, handler_for
 from .sqlite_store import NO_LEASE_CHECK
@@ -105,8 +106,11 @@ class AngosRedisHuey(_NoRevoke, RedisHuey):
     pass
 
 
-def make_huey(cfg, queue: str, poll_interval: float = 1.0):
-    """Build the Huey instance of ``queue`` (``replication`` or ``cache``)."""
+def make_huey(cfg, queue: str, poll_interval: float = 1.0, create_root: bool = True):
+    """Build the Huey instance of ``queue`` (``replication`` or ``cache``).
+
+    ``create_root=False`` refuses to create a missing metadata root (the server's drain must not
+    recreate a data directory that vanished, e.g. an unmounted volume, on the disk beneath it)."""
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}; valid: {', '.join(QUEUES)}")
     jq = queue_config(cfg)
@@ -114,6 +118,9 @@ def make_huey(cfg, queue: str, poll_interval: float = 1.0):
         return AngosRedisHuey(f"angos_{queue}", url=jq.url, results=False, utc=True, blocking=True,
                               read_timeout=max(1, round(poll_interval)))
     directory = jobs_dir(cfg)
+    root = os.path.dirname(directory)
+    if not create_root and not os.path.isdir(root):
+        raise AngosError(f"the job queue's directory {root} does not exist")
     os.makedirs(directory, exist_ok=True)
     sync = bool(cfg.metadata.fs is not None and cfg.metadata.fs.sync_to_disk)
     return AngosSqliteHuey(queue, filename=os.path.join(directory, f"{queue}.db"), results=False, utc=True,
@@ -166,11 +173,12 @@ def owner_is_dead_here(owner: str) -> bool:
 
 
 class JobQueue:
-    def __init__(self, cfg, queue: str, huey=None, poll_interval: float = 1.0, lease_secs: float = LEASE_SECS):
+    def __init__(self, cfg, queue: str, huey=None, poll_interval: float = 1.0, lease_secs: float = LEASE_SECS,
+                 create_root: bool = True):
         self.cfg = cfg
         self.name = queue
         self.qcfg = queue_config(cfg)
-        self.huey = huey if huey is not None else make_huey(cfg, queue, poll_interval)
+        self.huey = huey if huey is not None else make_huey(cfg, queue, poll_interval, create_root)
         self.lease_secs = lease_secs
         self.owner = make_owner()
         self._task = self.huey.task(name=WAKE_TASK)(self.run_next)
