@@ -104,3 +104,20 @@ rules = ['image.tag == ']
     assert r.returncode == 1
     assert "global.retention_policy.rules[0]" in r.stderr and r.stderr.strip().count("\n") == 0
     assert _tags(server, "nginx/app") == ["v1"]
+
+
+def test_top_pulled_ranks_by_pull_time_and_a_non_boolean_rule_fails_open(angos_factory):
+    server = angos_factory(extra="""
+[global]
+update_pull_time = true
+[global.retention_policy]
+rules = ['top_pulled(1)', 'image.tag == "d" ? 42 : false']
+""")
+    for tag in ("a", "b", "c", "d"):
+        push(server, "pulls/app", tag, f"pulls:{tag}")
+    for tag in ("b", "c"):  # c is pulled last: the one top_pulled(1) keeps
+        assert requests.get(server.v2(f"pulls/app/manifests/{tag}"), headers={"Accept": OCI}).status_code == 200
+    real = scrub(server, "--retention")
+    assert real.returncode == 0, real.stderr
+    assert _tags(server, "pulls/app") == ["c", "d"]
+    assert "treating as 'retain' (fail-open)" in real.stderr and "rules[1]" in real.stderr
