@@ -129,3 +129,21 @@ def empty(status: int, headers: dict | None = None):
         resp.headers[k] = v
     resp.headers["Content-Length"] = "0"
     return resp
+
+
+NO_REDIRECT = "X-Angos-No-Redirect"
+
+
+def redirect_allowed(enabled: bool) -> bool:
+    """Whether a GET may answer 307 to the store: enabled in config and not refused by the
+    client with a non-empty ``X-Angos-No-Redirect`` other than ``0``/``false``."""
+    if not enabled:
+        return False
+    value = request.headers.get(NO_REDIRECT, "").strip().lower()
+    return value in ("", "0", "false")
+
+
+def redirect(location: str, headers: dict | None = None):
+    resp = empty(307, headers)
+    resp.headers["Location"] = location
+    return resp

@@ -64,6 +64,10 @@ class BlobService:
             raise BlobUnknown(f"blob {d} unknown to {ns}") from None
         return BlobHandle(d, info.size, self.blobs.local_path(key))
 
+    def redirect_url(self, d: Digest) -> str | None:
+        """A presigned URL for the bytes of ``d`` (S3), or None. Caller checked the grant (stat)."""
+        return self.blobs.presign(paths.blob_data(d))
+
     def open(self, ns: str, d: Digest, offset: int = 0) -> BinaryIO:
         try:
             return self.blobs.open_read(paths.blob_data(d), offset)

@@ -1,7 +1,9 @@
 """Manifest revisions: push, pull and delete, with tags and referrers kept in step.
 
 A revision file holds one JSON header line (media type, subject, created_at)
-followed by the exact bytes the client pushed. Tag updates, immutability and
+followed by the exact bytes the client pushed. On a metadata store that can
+presign URLs (S3) the bare body is also kept beside it, so a manifest GET can
+be answered with a 307 to the store. Tag updates, immutability and
 last-writer-wins run under the ``tag:<ns>:<tag>`` lock; events are emitted
 after the commit and only when local state changed.
 """
@@ -79,6 +81,12 @@ class ManifestService:
             return decode_revision(d, self.meta.get(paths.revision(ns, d)))
         except NotFound:
             return None
+
+    def redirect_url(self, ns: str, rev: Revision) -> str | None:
+        """A presigned URL serving ``rev``'s exact body with its media type, or None (filesystem)."""
+        if not self.meta.supports_presign:
+            return None
+        return self.meta.presign(paths.manifest_body(ns, rev.digest), rev.media_type)
 
     def has_revision(self, ns: str, d: Digest) -> bool:
         return self.meta.exists(paths.revision(ns, d))
@@ -169,6 +177,10 @@ class ManifestService:
     def _store_revision(self, ns: str, d: Digest, parsed: ParsedManifest, body: bytes) -> bool:
         key = paths.revision(ns, d)
         subject = str(parsed.subject.digest) if parsed.subject else None
+        if self.meta.supports_presign:
+            # The bare body, written before the revision so a revision always has one to
+            # redirect to (rewritten on every push, so a lost one heals like the markers).
+            self.meta.put(paths.manifest_body(ns, d), body)
         created = self.meta.put_if_absent(key, encode_revision(parsed.media_type, subject, body))
         # Markers and referrer entries are (re)written even for an existing revision,
         # so a crash between the revision and its markers heals on the next push.
@@ -258,6 +270,8 @@ class ManifestService:
         except Exception:  # noqa: BLE001 - a stored revision always parsed once; be lenient on delete
             targets = set()
         self.meta.delete(paths.revision(ns, d))
+        if self.meta.supports_presign:
+            self.meta.delete(paths.manifest_body(ns, d))
         for target in targets:
             self.meta.delete(paths.ref_marker(ns, target, d))
         if rev.subject:

@@ -10,6 +10,8 @@ Blob store::
 Metadata store::
 
     repositories/<ns>/_manifests/revisions/<alg>/<hex>   manifest revision (header line + body)
+    repositories/<ns>/_manifests/bodies/<alg>/<hex>      bare manifest body, only on stores that
+                                                          presign (S3): the target of a 307 redirect
     repositories/<ns>/_manifests/tags/<tag>              tag record {digest, created_at}
     repositories/<ns>/_layers/<alg>/<hex>                 ownership grant of a blob
     repositories/<ns>/_refs/<alg>/<hex>/<alg>-<hex>       "manifest M references blob/child B"
@@ -63,6 +65,10 @@ def namespace_dir(ns: str) -> str:
 
 def revision(ns: str, d: Digest) -> str:
     return f"{REPOS}/{ns}/_manifests/revisions/{d.algorithm}/{d.hex}"
+
+
+def manifest_body(ns: str, d: Digest) -> str:
+    return f"{REPOS}/{ns}/_manifests/bodies/{d.algorithm}/{d.hex}"
 
 
 def revisions_dir(ns: str) -> str:

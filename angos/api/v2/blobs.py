@@ -2,7 +2,9 @@
 
 GET from the filesystem returns the open file through ``wsgi.file_wrapper`` so
 the server sends it with zero-copy ``sendfile``; other servers get a bounded
-read loop.
+read loop. On S3 a GET answers 307 to a presigned URL instead when
+``global.enable_blob_redirect`` is on and the client did not send
+``X-Angos-No-Redirect``; HEAD and empty blobs are always answered here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from ...oci.digest import Digest
 from ...oci.errors import OciError
 from ...oci.reference import validate_name
 from ..gate import action
-from ..http import CHUNK, empty, registry
+from ..http import CHUNK, empty, redirect, redirect_allowed, registry
 
 bp = Blueprint("v2_blobs", __name__)
 
@@ -88,6 +90,13 @@ def get_blob(name: str, digest: str):
         resp.headers.update(headers)
         resp.headers["Content-Length"] = str(length)
         return resp
+    # A Range we chose to ignore (multi-range, malformed) is served whole here: the store
+    # would interpret it its own way.
+    if (rng or not request.headers.get("Range")) and redirect_allowed(reg.cfg.global_.enable_blob_redirect):
+        # S3: the client fetches the bytes (and its Range) from the store directly.
+        url = reg.blobs.redirect_url(d)
+        if url:
+            return redirect(url, {"Docker-Content-Digest": str(d)})
     fh = reg.blobs.open(name, d, start)
     if "gunicorn.socket" in request.environ:
         # gunicorn's file wrapper (sent with sendfile by angos.server) honours Content-Length.

@@ -1,6 +1,9 @@
 """Manifests: HEAD/GET/PUT/DELETE by tag or digest, ``?tag=`` on by-digest PUTs
 (``OCI-Tag``), ``OCI-Subject`` for manifests with a subject, and the
-``X-Angos-Source-Timestamp`` header that marks a replicated write."""
+``X-Angos-Source-Timestamp`` header that marks a replicated write. On an S3
+metadata store a GET answers 307 to a presigned URL of the bare body (with the
+manifest's media type) when ``global.enable_manifest_redirect`` is on and the
+client did not send ``X-Angos-No-Redirect``."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from ...oci.errors import ManifestInvalid, TooLarge
 from ...oci.reference import validate_name, validate_tag
 from ...registry.timestamps import parse_ts
 from ..gate import action
-from ..http import empty, read_bounded, registry
+from ..http import empty, read_bounded, redirect, redirect_allowed, registry
 
 bp = Blueprint("v2_manifests", __name__)
 
@@ -36,6 +39,10 @@ def get_manifest(name: str, reference: str):
     rev = reg.manifests.get(name, _reference(reference))
     if request.method == "GET":
         reg.record_pull(name, rev.digest)
+        if redirect_allowed(reg.cfg.global_.enable_manifest_redirect):
+            url = reg.manifests.redirect_url(name, rev)  # served with rev.media_type as Content-Type
+            if url:
+                return redirect(url, {"Docker-Content-Digest": str(rev.digest)})
     resp = current_app.response_class(b"" if request.method == "HEAD" else rev.body, status=200)
     resp.headers["Content-Type"] = rev.media_type
     resp.headers["Docker-Content-Digest"] = str(rev.digest)
