@@ -22,8 +22,9 @@ Semantics (rules say what to **keep**):
   and is logged at warning with ``treating as 'retain' (fail-open)``. Rules
   that do not compile stop the phase before anything is deleted.
 - Protected, never deleted: a manifest some index in the namespace lists as
-  a child, and a manifest with referrers (signatures, SBOMs); a tag pointing
-  at one is kept too.
+  a child, a manifest with referrers (signatures, SBOMs), and a referrer
+  whose subject is still present (a signature goes with its image, not
+  before it); a tag pointing at one is kept too.
 - One snapshot per run: a revision this run leaves untagged is evaluated on
   the next run (as untagged), so a dry run lists exactly what the real run
   does.
@@ -147,8 +148,15 @@ def _pulled(meta, ns: str, d: Digest) -> float:
 
 
 def protected(reg, ns: str, d: Digest) -> bool:
+    """An index child, a manifest with referrers, or a referrer whose subject is still here."""
     meta = reg.meta_store
-    return bool(meta.children(paths.ref_dir(ns, d))) or bool(meta.children(paths.referrers_dir(ns, d)))
+    if meta.children(paths.ref_dir(ns, d)) or meta.children(paths.referrers_dir(ns, d)):
+        return True
+    try:
+        subject = json.loads(meta.get(paths.revision(ns, d)).partition(b"\n")[0]).get("subject")
+        return bool(subject) and reg.manifests.has_revision(ns, Digest.parse(subject))
+    except (NotFound, ValueError, AttributeError):
+        return False
 
 
 def keep(c: Candidate, rules: list, now_secs: int) -> bool:

@@ -11,7 +11,7 @@ import requests
 from angos.registry.timestamps import format_ts, now
 
 from ..replication.conftest import remote_digest, wait_for
-from .conftest import OCI, lines, push, scrub
+from .conftest import OCI, lines, manifest_body, push, scrub
 
 SOURCE = """\
 [server]
@@ -55,7 +55,19 @@ def test_keep_top_k_and_max_age_rules_delete_exactly_the_expected_tags_and_the_d
     peer = angos_factory()
     source = angos_factory(config_text=SOURCE.format(peer=peer.url))
     digests = {}
-    for tag in ("latest", "t1", "t2", "t3", "t4", "t5"):     # pushed in this order: t5 is the newest
+    digests[("topk/app", "latest")] = push(source, "topk/app", "latest", "topk:latest")[0]
+    # Two untagged manifests, older than t1: a plain one (deleted: not in the top 2) and a
+    # signature of latest (kept: a referrer stays while its subject does).
+    latest = digests[("topk/app", "latest")]
+    latest_size = len(requests.get(source.v2(f"topk/app/manifests/{latest}"), headers={"Accept": OCI}).content)
+    body, topk_sig, _ = manifest_body(source, "topk/app", "sig of latest",
+                                      subject={"mediaType": OCI, "digest": latest, "size": latest_size})
+    assert requests.put(source.v2(f"topk/app/manifests/{topk_sig}"), data=body,
+                        headers={"Content-Type": OCI}).status_code == 201
+    body, untagged, _ = manifest_body(source, "topk/app", "untagged")
+    assert requests.put(source.v2(f"topk/app/manifests/{untagged}"), data=body,
+                        headers={"Content-Type": OCI}).status_code == 201
+    for tag in ("t1", "t2", "t3", "t4", "t5"):     # pushed in this order: t5 is the newest
         digests[("topk/app", tag)] = push(source, "topk/app", tag, f"topk:{tag}")[0]
     for tag, days in (("old1", 40), ("old2", 35), ("mid", 29), ("oldsigned", 60)):
         digests[("aged/app", tag)] = _aged_push(source, "aged/app", tag, days)
@@ -66,7 +78,7 @@ def test_keep_top_k_and_max_age_rules_delete_exactly_the_expected_tags_and_the_d
     sig = push(source, "aged/app", "sig-holder", "signature", subject={"mediaType": OCI, "digest": signed, "size": size})[0]
     assert requests.delete(source.v2("aged/app/manifests/sig-holder")).status_code == 202  # leave it untagged
     push(source, "free/app", "ancient", "free")  # no policy applies: never touched
-    for (ns, tag), d in digests.items():
+    for (ns, tag), d in [*digests.items(), (("topk/app", untagged), untagged), (("topk/app", topk_sig), topk_sig)]:
         assert wait_for(lambda ns=ns, tag=tag, d=d: remote_digest(peer, ns, tag) == d, timeout=30), (ns, tag)
 
     dry = scrub(source, "--retention", "--dry-run")
@@ -76,12 +88,14 @@ def test_keep_top_k_and_max_age_rules_delete_exactly_the_expected_tags_and_the_d
     expected = [("aged/app", "old1"), ("aged/app", "old2"), ("topk/app", "t1"), ("topk/app", "t2"), ("topk/app", "t3")]
     assert sorted((ns, tag) for ns, tag, _ in planned) == expected
     assert all(digests[(ns, tag)] == d for ns, tag, d in planned)
-    assert lines(dry.stdout, "DeleteManifest") == []       # the untagged signature is young: kept
+    assert lines(dry.stdout, "DeleteManifest") == [f"DeleteManifest namespace=topk/app digest={untagged}"]
     assert _tags(source, "topk/app") == ["latest", "t1", "t2", "t3", "t4", "t5"]
 
     real = scrub(source, "--retention")
     assert real.returncode == 0, real.stderr
-    assert "deleted=5" in real.stdout
+    assert "deleted=6" in real.stdout
+    assert remote_digest(source, "topk/app", untagged) is None
+    assert remote_digest(source, "topk/app", topk_sig) == topk_sig
     assert _tags(source, "topk/app") == ["latest", "t4", "t5"]
     assert _tags(source, "aged/app") == ["mid", "new1", "oldsigned"]
     assert _tags(source, "free/app") == ["ancient"]
@@ -89,6 +103,8 @@ def test_keep_top_k_and_max_age_rules_delete_exactly_the_expected_tags_and_the_d
     # The deletions went through the event path: the downstream lost exactly the same tags.
     assert wait_for(lambda: _tags(peer, "topk/app") == ["latest", "t4", "t5"], timeout=30), _tags(peer, "topk/app")
     assert wait_for(lambda: _tags(peer, "aged/app") == ["mid", "new1", "oldsigned"], timeout=30)
+    assert wait_for(lambda: remote_digest(peer, "topk/app", untagged) is None, timeout=30)
+    assert remote_digest(peer, "topk/app", topk_sig) == topk_sig
 
     again = scrub(source, "--retention", "--dry-run")
     assert lines(again.stdout, "DeleteTag") == []
