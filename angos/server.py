@@ -243,6 +243,10 @@ def run(args, config_paths) -> int:
         from .auth.tls import ReloadingTLS
 
         ReloadingTLS(cfg.server.tls)  # unreadable certificates fail start-up with one line
+    if cfg.metadata.lock_strategy.kind == "s3":
+        from .storage.s3_locks import S3Locks
+
+        S3Locks(cfg.metadata.s3, cfg.metadata.lock_strategy.s3)  # probes If-None-Match; one line if ignored
     return run_server(cfg, config_paths)
 
 
