@@ -7,9 +7,9 @@ surface it. ``angos replicate`` is ``angos scrub --replicate``.
 
 One module per phase: :mod:`angos.replication.reconcile` (``--replicate``),
 :mod:`.orphans` (``--replication-orphans``, ``--cache-orphans``),
-:mod:`.repair` (``--tags``, ``--manifests``, ``--referrers``),
-:mod:`.retention`, :mod:`.grants` (``--orphan-grants``), :mod:`.uploads`
-(``--uploads``, ``--multipart``) and :mod:`.blobs`. Every phase honours
+:mod:`.tags`, :mod:`.manifests`, :mod:`.referrers` (repairs),
+:mod:`.retention`, :mod:`.grants` (``--orphan-grants``), :mod:`.uploads`,
+:mod:`.multipart` and :mod:`.blobs`. Every phase honours
 ``--dry-run`` (report, change nothing) and is safe while the server runs.
 """
 
@@ -84,12 +84,12 @@ _PHASE_RUNNERS = {
     "replicate": _replicate,
     "replication-orphans": _orphans("replication"),
     "cache-orphans": _orphans("cache"),
-    "tags": _plain("repair", "run_tags"),
-    "manifests": _plain("repair", "run_manifests"),
-    "referrers": _plain("repair", "run_referrers"),
+    "tags": _plain("tags", "run_tags"),
+    "manifests": _plain("manifests", "run_manifests"),
+    "referrers": _plain("referrers", "run_referrers"),
     "retention": _plain("retention"),
     "orphan-grants": _aged("orphan-grants", "grants"),
     "uploads": _aged("uploads", "uploads"),
-    "multipart": _aged("multipart", "uploads", "run_multipart"),
+    "multipart": _aged("multipart", "multipart"),
     "blobs": _plain("blobs"),
 }

@@ -1,4 +1,4 @@
-"""``scrub --uploads AGE``: delete abandoned upload sessions; ``scrub --multipart AGE``.
+"""``scrub --uploads AGE``: delete abandoned upload sessions.
 
 An upload session (``uploads/<id>/`` in the blob store: ``info`` with
 ``started_at``, ``data`` with the bytes so far) is removed when
@@ -15,10 +15,6 @@ of a large blob would be cut off just because it *started* long ago. The
 removal runs under the session's ``upload:<id>`` lock (the one every
 append and completion holds) and re-checks idleness there, so a chunk being
 written is never cut in half.
-
-``--multipart AGE`` aborts S3 multipart uploads older than AGE when the blob
-store offers ``abort_multipart_older_than(seconds)``; the filesystem backend
-has none, and says so.
 
 ``--dry-run`` prints one line per session::
 
@@ -86,26 +82,3 @@ def run(cfg, age: float, dry_run: bool, out=print, registry=None) -> int:
         except Exception as exc:  # noqa: BLE001 - one bad session must not stop the sweep
             phase.problem("uploads: session %s: %s", upload_id, exc)
     return phase.finish(("stale", "kept") if dry_run else ("deleted", "kept"))
-
-
-def run_multipart(cfg, age: float, dry_run: bool, out=print, registry=None) -> int:
-    reg = registry or build_registry_for_scrub(cfg)
-    phase = PhaseRun("multipart", dry_run, out)
-    abort = getattr(reg.blob_store, "abort_multipart_older_than", None)
-    if abort is None:
-        out(f"multipart: nothing to do: the {reg.blob_store.name} blob store has no multipart uploads")
-        return 0
-    try:
-        aborted = abort(age, dry_run=dry_run)
-    except TypeError:
-        if dry_run:
-            out("multipart: this blob store cannot preview aborts; nothing done (dry run)")
-            return phase.finish()
-        aborted = abort(age)
-    except Exception as exc:  # noqa: BLE001 - report it as the phase's problem
-        phase.problem("multipart: aborting old uploads failed: %s", exc)
-        return phase.finish()
-    for item in aborted or ():
-        phase.act(f"AbortMultipart upload={item}")
-        phase.count("would_abort" if dry_run else "aborted")
-    return phase.finish(("would_abort",) if dry_run else ("aborted",))

@@ -85,3 +85,10 @@ def test_malformed_duration_is_a_one_line_error(angos_factory):
     r = scrub(server, "--uploads", "soon")
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0 and "--uploads" in r.stderr
+
+
+def test_multipart_on_the_filesystem_backend_has_nothing_to_do_and_succeeds(angos_factory):
+    server = angos_factory(start=False)
+    r = scrub(server, "--multipart", "1d")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "multipart: nothing to do: the fs blob store has no multipart uploads"
