@@ -19,7 +19,8 @@ next run removes them). Deletion uses the queue's admin operations, so a job
 is removed only in the state it was listed in. ``--dry-run`` prints one line
 per job and deletes nothing::
 
-    DeleteOrphanJob queue=<q> state=<pending|failed> kind=<kind> repository=<r> target=<downstream or upstream> key=<storage key>
+    DeleteOrphanJob queue=<q> state=<pending|failed> kind=<kind> repository=<r>
+                    target=<downstream or upstream> key=<storage key>   (one line)
 """
 
 from __future__ import annotations

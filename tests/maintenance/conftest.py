@@ -45,7 +45,8 @@ def put_blob(server, ns: str, data: bytes) -> dict:
     return {"mediaType": LAYER, "digest": d, "size": len(data)}
 
 
-def manifest_body(server, ns: str, seed: str, layers: int = 1, subject: dict | None = None) -> tuple[bytes, str, list[str]]:
+def manifest_body(server, ns: str, seed: str, layers: int = 1,
+                  subject: dict | None = None) -> tuple[bytes, str, list[str]]:
     """Upload a config and ``layers`` layers derived from ``seed``; return (manifest body, its digest, blob digests)."""
     cfg = put_blob(server, ns, json.dumps({"seed": seed}).encode())
     cfg["mediaType"] = CONFIG

@@ -29,7 +29,8 @@ def test_dangling_and_corrupt_tags_stale_markers_and_referrer_entries_are_repair
     A, B, R = Digest.parse(a), Digest.parse(b), Digest.parse(r)
 
     # Damage.
-    _key(server, paths.tag(ns, "gone")).write_text(json.dumps({"digest": MISSING, "created_at": "2026-01-01T00:00:00Z"}))
+    _key(server, paths.tag(ns, "gone")).write_text(json.dumps({"digest": MISSING,
+                                                               "created_at": "2026-01-01T00:00:00Z"}))
     _key(server, paths.tag(ns, "broken")).write_text("{not json")
     lost_marker = _key(server, paths.ref_marker(ns, Digest.parse(b_blobs[1]), B))
     lost_marker.unlink()

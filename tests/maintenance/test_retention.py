@@ -75,7 +75,8 @@ def test_keep_top_k_and_max_age_rules_delete_exactly_the_expected_tags_and_the_d
     # A signature of oldsigned: a manifest with referrers is protected whatever the rules say.
     signed = digests[("aged/app", "oldsigned")]
     size = len(requests.get(source.v2(f"aged/app/manifests/{signed}"), headers={"Accept": OCI}).content)
-    sig = push(source, "aged/app", "sig-holder", "signature", subject={"mediaType": OCI, "digest": signed, "size": size})[0]
+    sig = push(source, "aged/app", "sig-holder", "signature",
+               subject={"mediaType": OCI, "digest": signed, "size": size})[0]
     assert requests.delete(source.v2("aged/app/manifests/sig-holder")).status_code == 202  # leave it untagged
     push(source, "free/app", "ancient", "free")  # no policy applies: never touched
     for (ns, tag), d in [*digests.items(), (("topk/app", untagged), untagged), (("topk/app", topk_sig), topk_sig)]:
