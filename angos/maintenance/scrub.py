@@ -15,6 +15,8 @@ One module per phase: :mod:`angos.replication.reconcile` (``--replicate``),
 
 from __future__ import annotations
 
+import logging
+
 from ..oci.errors import AngosError
 
 # Order matters: reconcile first; job orphans; consistency repairs before anything
@@ -40,6 +42,11 @@ def run(args, config_paths) -> int:
         if flag in selected:  # a typo in a duration fails before any phase changes anything
             parse_age(getattr(args, flag.replace("-", "_")), f"--{flag}")
     cfg = load_config(config_paths)
+    if cfg.metadata.lock_strategy.kind == "memory" and not args.dry_run and set(selected) - {"replicate"}:
+        # Process-local locks cannot exclude a running server's writers: only the age gates protect them.
+        logging.getLogger("angos.maintenance").warning(
+            "the memory lock strategy is not shared with a running server; run scrub while the server is "
+            "stopped, or configure a shared lock strategy (file, redis, s3)")
     rc = 0
     for name in selected:
         rc |= _PHASE_RUNNERS[name](cfg, args)
