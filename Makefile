@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_TEST_PACKAGES := skopeo docker-registry redis-server apache2-utils wrk
+# The package test (tests/packaging) builds the .deb, runs lintian and systemd-analyze.
+DEB_BUILD_PACKAGES := build-essential dpkg-dev debhelper dh-virtualenv python3-venv
+APT_TEST_PACKAGES := skopeo docker-registry redis-server apache2-utils wrk $(DEB_BUILD_PACKAGES) lintian systemd
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast bench deb clean sysdeps venv
@@ -44,6 +46,11 @@ test-fast: $(STAMP)
 
 bench: sysdeps $(STAMP)
 	$(PY) -m bench
+
+# dist/angos_<version>_<arch>.deb (packaging/deb/build.sh; see README "Install from the Debian package").
+deb:
+	@$(MAKE) --no-print-directory sysdeps APT_TEST_PACKAGES="$(DEB_BUILD_PACKAGES)"
+	packaging/deb/build.sh dist
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
