@@ -123,3 +123,33 @@ def test_unknown_queue_and_malformed_parameters_are_404_on_listings_and_400_on_m
         assert requests.request(method, url, params={"queue": "replication"}, timeout=10).status_code == 404
         assert requests.request(method, f"{server.url}/_ext/_jobs{path.replace(key, 'not-a-key')}",
                                 params={"queue": "replication"}, timeout=10).status_code == 404
+
+
+def test_policy_sees_each_jobs_action_and_the_queue(angos_factory):
+    # Allow-list: cache listings, failed listings without a queue, mutations on the replication queue.
+    server = angos_factory(config_text="""
+        [server]
+        bind_address = "127.0.0.1"
+        port = @PORT@
+        workers = 1
+
+        [global.access_policy]
+        default = "deny"
+        rules = ["request.action == 'list-jobs' && has(request.queue) && request.queue == 'cache'",
+                 "request.action == 'list-failed-jobs' && !has(request.queue)",
+                 "request.action in ['retry-job', 'delete-job'] && request.queue == 'replication'"]
+
+        [blob_store.fs]
+        root_dir = "@DATA@"
+        """.replace("\n        ", "\n"), env=JOB_ENV)
+    key = "000001a21bbb3955-9821e8f2-de16-41e7-a5fa-da3a989a28d6"
+    assert jobs(server, queue="cache").status_code == 200
+    assert jobs(server, queue="replication").status_code == 401
+    assert jobs(server, "/failed").status_code == 200  # queue absent: defaults to cache
+    assert jobs(server, "/failed", queue="cache").status_code == 401
+    for method, path in (("post", f"/failed/{key}/retry"), ("delete", f"/failed/{key}"),
+                         ("delete", f"/pending/{key}")):
+        r = requests.request(method, f"{server.url}/_ext/_jobs{path}", params={"queue": "cache"}, timeout=10)
+        assert r.status_code == 401 and "WWW-Authenticate" in r.headers
+        r = requests.request(method, f"{server.url}/_ext/_jobs{path}", params={"queue": "replication"}, timeout=10)
+        assert r.status_code == 404  # allowed through to the handler: the job does not exist
