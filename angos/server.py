@@ -244,9 +244,9 @@ def run(args, config_paths) -> int:
 
         ReloadingTLS(cfg.server.tls)  # unreadable certificates fail start-up with one line
     if cfg.metadata.lock_strategy.kind == "s3":
-        from .storage.s3_locks import S3Locks
+        from .storage.s3_locks import probe_before_fork
 
-        S3Locks(cfg.metadata.s3, cfg.metadata.lock_strategy.s3)  # probes If-None-Match; one line if ignored
+        probe_before_fork(cfg.metadata.s3, cfg.metadata.lock_strategy.s3)  # If-None-Match honoured? one line if not
     return run_server(cfg, config_paths)
 
 

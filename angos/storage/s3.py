@@ -425,8 +425,11 @@ class S3Store(ObjectStore):
         return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGN_TTL)
 
     def check(self) -> None:
-        with self._errors():
-            self.client.head_bucket(Bucket=self.bucket)
+        try:
+            with self._errors():
+                self.client.head_bucket(Bucket=self.bucket)
+        except NotFound:  # HEAD has no error body: a bare 404 here means the bucket is gone
+            raise StorageUnavailable(f"S3 bucket {self.bucket!r} does not exist") from None
 
     def abort_multipart_older_than(self, seconds: float) -> int:
         """Abort multipart uploads under this store's prefix started more than ``seconds`` ago."""

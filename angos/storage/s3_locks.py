@@ -174,3 +174,38 @@ class S3Locks(LockManager):
             self.store.check()
         except StorageUnavailable as exc:
             raise Unavailable(f"S3 lock backend unreachable: {exc}") from None
+
+
+def probe_before_fork(store_cfg, lock_cfg) -> None:
+    """Run the conditional-write probe in a forked child and raise its ConfigError here.
+
+    The gunicorn master must not import boto3/urllib3 itself: its workers monkey-patch
+    ``ssl`` with gevent after forking, and modules that imported ``ssl`` first break
+    (RecursionError). A child process keeps the master clean.
+    """
+    import os
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.close(read_fd)
+        message = b""
+        try:
+            S3Locks(store_cfg, lock_cfg)
+        except ConfigError as exc:
+            message = str(exc).encode()
+        except BaseException as exc:  # noqa: BLE001 - report anything else as a probe failure
+            message = f"metadata_store.s3.lock_strategy.s3: probing the S3 endpoint failed: {exc}".encode()
+        os.write(write_fd, message)
+        os._exit(0)
+    os.close(write_fd)
+    chunks = []
+    while True:
+        block = os.read(read_fd, 65536)
+        if not block:
+            break
+        chunks.append(block)
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    if chunks:
+        raise ConfigError(b"".join(chunks).decode(errors="replace"))

@@ -243,3 +243,42 @@ def test_s3_lock_strategy_refuses_to_start_on_an_endpoint_ignoring_conditional_w
         assert len(lines) == 1 and "does not honour conditional writes" in lines[0], proc.stderr
     finally:
         proxy.shutdown()
+
+
+def test_readyz_follows_s3_reachability_and_requests_fail_503_meanwhile(tmp_path_factory):
+    """A dedicated moto (S3 state is in memory: a restart comes back empty, the bucket is recreated)."""
+    from tests.conftest import wait_http
+
+    exe = Path(ANGOS[0]).parent / "moto_server"
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def start_moto():
+        proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_http(endpoint + "/moto-api/", proc, timeout=30)
+        return proc
+
+    moto = start_moto()
+    bucket = make_bucket(endpoint)
+    workdir = tmp_path_factory.mktemp("s3-outage")
+    sport = free_port()
+    server = AngosServer(workdir, s3_server_config(sport, endpoint, bucket, False, workers=1), sport)
+    try:
+        server.start()
+        assert requests.get(server.url + "/readyz").status_code == 200
+        push_image(server, "outage/app", "sha256", tag="v1")
+        moto.terminate()
+        moto.wait(10)
+        r = requests.get(server.url + "/readyz")
+        assert r.status_code == 503 and "S3" in r.json()["reason"]
+        r = requests.get(server.v2("outage/app/manifests/v1"))
+        assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
+        moto = start_moto()
+        make_bucket(endpoint, bucket)
+        wait_until(lambda: requests.get(server.url + "/readyz").status_code == 200, what="readiness after S3 returned")
+        assert push_image(server, "outage/app", "sha256", tag="v2")[0]
+    finally:
+        server.stop(timeout=10)
+        moto.terminate()
+        moto.wait(10)
