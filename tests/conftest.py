@@ -150,8 +150,16 @@ def angos_factory(tmp_path_factory):
         return server
 
     yield make
+    stop_all(servers)
+
+
+def stop_all(servers, timeout: float = 10) -> None:
+    """Stop servers in parallel: signal every one, then wait (a graceful stop takes seconds each)."""
     for s in servers:
-        s.stop(timeout=10)
+        if s.proc is not None and s.proc.poll() is None:
+            s.proc.send_signal(signal.SIGTERM)
+    for s in servers:
+        s.stop(timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ..conftest import ANGOS, AngosServer, angos_config, free_port
+from ..conftest import ANGOS, AngosServer, angos_config, free_port, stop_all
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -80,8 +80,7 @@ def module_server(tmp_path_factory):
         return server
 
     yield make
-    for s in servers:
-        s.stop(timeout=10)
+    stop_all(servers)
 
 
 def digest_of(data: bytes) -> str:
