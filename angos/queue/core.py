@@ -1,7 +1,7 @@
 """The queue itself: ``make_huey(cfg, queue)`` and :class:`JobQueue`.
 
 ``make_huey`` is the one place a Huey instance is built: ``SqliteHuey`` on
-``<metadata fs root>/_jobs/<queue>.db`` by default, ``RedisHuey`` (blocking
+``<metadata fs root>/_jobs/pending/<queue>/queue.db`` by default, ``RedisHuey`` (blocking
 pops) with ``[global.job_queue] backend = "redis"``. Huey carries *wake-ups*:
 one message per runnable job, each meaning "claim the next due job". The
 job state itself (envelope, pending/running/failed) lives in a store beside
@@ -62,6 +62,15 @@ def queue_config(cfg) -> JobQueueConfig:
     return cfg.global_.job_queue or JobQueueConfig()
 
 
+def queue_db(cfg, queue: str) -> str:
+    """The SQLite file of ``queue``: ``<metadata fs root>/_jobs/pending/<queue>/queue.db``.
+
+    The directory is the one the operator guide names for pending jobs; the one
+    database holds the queue's pending, running and dead-lettered jobs (and
+    Huey's wake-up tables)."""
+    return os.path.join(jobs_dir(cfg), "pending", queue, "queue.db")
+
+
 def jobs_dir(cfg) -> str:
     """Where the SQLite queues live: ``<metadata fs root>/_jobs``.
 
@@ -117,14 +126,13 @@ def make_huey(cfg, queue: str, poll_interval: float = 1.0, create_root: bool = T
     if jq.backend == "redis":
         return AngosRedisHuey(f"angos_{queue}", url=jq.url, results=False, utc=True, blocking=True,
                               read_timeout=max(1, round(poll_interval)))
-    directory = jobs_dir(cfg)
-    root = os.path.dirname(directory)
+    path = queue_db(cfg, queue)
+    root = os.path.dirname(jobs_dir(cfg))
     if not create_root and not os.path.isdir(root):
         raise AngosError(f"the job queue's directory {root} does not exist")
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     sync = bool(cfg.metadata.fs is not None and cfg.metadata.fs.sync_to_disk)
-    return AngosSqliteHuey(queue, filename=os.path.join(directory, f"{queue}.db"), results=False, utc=True,
-                           fsync=True if sync else None, timeout=5)
+    return AngosSqliteHuey(queue, filename=path, results=False, utc=True, fsync=True if sync else None, timeout=5)
 
 
 def under_gevent() -> bool:

@@ -64,6 +64,8 @@ def test_server_without_job_queue_runs_jobs_in_one_drain_and_shows_their_metrics
 
     wait_until(scraped, what="handler metrics on the server's /metrics")
     assert len(drain_pids(server)) == 1  # one consumer for the whole server, not one per gunicorn worker
+    for queue in ("replication", "cache"):  # where the operator guide says pending jobs persist
+        assert (server.workdir / "data" / "_jobs" / "pending" / queue / "queue.db").is_file()
     q.close()
 
 
