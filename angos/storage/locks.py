@@ -91,7 +91,11 @@ class FileLocks(LockManager):
         path = self._path(name)
         started = time.monotonic()
         with self._local.lock(path):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the lock directory was removed under us: recreate it
+                os.makedirs(self.directory, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 deadline = started + self.timeout
                 delay = 0.0005
