@@ -50,8 +50,12 @@ class AngosConsumer(Consumer):
     def __init__(self, huey, workers: int, poll_interval: float, shutdown_timeout: float,
                  worker_type: str = "thread"):
         self._poll = poll_interval
-        super().__init__(huey, workers=workers, periodic=False, initial_delay=poll_interval, backoff=1.0,
-                         max_delay=poll_interval, worker_type=worker_type, check_worker_health=True,
+        # Huey's worker sleeps only when a poll finds nothing (SQLite) or the queue errors (both).
+        # SQLite: a fixed short poll. Redis pops block, so sleeping means Redis is failing: back off.
+        blocking = getattr(huey.storage, "blocking", False)
+        super().__init__(huey, workers=workers, periodic=False, initial_delay=poll_interval,
+                         backoff=2.0 if blocking else 1.0, max_delay=10.0 if blocking else poll_interval,
+                         worker_type=worker_type, check_worker_health=True,
                          shutdown_timeout=shutdown_timeout, graceful_signal="TERM")
 
     def _create_scheduler(self):
