@@ -83,7 +83,20 @@ def header(sizes: dict, args) -> str:
     ])
 
 
+def preflight(wanted: list[str]) -> None:
+    """Fail before minutes of measuring if a tool a chosen measurement needs is missing."""
+    need = {"docker-registry": "docker-registry"}
+    if "manifest" in wanted:
+        need["wrk"] = "wrk"
+    if "skopeo" in wanted:
+        need["skopeo"] = "skopeo"
+    missing = sorted(pkg for tool, pkg in need.items() if shutil.which(tool) is None)
+    if missing:
+        raise SystemExit(f"bench: missing tools; install them with: apt-get install {' '.join(missing)}")
+
+
 def run(args) -> list[Metric]:
+    preflight(args.measure)
     sizes = dict(QUICK if args.quick else FULL)
     if args.repeat:
         sizes["repeat"] = args.repeat
