@@ -46,6 +46,8 @@ def run_one(name: str, argv: list[str]) -> int:
     try:
         rc = main(argv) if takes_argv else main()
     except SystemExit as exc:
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
         rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return rc or 0
 
