@@ -32,6 +32,8 @@ class FsStore(ObjectStore):
         self.root = os.path.abspath(root_dir)
         self.sync = sync_to_disk
         os.makedirs(self.root, exist_ok=True)
+        st = os.stat(self.root)
+        self._identity = (st.st_dev, st.st_ino)
 
     def _path(self, key: str) -> str:
         # Keys come from angos.registry.paths, which only admits validated names;
@@ -203,6 +205,11 @@ class FsStore(ObjectStore):
     def check(self) -> None:
         if not os.path.isdir(self.root) or not os.access(self.root, os.W_OK):
             raise StorageUnavailable(f"{self.root} is not a writable directory")
+        st = os.stat(self.root)
+        if (st.st_dev, st.st_ino) != self._identity:
+            # Unmounted, moved or replaced since start-up: serving from a fresh empty
+            # directory would look healthy while every existing blob is missing.
+            raise StorageUnavailable(f"{self.root} is no longer the directory Angos started with")
 
 
 def _unlink(path: str) -> None:
