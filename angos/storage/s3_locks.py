@@ -152,6 +152,9 @@ class S3Locks(LockManager):
                 if attempt < self.cfg.max_retries:
                     time.sleep(delay * random.uniform(0.5, 1.5))
         except StorageUnavailable as exc:
+            from .. import metrics as m
+
+            m.LOCK_ACQUISITIONS.labels(self.backend, "error").inc()
             raise Unavailable(f"S3 lock backend unreachable: {exc}") from None
         self._acquired(started, False)
         raise LockTimeout(f"lock {name!r} still held elsewhere after {self.cfg.max_retries} retries")

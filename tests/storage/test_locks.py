@@ -123,3 +123,21 @@ def test_s3_lock_strategy_refuses_an_endpoint_that_ignores_conditional_writes(mo
         S3Locks(None, S3Lock(), store=s3_store(moto_server, s3_bucket))
     finally:
         proxy.shutdown()
+
+
+def test_acquisitions_and_timeouts_are_counted_per_backend(two_managers):
+    from prometheus_client import REGISTRY
+
+    a, b = two_managers
+
+    def sample(result):
+        return REGISTRY.get_sample_value("lock_acquisitions_total", {"backend": a.backend, "result": result}) or 0
+
+    acquired, timeouts = sample("acquired"), sample("timeout")
+    with a.lock("metric"):
+        with pytest.raises(LockTimeout):
+            with b.lock("metric"):
+                pass
+    assert sample("acquired") == acquired + 1
+    assert sample("timeout") == timeouts + 1
+    assert REGISTRY.get_sample_value("lock_acquisition_duration_ms_count", {"backend": a.backend}) >= 2
