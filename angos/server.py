@@ -267,7 +267,7 @@ def run_server(cfg, config_paths) -> int:
         import sys
 
         from .config import JobQueueConfig
-        from .queue.core import jobs_dir
+        from .queue.layout import jobs_dir
         from .queue.drain import DrainSupervisor
 
         os.makedirs(jobs_dir(cfg), exist_ok=True)  # the drain itself never creates a missing data root

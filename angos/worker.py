@@ -47,7 +47,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args, config_paths) -> int:
     from .config import load_config, parse_duration
     from .queue.consumer import run_consumers
-    from .queue.core import jobs_dir
+    from .queue.layout import jobs_dir
 
     try:
         poll = parse_duration(args.poll_interval)

@@ -15,9 +15,21 @@ lock_key, payload)`` returns True for a new job, False for a coalesced
 duplicate or a (logged, counted) failure, and never raises.
 """
 
-from .core import JobQueue, JobQueues, jobs_dir, make_huey
-from .envelope import QUEUES, STORAGE_KEY, Envelope, backoff_secs
-from .kinds import JobContext, RetryableJobError, TerminalJobError, job_kind, register
+import importlib
 
-__all__ = ["JobQueue", "JobQueues", "make_huey", "jobs_dir", "Envelope", "QUEUES", "STORAGE_KEY", "backoff_secs",
-           "JobContext", "RetryableJobError", "TerminalJobError", "job_kind", "register"]
+# Names resolve lazily (PEP 562): importing angos.queue.drain or .layout in the gunicorn
+# master must not pull in Huey and redis before the gevent workers patch the process.
+_EXPORTS = {
+    "JobQueue": "core", "JobQueues": "core", "make_huey": "core", "jobs_dir": "layout", "queue_db": "layout",
+    "Envelope": "envelope", "QUEUES": "envelope", "STORAGE_KEY": "envelope", "backoff_secs": "envelope",
+    "JobContext": "kinds", "RetryableJobError": "kinds", "TerminalJobError": "kinds", "job_kind": "kinds",
+    "register": "kinds",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -48,6 +48,7 @@ from ..config import JobQueueConfig
 from ..oci.errors import AngosError
 from .envelope import QUEUES, Envelope, backoff_secs
 from .kinds import JobContext, TerminalJobError, handler_for
+from .layout import jobs_dir, queue_db
 from .sqlite_store import NO_LEASE_CHECK
 
 log = logging.getLogger("angos.queue")
@@ -60,27 +61,6 @@ WAKE_TASK = "angos.wake"
 def queue_config(cfg) -> JobQueueConfig:
     """``[global.job_queue]``, or its defaults for the server's in-process drain."""
     return cfg.global_.job_queue or JobQueueConfig()
-
-
-def queue_db(cfg, queue: str) -> str:
-    """The SQLite file of ``queue``: ``<metadata fs root>/_jobs/pending/<queue>/queue.db``.
-
-    The directory is the one the operator guide names for pending jobs; the one
-    database holds the queue's pending, running and dead-lettered jobs (and
-    Huey's wake-up tables)."""
-    return os.path.join(jobs_dir(cfg), "pending", queue, "queue.db")
-
-
-def jobs_dir(cfg) -> str:
-    """Where the SQLite queues live: ``<metadata fs root>/_jobs``.
-
-    An S3 metadata store has no local root; without a Redis queue the server's
-    in-process drain then keeps its files in ``$ANGOS_JOBS_DIR`` (default
-    ``./_jobs``), which is logged at start-up.
-    """
-    if cfg.metadata.fs is not None:
-        return os.path.join(cfg.metadata.fs.root_dir, "_jobs")
-    return os.path.abspath(os.environ.get("ANGOS_JOBS_DIR", "_jobs"))
 
 
 class _NoRevoke:
