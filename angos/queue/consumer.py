@@ -16,7 +16,12 @@ Used by ``angos worker`` and by the server's in-process drain. Contract:
   runs again when a worker reclaims it. Repeated signals change nothing
   (SIGKILL is the way to stop at once).
 - ``parent_pid``: exit gracefully when that process goes away (the server's
-  in-process drain must never outlive its server).
+  in-process drain must never outlive its server);
+- the configuration files are re-read when they change; jobs that start
+  afterwards see the new configuration (an invalid file is logged, ignored).
+
+:func:`start_in_worker` is the variant for a gevent web worker (greenlet
+pools, the worker's own signal handling, graceful stop at process exit).
 """
 
 from __future__ import annotations
