@@ -2,12 +2,18 @@
 header parsing, pagination links and access to the per-app services.
 
 Bodies are never read whole: :func:`body_chunks` yields the request stream in
-1 MiB blocks, and :func:`read_bounded` refuses anything over a limit before
-reading past it.
+blocks of at most 1 MiB, and :func:`read_bounded` refuses anything over a limit
+before reading past it.
+
+Under gunicorn, a body with a ``Content-Length`` is received straight from the
+socket (see :func:`_gunicorn_length_body`): gunicorn's own reader copies every
+byte two or three more times through ``BytesIO`` buffers, which cost a 1 GiB
+upload about a fifth of its time.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from urllib.parse import urlencode
 
@@ -40,6 +46,10 @@ def has_body() -> bool:
 
 def body_chunks():
     """Yield the request body in blocks; constant memory for any size."""
+    direct = _gunicorn_length_body(request.environ.get("wsgi.input"))
+    if direct is not None:
+        yield from direct
+        return
     stream = request.stream
     read = stream.read
     while True:
@@ -47,6 +57,49 @@ def body_chunks():
         if not block:
             return
         yield block
+
+
+def _gunicorn_length_body(body):
+    """The rest of a ``Content-Length`` body read from gunicorn's socket, or None.
+
+    Only for gunicorn's ``Body`` over a ``LengthReader`` on a socket (checked by
+    shape; anything else, such as chunked transfer coding, uses the generic
+    path). Bytes gunicorn already holds come first, then ``recv`` results are
+    yielded as they arrive: one copy, from the kernel. The reader's remaining
+    length is kept exact, so whatever the application leaves unread is drained
+    by gunicorn as usual and a pipelined next request stays in its buffer.
+    """
+    reader = getattr(body, "reader", None)
+    if type(reader).__name__ != "LengthReader":
+        return None
+    unreader = getattr(reader, "unreader", None)
+    sock = getattr(unreader, "sock", None)
+    if (sock is None or not isinstance(getattr(reader, "length", None), int)
+            or not isinstance(getattr(body, "buf", None), io.BytesIO)
+            or not isinstance(getattr(unreader, "buf", None), io.BytesIO)):
+        return None
+    return _length_body(body, reader, unreader, sock)
+
+
+def _length_body(body, reader, unreader, sock):
+    held = body.buf.getvalue()  # already counted off reader.length
+    if held:
+        body.buf = io.BytesIO()
+        yield held
+    ahead = unreader.buf.getvalue()  # read from the socket, not yet counted; may hold the next request
+    if ahead and reader.length > 0:
+        n = min(len(ahead), reader.length)
+        unreader.buf = io.BytesIO()
+        unreader.buf.write(ahead[n:])
+        reader.length -= n
+        yield ahead[:n]
+    recv = sock.recv
+    while reader.length > 0:
+        data = recv(min(reader.length, CHUNK))
+        if not data:
+            return  # the client went away; the caller sees a short body
+        reader.length -= len(data)
+        yield data
 
 
 def read_bounded(limit: int, error=TooLarge) -> bytes:
