@@ -85,6 +85,7 @@ class SendfileGeventWorker(GeventWorker):
         super().__init__(*args, **kwargs)
         self._clients = {}   # handler greenlet -> its client socket
         self._idle = set()   # handler greenlets waiting for the next request on a keep-alive connection
+        self._served = set()  # handler greenlets whose connection already carried a request
 
     def init_process(self):
         from gunicorn.http import wsgi
@@ -108,6 +109,7 @@ class SendfileGeventWorker(GeventWorker):
         try:
             return super().handle_request(listener_name, req, sock, addr)
         finally:
+            self._served.add(gevent.getcurrent())
             gevent.sleep(0)
 
     def handle(self, listener, client, addr):
@@ -120,6 +122,7 @@ class SendfileGeventWorker(GeventWorker):
         finally:
             self._clients.pop(me, None)
             self._idle.discard(me)
+            self._served.discard(me)
 
     @contextlib.contextmanager
     def timeout_ctx(self):
@@ -146,7 +149,10 @@ class SendfileGeventWorker(GeventWorker):
         gunicorn closes it. A connection whose next request already arrived is left
         alone (it is served, then closed because the worker is stopping)."""
         client = self._clients.get(glet)
-        if client is None:
+        if client is None or glet not in self._served:
+            # A fresh connection's first request may be on the wire right now (a client
+            # that just connected, e.g. during a reload): let it be served (with
+            # Connection: close) rather than closed unanswered.
             return
         try:
             pending, = struct.unpack("i", fcntl.ioctl(client.fileno(), termios.FIONREAD, b"\0\0\0\0"))
