@@ -19,6 +19,7 @@ Start-up probes the endpoint: an S3 implementation that ignores
 ``If-None-Match`` would let two writers both "win" a lock, so a provider that
 accepts a second conditional create of the same key is refused with a
 :class:`~angos.config.ConfigError` naming the problem and the alternatives.
+An unreachable endpoint is only logged (``/readyz`` reports it).
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ class S3Locks(LockManager):
             first = self.store.put_if_absent(key, b"1")
             second = self.store.put_if_absent(key, b"2")
         except StorageUnavailable as exc:
-            raise ConfigError(f"metadata_store.s3.lock_strategy.s3: cannot probe the S3 endpoint: {exc}") from None
+            # An outage is not a verdict: start (readyz reports it) rather than let a
+            # worker respawned during an S3 blip take the whole server down.
+            log.warning("could not verify that the S3 endpoint honours conditional writes: %s", exc)
+            return
         finally:
             with contextlib.suppress(Exception):
                 self.store.delete(key)
