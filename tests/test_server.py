@@ -24,7 +24,7 @@ def _digest_of_blocks(block: bytes, count: int) -> str:
 def test_sigterm_lets_an_in_flight_upload_finish(angos_factory):
     server = angos_factory()
     block = b"g" * MiB
-    count = 40
+    count = 200
     digest = _digest_of_blocks(block, count)
     started = threading.Event()
     result = {}
@@ -33,7 +33,7 @@ def test_sigterm_lets_an_in_flight_upload_finish(angos_factory):
         for i in range(count):
             if i == 2:
                 started.set()
-            time.sleep(0.03)
+            time.sleep(0.005)
             yield block
 
     def push():

@@ -135,3 +135,16 @@ def test_with_a_memory_lock_the_single_web_worker_runs_jobs_itself(angos_factory
     assert re.search(r"^angos_test_job_runs_total 1\.0$", text, re.M)
     q.close()
     assert server.stop() == 0
+
+
+def test_sigterm_on_the_server_lets_a_running_in_process_job_finish(angos_factory, tmp_path):
+    server = angos_factory(env=JOB_ENV)
+    wait_until(lambda: drain_pids(server), what="the drain process")
+    q = _queue(server)
+    q.submit("test.record", "long", {"dir": str(tmp_path), "name": "long", "sleep": 3})
+    log = tmp_path / "long.log"
+    wait_until(lambda: read_lines(log), what="the job to start")
+    assert server.stop(timeout=60) == 0
+    assert [line[0] for line in read_lines(log)] == ["start", "end"]  # finished, not interrupted
+    assert q.list_pending()[0] == []  # and not left to run again
+    q.close()
