@@ -431,24 +431,28 @@ class S3Store(ObjectStore):
         except NotFound:  # HEAD has no error body: a bare 404 here means the bucket is gone
             raise StorageUnavailable(f"S3 bucket {self.bucket!r} does not exist") from None
 
-    def abort_multipart_older_than(self, seconds: float) -> int:
-        """Abort multipart uploads under this store's prefix started more than ``seconds`` ago."""
+    def abort_multipart_older_than(self, seconds: float, dry_run: bool = False) -> list[str]:
+        """Abort (or with ``dry_run`` only list) multipart uploads under this store's prefix
+        started more than ``seconds`` ago; returns one ``<key> (<upload id>)`` per upload."""
         cutoff = datetime.now(timezone.utc) - timedelta(seconds=seconds)
-        aborted = 0
+        done = []
         paginator = self.client.get_paginator("list_multipart_uploads")
         with self._errors():
             pages = list(paginator.paginate(Bucket=self.bucket, Prefix=self._dir("")))
         for page in pages:
             for up in page.get("Uploads", ()) or ():
-                if up["Initiated"] <= cutoff:
+                if up["Initiated"] > cutoff:
+                    continue
+                label = f"{self._rel(up['Key'])} ({up['UploadId']})"
+                if not dry_run:
                     try:
                         with self._errors(up["Key"]):
                             self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"],
                                                                UploadId=up["UploadId"])
-                        aborted += 1
                     except NotFound:
-                        continue
-        return aborted
+                        continue  # finished or aborted meanwhile
+                done.append(label)
+        return done
 
 
 class _Body(io.RawIOBase):

@@ -40,6 +40,34 @@ def test_abort_multipart_older_than_aborts_old_uploads_under_the_prefix_only(mot
     # moto reports a fixed 2010 "Initiated" time for every upload, so the age cut-off itself
     # cannot be exercised here; the prefix scoping and the abort are.
     assert mine in open_ids()
-    assert store.abort_multipart_older_than(60) == 1
+    listed = store.abort_multipart_older_than(60, dry_run=True)
+    assert listed == [f"blobs/x ({mine})"] and mine in open_ids()
+    assert store.abort_multipart_older_than(60) == listed
     assert mine not in open_ids() and theirs in open_ids()
     neighbour.abort_multipart_older_than(0)
+
+
+def test_scrub_multipart_aborts_abandoned_uploads_of_the_blob_store(moto_server, tmp_path):
+    import subprocess
+
+    from tests.conftest import ANGOS, make_bucket
+
+    from .conftest import s3_server_config
+
+    bucket = make_bucket(moto_server)
+    config = tmp_path / "config.toml"
+    config.write_text(s3_server_config(free_port(), moto_server, bucket, True, workers=1))
+    blobs = s3_store(moto_server, bucket, "blobs")
+    upload = blobs.client.create_multipart_upload(Bucket=bucket, Key=blobs._k("blobs/sha256/ab/abandoned"))["UploadId"]
+
+    def scrub(*flags):
+        res = subprocess.run(ANGOS + ["-c", str(config), "scrub", "--multipart", "1h", *flags], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    preview = scrub("--dry-run")
+    assert f"AbortMultipart upload=blobs/sha256/ab/abandoned ({upload})" in preview
+    assert blobs.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    scrub()
+    assert not blobs.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
