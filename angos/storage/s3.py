@@ -23,7 +23,8 @@ Keys map to ``<key_prefix>/<key>`` in one bucket. The contract is the one in
   part object and finally rewrites the tail with the new part count: that
   last PUT is the commit point, so an append that fails midway leaves the
   object at its previous size on every worker (stray part objects beyond n are
-  ignored and overwritten). Memory stays bounded by one part. ``move`` then
+  ignored and overwritten). Memory stays bounded by about two parts (the
+  block being sent and the buffer it was cut from). ``move`` then
   assembles the parts server-side into the destination with one multipart
   upload of ``UploadPartCopy`` parts (no bytes pass through this process), and
   a small upload (no full part yet) is a single ``CopyObject``.
