@@ -44,7 +44,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import requests
 
 from ..conftest import free_port, skopeo, wait_http
 from ..images import layout_digest, single_platform_image
