@@ -63,12 +63,17 @@ class ReplicationHandler:
         pipeline = Pipeline(self.registry, self._client(target.base_url, ds), ds, job.repository, job.namespace,
                             target)
         try:
-            if isinstance(job, PushJob):
-                outcome = pipeline.push(job.reference)
-            elif isinstance(job, DeleteJob):
-                outcome = pipeline.delete(job.reference, job.changed_at, job.subject)
-            else:  # pragma: no cover - job_from_payload only builds these
-                raise ReplicationFailed(f"unknown replication job {job!r}", retryable=False)
+            # A push and a delete of one reference have different queue keys (they must not
+            # coalesce) and could run at once: a push that resolved the tag just before it was
+            # deleted would then land after the delete. Serialising them per (downstream,
+            # namespace, reference) makes either order converge.
+            with self.registry.locks.lock(f"replicate:{ds.name}:{job.namespace}:{job.reference}"):
+                if isinstance(job, PushJob):
+                    outcome = pipeline.push(job.reference)
+                elif isinstance(job, DeleteJob):
+                    outcome = pipeline.delete(job.reference, job.changed_at, job.subject)
+                else:  # pragma: no cover - job_from_payload only builds these
+                    raise ReplicationFailed(f"unknown replication job {job!r}", retryable=False)
         except ReplicationFailed as exc:
             m.REPLICATION_PUSH.labels(ds.name, "failed").inc()
             log.warning("replication %s %s → %s/%s failed: %s", type(job).__name__, job.reference, ds.name,

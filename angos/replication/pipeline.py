@@ -1,7 +1,8 @@
 """The replication push and delete pipelines (idempotent, at-least-once).
 
 A push re-reads the *current* local state: the tag's digest at run time, not
-at enqueue time, so however many enqueues coalesced the newest state wins.
+at enqueue time, so however many enqueues coalesced the newest state wins. A
+delete does too: it is skipped when the reference exists locally again.
 Order of work, so the downstream never holds a manifest before its content:
 
 1. HEAD the manifest on the downstream: the same digest is ``converged``.
@@ -249,6 +250,16 @@ class Pipeline:
             raise ReplicationFailed(str(exc)) from exc
 
     def _delete(self, reference: str, changed_at: str | None, subject: str | None) -> Outcome:
+        # Like a push, a delete acts on the current local state: if the reference exists
+        # here again, it was written after the delete, and that write's push (pending or
+        # already run) carries the newer state. Deleting now would undo it downstream.
+        manifests = self.registry.manifests
+        if ":" in reference:
+            present = manifests.has_revision(self.ns, Digest.parse(reference))
+        else:
+            present = manifests.tag_record(self.ns, reference) is not None
+        if present:
+            return Outcome(NOOP, f"{self.ns}:{reference} was written again after the delete")
         resp = self.client.delete_manifest(self.remote, reference, changed_at)
         code = _error_code(resp)
         if resp.status_code in (200, 202, 204):

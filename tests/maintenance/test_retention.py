@@ -103,7 +103,7 @@ def test_keep_top_k_and_max_age_rules_delete_exactly_the_expected_tags_and_the_d
     assert requests.head(source.v2(f"aged/app/manifests/{sig}")).status_code == 200
     # The deletions went through the event path: the downstream lost exactly the same tags.
     assert wait_for(lambda: _tags(peer, "topk/app") == ["latest", "t4", "t5"], timeout=30), _tags(peer, "topk/app")
-    assert wait_for(lambda: _tags(peer, "aged/app") == ["mid", "new1", "oldsigned"], timeout=30)
+    assert wait_for(lambda: _tags(peer, "aged/app") == ["mid", "new1", "oldsigned"], timeout=30), _tags(peer, "aged/app")
     assert wait_for(lambda: remote_digest(peer, "topk/app", untagged) is None, timeout=30)
     assert remote_digest(peer, "topk/app", topk_sig) == topk_sig
 

@@ -49,3 +49,27 @@ def test_repush_of_same_digest_enqueues_nothing(angos_factory):
                 if line.startswith('angos_job_queue_enqueued_total{') and 'queue="replication"' in line]
     total = sum(float(line.rsplit(" ", 1)[1]) for line in enqueued)
     assert total == 1, enqueued
+
+
+def test_push_then_immediate_delete_never_leaves_the_tag_on_the_downstream(angos_factory):
+    peer = angos_factory()
+    source = angos_factory(config_text=source_config({"name": "peer", "url": peer.url}))
+    final = {}
+    for i in range(10):
+        body, d = _small_manifest(source, "nginx/churn", f"c{i}")
+        assert requests.put(source.v2(f"nginx/churn/manifests/t{i}"), data=body,
+                            headers={"Content-Type": OCI}).status_code == 201
+        assert requests.delete(source.v2(f"nginx/churn/manifests/t{i}")).status_code == 202
+        if i % 2:  # and every other tag comes straight back
+            assert requests.put(source.v2(f"nginx/churn/manifests/t{i}"), data=body,
+                                headers={"Content-Type": OCI}).status_code == 201
+            final[f"t{i}"] = d
+
+    def converged():
+        tags = requests.get(peer.v2("nginx/churn/tags/list")).json().get("tags") or []
+        return sorted(tags) == sorted(final) and all(remote_digest(peer, "nginx/churn", t) == d
+                                                     for t, d in final.items())
+
+    assert wait_for(converged, timeout=30), requests.get(peer.v2("nginx/churn/tags/list")).text
+    time.sleep(1.0)
+    assert converged()

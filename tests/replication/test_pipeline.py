@@ -117,6 +117,7 @@ def test_tag_delete_refused_by_distribution_is_unsupported(tmp_path, docker_regi
     content.image(reg, "nginx/app", "v1")
     p = _pipeline(cfg, reg, "nginx/app")
     assert p.push("v1").result == PUSHED
+    reg.manifests.delete("nginx/app", "v1")
     assert p.delete("v1", "2026-01-01T00:00:00.000000Z").result == UNSUPPORTED
 
 
@@ -126,6 +127,18 @@ def test_delete_on_angos_then_again_is_converged(tmp_path, angos_factory):
     content.image(reg, "nginx/app", "v1")
     p = _pipeline(cfg, reg, "nginx/app")
     assert p.push("v1").result == PUSHED
+    reg.manifests.delete("nginx/app", "v1")
     assert p.delete("v1", None).result == PUSHED
     assert _remote_digest(down.url, "nginx/app", "v1") is None
     assert p.delete("v1", None).result == CONVERGED
+
+
+def test_delete_of_a_reference_written_again_locally_is_skipped(tmp_path, angos_factory):
+    down = angos_factory()
+    cfg, reg = _local(tmp_path, down.url)
+    digest, _ = content.image(reg, "nginx/app", "v1")
+    p = _pipeline(cfg, reg, "nginx/app")
+    assert p.push("v1").result == PUSHED
+    # The tag still exists here: the delete job is stale and must not undo it downstream.
+    assert p.delete("v1", "2026-01-01T00:00:00.000000Z").result == NOOP
+    assert _remote_digest(down.url, "nginx/app", "v1") == digest
