@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..oci.digest import Digest, is_digest
 from ..oci.errors import (Conflict, DigestInvalid, ManifestBlobUnknown, ManifestUnknown, NameUnknown,
@@ -148,8 +148,9 @@ class ManifestService:
         result = PutResult(d, str(parsed.subject.digest) if parsed.subject else None)
         events = []
         for t in tags:
-            if self._set_tag(ns, t, d, author, policy, source_ts is not None):
-                events.append(ManifestPushed(ns, t, str(d), format_ts(author)))
+            written = self._set_tag(ns, t, d, author, policy, source_ts is not None)
+            if written is not None:
+                events.append(ManifestPushed(ns, t, str(d), written.created_at))
             result.tags.append(t)
         if by_digest and created_rev:
             events.append(ManifestPushed(ns, str(d), str(d), format_ts(author)))
@@ -197,8 +198,8 @@ class ManifestService:
         return created
 
     def _set_tag(self, ns: str, tag: str, d: Digest, author: datetime, policy: WritePolicy,
-                 replicated: bool) -> bool:
-        """Point ``tag`` at ``d``; returns True when the tag changed."""
+                 replicated: bool) -> TagRecord | None:
+        """Point ``tag`` at ``d``; returns the record written, or None when nothing changed."""
         with self.locks.lock(f"tag:{ns}:{tag}"):
             try:
                 current = self.tags.get(ns, tag)
@@ -206,10 +207,23 @@ class ManifestService:
                 log.exception("cannot read tag %s:%s before writing it", ns, tag)
                 current = None
             if current is not None and current.digest == str(d):
-                return False  # converged replay or a client re-push: nothing changed
+                return None  # converged replay or a client re-push: nothing changed
             self._refuse(ns, tag, current, d, author, policy, replicated)
-            self.tags.put(ns, tag, str(d), author)
-            return True
+            if not replicated:
+                author = self._local_write_time(current)
+            return self.tags.put(ns, tag, str(d), author)
+
+    @staticmethod
+    def _local_write_time(current: TagRecord | None) -> datetime:
+        """A client write's author time, taken under the tag lock and later than the state it
+        replaces: writes that queued on the lock (or came through another box with a slower
+        clock) then carry their commit order in their timestamps, which is what
+        last-writer-wins compares downstream."""
+        stamp = now()
+        previous = current.created if current is not None else None
+        if previous is not None and stamp <= previous:
+            stamp = previous + timedelta(microseconds=1)
+        return stamp
 
     @staticmethod
     def _refuse(ns: str, tag: str, current: TagRecord | None, d: Digest, author: datetime, policy: WritePolicy,
