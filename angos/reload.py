@@ -27,6 +27,18 @@ from .config import ConfigError, load_config
 log = logging.getLogger("angos.reload")
 
 
+def file_state(paths) -> tuple:
+    """A cheap fingerprint of files (inode, size, mtime); None for a missing file."""
+    state = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            state.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            state.append(None)
+    return tuple(state)
+
+
 def restart_only_changes(old, new) -> list[str]:
     """Names of options that differ between ``old`` and ``new`` but need a restart."""
     out = []
@@ -73,20 +85,10 @@ class ConfigWatcher:
         self.validate = validate
         self.notify = notify
         self.interval = interval
-        self._stamp = self._stamps()
+        self._stamp = file_state(self.paths)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-
-    def _stamps(self):
-        out = []
-        for p in self.paths:
-            try:
-                st = os.stat(p)
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except OSError:
-                out.append(None)
-        return tuple(out)
 
     def start(self) -> "ConfigWatcher":
         self._thread = threading.Thread(target=self._run, name="angos-config-watch", daemon=True)
@@ -98,7 +100,7 @@ class ConfigWatcher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            stamp = self._stamps()
+            stamp = file_state(self.paths)
             if stamp != self._stamp:
                 self._stamp = stamp
                 if self.reload_now():

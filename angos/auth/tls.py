@@ -31,26 +31,16 @@ import os
 import ssl
 
 from ..config import ConfigError
+from ..reload import file_state
 
 log = logging.getLogger("angos.tls")
-
-
-def _file_state(paths) -> tuple:
-    state = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-            state.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        except OSError:
-            state.append(None)
-    return tuple(state)
 
 
 class ReloadingTLS:
     def __init__(self, tls):
         self.tls = tls
         self.paths = [p for p in (tls.server_certificate_bundle, tls.server_private_key, tls.client_ca_bundle) if p]
-        self._state = _file_state(self.paths)
+        self._state = file_state(self.paths)
         try:
             self.context = self._build()
         except (OSError, ssl.SSLError) as exc:
@@ -70,7 +60,7 @@ class ReloadingTLS:
 
     def current(self) -> ssl.SSLContext:
         """The newest context that loaded, rebuilding it first when the files changed."""
-        state = _file_state(self.paths)
+        state = file_state(self.paths)
         if state != self._state:
             try:
                 fresh = self._build()
