@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,28 +33,10 @@ from pathlib import Path
 
 import requests
 
+from bench.servers import free_port, wait_url
+
 ROOT = Path(__file__).resolve().parent.parent
 OCI = "application/vnd.oci.image.manifest.v1+json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(url: str, proc, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            if requests.get(url, timeout=1).status_code in (200, 401):
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 class Procs:
@@ -90,7 +71,7 @@ class Procs:
         cfg.write_text(text)
         p = self.spawn([sys.executable, "-m", "angos.cli", "-c", str(cfg), "server"], f"{name}.log")
         url = f"http://127.0.0.1:{port}"
-        wait_up(url + "/healthz", p)
+        wait_url(url + "/healthz", p)
         return url, cfg
 
     def distribution(self, name: str) -> str:
@@ -106,7 +87,7 @@ class Procs:
             """))
         p = self.spawn(["docker-registry", "serve", str(cfg)], f"{name}.log")
         url = f"http://127.0.0.1:{port}"
-        wait_up(url + "/v2/", p)
+        wait_url(url + "/v2/", p)
         return url
 
     def close(self) -> None:

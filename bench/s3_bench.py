@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -35,29 +34,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import free_port, wait_url  # noqa: E402 - after the sys.path set-up
+
 MiB = 1024 * 1024
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, proc, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited before {url} answered")
-        try:
-            if requests.get(url, timeout=1).status_code in (200, 401):
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def _config(port: int, endpoint: str, bucket: str) -> str:
@@ -150,25 +129,25 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="angos-s3-bench-"))
     procs = []
     try:
-        mport = _free_port()
+        mport = free_port()
         endpoint = f"http://127.0.0.1:{mport}"
         moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
                                  str(mport)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         procs.append(moto)
-        _wait(endpoint + "/moto-api/", moto)
+        wait_url(endpoint + "/moto-api/", moto)
         import boto3
 
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
                      aws_secret_access_key="bench").create_bucket(Bucket="angos-bench")
-        port = _free_port()
+        port = free_port()
         (tmp / "config.toml").write_text(_config(port, endpoint, "angos-bench"))
         log = open(tmp / "server.log", "ab")
         server = subprocess.Popen([sys.executable, "-m", "angos.cli", "-c", str(tmp / "config.toml"), "server"],
                                   cwd=tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(server)
         base = f"http://127.0.0.1:{port}"
-        _wait(base + "/healthz", server)
+        wait_url(base + "/healthz", server)
         rows = []
 
         # -- push

@@ -24,40 +24,19 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.servers import free_port, wait_url  # noqa: E402 - after the sys.path set-up
+
 OCI = "application/vnd.oci.image.manifest.v1+json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(url: str, proc, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def _config(data: Path, port: int, downstream: str | None = None, workers: int = 2) -> str:
@@ -116,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         log = open(work / "downstream.log", "ab")
         server = subprocess.Popen([sys.executable, "-m", "angos.cli", "-c", str(down_cfg), "server"], cwd=work,
                                   stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        wait_up(f"http://127.0.0.1:{port}/healthz", server)
+        wait_url(f"http://127.0.0.1:{port}/healthz", server)
 
         t0 = time.monotonic()
         run = subprocess.run([sys.executable, "-m", "angos.cli", "-c", str(src_cfg), "scrub", "--replicate",

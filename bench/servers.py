@@ -41,6 +41,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_url(url: str, proc, timeout: float = 30.0, ok=(200, 401)) -> None:
+    """Wait until ``url`` answers with one of ``ok``; fail early if ``proc`` exits."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before {url} answered")
+        try:
+            if requests.get(url, timeout=1).status_code in ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec: the kernel sends SIGKILL to the
     # child when the harness dies, whatever killed it.

@@ -27,7 +27,6 @@ Contract:
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 
 from ..config import ConfigError

@@ -72,7 +72,7 @@ def _hash(blobs, d) -> str:
 
 def run(cfg, dry_run: bool, out=print, registry=None) -> int:
     reg = registry or build_registry_for_scrub(cfg)
-    meta, blobs, locks = reg.meta_store, reg.blob_store, reg.locks
+    meta, blobs = reg.meta_store, reg.blob_store
     grace = grace_secs()
     phase = PhaseRun("blobs", dry_run, out)
     held = _grants(meta)

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from typing import Iterable, Iterator
 
 from ..oci.digest import Digest, check_algorithm
-from ..oci.errors import (BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid,
+from ..oci.errors import (BlobUploadUnknown, DigestInvalid, RangeInvalid,
                           SizeInvalid, TooLarge)
 from ..storage import NotFound
 from . import paths

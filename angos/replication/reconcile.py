@@ -239,7 +239,7 @@ def run(cfg, dry_run: bool, out=print) -> int:
 
 def drain(cfg, queue, keys: set[str], timeout: float = 3600.0) -> None:
     """Run replication jobs until none of ``keys`` is pending or running (or ``timeout``)."""
-    from . import tasks  # noqa: F401 - registers the replication job kinds in this process
+    from . import tasks  # noqa: F401  (imported for its side effect: registers the job kinds)
 
     workers = cfg.global_.max_concurrent_replication_jobs
     deadline = time.monotonic() + timeout
