@@ -128,3 +128,28 @@ rules = ["identity.id == 'replicator'"]
     assert "skipped=2" in res.stdout and "enqueued=0" in res.stdout
     warnings = [line for line in res.stderr.splitlines() if "WARNING" in line and "downstream=locked" in line]
     assert len(warnings) == 2
+
+
+def test_prune_against_distribution_completes_as_unsupported_without_dead_letters(angos_factory,
+                                                                                  docker_registry_factory):
+    """Distribution refuses tag deletes; a prune there is reported unsupported, not retried forever."""
+    dist = docker_registry_factory()
+    source = angos_factory(config_text=source_config({"name": "mirror", "url": dist.url, "prune": True},
+                                                     extra=QUEUE_ONLY))
+    _put(source, "nginx/app", "v1", "v1")
+    extra = _put(source, "nginx/app", "extra", "extra")
+    assert scrub(source, "replicate").returncode == 0          # both tags now on the mirror
+    assert requests.delete(source.v2("nginx/app/manifests/extra")).status_code == 202
+    jobs = requests.get(source.url + "/_ext/_jobs?queue=replication").json()["jobs"]
+    for job in jobs:  # the live delete job: leave the work to reconcile's prune
+        requests.delete(source.url + f"/_ext/_jobs/pending/{job['storage_key']}?queue=replication")
+    dry = scrub(source, "scrub", "--replicate", "--dry-run")
+    assert _actions(dry.stdout) == ["EnqueueReplicationDelete downstream=mirror namespace=nginx/app tag=extra"]
+    real = scrub(source, "replicate")
+    assert real.returncode == 0, real.stderr
+    assert "enqueued=1" in real.stdout
+    assert requests.get(source.url + "/_ext/_jobs/failed?queue=replication").json()["failed"] == []
+    assert requests.get(source.url + "/_ext/_jobs?queue=replication").json()["jobs"] == []
+    r = requests.head(f"{dist.url}/v2/nginx/app/manifests/extra",
+                      headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == extra  # Distribution kept it
