@@ -9,7 +9,7 @@ import requests
 
 from ..conftest import ROOT
 from .conftest import remote_digest, source_config
-from .test_failures import OCI, _small_manifest
+from .test_failures import OCI, _locked_peer, _small_manifest
 
 QUEUE_ONLY = "\n[global.job_queue]\nmax_attempts = 5\nretry_backoff_min_ms = 50\nretry_backoff_max_ms = 200\n"
 
@@ -103,22 +103,7 @@ def test_event_only_and_filtered_namespaces_are_not_reconciled(angos_factory):
 
 
 def test_bad_credentials_skip_every_probe_and_exit_1(angos_factory):
-    from argon2 import PasswordHasher
-
-    pw = PasswordHasher().hash("right")
-    locked = angos_factory(config_text=f"""\
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-[blob_store.fs]
-root_dir = "@DATA@"
-[auth.identity.replicator]
-username = "replicator"
-password = "{pw}"
-[global.access_policy]
-default = "deny"
-rules = ["identity.id == 'replicator'"]
-""")
+    locked = _locked_peer(angos_factory, "identity.id == 'replicator'")  # the replicator's password is s3cret
     source = angos_factory(config_text=source_config(
         {"name": "locked", "url": locked.url, "username": "replicator", "password": "wrong"}, extra=QUEUE_ONLY))
     _put(source, "nginx/app", "v1", "1")
