@@ -239,21 +239,29 @@ def run(args, config_paths) -> int:
     # multiprocess directory must be in the environment before anything
     # (config validation included) imports it, or workers would keep private
     # counters that /metrics never sees.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="angos-metrics-")
-    from .auth import AccessControl
-    from .config import load_config
+    metrics_dir = tempfile.mkdtemp(prefix="angos-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    master = os.getpid()
+    try:
+        from .auth import AccessControl
+        from .config import load_config
 
-    cfg = load_config(config_paths)
-    AccessControl(cfg)  # validate policies once, before forking workers
-    if cfg.server.tls is not None:
-        from .auth.tls import ReloadingTLS
+        cfg = load_config(config_paths)
+        AccessControl(cfg)  # validate policies once, before forking workers
+        if cfg.server.tls is not None:
+            from .auth.tls import ReloadingTLS
 
-        ReloadingTLS(cfg.server.tls)  # unreadable certificates fail start-up with one line
-    if cfg.metadata.lock_strategy.kind == "s3":
-        from .storage.s3_locks import probe_before_fork
+            ReloadingTLS(cfg.server.tls)  # unreadable certificates fail start-up with one line
+        if cfg.metadata.lock_strategy.kind == "s3":
+            from .storage.s3_locks import probe_before_fork
 
-        probe_before_fork(cfg.metadata.s3, cfg.metadata.lock_strategy.s3)  # If-None-Match honoured? one line if not
-    return run_server(cfg, config_paths)
+            probe_before_fork(cfg.metadata.s3, cfg.metadata.lock_strategy.s3)  # If-None-Match honoured?
+        return run_server(cfg, config_paths)
+    finally:
+        # Also when start-up fails (bad config, port taken): no directory per attempt left in
+        # /tmp. Only in the master: a forked worker unwinds through this frame when it exits.
+        if os.getpid() == master:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def run_server(cfg, config_paths) -> int:
