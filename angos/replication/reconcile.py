@@ -126,7 +126,9 @@ def plan(cfg, registry, report: Report, progress: _Progress | None = None) -> li
                 if is_self_loop(target, ns, cfg.server.bind_address, cfg.server.port):
                     continue
                 key = (target.base_url, ds)
-                client = clients.get(key) or clients.setdefault(key, DownstreamClient(target.base_url, ds))
+                if key not in clients:  # one pooled client (and token cache) per downstream
+                    clients[key] = DownstreamClient(target.base_url, ds)
+                client = clients[key]
                 tags = {}
                 for tag in registry.manifests.list_tags(ns):
                     rec = registry.manifests.tag_record(ns, tag)
