@@ -55,6 +55,10 @@ def run(args, config_paths) -> int:
         raise AngosError(f"--poll-interval: {exc}") from None
     if poll <= 0:
         raise AngosError("--poll-interval: must be greater than zero")
+    from .reload import file_state
+
+    paths = [os.path.abspath(p) for p in config_paths]
+    stamp = file_state(paths)  # before reading, so an edit during start-up is still noticed
     cfg = load_config(config_paths)
     parent = None
     if args.in_process:
@@ -68,4 +72,4 @@ def run(args, config_paths) -> int:
                          "\"redis://host:6379/0\"); without it the server drains the queues itself")
     queues = tuple(dict.fromkeys(args.queues or QUEUES))
     return run_consumers(cfg, queues, poll, JOB_MODULES, parent_pid=parent,
-                         config_paths=[os.path.abspath(p) for p in config_paths])
+                         config_paths=paths, config_stamp=stamp)

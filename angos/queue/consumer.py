@@ -35,6 +35,7 @@ import time
 
 from huey.consumer import Consumer, Scheduler
 
+from ..reload import file_state
 from .core import JobQueue, queue_config
 from .kinds import load_job_modules, registered_kinds
 
@@ -147,23 +148,15 @@ class _ConfigWatcher:
     next job; an invalid one is logged and the old one kept. Queue storage, pool sizes and the
     presence of [global.job_queue] only change with a restart."""
 
-    def __init__(self, paths, cfg):
+    def __init__(self, paths, cfg, stamp=None):
         self.paths = list(paths or ())
         self.cfg = cfg
-        self.stamp = self._stamp()
-
-    def _stamp(self):
-        out = []
-        for path in self.paths:
-            try:
-                st = os.stat(path)
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except OSError:
-                out.append(None)
-        return out
+        # The fingerprint of the files as they were when ``cfg`` was read: taking it later
+        # would fold an edit made in between into the baseline and never apply it.
+        self.stamp = stamp if stamp is not None else file_state(self.paths)
 
     def poll(self):
-        stamp = self._stamp()
+        stamp = file_state(self.paths)
         if stamp == self.stamp:
             return None
         self.stamp = stamp
@@ -185,7 +178,9 @@ class _ConfigWatcher:
 
 
 def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid: int | None = None,
-                  config_paths=()) -> int:
+                  config_paths=(), config_stamp=None) -> int:
+    """Drain ``queues`` until SIGTERM/SIGINT (or the parent server exits). ``config_stamp`` is
+    :func:`angos.reload.file_state` of ``config_paths`` taken before ``cfg`` was loaded."""
     if parent_pid is not None:
         _die_with_parent()
     _quiet_huey()
@@ -226,7 +221,7 @@ def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid:
              ", ".join(registered_kinds()) or "none")
 
     health_at = time.monotonic()
-    watcher = _ConfigWatcher(config_paths, cfg)
+    watcher = _ConfigWatcher(config_paths, cfg, config_stamp)
     while not stop.wait(0.5):
         new = watcher.poll()
         if new is not None:
