@@ -59,5 +59,30 @@ class ReferrerService:
         return out
 
 
+def referrers_page(entries: list[dict], n: int | None, last: str | None,
+                   max_bytes: int) -> tuple[list[dict], bool]:
+    """One page of a digest-sorted referrer list, and whether more follow.
+
+    ``last`` (a digest) resumes after that entry and ``n`` caps the count, as for
+    tag lists. Independently, a page never grows past ``max_bytes`` of JSON (the
+    manifest size limit) so that any client that can read a manifest can read
+    it: the spec requires a ``Link`` to the rest when the list does not fit in
+    one index. A page always holds at least one entry, so paging progresses.
+    """
+    if last:
+        entries = [e for e in entries if e["digest"] > last]
+    if n == 0:
+        return [], False
+    limit = len(entries) if n is None else min(n, len(entries))
+    budget = max_bytes - len(json.dumps(referrers_index([])))
+    page: list[dict] = []
+    for entry in entries[:limit]:
+        budget -= len(json.dumps(entry, separators=(",", ":"))) + 1
+        if page and budget < 0:
+            break
+        page.append(entry)
+    return page, len(page) < len(entries)
+
+
 def referrers_index(entries: list[dict]) -> dict:
     return {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}

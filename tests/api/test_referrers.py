@@ -159,3 +159,50 @@ def test_existing_referrers_fallback_tag_is_folded_into_the_api(angos, alg):
 @pytest.mark.parametrize("bad", ["sha256:abc", "sha256:" + "Z" * 64, "nodigest", "sha512:" + "a" * 64])
 def test_referrers_with_a_malformed_digest_is_digest_invalid(angos, bad):
     assert_oci_error(requests.get(angos.v2(f"{uniq('ref')}/referrers/{bad}")), 400, "DIGEST_INVALID")
+
+
+def _follow(server, first: requests.Response) -> list[list[str]]:
+    """Digests page by page, following ``Link: <...>; rel="next"`` to the end."""
+    pages, r = [], first
+    while True:
+        pages.append([e["digest"] for e in r.json()["manifests"]])
+        link = r.headers.get("Link")
+        if link is None:
+            return pages
+        assert link.endswith('>; rel="next"') and link.startswith("</v2/")
+        r = requests.get(f"{server.url}{link[1:link.index('>')]}")
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_referrers_page_with_n_and_last_and_the_link_keeps_the_filter(angos, alg):
+    ns = uniq("ref")
+    subject_digest, subject = _subject(angos, ns, alg)
+    sboms = sorted(push_image(angos, ns, alg, subject=subject, artifact_type=SBOM)[0] for _ in range(5))
+    sig = push_image(angos, ns, alg, subject=subject, artifact_type=SIG)[0]
+    everything = _referrers(angos, ns, subject_digest)
+    assert "Link" not in everything.headers
+    assert [e["digest"] for e in everything.json()["manifests"]] == sorted([*sboms, sig])
+
+    first = _referrers(angos, ns, subject_digest, n=2, artifactType=SBOM)
+    assert first.headers["OCI-Filters-Applied"] == "artifactType"
+    pages = _follow(angos, first)
+    assert pages == [sboms[0:2], sboms[2:4], sboms[4:5]]
+    assert _referrers(angos, ns, subject_digest, last=sboms[2], artifactType=SBOM).json()["manifests"] == \
+        [e for e in everything.json()["manifests"] if e["digest"] in sboms[3:]]
+    empty = _referrers(angos, ns, subject_digest, n=0)
+    assert empty.json()["manifests"] == [] and "Link" not in empty.headers
+
+
+def test_a_referrer_list_larger_than_a_manifest_is_split_with_links(angos_factory):
+    server = angos_factory(extra='[global]\nmax_manifest_size = "4KiB"\n', workers=1)
+    ns = uniq("ref")
+    subject_digest, subject = _subject(server, ns, "sha256")
+    # Each descriptor carries ~1.5 KiB of annotations, so two fit in a 4 KiB index, not three.
+    pushed = sorted(push_image(server, ns, "sha256", subject=subject, artifact_type=SBOM,
+                               annotations={"org.example.note": "x" * 1500})[0] for _ in range(5))
+    first = _referrers(server, ns, subject_digest)
+    assert len(first.content) <= 4096
+    pages = _follow(server, first)
+    assert [d for page in pages for d in page] == pushed
+    assert [len(p) for p in pages] == [2, 2, 1]
