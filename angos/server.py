@@ -324,6 +324,18 @@ def run_server(cfg, config_paths) -> int:
 
     def when_ready(server):
         watcher.start()
+        if drain is not None:
+            # systemd (KillMode=control-group) and Ctrl-C signal every process at once, so
+            # the drain child may exit before on_exit runs; tell the supervisor the server
+            # is stopping as soon as the master sees the signal, so that exit is expected.
+            for name in ("handle_term", "handle_int", "handle_quit"):
+                handler = getattr(server, name)
+
+                def stopping_first(handler=handler):
+                    drain.stopping()
+                    handler()
+
+                setattr(server, name, stopping_first)
 
     def on_reload(server):
         if drain is not None:

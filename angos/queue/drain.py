@@ -7,7 +7,8 @@ gunicorn master starts exactly one child, ``angos worker --in-process``, when
 it is ready, and:
 
 - restarts it (after a short pause) if it dies on its own;
-- on server stop, sends it SIGTERM (graceful: running jobs finish, bounded
+- on server stop (marked as soon as the master gets SIGTERM, SIGINT or
+  SIGQUIT, because systemd signals the child at the same moment), sends it SIGTERM (graceful: running jobs finish, bounded
   by ``drain_timeout_secs``) and waits, then SIGKILLs what is left, so no
   consumer outlives the server;
 - the child also dies with its parent (``PR_SET_PDEATHSIG`` plus a parent
@@ -103,6 +104,11 @@ class DrainSupervisor:
         """Replace the child (after a configuration change): it finishes its running jobs first."""
         self._restarting.set()
         self._signal(signal.SIGTERM)
+
+    def stopping(self) -> None:
+        """The server is stopping: the child's exit is expected and it is not restarted (the
+        supervisor sends it SIGTERM if nothing else did). :meth:`stop` waits for it."""
+        self._stopping.set()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -76,6 +76,18 @@ def test_stopping_the_server_stops_its_drain(angos_factory):
     wait_until(lambda: not _running(drain), timeout=10, what="the drain to exit")
 
 
+def test_a_stop_signalled_to_every_process_at_once_is_not_a_drain_crash(angos_factory):
+    # systemd's default KillMode sends SIGTERM to the master and the drain together.
+    server = angos_factory(env=JOB_ENV)
+    (drain,) = wait_until(lambda: drain_pids(server), what="the drain process")
+    os.killpg(server.pid, signal.SIGTERM)
+    assert server.proc.wait(30) == 0
+    wait_until(lambda: not _running(drain), timeout=10, what="the drain to exit")
+    logs = server.logs()
+    assert "in-process job drain stopped" in logs
+    assert "exited; restarting" not in logs and " ERROR " not in logs, logs
+
+
 def test_drain_exits_when_the_master_is_killed_outright(angos_factory):
     server = angos_factory(env=JOB_ENV)
     (drain,) = wait_until(lambda: drain_pids(server), what="the drain process")
