@@ -5,6 +5,10 @@ and ``os.replace``-ing it into place; ``put_if_absent`` uses ``os.link`` so the
 final name appears only if it did not exist. With ``sync_to_disk`` every write
 is fsync'ed (file and directory) before it becomes visible.
 
+``append`` (upload data) writes large streams with ``O_DIRECT`` from aligned
+buffers on a native thread, so uploads neither evict the page cache nor pay
+for filling it (:mod:`angos.storage.direct`).
+
 Deletes prune directories left empty, so a concurrent writer can see the
 directory it just created vanish before its file lands in it (another worker
 deleted the last sibling). Every "create parent, then create file" step
