@@ -111,6 +111,14 @@ class Server:
         env = dict(os.environ, ANGOS_LOG="warn")
         self.proc = subprocess.Popen([sys.executable, "-m", "angos.cli", "-c", str(cfg), "server"], cwd=self.dir,
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            # Not yet in the caller's list of servers to stop (an interrupt, a failed start).
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
