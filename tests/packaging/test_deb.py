@@ -256,6 +256,8 @@ def test_installed_package_serves_as_angos_purge_drops_config_reinstall_and_upgr
     with InstalledServer(tmp_path) as server:
         skopeo("copy", "--dest-tls-verify=false", image.oci_ref, f"docker://{server.host}/pkg/app:v1")
         assert_pull_matches(server.host, image.digest, tmp_path / "pull1")
+        # gevent patches the installed interpreter before anything imports ssl or sockets.
+        assert "MonkeyPatchWarning" not in server.log_path.read_text()
         # Nothing under the data directory that the service could not manage itself.
         foreign = [str(p) for p in DATA.rglob("*") if p.lstat().st_uid != user.pw_uid]
         assert foreign == []
