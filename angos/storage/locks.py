@@ -8,7 +8,11 @@ named ``name`` across every process that shares the strategy:
   Acquisition polls with ``LOCK_NB`` and sleeps between tries so a waiting
   greenlet never blocks the gevent loop.
 
-Further strategies (redis, s3) register in :data:`STRATEGIES`.
+:class:`LeasedLocks` is the shared skeleton of the strategies that hold a
+lock on a service under a lease (``redis_locks``, ``s3_locks``): greenlets of
+one process queue locally first, acquisition retries with jitter, a
+background renewer extends the lease while the lock is held, and release only
+ever removes the holder's own lease.
 """
 
 from __future__ import annotations
@@ -16,13 +20,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
+import random
 import threading
 import time
+import uuid
 import weakref
 
 from .. import metrics as m
 from ..oci.errors import Unavailable
+
+log = logging.getLogger("angos.storage.locks")
 
 
 class LockTimeout(Unavailable):
@@ -120,3 +129,90 @@ class FileLocks(LockManager):
     def check(self) -> None:
         if not os.access(self.directory, os.W_OK):
             raise Unavailable(f"lock directory {self.directory} is not writable")
+
+
+class LeasedLocks(LockManager):
+    """A lock held on a shared service under a lease, renewed while held.
+
+    Subclasses provide the service calls; a *handle* is whatever the service
+    needs to renew or release the holder's own lease (an ETag, or just True):
+
+    - ``_key(name)``: the service-side key of lock ``name``;
+    - ``_try_acquire(key, token)``: a handle, or None while someone else holds it;
+    - ``_on_busy(key)``: called after a refused attempt (e.g. break an expired lease);
+    - ``_renew(key, token, handle)``: the new handle, or None once the lease is lost;
+    - ``_release(key, token, handle)``: remove the lease if it is still ours;
+    - ``cfg`` with ``max_retries`` and ``retry_delay_ms``;
+    - ``unavailable_errors`` (exception types meaning "service unreachable"),
+      ``service`` (a name for messages) and ``renew_interval`` (seconds).
+    """
+
+    unavailable_errors: tuple = ()
+    service = "lock service"
+    renew_interval = 1.0
+
+    def __init__(self, cfg):
+        # ``cfg`` has ``max_retries`` and ``retry_delay_ms``, read at each acquisition.
+        self.cfg = cfg
+        # Greenlets of this process wait here, so the service only sees contention between processes.
+        self._local = MemoryLocks(timeout=max(60.0, cfg.max_retries * cfg.retry_delay_ms / 1000 * 4),
+                                  instrument=False)
+
+    def _on_busy(self, key: str) -> None:
+        pass
+
+    def _unavailable(self, exc) -> Unavailable:
+        return Unavailable(f"{self.service} unreachable: {exc}")
+
+    @contextlib.contextmanager
+    def lock(self, name: str):
+        key = self._key(name)
+        with self._local.lock(key):
+            token = uuid.uuid4().hex
+            handle = [self._acquire(name, key, token)]
+            stop = threading.Event()
+            renewer = threading.Thread(target=self._keep_alive, args=(key, token, handle, stop), daemon=True,
+                                       name=f"lock-renew:{name}")
+            renewer.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                renewer.join(5)  # a renewal in flight ends first, so release sees the latest handle
+                try:
+                    self._release(key, token, handle[0])
+                except self.unavailable_errors as exc:
+                    log.warning("could not release lock %s on the %s: %s (it expires on its own)", name,
+                                self.service, exc)
+
+    def _acquire(self, name: str, key: str, token: str):
+        started = time.monotonic()
+        retries, delay = self.cfg.max_retries, self.cfg.retry_delay_ms / 1000
+        try:
+            for attempt in range(retries + 1):
+                handle = self._try_acquire(key, token)
+                if handle is not None:
+                    self._acquired(started, True)
+                    return handle
+                self._on_busy(key)
+                if attempt < retries:
+                    # Jitter, so waiters do not retry in lock step.
+                    time.sleep(delay * random.uniform(0.5, 1.5))
+        except self.unavailable_errors as exc:
+            m.LOCK_ACQUISITIONS.labels(self.backend, "error").inc()
+            m.LOCK_DURATION.labels(self.backend).observe((time.monotonic() - started) * 1000)
+            raise self._unavailable(exc) from None
+        self._acquired(started, False)
+        raise LockTimeout(f"lock {name!r} still held elsewhere after {retries} retries")
+
+    def _keep_alive(self, key: str, token: str, handle: list, stop: threading.Event) -> None:
+        while not stop.wait(self.renew_interval):
+            try:
+                renewed = self._renew(key, token, handle[0])
+            except self.unavailable_errors as exc:
+                log.warning("could not renew lock %s on the %s: %s", key, self.service, exc)
+                continue
+            if renewed is None:
+                log.error("lock %s was lost before its holder finished (expired or taken over)", key)
+                return
+            handle[0] = renewed

@@ -18,17 +18,7 @@ Redis unreachable: acquisition raises :class:`angos.oci.errors.Unavailable`
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import random
-import threading
-import time
-import uuid
-
-from ..oci.errors import Unavailable
-from .locks import LockManager, LockTimeout, MemoryLocks
-
-log = logging.getLogger("angos.storage.redis_locks")
+from .locks import LeasedLocks
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -40,83 +30,37 @@ return 0
 """
 
 
-class RedisLocks(LockManager):
+class RedisLocks(LeasedLocks):
     backend = "redis"
+    service = "redis lock backend"
 
     def __init__(self, cfg, client=None):
         import redis
 
-        self.cfg = cfg
+        super().__init__(cfg)
         self.ttl_ms = int(cfg.ttl * 1000)
         self.prefix = cfg.key_prefix
-        self._redis_errors = (redis.ConnectionError, redis.TimeoutError)
+        self.renew_interval = max(self.ttl_ms / 3000, 0.05)
+        self.unavailable_errors = (redis.ConnectionError, redis.TimeoutError)
         self._client = client or redis.Redis.from_url(cfg.url, socket_connect_timeout=2, socket_timeout=5,
                                                       health_check_interval=30)
-        self._release = self._client.register_script(_RELEASE)
-        self._renew = self._client.register_script(_RENEW)
-        self._local = MemoryLocks(timeout=max(60.0, cfg.max_retries * cfg.retry_delay_ms / 1000 * 4),
-                                  instrument=False)
+        self._release_script = self._client.register_script(_RELEASE)
+        self._renew_script = self._client.register_script(_RENEW)
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
 
-    def _unavailable(self, exc) -> Unavailable:
-        return Unavailable(f"redis lock backend unreachable: {exc}")
+    def _try_acquire(self, key: str, token: str):
+        return True if self._client.set(key, token, nx=True, px=self.ttl_ms) else None
 
-    @contextlib.contextmanager
-    def lock(self, name: str):
-        key = self._key(name)
-        with self._local.lock(key):
-            token = uuid.uuid4().hex
-            started = time.monotonic()
-            self._acquire(name, key, token, started)
-            stop = threading.Event()
-            renewer = threading.Thread(target=self._keep_alive, args=(key, token, stop), daemon=True,
-                                       name=f"lock-renew:{name}")
-            renewer.start()
-            try:
-                yield
-            finally:
-                stop.set()
-                try:
-                    self._release(keys=[key], args=[token])
-                except self._redis_errors as exc:
-                    # The lock expires on its own after ttl; nothing else to do.
-                    log.warning("could not release lock %s: %s", name, exc)
+    def _renew(self, key: str, token: str, handle):
+        return True if self._renew_script(keys=[key], args=[token, self.ttl_ms]) else None
 
-    def _acquire(self, name: str, key: str, token: str, started: float) -> None:
-        delay = self.cfg.retry_delay_ms / 1000
-        for attempt in range(self.cfg.max_retries + 1):
-            try:
-                if self._client.set(key, token, nx=True, px=self.ttl_ms):
-                    self._acquired(started, True)
-                    return
-            except self._redis_errors as exc:
-                self._record_error(started)
-                raise self._unavailable(exc) from None
-            if attempt < self.cfg.max_retries:
-                time.sleep(delay * random.uniform(0.5, 1.5))
-        self._acquired(started, False)
-        raise LockTimeout(f"lock {name!r} still held elsewhere after {self.cfg.max_retries} retries")
-
-    def _record_error(self, started: float) -> None:
-        from .. import metrics as m
-
-        m.LOCK_ACQUISITIONS.labels(self.backend, "error").inc()
-        m.LOCK_DURATION.labels(self.backend).observe((time.monotonic() - started) * 1000)
-
-    def _keep_alive(self, key: str, token: str, stop: threading.Event) -> None:
-        interval = max(self.ttl_ms / 3000, 0.05)
-        while not stop.wait(interval):
-            try:
-                if not self._renew(keys=[key], args=[token, self.ttl_ms]):
-                    log.error("lock %s was lost before its holder finished (expired or taken over)", key)
-                    return
-            except self._redis_errors as exc:
-                log.warning("could not renew lock %s: %s", key, exc)
+    def _release(self, key: str, token: str, handle) -> None:
+        self._release_script(keys=[key], args=[token])
 
     def check(self) -> None:
         try:
             self._client.ping()
-        except self._redis_errors as exc:
+        except self.unavailable_errors as exc:
             raise self._unavailable(exc) from None

@@ -28,30 +28,29 @@ import contextlib
 import hashlib
 import json
 import logging
-import random
-import threading
 import time
 import uuid
 
 from ..config import ConfigError
-from ..oci.errors import Unavailable
 from .base import NotFound, StorageUnavailable
-from .locks import LockManager, LockTimeout, MemoryLocks
+from .locks import LeasedLocks
 from .s3 import S3Store
 
 log = logging.getLogger("angos.storage.s3_locks")
 
 LOCKS_DIR = "_locks"
+_REFUSED = ("PreconditionFailed", "ConditionalRequestConflict")
 
 
-class S3Locks(LockManager):
+class S3Locks(LeasedLocks):
     backend = "s3"
+    service = "S3 lock backend"
+    unavailable_errors = (StorageUnavailable,)
 
     def __init__(self, store_cfg, lock_cfg, store: S3Store | None = None, probe: bool = True):
-        self.cfg = lock_cfg
+        super().__init__(lock_cfg)
+        self.renew_interval = lock_cfg.ttl_secs / 3
         self.store = store or S3Store.from_config(store_cfg)
-        self._local = MemoryLocks(timeout=max(60.0, lock_cfg.max_retries * lock_cfg.retry_delay_ms / 1000 * 4),
-                                  instrument=False)
         if probe:
             self.verify_conditional_writes()
 
@@ -80,59 +79,26 @@ class S3Locks(LockManager):
     def _body(self, token: str) -> bytes:
         return json.dumps({"token": token, "expires": time.time() + self.cfg.ttl_secs}).encode()
 
-    @contextlib.contextmanager
-    def lock(self, name: str):
-        key = self._key(name)
-        with self._local.lock(key):
-            token = uuid.uuid4().hex
-            started = time.monotonic()
-            state = {"etag": self._acquire(name, key, token, started)}
-            stop = threading.Event()
-            renewer = threading.Thread(target=self._keep_alive, args=(key, token, state, stop), daemon=True,
-                                       name=f"lock-renew:{name}")
-            renewer.start()
-            try:
-                yield
-            finally:
-                stop.set()
-                renewer.join(5)
-                self._conditional_delete(key, state["etag"])
-
-    # -- S3 calls (conditional)
-
     def _client_call(self, fn, key: str, **kwargs):
         s = self.store
         with s._errors(key):
             return fn(Bucket=s.bucket, Key=s._k(key), **kwargs)
 
-    def _try_create(self, key: str, token: str) -> str | None:
+    # -- LeasedLocks: the handle is the ETag of our lock object
+
+    def _try_acquire(self, key: str, token: str) -> str | None:
         from botocore.exceptions import ClientError
 
         try:
             return self._client_call(self.store.client.put_object, key, Body=self._body(token),
                                      IfNoneMatch="*")["ETag"]
         except ClientError as exc:
-            if self.store._code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if self.store._code(exc) in _REFUSED:
                 return None
             raise
 
-    def _conditional_delete(self, key: str, etag: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self._client_call(self.store.client.delete_object, key, IfMatch=etag)
-            return True
-        except NotFound:
-            return False
-        except ClientError as exc:
-            if self.store._code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise
-        except StorageUnavailable as exc:
-            log.warning("could not release S3 lock %s: %s (it expires on its own)", key, exc)
-            return False
-
-    def _break_if_expired(self, key: str) -> None:
+    def _on_busy(self, key: str) -> None:
+        """Break the lock if its holder stopped renewing (its lease expired)."""
         try:
             resp = self._client_call(self.store.client.get_object, key)
             holder = json.loads(resp["Body"].read())
@@ -144,43 +110,37 @@ class S3Locks(LockManager):
             log.warning("breaking expired S3 lock %s (its holder stopped renewing)", key)
             self._conditional_delete(key, resp["ETag"])
 
-    def _acquire(self, name: str, key: str, token: str, started: float) -> str:
-        delay = self.cfg.retry_delay_ms / 1000
-        try:
-            for attempt in range(self.cfg.max_retries + 1):
-                etag = self._try_create(key, token)
-                if etag is not None:
-                    self._acquired(started, True)
-                    return etag
-                self._break_if_expired(key)
-                if attempt < self.cfg.max_retries:
-                    time.sleep(delay * random.uniform(0.5, 1.5))
-        except StorageUnavailable as exc:
-            from .. import metrics as m
-
-            m.LOCK_ACQUISITIONS.labels(self.backend, "error").inc()
-            raise Unavailable(f"S3 lock backend unreachable: {exc}") from None
-        self._acquired(started, False)
-        raise LockTimeout(f"lock {name!r} still held elsewhere after {self.cfg.max_retries} retries")
-
-    def _keep_alive(self, key: str, token: str, state: dict, stop: threading.Event) -> None:
+    def _renew(self, key: str, token: str, etag: str) -> str | None:
         from botocore.exceptions import ClientError
 
-        while not stop.wait(self.cfg.ttl_secs / 3):
-            try:
-                state["etag"] = self._client_call(self.store.client.put_object, key, Body=self._body(token),
-                                                  IfMatch=state["etag"])["ETag"]
-            except (ClientError, NotFound):
-                log.error("S3 lock %s was lost before its holder finished (expired or taken over)", key)
-                return
-            except StorageUnavailable as exc:
-                log.warning("could not renew S3 lock %s: %s", key, exc)
+        try:
+            return self._client_call(self.store.client.put_object, key, Body=self._body(token),
+                                     IfMatch=etag)["ETag"]
+        except (ClientError, NotFound):
+            return None
+
+    def _release(self, key: str, token: str, etag: str) -> None:
+        self._conditional_delete(key, etag)
+
+    def _conditional_delete(self, key: str, etag: str) -> bool:
+        """Delete ``key`` only while it still has ``etag``: never someone else's fresh lock."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client_call(self.store.client.delete_object, key, IfMatch=etag)
+            return True
+        except NotFound:
+            return False
+        except ClientError as exc:
+            if self.store._code(exc) in _REFUSED:
+                return False
+            raise
 
     def check(self) -> None:
         try:
             self.store.check()
         except StorageUnavailable as exc:
-            raise Unavailable(f"S3 lock backend unreachable: {exc}") from None
+            raise self._unavailable(exc) from None
 
 
 def probe_before_fork(store_cfg, lock_cfg) -> None:
