@@ -56,6 +56,9 @@ Conflict = _oci("Conflict", "CONFLICT", 409, "the operation conflicts with the c
 ReplicationSuperseded = _oci("ReplicationSuperseded", "REPLICATION_SUPERSEDED", 409,
                             "a newer write to this reference already exists")
 RangeInvalid = _oci("RangeInvalid", "BLOB_UPLOAD_INVALID", 416, "requested range not satisfiable")
+# A blob GET whose Range cannot be met. The spec's table has no range code and codes must come
+# from it; clients act on the 416 and the ``Content-Range: bytes */<size>`` header.
+RangeNotSatisfiable = _oci("RangeNotSatisfiable", "BLOB_UNKNOWN", 416, "requested range not satisfiable")
 TooLarge = _oci("TooLarge", "SIZE_INVALID", 413, "payload too large")
 Unavailable = _oci("Unavailable", "UNAVAILABLE", 503, "a backend the registry depends on is unavailable")
 

@@ -14,7 +14,7 @@ import re
 from flask import Blueprint, current_app, request
 
 from ...oci.digest import Digest
-from ...oci.errors import OciError
+from ...oci.errors import RangeNotSatisfiable
 from ...oci.reference import validate_name
 from ..gate import action
 from ..http import CHUNK, empty, redirect, redirect_allowed, registry
@@ -22,12 +22,6 @@ from ..http import CHUNK, empty, redirect, redirect_allowed, registry
 bp = Blueprint("v2_blobs", __name__)
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-class RangeNotSatisfiable(OciError):
-    code = "BLOB_UNKNOWN"
-    status = 416
-    default_message = "requested range not satisfiable"
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
