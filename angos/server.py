@@ -19,6 +19,10 @@
   :class:`SendfileGeventWorker` replaces that one method with ``os.sendfile`` on
   the socket, waiting for writability through gevent, so a large download
   neither copies through Python nor blocks other greenlets.
+- systemd: with ``$NOTIFY_SOCKET`` set (``Type=notify``) gunicorn's master
+  reports ``READY=1`` once it listens; angos adds ``STATUS=``,
+  ``RELOADING=1``/``READY=1`` around a reload and ``STOPPING=1`` when a stop
+  begins (:mod:`angos.sdnotify`).
 - TLS (``[server.tls]``): the context comes from gunicorn's ``ssl_context``
   hook as an :class:`angos.auth.tls.ReloadingTLS`, which swaps in a fresh
   context on the next handshake after the certificate, key or client CA files
@@ -41,6 +45,8 @@ import termios
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.ggevent import GeventWorker
+
+from . import sdnotify
 
 log = logging.getLogger("angos.server")
 
@@ -324,22 +330,28 @@ def run_server(cfg, config_paths) -> int:
 
     def when_ready(server):
         watcher.start()
-        if drain is not None:
-            # systemd (KillMode=control-group) and Ctrl-C signal every process at once, so
-            # the drain child may exit before on_exit runs; tell the supervisor the server
-            # is stopping as soon as the master sees the signal, so that exit is expected.
-            for name in ("handle_term", "handle_int", "handle_quit"):
-                handler = getattr(server, name)
+        for name in ("handle_term", "handle_int", "handle_quit"):
+            handler = getattr(server, name)
 
-                def stopping_first(handler=handler):
+            def stopping_first(handler=handler):
+                sdnotify.notify("STOPPING=1")
+                if drain is not None:
+                    # systemd (KillMode=control-group) and Ctrl-C signal every process at
+                    # once, so the drain child may exit before on_exit runs; tell the
+                    # supervisor now, so that exit is expected rather than a crash.
                     drain.stopping()
-                    handler()
+                handler()
 
-                setattr(server, name, stopping_first)
+            setattr(server, name, stopping_first)
+        # gunicorn itself has just sent READY=1 (the sockets listen; connections wait in the
+        # backlog until the workers forked next accept them); say what we serve.
+        sdnotify.notify(f"STATUS=serving on {cfg.server.bind_address}:{cfg.server.port}")
 
     def on_reload(server):
+        sdnotify.reloading()
         if drain is not None:
             drain.restart()  # the drain re-reads the (validated) files in its new process
+        sdnotify.notify("READY=1")
 
     hooks = {"child_exit": child_exit, "on_exit": on_exit, "post_fork": post_fork, "when_ready": when_ready,
              "on_reload": on_reload}

@@ -116,3 +116,35 @@ def test_unknown_routes_answer_oci_json(angos, path):
     r = requests.get(angos.url + path)
     assert r.status_code == 404
     assert r.json()["errors"][0]["code"]
+
+
+def test_the_server_speaks_sd_notify_when_systemd_asks(angos_factory, tmp_path):
+    """Type=notify: READY=1 once listening, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM."""
+    import socket
+
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(30)
+    try:
+        server = angos_factory(env={"NOTIFY_SOCKET": path}, start=False)
+        server.start(wait=False)
+
+        def next_message() -> list[str]:
+            return sock.recv(4096).decode().split("\n")
+
+        assert next_message()[0] == "READY=1"  # gunicorn's, once its sockets listen
+        assert next_message() == [f"STATUS=serving on 127.0.0.1:{server.port}"]
+        # Ready means listening: a request made now is answered (once a worker accepts it).
+        assert requests.get(server.url + "/healthz", timeout=30).status_code == 200
+
+        server.proc.send_signal(signal.SIGHUP)
+        reloading = next_message()
+        assert reloading[0] == "RELOADING=1" and reloading[1].startswith("MONOTONIC_USEC=")
+        assert next_message() == ["READY=1"]
+
+        server.proc.send_signal(signal.SIGTERM)
+        assert next_message() == ["STOPPING=1"]
+        assert server.proc.wait(30) == 0
+    finally:
+        sock.close()

@@ -101,7 +101,7 @@ def test_service_runs_sandboxed_as_angos_with_state_under_var_lib(unit):
 def test_server_unit_stops_gracefully_within_its_timeout():
     s = unit_settings(ROOT / "systemd" / "angos-server.service")
     assert s["Service.ExecStart"] == ["/usr/bin/angos -c /etc/angos/config.toml server"]
-    assert s["Service.Type"] == ["simple"]
+    assert s["Service.Type"] == ["notify"]
     assert s["Service.KillSignal"] == ["SIGTERM"]
     # Only the gunicorn master gets SIGTERM; it stops its own workers.
     assert s["Service.KillMode"] == ["mixed"]
