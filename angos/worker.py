@@ -64,8 +64,8 @@ def run(args, config_paths) -> int:
     if args.in_process:
         parent = int(os.environ.get("ANGOS_DRAIN_PARENT", os.getppid()))
         if cfg.metadata.fs is None and cfg.global_.job_queue is None:
-            log.warning("the metadata store has no filesystem root; in-process jobs are kept in %s "
-                        "(set ANGOS_JOBS_DIR, or add [global.job_queue] with backend = \"redis\")", jobs_dir(cfg))
+            log.info("in-process jobs are kept in the S3 metadata store under _jobs/; this box's wake-ups in %s "
+                     "(set ANGOS_JOBS_DIR to move them)", jobs_dir(cfg))
     elif cfg.global_.job_queue is None:
         raise AngosError("angos worker needs a [global.job_queue] section in the configuration (for example "
                          "[global.job_queue] with backend = \"sqlite\", or backend = \"redis\" and url = "

@@ -7,7 +7,10 @@ one message per runnable job, each meaning "claim the next due job". The
 job state itself (envelope, pending/running/failed) lives in a store beside
 Huey's own tables/keys (:mod:`.sqlite_store`, :mod:`.redis_store`), because
 Huey's dequeue is destructive: a message popped by a process that is then
-killed is gone, while our running record survives it.
+killed is gone, while our running record survives it. With an S3 metadata
+store and no ``[global.job_queue]`` the job state lives in the metadata bucket
+(:mod:`.s3_store`) and the SQLite file under ``$ANGOS_JOBS_DIR`` holds only the
+box's wake-ups, which :meth:`JobQueue.top_up` rebuilds from S3.
 
 Producer contract: :meth:`JobQueue.enqueue` returns True for a new job, False
 for a coalesced duplicate *or a failure*; it never raises (failures are
@@ -48,7 +51,7 @@ from ..config import JobQueueConfig
 from ..oci.errors import AngosError
 from .envelope import QUEUES, Envelope, backoff_secs
 from .kinds import JobContext, TerminalJobError, handler_for
-from .layout import jobs_dir, queue_db
+from .layout import jobs_dir, jobs_on_s3, queue_db
 from .sqlite_store import NO_LEASE_CHECK
 
 log = logging.getLogger("angos.queue")
@@ -176,6 +179,15 @@ class JobQueue:
 
             st = self.huey.storage
             self.store = RedisJobStore(st.conn, queue, st.queue_key, st.schedule_key)
+            self._threadpool = False
+        elif jobs_on_s3(cfg):
+            from ..storage.s3 import S3Store
+            from .s3_store import S3JobStore
+
+            st = self.huey.storage
+            # boto3 yields to gevent by itself; only the local wake-up inserts (sqlite3) need a native thread.
+            self.store = S3JobStore(S3Store.from_config(cfg.metadata.s3), queue, st.filename, st.name,
+                                    offload=_native if self._gevent else None)
             self._threadpool = False
         else:
             from .sqlite_store import SqliteJobStore
@@ -338,6 +350,12 @@ class JobQueue:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _native(fn):
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(fn)
 
 
 def _persist(fn, *args):

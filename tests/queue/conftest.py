@@ -1,9 +1,17 @@
 """Fixtures for the job queue tests: a queue configuration per backend and real worker processes.
 
-- ``qenv`` (parametrised ``sqlite`` / ``redis``): a fresh data directory and a
+- ``qenv`` (parametrised ``sqlite`` / ``redis`` / ``s3``): a fresh data directory and a
   config with ``[global.job_queue]`` (Redis: a real ``redis-server`` on a free
   loopback port). ``qenv.queue(name)`` opens a :class:`JobQueue` in the test
   process (producer side); ``qenv.worker(...)`` starts ``angos worker``.
+- ``s3``: an S3 metadata store on moto (a fresh bucket) and *no* ``[global.job_queue]``,
+  the server's in-process mode, whose jobs live in the bucket (:mod:`angos.queue.s3_store`).
+  ``qenv.worker(...)`` then starts ``angos worker --in-process`` (the server's drain)
+  and ``$ANGOS_JOBS_DIR`` points into the test's directory. Without the section the
+  drain uses the queue defaults, so the queue settings a test passes to ``configure``
+  apply to ``qenv.queue()`` (the producer: ``max_attempts`` travels in each envelope;
+  backoff applies where the test calls ``run_next`` itself). Tests that are about
+  ``[global.job_queue]`` itself are skipped for s3 (:data:`S3_SKIPS`, with the reason).
 - Job kinds come from :mod:`tests.queue.jobkinds`, loaded by worker and server
   processes through ``ANGOS_JOB_MODULES`` with the repository on ``PYTHONPATH``.
 """
@@ -19,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from angos.config import load_config
+from angos.config import load_config, load_config_text
 from angos.queue.core import JobQueue
-from tests.conftest import ANGOS, ROOT
+from tests.conftest import ANGOS, ROOT, make_bucket
 
 import tests.queue.jobkinds  # noqa: F401 - registers the test job kinds in this process too
 
@@ -73,11 +81,22 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
 
+S3_SKIPS = {
+    "test_queue_depth_gauges_appear_on_metrics":
+        "the queue-depth gauges are published only with [global.job_queue]; the in-process S3 mode has none",
+    "test_delete_pending_and_failed_jobs_via_api":
+        "the test runs a job with its own run_next while, without [global.job_queue], the server drains the "
+        "same queue itself (deleting via the store is covered in test_s3_store.py)",
+}
+
+
 class QueueEnv:
-    def __init__(self, directory: Path, backend: str, redis_url: str | None):
+    def __init__(self, directory: Path, backend: str, redis_url: str | None, s3: tuple[str, str] | None = None):
         self.dir = directory
         self.backend = backend
         self.redis_url = redis_url
+        self.s3 = s3  # (endpoint, bucket) for the s3 backend
+        self.job_queue = ""
         self.data = directory / "data"
         self.out = directory / "out"
         self.out.mkdir()
@@ -87,6 +106,8 @@ class QueueEnv:
         self.configure()
 
     def config_text(self, job_queue: str = "", port: int = 1, extra: str = "") -> str:
+        if self.backend == "s3":
+            return self._s3_config_text(port, extra)
         backend = f'backend = "redis"\nurl = "{self.redis_url}"' if self.backend == "redis" else 'backend = "sqlite"'
         return textwrap.dedent(f"""\
             [server]
@@ -107,8 +128,35 @@ class QueueEnv:
             root_dir = "{self.data}"
             """) + textwrap.dedent(extra)
 
+    def _s3_config_text(self, port: int, extra: str) -> str:
+        endpoint, bucket = self.s3
+        store = f'endpoint = "{endpoint}"\nbucket = "{bucket}"\naccess_key_id = "test"\nsecret_key = "test"\n'
+        return textwrap.dedent(f"""\
+            [server]
+            bind_address = "127.0.0.1"
+            port = {port}
+            workers = 2
+
+            [global]
+            max_concurrent_replication_jobs = 4
+            max_concurrent_cache_jobs = 2
+
+            [global.access_policy]
+            default = "allow"
+
+            [blob_store.s3]
+            """) + store + 'key_prefix = "blobs"\n\n[metadata_store.s3]\n' + store + \
+            'key_prefix = "meta"\n\n[metadata_store.s3.lock_strategy.s3]\n' + textwrap.dedent(extra)
+
     def configure(self, job_queue: str = "", port: int = 1, extra: str = "") -> None:
+        self.job_queue = job_queue
         self.config_path.write_text(self.config_text(job_queue, port, extra))
+
+    def _producer_settings(self):
+        """The ``[global.job_queue]`` settings a test asked for, for the s3 producer (see module docstring)."""
+        text = (f'[server]\nbind_address = "127.0.0.1"\n[global.job_queue]\n{textwrap.dedent(self.job_queue)}\n'
+                f'[blob_store.fs]\nroot_dir = "{self.data}"\n')
+        return load_config_text(text).global_.job_queue
 
     @property
     def cfg(self):
@@ -116,12 +164,18 @@ class QueueEnv:
 
     def queue(self, name: str = "replication") -> JobQueue:
         q = JobQueue(self.cfg, name)
+        if self.backend == "s3" and self.job_queue.strip():
+            q.qcfg = self._producer_settings()
         self._queues.append(q)
         return q
 
     def worker(self, *args: str) -> Worker:
-        w = Worker(self, list(args))
+        w = Worker(self, (["--in-process"] if self.backend == "s3" else []) + list(args))
         self.workers.append(w)
+        if self.backend == "s3":
+            # Without [global.job_queue] a server started by the test may drain first, so a test
+            # can be done before this worker is; it must be up before the test may stop it.
+            wait_until(lambda: "draining " in w.logs(), what="the worker to start draining")
         return w
 
     def close(self) -> None:
@@ -131,9 +185,18 @@ class QueueEnv:
             q.close()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def qenv(request, tmp_path):
+@pytest.fixture(params=["sqlite", "redis", "s3"])
+def qenv(request, tmp_path, monkeypatch):
+    if request.param == "s3" and request.node.originalname in S3_SKIPS:
+        pytest.skip(S3_SKIPS[request.node.originalname])
     redis_url = request.getfixturevalue("redis_server") if request.param == "redis" else None
-    env = QueueEnv(tmp_path, request.param, redis_url)
+    s3 = None
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("moto_server")
+        s3 = (endpoint, make_bucket(endpoint))
+        # This box's wake-ups (inherited by the workers and servers the test starts), never ./_jobs.
+        (tmp_path / "box").mkdir()
+        monkeypatch.setenv("ANGOS_JOBS_DIR", str(tmp_path / "box" / "_jobs"))
+    env = QueueEnv(tmp_path, request.param, redis_url, s3)
     yield env
     env.close()
