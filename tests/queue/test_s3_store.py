@@ -1,0 +1,232 @@
+"""What is specific to the job store in the S3 metadata store (no ``[global.job_queue]``):
+jobs are objects under ``<prefix>_jobs/`` in the bucket, survive the loss of the box's local
+wake-up database, are shared safely by several boxes, and keep due times, dead letters and
+retries. Real moto S3; two "boxes" are two JobQueues with different ``$ANGOS_JOBS_DIR``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import boto3
+import pytest
+
+from angos.queue.core import JobQueue
+from angos.queue.envelope import STORAGE_KEY
+from tests.conftest import make_bucket
+from tests.queue.conftest import QueueEnv, read_lines, wait_until
+
+
+@pytest.fixture
+def s3env(tmp_path, monkeypatch, moto_server):
+    (tmp_path / "box").mkdir()
+    monkeypatch.setenv("ANGOS_JOBS_DIR", str(tmp_path / "box" / "_jobs"))
+    env = QueueEnv(tmp_path, "s3", None, (moto_server, make_bucket(moto_server)))
+    yield env
+    env.close()
+
+
+def _keys(env, prefix="meta/_jobs/"):
+    endpoint, bucket = env.s3
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", ()))
+
+
+def _box(env, name: str, queue: str = "replication") -> JobQueue:
+    """A JobQueue as another box sees it: same bucket, its own local wake-up database."""
+    os.environ["ANGOS_JOBS_DIR"] = str(env.dir / name / "_jobs")
+    try:
+        q = JobQueue(env.cfg, queue)
+    finally:
+        os.environ["ANGOS_JOBS_DIR"] = str(env.dir / "box" / "_jobs")
+    env._queues.append(q)
+    return q
+
+
+def _ends(path):
+    return [line for line in read_lines(path) if line[0] == "end"]
+
+
+def test_jobs_are_objects_under_the_metadata_prefix_and_leave_when_done(s3env):
+    q = s3env.queue()
+    assert q.submit("test.record", "repo/a:1", {"dir": str(s3env.out), "name": "a"})
+    assert q.submit("test.record", "repo/a:1", {"dir": str(s3env.out), "name": "a"}) is False
+    (job,) = q.list_pending()[0]
+    keys = _keys(s3env)
+    assert f"meta/_jobs/pending/replication/{job['storage_key']}" in keys
+    markers = [k for k in keys if k.startswith("meta/_jobs/keys/replication/")]
+    assert len(markers) == 1 and markers[0].endswith(".pending")
+    name = markers[0].rsplit("/", 1)[1].split(".")[0]
+    assert len(name) == 64 and set(name) <= set("0123456789abcdef")  # a hash: safe for any lock_key
+    assert not any(k.startswith("meta/_jobs/pending/cache/") for k in keys)
+    # Only wake-ups are local: the SQLite file under $ANGOS_JOBS_DIR holds no job table.
+    import sqlite3
+
+    db = s3env.dir / "box" / "_jobs" / "pending" / "replication" / "queue.db"
+    tables = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
+    assert "angos_jobs" not in tables and "task" in tables
+    assert q.run_next() == "succeeded"
+    assert _keys(s3env) == []  # job and markers gone
+
+
+def test_pending_jobs_survive_a_wiped_local_jobs_dir_and_run_in_a_new_drain(s3env):
+    q = s3env.queue()
+    for i in range(3):
+        assert q.submit("test.record", f"survivor-{i}", {"dir": str(s3env.out)})
+    q.close()
+    shutil.rmtree(s3env.dir / "box")  # the box lost its disk (wake-ups included)
+    (s3env.dir / "box").mkdir()
+    s3env.worker("--queue", "replication")  # a fresh drain: top_up finds the jobs on S3
+    wait_until(lambda: all(_ends(s3env.out / f"survivor-{i}.log") for i in range(3)), what="the jobs to run")
+    wait_until(lambda: q.list_pending() == ([], None), what="an empty queue")
+
+
+def test_two_boxes_coalesce_and_never_run_one_lock_key_at_once(s3env):
+    a, b = _box(s3env, "box-a"), _box(s3env, "box-b")
+    payload = {"dir": str(s3env.out), "name": "shared", "sleep": 0.05}
+    results = []
+    barrier = threading.Barrier(8)
+
+    def enqueue(q):
+        barrier.wait()
+        results.append(q.submit("test.record", "shared", payload))
+
+    threads = [threading.Thread(target=enqueue, args=(q,)) for q in (a, b) * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]  # one pending job, whatever box enqueued
+    # Both boxes drain concurrently (4 threads each) while both keep enqueueing the same key.
+    stop = threading.Event()
+
+    def drain(q):
+        while not stop.is_set():
+            if q.run_next() is None:
+                time.sleep(0.01)
+
+    drains = [threading.Thread(target=drain, args=(q,)) for q in (a, b) * 4]
+    for t in drains:
+        t.start()
+    try:
+        for _ in range(6):
+            a.enqueue("test.record", "shared", payload)
+            b.enqueue("test.record", "shared", payload)
+            time.sleep(0.03)
+        wait_until(lambda: a.list_pending() == ([], None), what="the key to drain")
+    finally:
+        stop.set()
+        for t in drains:
+            t.join()
+    lines = read_lines(s3env.out / "shared.log")
+    assert lines and [line[0] for line in lines] == ["start", "end"] * (len(lines) // 2)  # never overlapping
+
+
+def test_an_enqueue_during_a_run_schedules_exactly_one_more_run_across_boxes(s3env):
+    a, b = _box(s3env, "box-a"), _box(s3env, "box-b")
+    payload = {"dir": str(s3env.out), "name": "gated"}
+    assert a.submit("test.gate", "gated", payload)
+    runner = threading.Thread(target=a.run_next)
+    runner.start()
+    wait_until(lambda: read_lines(s3env.out / "gated.log"), what="the first run")
+    assert b.submit("test.gate", "gated", payload) is True  # the running job does not absorb it
+    assert a.submit("test.gate", "gated", payload) is False
+    assert b.run_next() is None  # the key is running on box a
+    (s3env.out / "gated.go").touch()
+    runner.join(10)
+    assert wait_until(lambda: b.run_next(), what="the rerun") == "succeeded"
+    assert a.run_next() is None and b.run_next() is None
+    assert [line[0] for line in read_lines(s3env.out / "gated.log")] == ["start", "end", "start", "end"]
+
+
+def test_retry_backoff_and_a_delayed_enqueue_never_run_early(s3env):
+    s3env.configure("max_attempts = 3\nretry_backoff_min_ms = 600\nretry_backoff_max_ms = 600\n")
+    q = s3env.queue()
+    q.submit("test.flaky", "flaky", {"dir": str(s3env.out), "succeed_after": 1})
+    q.submit("test.record", "later", {"dir": str(s3env.out)}, delay=1.0)
+    assert q.run_next() == "retried"
+    (job,) = [j for j in q.list_pending()[0] if j["lock_key"] == "flaky"]
+    env, state = q.get(job["storage_key"])
+    assert state == "pending" and env.attempts == 1 and env.not_before > time.time() + 0.4
+    assert q.run_next() is None  # neither job is due yet
+    other = _box(s3env, "box-b")
+    assert other.run_next() is None and other.top_up() == 0  # nor on another box
+    wait_until(lambda: time.time() >= env.not_before, what="the backoff")
+    assert q.run_next() == "succeeded"
+    assert not (s3env.out / "later.log").exists()
+    wait_until(lambda: q.run_next() == "succeeded", what="the delayed job")
+    starts = [float(line[1]) for line in read_lines(s3env.out / "later.log") if line[0] == "start"]
+    attempts = [float(line[1]) for line in read_lines(s3env.out / "flaky.log") if line[0] == "attempt"]
+    assert attempts[1] - attempts[0] >= 0.6
+    assert q.list_pending() == ([], None) and starts
+
+
+def test_dead_letter_then_retry_and_delete_through_the_store(s3env):
+    s3env.configure("max_attempts = 2\nretry_backoff_min_ms = 10\nretry_backoff_max_ms = 10\n")
+    q = s3env.queue()
+    fix = s3env.out / "fixed"
+    q.submit("test.flaky", "doomed", {"dir": str(s3env.out), "fixed_by": str(fix)})
+    assert q.run_next() == "retried"
+    wait_until(lambda: q.run_next() == "dead_lettered", what="the dead letter")
+    (failed,), more = q.list_failed()
+    key = failed["storage_key"]
+    assert more is None and STORAGE_KEY.match(key) and failed["attempts"] == 2
+    assert f"meta/_jobs/failed/replication/{key}" in _keys(s3env)
+    assert q.get(key)[1] == "failed" and q.list_pending() == ([], None)
+    assert q.store.count_failed(100) == 1
+    fix.touch()
+    assert q.retry_failed(key) is True
+    assert q.retry_failed(key) is False  # already retried
+    env, state = q.get(key)
+    assert state == "pending" and env.attempts == 0
+    assert q.run_next() == "succeeded"
+    assert q.list_failed() == ([], None) and q.get(key) is None
+    # delete: pending and failed jobs, each exactly once
+    q.submit("test.flaky", "refused", {"dir": str(s3env.out), "terminal": True})
+    assert q.run_next() == "dead_lettered"
+    q.submit("test.record", "waiting", {}, delay=60)
+    pending_key = q.list_pending()[0][0]["storage_key"]
+    failed_key = q.list_failed()[0][0]["storage_key"]
+    assert q.delete_pending(failed_key) is False and q.delete_failed(pending_key) is False
+    assert q.delete_pending(pending_key) is True and q.delete_pending(pending_key) is False
+    assert q.delete_failed(failed_key) is True and q.delete_failed(failed_key) is False
+    assert q.submit("test.record", "waiting", {}, delay=60) is True  # the deleted job no longer coalesces
+    assert [k for k in _keys(s3env) if "/failed/" in k] == []
+
+
+def test_listing_pages_in_storage_key_order(s3env):
+    q = s3env.queue()
+    for i in range(5):
+        q.submit("test.record", f"page-{i}", {}, delay=3600)
+    seen, after = [], None
+    while True:
+        page, after = q.list_pending(after, 2)
+        seen += page
+        if after is None:
+            break
+    assert len(seen) == 5 and [j["storage_key"] for j in seen] == sorted(j["storage_key"] for j in seen)
+    assert q.refresh_gauges() == (0, 0)  # all five are beyond the readiness horizon
+
+
+def test_a_stale_run_marker_left_by_a_crash_does_not_block_the_key(s3env):
+    q = s3env.queue()
+    q.submit("test.record", "crashy", {"dir": str(s3env.out)})
+    now = time.time()
+    job = q.store.claim_next("elsewhere/1/1/x", now, now + 30)
+    # The owner dies between finishing and releasing its run marker: its job is gone, the marker stays.
+    store = q.store
+    store._update(store.pending_dir + job.storage_key, lambda d: store_delete())
+    assert any(k.endswith(".running") for k in _keys(s3env))
+    assert q.submit("test.record", "crashy", {"dir": str(s3env.out)}) is True
+    assert q.run_next() == "succeeded"  # the stale marker was recognised and replaced
+    assert len(_ends(s3env.out / "crashy.log")) == 1
+
+
+def store_delete():
+    from angos.queue.s3_store import _DELETE
+
+    return _DELETE
