@@ -35,6 +35,7 @@ import time
 
 from huey.consumer import Consumer, Scheduler
 
+from .. import sdnotify
 from ..reload import file_state
 from .core import JobQueue, queue_config
 from .kinds import load_job_modules, registered_kinds
@@ -197,6 +198,8 @@ def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid:
         # drain too, so a repeated SIGTERM must not turn a graceful stop into an abrupt one.
         if not stop.is_set():
             log.info("received %s: finishing running jobs (up to %ss)", signal.Signals(signum).name, timeout)
+            if parent_pid is None:
+                sdnotify.notify("STOPPING=1")
         stop.set()
 
     housekeeping_stop = threading.Event()
@@ -219,6 +222,10 @@ def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid:
     log.info("draining %s (pools: %s; poll %.3fs; job kinds: %s)", ", ".join(queues),
              ", ".join(f"{q.name}={pool_size(cfg, q.name)}" for q in jqs), poll_interval,
              ", ".join(registered_kinds()) or "none")
+    if parent_pid is None:
+        # `angos worker` under a Type=notify unit. The server's drain (parent_pid set) stays
+        # quiet: systemd accepts notifications from the unit's main process only.
+        sdnotify.notify("READY=1", f"STATUS=draining {', '.join(queues)}")
 
     health_at = time.monotonic()
     watcher = _ConfigWatcher(config_paths, cfg, config_stamp)

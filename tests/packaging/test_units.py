@@ -113,6 +113,7 @@ def test_server_unit_stops_gracefully_within_its_timeout():
 def test_worker_unit_lets_running_jobs_finish_and_needs_a_job_queue():
     s = unit_settings(ROOT / "systemd" / "angos-worker.service")
     assert s["Service.ExecStart"] == ["/usr/bin/angos -c /etc/angos/config.toml worker"]
+    assert s["Service.Type"] == ["notify"]
     assert s["Service.KillSignal"] == ["SIGTERM"]
     drain = JobQueueConfig.__dataclass_fields__["drain_timeout_secs"].default
     assert seconds(s["Service.TimeoutStopSec"][0]) > drain

@@ -6,6 +6,7 @@ it is restarted if it dies, and it never outlives the server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -160,3 +161,43 @@ def test_sigterm_on_the_server_lets_a_running_in_process_job_finish(angos_factor
     assert [line[0] for line in read_lines(log)] == ["start", "end"]  # finished, not interrupted
     assert q.list_pending()[0] == []  # and not left to run again
     q.close()
+
+
+def test_angos_worker_speaks_sd_notify_and_the_servers_drain_stays_quiet(angos_factory, tmp_path):
+    """Type=notify units: `angos worker` reports READY=1 and STOPPING=1; the server's drain child
+    inherits NOTIFY_SOCKET but must not talk (systemd accepts the main process only)."""
+    import socket
+
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(30)
+    try:
+        config = tmp_path / "config.toml"
+        config.write_text(f'[server]\nbind_address = "127.0.0.1"\n[global.job_queue]\nbackend = "sqlite"\n'
+                          f'[blob_store.fs]\nroot_dir = "{tmp_path}/data"\n')
+        worker = subprocess.Popen(ANGOS + ["-c", str(config), "worker", "--queue", "replication"],
+                                  env=dict(os.environ, NOTIFY_SOCKET=path), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            assert sock.recv(4096).decode().split("\n") == ["READY=1", "STATUS=draining replication"]
+            worker.send_signal(signal.SIGTERM)
+            assert sock.recv(4096).decode() == "STOPPING=1"
+            assert worker.wait(30) == 0
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+
+        server = angos_factory(env={**JOB_ENV, "NOTIFY_SOCKET": path})
+        wait_until(lambda: drain_pids(server), what="the drain process")
+        assert server.stop() == 0
+        messages = []
+        sock.settimeout(0.5)
+        with contextlib.suppress(socket.timeout):
+            while True:
+                messages.append(sock.recv(4096).decode())
+        # The master's own messages only: READY=1 (gunicorn), STATUS, STOPPING=1; no drain READY.
+        assert [m.split("\n")[0] for m in messages] == ["READY=1", f"STATUS=serving on 127.0.0.1:{server.port}",
+                                                         "STOPPING=1"]
+    finally:
+        sock.close()
