@@ -33,6 +33,10 @@ def create_app(cfg, registry=None) -> Flask:
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
+    if cfg.ui.enabled:
+        from . import ui
+
+        app.register_blueprint(ui.bp)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     return app

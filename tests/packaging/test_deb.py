@@ -244,6 +244,9 @@ def test_installed_package_serves_as_angos_purge_drops_config_reinstall_and_upgr
         " **{re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version for d in m.distributions()}}))",
         env=SERVICE_ENV).stdout)
     assert versions["python"] == [3, 11]
+    # Package data (the jobs admin UI's template and stylesheet) is installed with the code.
+    site = Path("/opt/venvs/angos/lib/python3.11/site-packages/angos/api/ui_files")
+    assert (site / "jobs.html").is_file() and (site / "ui.css").is_file()
     assert {name: versions.get(name) for name in pins} == pins
     # The worker unit's ExecCondition, as installed: no [global.job_queue] in the
     # shipped config, so the (enabled) worker is skipped rather than failed.

@@ -1,0 +1,140 @@
+"""The jobs admin UI (``[ui] enabled = true``): pending and failed jobs per queue, with retry and delete.
+
+Server-rendered HTML and plain forms, so it works in any browser (no
+JavaScript) and behind the same access policy as the ``/_ext/_jobs`` API:
+each page and button is one of that API's actions, with ``request.queue``.
+
+- ``GET /_ui/jobs?queue=replication|cache[&after=]`` (``list-jobs``): pending
+  and running jobs, oldest first, 100 a page;
+- ``GET /_ui/jobs/failed?queue=...`` (``list-failed-jobs``): dead letters
+  with their last error;
+- ``POST /_ui/jobs/failed/<key>/retry`` (``retry-job``),
+  ``POST /_ui/jobs/failed/<key>/delete`` and ``POST /_ui/jobs/pending/<key>/delete``
+  (``delete-job``): act, then 303 back to the list, which says what happened;
+- ``GET /_ui/config`` (``ui-config``): ``{"name": ...}``;
+  ``GET /_ui/assets/<file>`` (``ui-asset``): the stylesheet.
+
+A browser sends stored Basic credentials with any request to this host,
+including a form another site submits, so a POST that says it comes from
+another site (``Sec-Fetch-Site``, else ``Origin``) is refused with 403 before
+it acts.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, redirect, render_template, request, send_from_directory, url_for
+
+from ..oci.errors import Denied
+from ..queue import QUEUES, STORAGE_KEY
+from .gate import action
+from .http import json_response
+from .jobs import JobUnknown, _key, _page, _queue
+
+FILES = os.path.join(os.path.dirname(__file__), "ui_files")
+PAGE = 100
+
+bp = Blueprint("ui", __name__, url_prefix="/_ui", template_folder="ui_files")
+
+
+@bp.before_request
+def _same_site_posts_only():
+    if request.method != "POST":
+        return None
+    site = request.headers.get("Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    if site is not None:
+        cross = site not in ("same-origin", "none")
+    else:
+        cross = origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host)
+    if cross:
+        raise Denied("cross-site form submission refused")
+    return None
+
+
+# What a redirect back may announce: fixed texts, so a crafted link cannot put words on the page.
+NOTICES = {
+    "retried": "Job {key} is pending again.",
+    "deleted": "Job {key} deleted.",
+    "running": "Job {key} is running; it cannot be deleted until it finishes.",
+}
+
+
+def _notice() -> str | None:
+    text, key = NOTICES.get(request.args.get("done", "")), request.args.get("key", "")
+    return text.format(key=key) if text is not None and STORAGE_KEY.match(key) else None
+
+
+def _name() -> str:
+    return current_app.extensions["angos.config"].ui.name
+
+
+def _render(failed: bool):
+    status = 404
+    q = _queue(status)
+    _, after = _page(status)
+    jobs, nxt = (q.list_failed if failed else q.list_pending)(after, PAGE)
+    return render_template("jobs.html", name=_name(), queues=QUEUES, queue=q.name, failed=failed, jobs=jobs,
+                           next=nxt, notice=_notice())
+
+
+@bp.route("/jobs", methods=["GET"])
+@action("list-jobs")
+def pending_jobs():
+    return _render(failed=False)
+
+
+@bp.route("/jobs/failed", methods=["GET"])
+@action("list-failed-jobs")
+def failed_jobs():
+    return _render(failed=True)
+
+
+def _back(endpoint: str, queue: str, done: str, key: str):
+    return redirect(url_for(endpoint, queue=queue, done=done, key=key), code=303)
+
+
+@bp.route("/jobs/failed/<key>/retry", methods=["POST"])
+@action("retry-job")
+def retry_failed(key):
+    q = _queue(400)
+    if not q.retry_failed(_key(key)):
+        raise JobUnknown(f"no failed job with storage_key {key!r}")
+    return _back("ui.failed_jobs", q.name, "retried", key)
+
+
+@bp.route("/jobs/failed/<key>/delete", methods=["POST"])
+@action("delete-job")
+def delete_failed(key):
+    q = _queue(400)
+    if not q.delete_failed(_key(key)):
+        raise JobUnknown(f"no failed job with storage_key {key!r}")
+    return _back("ui.failed_jobs", q.name, "deleted", key)
+
+
+@bp.route("/jobs/pending/<key>/delete", methods=["POST"])
+@action("delete-job")
+def delete_pending(key):
+    q = _queue(400)
+    if q.delete_pending(_key(key)):
+        return _back("ui.pending_jobs", q.name, "deleted", key)
+    found = q.get(key)
+    if found is not None and found[1] == "running":
+        return _back("ui.pending_jobs", q.name, "running", key)
+    raise JobUnknown(f"no pending job with storage_key {key!r}")
+
+
+@bp.route("/config", methods=["GET"])
+@action("ui-config")
+def config():
+    return json_response({"name": _name()})
+
+
+@bp.route("/assets/<filename>", methods=["GET"])
+@action("ui-asset")
+def asset(filename):
+    if filename != "ui.css":
+        raise JobUnknown("no such asset")
+    return send_from_directory(FILES, filename, max_age=3600)
