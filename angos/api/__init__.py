@@ -11,7 +11,7 @@ from ..registry import build_registry
 
 
 def create_app(cfg, registry=None) -> Flask:
-    from . import errors, gate, health, jobs, observability
+    from . import errors, ext, gate, health, jobs, observability
     from .v2 import BLUEPRINTS
 
     app = Flask("angos")
@@ -33,6 +33,7 @@ def create_app(cfg, registry=None) -> Flask:
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(ext.bp)
     if cfg.ui.enabled:
         from . import ui
 

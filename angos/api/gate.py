@@ -37,8 +37,8 @@ from flask import current_app, g, request
 from ..auth.tls import peer_names
 from ..oci.errors import Denied, Unauthorized
 
-_URL_FIELDS = {"name": "namespace", "namespace": "namespace", "digest": "digest", "reference": "reference",
-               "uuid": "uuid"}
+_URL_FIELDS = {"name": "namespace", "namespace": "namespace", "repository": "namespace", "digest": "digest",
+               "reference": "reference", "uuid": "uuid"}
 _JOB_ACTIONS = frozenset({"list-jobs", "list-failed-jobs", "retry-job", "delete-job"})
 
 

@@ -16,6 +16,7 @@ from . import paths
 from .blobs import BlobService
 from .catalog import Catalog
 from .events import Listeners
+from .inventory import Inventory
 from .manifests import ManifestService, WritePolicy
 from .referrers import ReferrerService
 from .timestamps import format_ts, now
@@ -33,6 +34,7 @@ class Registry:
         self.manifests = ManifestService(meta, locks, self.blobs, self.listeners, cfg.global_.max_manifest_size)
         self.referrers = ReferrerService(meta, self.manifests)
         self.catalog = Catalog(meta)
+        self.inventory = Inventory(self)
         self.reconfigure(cfg)
 
     def reconfigure(self, cfg) -> None:

@@ -1,0 +1,140 @@
+"""What the registry holds, summarised for the ``/_ext/`` listings (SPEC 12).
+
+Read-only views built from stored state on each call (nothing is cached, so a
+listing never disagrees with what ``/v2/`` serves):
+
+- :meth:`Inventory.repositories`: every configured repository with the number
+  of namespaces stored under it and its features (pull-through, immutable tags);
+- :meth:`Inventory.namespaces`: the namespaces of one repository with their
+  manifest and in-progress upload counts;
+- :meth:`Inventory.revisions`: every manifest revision of a namespace with its
+  media type, tags, the index that lists it (``parent``), push time and last
+  pull time (when ``update_pull_time`` records them);
+- :meth:`Inventory.uploads`: the upload sessions of a namespace.
+
+Times are Unix seconds (integers), ``None`` when unknown. A revision whose
+stored record cannot be read is listed with what is known (``media_type``
+``None``) rather than failing the listing: scrub reports and repairs those.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..oci.digest import Digest
+from ..oci.manifest import parse_manifest
+from ..storage import NotFound
+from . import paths
+from .timestamps import parse_ts
+
+
+def _unix(value: str | None) -> int | None:
+    ts = parse_ts(value)
+    return int(ts.timestamp()) if ts is not None else None
+
+
+class Inventory:
+    def __init__(self, registry):
+        self.reg = registry
+
+    # -- repositories and namespaces
+
+    def _namespaces_of(self, key: str) -> list[str]:
+        return [ns for ns in self.reg.catalog.namespaces() if self.reg.cfg.repository_for(ns)[0] == key]
+
+    def repositories(self) -> list[dict]:
+        cfg = self.reg.cfg
+        by_repo: dict[str, int] = {}
+        for ns in self.reg.catalog.namespaces():
+            key = cfg.repository_for(ns)[0]
+            if key is not None:
+                by_repo[key] = by_repo.get(key, 0) + 1
+        out = []
+        for key in sorted(cfg.repository):
+            repo = cfg.repository[key]
+            out.append({"name": key, "namespaces": by_repo.get(key, 0), "is_pull_through": bool(repo.upstream),
+                        "immutable_tags": bool(cfg.global_.immutable_tags or repo.immutable_tags)})
+        return out
+
+    def is_repository(self, key: str) -> bool:
+        return key in self.reg.cfg.repository
+
+    def namespaces(self, key: str) -> list[dict]:
+        sessions = self._sessions()
+        out = []
+        for ns in self._namespaces_of(key):
+            out.append({"name": ns, "manifests": len(self.reg.manifests.list_revisions(ns)),
+                        "uploads": sum(1 for _, info in sessions if info.get("namespace") == ns)})
+        return out
+
+    # -- revisions
+
+    def revisions(self, ns: str) -> list[dict]:
+        manifests = self.reg.manifests
+        tags: dict[str, list[str]] = {}
+        for name in manifests.tags.names(ns):
+            rec = manifests.tags.get(ns, name)
+            if rec is not None:
+                tags.setdefault(rec.digest, []).append(name)
+        rows, parents = [], {}
+        for d in sorted(manifests.list_revisions(ns), key=str):
+            record = self._record(ns, d)
+            rows.append((d, record))
+            if record is not None and record["media_type"] is not None:
+                try:
+                    parsed = parse_manifest(record["body"], record["media_type"])
+                except Exception:  # noqa: BLE001 - an unparsable stored manifest lists no children
+                    continue
+                for child in parsed.children:
+                    parents.setdefault(str(child.digest), str(d))
+        out = []
+        for d, record in rows:
+            key = str(d)
+            out.append({"digest": key, "media_type": record["media_type"] if record else None,
+                        "tags": sorted(tags.get(key, [])), "parent": parents.get(key),
+                        "pushed_at": record["pushed_at"] if record else None,
+                        "last_pulled_at": self._pulled_at(ns, d)})
+        return out
+
+    def _record(self, ns: str, d: Digest) -> dict | None:
+        try:
+            raw = self.reg.meta_store.get(paths.revision(ns, d))
+        except NotFound:
+            return None  # deleted while listing
+        header, _, body = raw.partition(b"\n")
+        try:
+            meta = json.loads(header)
+            return {"media_type": meta["media_type"], "pushed_at": _unix(meta.get("created_at")), "body": body}
+        except (ValueError, KeyError, TypeError):
+            return {"media_type": None, "pushed_at": None, "body": b""}
+
+    def _pulled_at(self, ns: str, d: Digest) -> int | None:
+        try:
+            return _unix(json.loads(self.reg.meta_store.get(paths.pull_time(ns, d))).get("pulled_at"))
+        except (NotFound, ValueError, AttributeError):
+            return None
+
+    # -- uploads
+
+    def _sessions(self) -> list[tuple[str, dict]]:
+        out = []
+        for upload_id in self.reg.uploads.list_sessions():
+            try:
+                info = json.loads(self.reg.blob_store.get(paths.upload_info(upload_id)))
+            except (NotFound, ValueError):
+                continue  # finished or cancelled meanwhile
+            if isinstance(info, dict):
+                out.append((upload_id, info))
+        return out
+
+    def uploads(self, ns: str) -> list[dict]:
+        out = []
+        for upload_id, info in self._sessions():
+            if info.get("namespace") != ns:
+                continue
+            try:
+                size = self.reg.uploads.offset(upload_id)
+            except Exception:  # noqa: BLE001 - completed or cancelled while listing
+                continue
+            out.append({"uuid": upload_id, "size": size, "started_at": _unix(info.get("started_at"))})
+        return sorted(out, key=lambda u: (u["started_at"] or 0, u["uuid"]))
