@@ -1,9 +1,13 @@
-"""The jobs admin UI (``[ui] enabled = true``): pending and failed jobs per queue, with retry and delete.
+"""The web UI (``[ui] enabled = true``): browse what is stored, and the jobs admin pages.
 
 Server-rendered HTML and plain forms, so it works in any browser (no
 JavaScript) and behind the same access policy as the ``/_ext/_jobs`` API:
 each page and button is one of that API's actions, with ``request.queue``.
 
+- ``GET /_ui/`` (``list-repositories``), ``GET /_ui/repositories/<repository>``
+  (``list-namespaces``), ``GET /_ui/namespaces/<namespace>`` (``list-revisions``):
+  repositories → namespaces → manifests with tags, parent index, push and pull
+  times (the ``/_ext/`` listings, rendered);
 - ``GET /_ui/jobs?queue=replication|cache[&after=]`` (``list-jobs``): pending
   and running jobs, oldest first, 100 a page;
 - ``GET /_ui/jobs/failed?queue=...`` (``list-failed-jobs``): dead letters
@@ -23,14 +27,16 @@ it acts.
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, redirect, render_template, request, send_from_directory, url_for
 
-from ..oci.errors import Denied
+from ..oci.errors import Denied, NameUnknown
+from ..oci.reference import validate_name
 from ..queue import QUEUES, STORAGE_KEY
 from .gate import action
-from .http import json_response
+from .http import json_response, registry
 from .jobs import JobUnknown, _key, _page, _queue
 
 FILES = os.path.join(os.path.dirname(__file__), "ui_files")
@@ -69,6 +75,39 @@ def _notice() -> str | None:
 
 def _name() -> str:
     return current_app.extensions["angos.config"].ui.name
+
+
+@bp.app_template_filter("when")
+def _when(unix: int | None) -> str:
+    if unix is None:
+        return ""
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@bp.route("/", methods=["GET"])
+@action("list-repositories")
+def browse_repositories():
+    return render_template("browse.html", name=_name(), view="repositories", title="Repositories",
+                           rows=registry().inventory.repositories())
+
+
+@bp.route("/repositories/<path:repository>", methods=["GET"])
+@action("list-namespaces")
+def browse_namespaces(repository: str):
+    validate_name(repository)
+    inventory = registry().inventory
+    if not inventory.is_repository(repository):
+        raise NameUnknown(f"repository {repository} is not configured")
+    return render_template("browse.html", name=_name(), view="namespaces", title=f"Namespaces of {repository}",
+                           repository=repository, rows=inventory.namespaces(repository))
+
+
+@bp.route("/namespaces/<path:namespace>", methods=["GET"])
+@action("list-revisions")
+def browse_revisions(namespace: str):
+    validate_name(namespace)
+    return render_template("browse.html", name=_name(), view="revisions", title=f"Manifests of {namespace}",
+                           namespace=namespace, rows=registry().inventory.revisions(namespace))
 
 
 def _render(failed: bool):

@@ -15,7 +15,9 @@ from angos.queue.core import JobQueue
 from tests.conftest import AngosServer, angos_config, free_port
 from tests.queue.conftest import JOB_ENV, read_lines, wait_until
 
-UI = '[ui]\nenabled = true\nname = "Test Registry"\n'
+from .helpers import push_image
+
+UI = '[ui]\nenabled = true\nname = "Test Registry"\n[repository."team"]\n'
 
 
 def test_the_ui_is_off_unless_enabled(angos):
@@ -126,3 +128,17 @@ def test_the_policy_sees_the_jobs_actions(angos_factory, tmp_path):
     denied = requests.get(f"{server.url}/_ui/jobs?queue=replication", timeout=10)
     assert denied.status_code == 401 and denied.headers["WWW-Authenticate"].startswith("Basic ")
     assert requests.get(f"{server.url}/_ui/jobs/failed?queue=cache", timeout=10).status_code == 401
+
+
+def test_browsing_repositories_namespaces_and_manifests(ui_server):
+    server, _, _ = ui_server
+    digest, _, _, _ = push_image(server, "team/app", tag="v1")
+    page = requests.get(f"{server.url}/_ui/", timeout=10).text
+    assert 'href="/_ui/repositories/team"' in page
+    page = requests.get(f"{server.url}/_ui/repositories/team", timeout=10).text
+    assert 'href="/_ui/namespaces/team/app"' in page
+    page = requests.get(f"{server.url}/_ui/namespaces/team/app", timeout=10).text
+    assert digest in page and ">v1<" in page and " UTC<" in page
+    assert requests.get(f"{server.url}/_ui/repositories/nope", timeout=10).status_code == 404
+    assert requests.get(f"{server.url}/_ui/namespaces/Bad..Name", timeout=10).status_code == 400
+    assert "No manifests in team/empty." in requests.get(f"{server.url}/_ui/namespaces/team/empty", timeout=10).text
