@@ -105,48 +105,35 @@ class QueueEnv:
         self._queues: list[JobQueue] = []
         self.configure()
 
+    @staticmethod
+    def _common(port: int) -> str:
+        return textwrap.dedent(f"""\
+            [server]
+            bind_address = "127.0.0.1"
+            port = {port}
+            workers = 2
+
+            [global]
+            max_concurrent_replication_jobs = 4
+            max_concurrent_cache_jobs = 2
+
+            [global.access_policy]
+            default = "allow"
+
+            """)
+
     def config_text(self, job_queue: str = "", port: int = 1, extra: str = "") -> str:
         if self.backend == "s3":
             return self._s3_config_text(port, extra)
         backend = f'backend = "redis"\nurl = "{self.redis_url}"' if self.backend == "redis" else 'backend = "sqlite"'
-        return textwrap.dedent(f"""\
-            [server]
-            bind_address = "127.0.0.1"
-            port = {port}
-            workers = 2
-
-            [global]
-            max_concurrent_replication_jobs = 4
-            max_concurrent_cache_jobs = 2
-
-            [global.access_policy]
-            default = "allow"
-
-            [global.job_queue]
-            """) + backend + "\n" + textwrap.dedent(job_queue) + textwrap.dedent(f"""
-            [blob_store.fs]
-            root_dir = "{self.data}"
-            """) + textwrap.dedent(extra)
+        return (self._common(port) + "[global.job_queue]\n" + backend + "\n" + textwrap.dedent(job_queue)
+                + f'\n[blob_store.fs]\nroot_dir = "{self.data}"\n' + textwrap.dedent(extra))
 
     def _s3_config_text(self, port: int, extra: str) -> str:
         endpoint, bucket = self.s3
         store = f'endpoint = "{endpoint}"\nbucket = "{bucket}"\naccess_key_id = "test"\nsecret_key = "test"\n'
-        return textwrap.dedent(f"""\
-            [server]
-            bind_address = "127.0.0.1"
-            port = {port}
-            workers = 2
-
-            [global]
-            max_concurrent_replication_jobs = 4
-            max_concurrent_cache_jobs = 2
-
-            [global.access_policy]
-            default = "allow"
-
-            [blob_store.s3]
-            """) + store + 'key_prefix = "blobs"\n\n[metadata_store.s3]\n' + store + \
-            'key_prefix = "meta"\n\n[metadata_store.s3.lock_strategy.s3]\n' + textwrap.dedent(extra)
+        return (self._common(port) + "[blob_store.s3]\n" + store + 'key_prefix = "blobs"\n\n[metadata_store.s3]\n'
+                + store + 'key_prefix = "meta"\n\n[metadata_store.s3.lock_strategy.s3]\n' + textwrap.dedent(extra))
 
     def configure(self, job_queue: str = "", port: int = 1, extra: str = "") -> None:
         self.job_queue = job_queue
