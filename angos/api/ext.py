@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from ..oci.errors import NameUnknown
 from ..oci.reference import validate_name
 from .gate import action
 from .http import json_response, registry
@@ -37,10 +36,7 @@ def repositories():
 @action("list-namespaces")
 def namespaces(repository: str):
     validate_name(repository)
-    inventory = registry().inventory
-    if not inventory.is_repository(repository):
-        raise NameUnknown(f"repository {repository} is not configured")
-    return json_response({"namespaces": inventory.namespaces(repository)})
+    return json_response({"namespaces": registry().inventory.namespaces(repository)})
 
 
 @bp.route("/<path:namespace>/_revisions", methods=["GET"])

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, redirect, render_template, request, send_from_directory, url_for
 
-from ..oci.errors import Denied, NameUnknown
+from ..oci.errors import Denied
 from ..oci.reference import validate_name
 from ..queue import QUEUES, STORAGE_KEY
 from .gate import action
@@ -95,11 +95,8 @@ def browse_repositories():
 @action("list-namespaces")
 def browse_namespaces(repository: str):
     validate_name(repository)
-    inventory = registry().inventory
-    if not inventory.is_repository(repository):
-        raise NameUnknown(f"repository {repository} is not configured")
     return render_template("browse.html", name=_name(), view="namespaces", title=f"Namespaces of {repository}",
-                           repository=repository, rows=inventory.namespaces(repository))
+                           repository=repository, rows=registry().inventory.namespaces(repository))
 
 
 @bp.route("/namespaces/<path:namespace>", methods=["GET"])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 
 from ..oci.digest import Digest
+from ..oci.errors import NameUnknown
 from ..oci.manifest import parse_manifest
 from ..storage import NotFound
 from . import paths
@@ -56,10 +57,10 @@ class Inventory:
                         "immutable_tags": bool(cfg.global_.immutable_tags or repo.immutable_tags)})
         return out
 
-    def is_repository(self, key: str) -> bool:
-        return key in self.reg.cfg.repository
-
     def namespaces(self, key: str) -> list[dict]:
+        """The namespaces of configured repository ``key``; NAME_UNKNOWN for any other key."""
+        if key not in self.reg.cfg.repository:
+            raise NameUnknown(f"repository {key} is not configured")
         sessions = self._sessions()
         out = []
         for ns in self._namespaces_of(key):
