@@ -71,14 +71,17 @@ def _setup(state) -> None:
         start_refresher(queues, jq.pending_refresh_interval_secs)
 
 
-def _queue(status: int):
+def requested_queue(status: int):
+    """The ``?queue=`` of this request (default ``cache``); an unknown one is ``status`` (404 on
+    listings, 400 on mutations). Shared with the UI pages."""
     name = request.args.get("queue", "cache")
     if name not in QUEUES:
         raise Unsupported(f"unknown queue {name!r}; valid: {', '.join(QUEUES)}", status=status)
     return current_app.extensions["angos.queues"][name]
 
 
-def _page(status: int) -> tuple[int, str | None]:
+def requested_page(status: int) -> tuple[int, str | None]:
+    """``(n, after)`` of this request, validated."""
     raw_n = request.args.get("n", "100")
     if not raw_n.isdigit() or int(raw_n) == 0:
         raise Unsupported(f"n must be a positive integer, got {raw_n!r}", status=status)
@@ -95,7 +98,8 @@ def _listing(field: str, jobs: list, nxt: str | None):
     return json_response(body)
 
 
-def _key(key: str) -> str:
+def checked_key(key: str) -> str:
+    """``key`` if it has the shape of a storage_key, else 404 (so it never reaches a store)."""
     if not STORAGE_KEY.match(key):
         raise JobUnknown(f"no job with storage_key {key!r}")
     return key
@@ -104,8 +108,8 @@ def _key(key: str) -> str:
 @bp.route("", methods=["GET"])
 @action("list-jobs")
 def list_jobs():
-    q = _queue(404)
-    n, after = _page(404)
+    q = requested_queue(404)
+    n, after = requested_page(404)
     jobs, nxt = q.list_pending(after, n)
     return _listing("jobs", jobs, nxt)
 
@@ -113,8 +117,8 @@ def list_jobs():
 @bp.route("/failed", methods=["GET"])
 @action("list-failed-jobs")
 def list_failed_jobs():
-    q = _queue(404)
-    n, after = _page(404)
+    q = requested_queue(404)
+    n, after = requested_page(404)
     jobs, nxt = q.list_failed(after, n)
     return _listing("failed", jobs, nxt)
 
@@ -122,8 +126,8 @@ def list_failed_jobs():
 @bp.route("/failed/<key>/retry", methods=["POST"])
 @action("retry-job")
 def retry_job(key):
-    q = _queue(400)
-    if not q.retry_failed(_key(key)):
+    q = requested_queue(400)
+    if not q.retry_failed(checked_key(key)):
         raise JobUnknown(f"no failed job with storage_key {key!r}")
     return empty(204)
 
@@ -131,8 +135,8 @@ def retry_job(key):
 @bp.route("/failed/<key>", methods=["DELETE"])
 @action("delete-job")
 def delete_failed_job(key):
-    q = _queue(400)
-    if not q.delete_failed(_key(key)):
+    q = requested_queue(400)
+    if not q.delete_failed(checked_key(key)):
         raise JobUnknown(f"no failed job with storage_key {key!r}")
     return empty(204)
 
@@ -140,8 +144,8 @@ def delete_failed_job(key):
 @bp.route("/pending/<key>", methods=["DELETE"])
 @action("delete-job")
 def delete_pending_job(key):
-    q = _queue(400)
-    if not q.delete_pending(_key(key)):
+    q = requested_queue(400)
+    if not q.delete_pending(checked_key(key)):
         found = q.get(key)
         if found is not None and found[1] == "running":
             raise Conflict(f"job {key} is running; it cannot be deleted until it finishes")

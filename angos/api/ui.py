@@ -37,7 +37,7 @@ from ..oci.reference import validate_name
 from ..queue import QUEUES, STORAGE_KEY
 from .gate import action
 from .http import json_response, registry
-from .jobs import JobUnknown, _key, _page, _queue
+from .jobs import JobUnknown, checked_key, requested_page, requested_queue
 
 FILES = os.path.join(os.path.dirname(__file__), "ui_files")
 PAGE = 100
@@ -109,8 +109,8 @@ def browse_revisions(namespace: str):
 
 def _render(failed: bool):
     status = 404
-    q = _queue(status)
-    _, after = _page(status)
+    q = requested_queue(status)
+    _, after = requested_page(status)
     jobs, nxt = (q.list_failed if failed else q.list_pending)(after, PAGE)
     return render_template("jobs.html", name=_name(), queues=QUEUES, queue=q.name, failed=failed, jobs=jobs,
                            next=nxt, notice=_notice())
@@ -135,8 +135,8 @@ def _back(endpoint: str, queue: str, done: str, key: str):
 @bp.route("/jobs/failed/<key>/retry", methods=["POST"])
 @action("retry-job")
 def retry_failed(key):
-    q = _queue(400)
-    if not q.retry_failed(_key(key)):
+    q = requested_queue(400)
+    if not q.retry_failed(checked_key(key)):
         raise JobUnknown(f"no failed job with storage_key {key!r}")
     return _back("ui.failed_jobs", q.name, "retried", key)
 
@@ -144,8 +144,8 @@ def retry_failed(key):
 @bp.route("/jobs/failed/<key>/delete", methods=["POST"])
 @action("delete-job")
 def delete_failed(key):
-    q = _queue(400)
-    if not q.delete_failed(_key(key)):
+    q = requested_queue(400)
+    if not q.delete_failed(checked_key(key)):
         raise JobUnknown(f"no failed job with storage_key {key!r}")
     return _back("ui.failed_jobs", q.name, "deleted", key)
 
@@ -153,8 +153,8 @@ def delete_failed(key):
 @bp.route("/jobs/pending/<key>/delete", methods=["POST"])
 @action("delete-job")
 def delete_pending(key):
-    q = _queue(400)
-    if q.delete_pending(_key(key)):
+    q = requested_queue(400)
+    if q.delete_pending(checked_key(key)):
         return _back("ui.pending_jobs", q.name, "deleted", key)
     found = q.get(key)
     if found is not None and found[1] == "running":
