@@ -123,31 +123,43 @@ def list_failed_jobs():
     return _listing("failed", jobs, nxt)
 
 
+def retry(q, key: str) -> None:
+    """Make failed job ``key`` pending again (attempts reset); 404 if there is none."""
+    if not q.retry_failed(checked_key(key)):
+        raise JobUnknown(f"no failed job with storage_key {key!r}")
+
+
+def remove_failed(q, key: str) -> None:
+    if not q.delete_failed(checked_key(key)):
+        raise JobUnknown(f"no failed job with storage_key {key!r}")
+
+
+def remove_pending(q, key: str) -> None:
+    """Delete pending job ``key``: 409 CONFLICT while it runs, 404 if there is none."""
+    if q.delete_pending(checked_key(key)):
+        return
+    found = q.get(key)
+    if found is not None and found[1] == "running":
+        raise Conflict(f"job {key} is running; it cannot be deleted until it finishes")
+    raise JobUnknown(f"no pending job with storage_key {key!r}")
+
+
 @bp.route("/failed/<key>/retry", methods=["POST"])
 @action("retry-job")
 def retry_job(key):
-    q = requested_queue(400)
-    if not q.retry_failed(checked_key(key)):
-        raise JobUnknown(f"no failed job with storage_key {key!r}")
+    retry(requested_queue(400), key)
     return empty(204)
 
 
 @bp.route("/failed/<key>", methods=["DELETE"])
 @action("delete-job")
 def delete_failed_job(key):
-    q = requested_queue(400)
-    if not q.delete_failed(checked_key(key)):
-        raise JobUnknown(f"no failed job with storage_key {key!r}")
+    remove_failed(requested_queue(400), key)
     return empty(204)
 
 
 @bp.route("/pending/<key>", methods=["DELETE"])
 @action("delete-job")
 def delete_pending_job(key):
-    q = requested_queue(400)
-    if not q.delete_pending(checked_key(key)):
-        found = q.get(key)
-        if found is not None and found[1] == "running":
-            raise Conflict(f"job {key} is running; it cannot be deleted until it finishes")
-        raise JobUnknown(f"no pending job with storage_key {key!r}")
+    remove_pending(requested_queue(400), key)
     return empty(204)

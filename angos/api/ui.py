@@ -32,12 +32,13 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, redirect, render_template, request, send_from_directory, url_for
 
-from ..oci.errors import Denied
+from ..oci.errors import Conflict, Denied
 from ..oci.reference import validate_name
 from ..queue import QUEUES, STORAGE_KEY
 from .gate import action
 from .http import json_response, registry
-from .jobs import JobUnknown, checked_key, requested_page, requested_queue
+from . import jobs
+from .jobs import JobUnknown, requested_page, requested_queue
 
 FILES = os.path.join(os.path.dirname(__file__), "ui_files")
 PAGE = 100
@@ -111,8 +112,8 @@ def _render(failed: bool):
     status = 404
     q = requested_queue(status)
     _, after = requested_page(status)
-    jobs, nxt = (q.list_failed if failed else q.list_pending)(after, PAGE)
-    return render_template("jobs.html", name=_name(), queues=QUEUES, queue=q.name, failed=failed, jobs=jobs,
+    rows, nxt = (q.list_failed if failed else q.list_pending)(after, PAGE)
+    return render_template("jobs.html", name=_name(), queues=QUEUES, queue=q.name, failed=failed, jobs=rows,
                            next=nxt, notice=_notice())
 
 
@@ -136,8 +137,7 @@ def _back(endpoint: str, queue: str, done: str, key: str):
 @action("retry-job")
 def retry_failed(key):
     q = requested_queue(400)
-    if not q.retry_failed(checked_key(key)):
-        raise JobUnknown(f"no failed job with storage_key {key!r}")
+    jobs.retry(q, key)
     return _back("ui.failed_jobs", q.name, "retried", key)
 
 
@@ -145,8 +145,7 @@ def retry_failed(key):
 @action("delete-job")
 def delete_failed(key):
     q = requested_queue(400)
-    if not q.delete_failed(checked_key(key)):
-        raise JobUnknown(f"no failed job with storage_key {key!r}")
+    jobs.remove_failed(q, key)
     return _back("ui.failed_jobs", q.name, "deleted", key)
 
 
@@ -154,12 +153,11 @@ def delete_failed(key):
 @action("delete-job")
 def delete_pending(key):
     q = requested_queue(400)
-    if q.delete_pending(checked_key(key)):
-        return _back("ui.pending_jobs", q.name, "deleted", key)
-    found = q.get(key)
-    if found is not None and found[1] == "running":
+    try:
+        jobs.remove_pending(q, key)
+    except Conflict:  # running: say so on the page rather than answer an error document
         return _back("ui.pending_jobs", q.name, "running", key)
-    raise JobUnknown(f"no pending job with storage_key {key!r}")
+    return _back("ui.pending_jobs", q.name, "deleted", key)
 
 
 @bp.route("/config", methods=["GET"])
