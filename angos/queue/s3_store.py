@@ -43,7 +43,7 @@ back an earlier body must not revive an old ETag. The rules:
   a ``failed`` job still under ``pending/`` or a retried job still under
   ``failed/`` (both moved by the periodic sweep in :meth:`top_up`).
 
-Wake-ups stay in Huey's local SQLite (``$ANGOS_JOBS_DIR/pending/<q>/queue.db``,
+Wake-ups stay in Huey's local SQLite (:mod:`.wakeups`, ``$ANGOS_JOBS_DIR/pending/<q>/queue.db``,
 shared by every process of the box) and are issued only after the S3 write
 that made a job runnable succeeded. They are not durable state: ``top_up``
 (every few seconds in each drain) counts the claimable jobs on S3 and adds the
@@ -58,13 +58,11 @@ sharing a bucket need NTP, as with the S3 lock strategy.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import random
-import sqlite3
 import threading
 import time
 import uuid
@@ -72,7 +70,8 @@ import uuid
 from ..config import ConfigError
 from ..storage.base import NotFound, StorageUnavailable
 from .envelope import STORAGE_KEY, Envelope
-from .sqlite_store import NO_LEASE_CHECK, huey_timestamp
+from .sqlite_store import NO_LEASE_CHECK
+from .wakeups import LocalWakeups
 
 log = logging.getLogger("angos.queue.s3_store")
 
@@ -81,7 +80,6 @@ SNAPSHOT_SECS = 1.0  # how old a listing a claim, top_up or gauge may reuse
 SWEEP_SECS = 30.0  # how often top_up repairs what a crash left half-written
 CAS_RETRIES = 50
 CLAIM_SPREAD = 8  # a claim starts at a random one of the oldest due jobs (fewer lost races)
-_CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict")
 _DELETE = object()
 
 _verified: set[tuple] = set()
@@ -103,61 +101,6 @@ def _doc(env: Envelope, state: str, owner: str | None = None, lease_until: float
             "claim": claim}
 
 
-class _Wakeups:
-    """Huey wake-up messages in the box's local queue database (the same rows SqliteJobStore writes)."""
-
-    def __init__(self, path: str, huey_name: str, offload=None):
-        self.path = path
-        self.huey_name = huey_name
-        self.offload = offload  # under gevent: run sqlite3 in a native thread, not on the event loop
-        self._local = threading.local()
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        conn.execute("pragma journal_mode=wal")
-        conn.execute("pragma synchronous=normal")  # wake-ups are rebuilt from S3 if lost: no fsync each
-        return conn
-
-    def _conn(self) -> sqlite3.Connection:
-        if self.offload is not None:  # a connection per call: nothing shared between native threads
-            return self._connect()
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        return conn
-
-    def _run(self, fn, *args):
-        def call():
-            conn = self._conn()
-            try:
-                return fn(conn, *args)
-            finally:
-                if self.offload is not None:
-                    conn.close()
-
-        return self.offload(call) if self.offload is not None else call()
-
-    def push(self, msg: bytes, at: float) -> None:
-        def insert(conn):
-            if at <= time.time():
-                conn.execute("insert into task (queue, data, priority) values (?, ?, 0)", (self.huey_name, msg))
-            else:
-                conn.execute("insert into schedule (queue, data, timestamp) values (?, ?, ?)",
-                             (self.huey_name, msg, huey_timestamp(at)))
-
-        self._run(insert)
-
-    def queued(self) -> int:
-        return self._run(lambda conn: conn.execute("select count(*) from task where queue = ?",
-                                                   (self.huey_name,)).fetchone()[0])
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-
 class S3JobStore:
     def __init__(self, store, queue: str, wake_db: str, huey_name: str, offload=None, verify: bool = True):
         self.s3 = store  # an angos.storage.s3.S3Store on the metadata bucket and prefix
@@ -165,7 +108,7 @@ class S3JobStore:
         self.pending_dir = f"{JOBS}/pending/{queue}/"
         self.failed_dir = f"{JOBS}/failed/{queue}/"
         self.keys_dir = f"{JOBS}/keys/{queue}/"
-        self.wakeups = _Wakeups(wake_db, huey_name, offload)
+        self.wakeups = LocalWakeups(wake_db, huey_name, offload)
         self._cache: dict[str, tuple[str, dict]] = {}  # key -> (etag, body) last seen or written here
         self._guard = threading.Lock()
         self._snap: tuple[float, dict] | None = None  # (monotonic time, {key: (etag, body)}) of pending/<q>
@@ -178,53 +121,37 @@ class S3JobStore:
 
     def _get(self, key: str) -> tuple[str, dict] | None:
         try:
-            with self.s3._errors(key):
-                resp = self.s3.client.get_object(Bucket=self.s3.bucket, Key=self.s3._k(key))
-                raw = resp["Body"].read()
+            etag, raw = self.s3.get_versioned(key)
         except NotFound:
             self._forget(key)
             return None
-        cur = resp["ETag"], json.loads(raw)
+        cur = etag, json.loads(raw)
         self._note(key, *cur)
         return cur
 
     def _put(self, key: str, doc: dict, if_match: str | None = None, create: bool = False) -> str | None:
         """PUT ``doc`` (with a fresh nonce); None when the precondition failed or the key is gone."""
-        from botocore.exceptions import ClientError
-
         doc = {**doc, "rev": uuid.uuid4().hex}
-        cond = {"IfMatch": if_match} if if_match is not None else {"IfNoneMatch": "*"} if create else {}
         try:
-            with self.s3._errors(key):
-                etag = self.s3.client.put_object(Bucket=self.s3.bucket, Key=self.s3._k(key),
-                                                 Body=json.dumps(doc, separators=(",", ":")).encode(),
-                                                 ContentType="application/json", **cond)["ETag"]
+            etag = self.s3.put_conditional(key, json.dumps(doc, separators=(",", ":")).encode(), if_match=if_match,
+                                           if_absent=create, content_type="application/json")
         except NotFound:
-            self._forget(key)
+            etag = None
+        if etag is None:
+            self._forget(key)  # what we knew of it is out of date
             return None
-        except ClientError as exc:
-            if self.s3._code(exc) in _CONFLICT:
-                self._forget(key)  # what we knew of it is out of date
-                return None
-            raise
         self._note(key, etag, doc)
         return etag
 
     def _delete(self, key: str, etag: str) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
-            with self.s3._errors(key):
-                self.s3.client.delete_object(Bucket=self.s3.bucket, Key=self.s3._k(key), IfMatch=etag)
+            deleted = self.s3.delete_if_match(key, etag)
         except NotFound:
+            deleted = False
             self._forget(key)
-            return False
-        except ClientError as exc:
-            if self.s3._code(exc) in _CONFLICT:
-                return False
-            raise
-        self._forget(key)
-        return True
+        if deleted:
+            self._forget(key)
+        return deleted
 
     def _list(self, prefix: str, start_after: str | None = None):
         """(key, etag) under ``prefix`` in key order, page by page."""
@@ -628,17 +555,10 @@ def _verify_conditional_writes(store) -> None:
     with _verified_lock:
         if ident in _verified:
             return
-    key = f"{JOBS}/probe-{uuid.uuid4().hex}"
-    try:
-        first = store.put_if_absent(key, b"1")
-        second = store.put_if_absent(key, b"2")
-    except StorageUnavailable as exc:
-        log.warning("could not verify that the S3 endpoint honours conditional writes: %s", exc)
+    verdict = store.honours_conditional_writes(f"{JOBS}/probe-{uuid.uuid4().hex}")
+    if verdict is None:
         return  # not a verdict: the job store's own calls report the outage
-    finally:
-        with contextlib.suppress(Exception):
-            store.delete(key)
-    if not (first and not second):
+    if not verdict:
         raise ConfigError(
             f"the S3 endpoint {store.endpoint or '(default)'} does not honour conditional writes (If-None-Match: *), "
             "so the in-process job queue kept in the S3 metadata store could run a job twice; add "

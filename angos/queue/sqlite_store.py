@@ -94,11 +94,7 @@ class SqliteJobStore:
             self._local.conn = None
 
     def _wake(self, conn, msg: bytes, at: float) -> None:
-        if at <= time.time():
-            conn.execute("insert into task (queue, data, priority) values (?, ?, 0)", (self.huey_name, msg))
-        else:
-            conn.execute("insert into schedule (queue, data, timestamp) values (?, ?, ?)",
-                         (self.huey_name, msg, huey_timestamp(at)))
+        insert_wakeup(conn, self.huey_name, msg, at)
 
     @staticmethod
     def _env(row) -> Envelope:
@@ -248,6 +244,15 @@ class SqliteJobStore:
             for _ in range(missing):
                 self._wake(conn, wake, now)
             return missing
+
+
+def insert_wakeup(conn, huey_name: str, msg: bytes, at: float) -> None:
+    """One Huey wake-up for a job due at ``at``: in Huey's ``task`` table when due now, else ``schedule``."""
+    if at <= time.time():
+        conn.execute("insert into task (queue, data, priority) values (?, ?, 0)", (huey_name, msg))
+    else:
+        conn.execute("insert into schedule (queue, data, timestamp) values (?, ?, ?)",
+                     (huey_name, msg, huey_timestamp(at)))
 
 
 def huey_timestamp(epoch: float) -> float:

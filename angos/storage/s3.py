@@ -62,6 +62,8 @@ META_PARTS = "angos-parts"
 META_PSIZE = "angos-part-size"
 MIN_PART = 5 * 1024 * 1024
 PRESIGN_TTL = 900  # seconds a redirect URL stays valid: long enough to start a pull, short to limit leaks
+# A conditional request refused: the precondition failed, or another conditional write is in flight.
+_REFUSED = ("PreconditionFailed", "ConditionalRequestConflict")
 
 
 def _part_key(key: str, n: int) -> str:
@@ -225,6 +227,63 @@ class S3Store(ObjectStore):
                     continue
                 raise
         return False
+
+    # -- conditional requests: compare-and-swap on ETags, for the S3 locks and the S3 job store
+
+    def get_versioned(self, key: str) -> tuple[str, bytes]:
+        """``(ETag, body)`` of ``key``; NotFound when absent."""
+        with self._errors(key):
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+            return resp["ETag"], resp["Body"].read()
+
+    def put_conditional(self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False,
+                        content_type: str | None = None) -> str | None:
+        """PUT guarded by ``If-Match: <if_match>`` or (``if_absent``) ``If-None-Match: *``.
+
+        Returns the new ETag, or None when the precondition failed (including a
+        concurrent conditional write in flight); NotFound when ``if_match`` names
+        a key that is gone."""
+        from botocore.exceptions import ClientError
+
+        cond = {"IfMatch": if_match} if if_match is not None else {"IfNoneMatch": "*"} if if_absent else {}
+        if content_type is not None:
+            cond["ContentType"] = content_type
+        try:
+            with self._errors(key):
+                return self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, **cond)["ETag"]
+        except ClientError as exc:
+            if self._code(exc) in _REFUSED:
+                return None
+            raise
+
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        """Delete ``key`` only while it still has ``etag``: False when it changed; NotFound when gone."""
+        from botocore.exceptions import ClientError
+
+        try:
+            with self._errors(key):
+                self.client.delete_object(Bucket=self.bucket, Key=self._k(key), IfMatch=etag)
+            return True
+        except ClientError as exc:
+            if self._code(exc) in _REFUSED:
+                return False
+            raise
+
+    def honours_conditional_writes(self, probe_key: str) -> bool | None:
+        """Whether a second create-if-absent of one key is refused, as locks and the job store need.
+
+        None when the endpoint cannot be reached: an outage is not a verdict (``/readyz``
+        and the callers' own requests report it)."""
+        try:
+            first = self.put_if_absent(probe_key, b"1")
+            second = self.put_if_absent(probe_key, b"2")
+        except StorageUnavailable as exc:
+            log.warning("could not verify that the S3 endpoint honours conditional writes: %s", exc)
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                self.delete(probe_key)
+        return first and not second
 
     def write_stream(self, key: str, chunks: Iterable[bytes]) -> int:
         buf = bytearray()

@@ -24,7 +24,6 @@ An unreachable endpoint is only logged (``/readyz`` reports it).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -39,7 +38,6 @@ from .s3 import S3Store
 log = logging.getLogger("angos.storage.s3_locks")
 
 LOCKS_DIR = "_locks"
-_REFUSED = ("PreconditionFailed", "ConditionalRequestConflict")
 
 
 class S3Locks(LeasedLocks):
@@ -55,19 +53,7 @@ class S3Locks(LeasedLocks):
             self.verify_conditional_writes()
 
     def verify_conditional_writes(self) -> None:
-        key = f"{LOCKS_DIR}/probe-{uuid.uuid4().hex}"
-        try:
-            first = self.store.put_if_absent(key, b"1")
-            second = self.store.put_if_absent(key, b"2")
-        except StorageUnavailable as exc:
-            # An outage is not a verdict: start (readyz reports it) rather than let a
-            # worker respawned during an S3 blip take the whole server down.
-            log.warning("could not verify that the S3 endpoint honours conditional writes: %s", exc)
-            return
-        finally:
-            with contextlib.suppress(Exception):
-                self.store.delete(key)
-        if not (first and not second):
+        if self.store.honours_conditional_writes(f"{LOCKS_DIR}/probe-{uuid.uuid4().hex}") is False:
             raise ConfigError(
                 "metadata_store.s3.lock_strategy.s3: the S3 endpoint "
                 f"{self.store.endpoint or '(default)'} does not honour conditional writes (If-None-Match: *), "
@@ -79,43 +65,29 @@ class S3Locks(LeasedLocks):
     def _body(self, token: str) -> bytes:
         return json.dumps({"token": token, "expires": time.time() + self.cfg.ttl_secs}).encode()
 
-    def _client_call(self, fn, key: str, **kwargs):
-        s = self.store
-        with s._errors(key):
-            return fn(Bucket=s.bucket, Key=s._k(key), **kwargs)
-
     # -- LeasedLocks: the handle is the ETag of our lock object
 
     def _try_acquire(self, key: str, token: str) -> str | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            return self._client_call(self.store.client.put_object, key, Body=self._body(token),
-                                     IfNoneMatch="*")["ETag"]
-        except ClientError as exc:
-            if self.store._code(exc) in _REFUSED:
-                return None
-            raise
+        return self.store.put_conditional(key, self._body(token), if_absent=True)
 
     def _on_busy(self, key: str) -> None:
         """Break the lock if its holder stopped renewing (its lease expired)."""
         try:
-            resp = self._client_call(self.store.client.get_object, key)
-            holder = json.loads(resp["Body"].read())
+            etag, raw = self.store.get_versioned(key)
+            holder = json.loads(raw)
         except NotFound:
             return
         except ValueError:
             holder = {"expires": 0}
         if holder.get("expires", 0) < time.time():
             log.warning("breaking expired S3 lock %s (its holder stopped renewing)", key)
-            self._conditional_delete(key, resp["ETag"])
+            self._conditional_delete(key, etag)
 
     def _renew(self, key: str, token: str, etag: str) -> str | None:
         from botocore.exceptions import ClientError
 
         try:
-            return self._client_call(self.store.client.put_object, key, Body=self._body(token),
-                                     IfMatch=etag)["ETag"]
+            return self.store.put_conditional(key, self._body(token), if_match=etag)
         except (ClientError, NotFound):
             return None
 
@@ -124,17 +96,10 @@ class S3Locks(LeasedLocks):
 
     def _conditional_delete(self, key: str, etag: str) -> bool:
         """Delete ``key`` only while it still has ``etag``: never someone else's fresh lock."""
-        from botocore.exceptions import ClientError
-
         try:
-            self._client_call(self.store.client.delete_object, key, IfMatch=etag)
-            return True
+            return self.store.delete_if_match(key, etag)
         except NotFound:
             return False
-        except ClientError as exc:
-            if self.store._code(exc) in _REFUSED:
-                return False
-            raise
 
     def check(self) -> None:
         try:
