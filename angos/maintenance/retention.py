@@ -119,7 +119,7 @@ def candidates(reg, ns: str) -> list[Candidate]:
         except Exception:  # noqa: BLE001
             continue
         tagged.add(str(d))
-        out.append(Candidate(tag, d, _secs(rec.created), _pulled(meta, ns, d)))
+        out.append(Candidate(tag, d, _secs(rec.created), _pulled(reg, ns, d)))
     for d in reg.manifests.list_revisions(ns):
         if str(d) in tagged:
             continue
@@ -127,7 +127,7 @@ def candidates(reg, ns: str) -> list[Candidate]:
             header = json.loads(meta.get(paths.revision(ns, d)).partition(b"\n")[0])
         except (NotFound, ValueError):
             continue
-        out.append(Candidate(None, d, _secs(parse_ts(header.get("created_at"))), _pulled(meta, ns, d)))
+        out.append(Candidate(None, d, _secs(parse_ts(header.get("created_at"))), _pulled(reg, ns, d)))
     for rank, c in enumerate(sorted(out, key=lambda c: (-c.pushed, c.name))):
         c.pushed_rank = rank
     pulled = [c for c in out if c.pulled > 0]
@@ -140,11 +140,8 @@ def _secs(ts) -> float:
     return ts.timestamp() if ts is not None else 0.0
 
 
-def _pulled(meta, ns: str, d: Digest) -> float:
-    try:
-        return _secs(parse_ts(json.loads(meta.get(paths.pull_time(ns, d))).get("pulled_at")))
-    except (NotFound, ValueError, AttributeError):
-        return 0.0
+def _pulled(reg, ns: str, d: Digest) -> float:
+    return _secs(reg.last_pull(ns, d))
 
 
 def protected(reg, ns: str, d: Digest) -> bool:

@@ -19,13 +19,9 @@ stored record cannot be read is listed with what is known (``media_type``
 
 from __future__ import annotations
 
-import json
-
-from ..oci.digest import Digest
 from ..oci.errors import NameUnknown
 from ..oci.manifest import parse_manifest
-from ..storage import NotFound
-from . import paths
+from .manifests import Revision
 from .timestamps import parse_ts
 
 
@@ -79,54 +75,34 @@ class Inventory:
                 tags.setdefault(rec.digest, []).append(name)
         rows, parents = [], {}
         for d in sorted(manifests.list_revisions(ns), key=str):
-            record = self._record(ns, d)
-            rows.append((d, record))
-            if record is not None and record["media_type"] is not None:
+            try:
+                rev = manifests.revision(ns, d)  # None: deleted while listing
+            except (ValueError, KeyError, TypeError):
+                rev = Revision(d, None, b"")  # unreadable record: listed with what is known
+            rows.append((d, rev))
+            if rev is not None and rev.media_type is not None:
                 try:
-                    parsed = parse_manifest(record["body"], record["media_type"])
+                    parsed = parse_manifest(rev.body, rev.media_type)
                 except Exception:  # noqa: BLE001 - an unparsable stored manifest lists no children
                     continue
                 for child in parsed.children:
                     parents.setdefault(str(child.digest), str(d))
         out = []
-        for d, record in rows:
+        for d, rev in rows:
             key = str(d)
-            out.append({"digest": key, "media_type": record["media_type"] if record else None,
+            pulled = self.reg.last_pull(ns, d)
+            out.append({"digest": key, "media_type": rev.media_type if rev else None,
                         "tags": sorted(tags.get(key, [])), "parent": parents.get(key),
-                        "pushed_at": record["pushed_at"] if record else None,
-                        "last_pulled_at": self._pulled_at(ns, d)})
+                        "pushed_at": _unix(rev.created_at) if rev else None,
+                        "last_pulled_at": int(pulled.timestamp()) if pulled is not None else None})
         return out
-
-    def _record(self, ns: str, d: Digest) -> dict | None:
-        try:
-            raw = self.reg.meta_store.get(paths.revision(ns, d))
-        except NotFound:
-            return None  # deleted while listing
-        header, _, body = raw.partition(b"\n")
-        try:
-            meta = json.loads(header)
-            return {"media_type": meta["media_type"], "pushed_at": _unix(meta.get("created_at")), "body": body}
-        except (ValueError, KeyError, TypeError):
-            return {"media_type": None, "pushed_at": None, "body": b""}
-
-    def _pulled_at(self, ns: str, d: Digest) -> int | None:
-        try:
-            return _unix(json.loads(self.reg.meta_store.get(paths.pull_time(ns, d))).get("pulled_at"))
-        except (NotFound, ValueError, AttributeError):
-            return None
 
     # -- uploads
 
     def _sessions(self) -> list[tuple[str, dict]]:
-        out = []
-        for upload_id in self.reg.uploads.list_sessions():
-            try:
-                info = json.loads(self.reg.blob_store.get(paths.upload_info(upload_id)))
-            except (NotFound, ValueError):
-                continue  # finished or cancelled meanwhile
-            if isinstance(info, dict):
-                out.append((upload_id, info))
-        return out
+        uploads = self.reg.uploads
+        # Finished or cancelled while listing (None), or not a record: skipped.
+        return [(u, info) for u in uploads.list_sessions() if isinstance(info := uploads.session_info(u), dict)]
 
     def uploads(self, ns: str) -> list[dict]:
         out = []

@@ -35,6 +35,7 @@ class Revision:
     media_type: str
     body: bytes
     subject: str | None = None
+    created_at: str | None = None  # when this revision was first stored (RFC 3339)
 
 
 @dataclass
@@ -62,7 +63,7 @@ def encode_revision(media_type: str, subject: str | None, body: bytes) -> bytes:
 def decode_revision(d: Digest, raw: bytes) -> Revision:
     header, _, body = raw.partition(b"\n")
     meta = json.loads(header)
-    return Revision(d, meta["media_type"], body, meta.get("subject"))
+    return Revision(d, meta["media_type"], body, meta.get("subject"), meta.get("created_at"))
 
 
 class ManifestService:

@@ -9,9 +9,10 @@ Configuration can be swapped live with :meth:`reconfigure`.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from ..oci.digest import Digest
-from ..storage import build_locks, build_store
+from ..storage import NotFound, build_locks, build_store
 from . import paths
 from .blobs import BlobService
 from .catalog import Catalog
@@ -19,7 +20,7 @@ from .events import Listeners
 from .inventory import Inventory
 from .manifests import ManifestService, WritePolicy
 from .referrers import ReferrerService
-from .timestamps import format_ts, now
+from .timestamps import format_ts, now, parse_ts
 from .uploads import UploadService
 
 
@@ -57,6 +58,13 @@ class Registry:
     def record_pull(self, ns: str, d: Digest) -> None:
         if self.cfg.global_.update_pull_time:
             self.meta_store.put(paths.pull_time(ns, d), json.dumps({"pulled_at": format_ts(now())}).encode())
+
+    def last_pull(self, ns: str, d: Digest) -> datetime | None:
+        """When ``d`` was last pulled from ``ns`` (recorded with ``update_pull_time``); None if unknown."""
+        try:
+            return parse_ts(json.loads(self.meta_store.get(paths.pull_time(ns, d))).get("pulled_at"))
+        except (NotFound, ValueError, AttributeError):
+            return None
 
     def check(self) -> None:
         """Raise when storage or locks cannot serve requests (used by /readyz)."""

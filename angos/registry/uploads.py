@@ -59,12 +59,18 @@ class UploadService:
         self.blobs.put(paths.upload_data(upload_id), b"")
         return upload_id
 
+    def session_info(self, upload_id: str):
+        """The session record (namespace, algorithm, started_at), or None when gone or not JSON."""
+        try:
+            return json.loads(self.blobs.get(paths.upload_info(upload_id)))
+        except (NotFound, ValueError):
+            return None
+
     def info(self, ns: str, upload_id: str) -> dict:
         validate_upload_id(upload_id)
-        try:
-            info = json.loads(self.blobs.get(paths.upload_info(upload_id)))
-        except (NotFound, ValueError):
-            raise BlobUploadUnknown(f"upload {upload_id} unknown") from None
+        info = self.session_info(upload_id)
+        if info is None:
+            raise BlobUploadUnknown(f"upload {upload_id} unknown")
         if info.get("namespace") != ns:
             raise BlobUploadUnknown(f"upload {upload_id} unknown to {ns}")
         return info
