@@ -32,7 +32,7 @@ from flask import Blueprint, current_app, request
 
 from ..oci.errors import Conflict, OciError, Unsupported
 from ..queue import QUEUES, STORAGE_KEY, JobQueues
-from ..queue.core import under_gevent
+from ..native import under_gevent
 from .gate import action
 from .http import empty, json_response
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -48,6 +47,7 @@ from huey.storage import SqliteStorage
 
 from .. import metrics as m
 from ..config import JobQueueConfig
+from ..native import under_gevent
 from ..oci.errors import AngosError
 from .envelope import QUEUES, Envelope, backoff_secs
 from .kinds import JobContext, TerminalJobError, handler_for
@@ -116,11 +116,6 @@ def make_huey(cfg, queue: str, poll_interval: float = 1.0, create_root: bool = T
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sync = bool(cfg.metadata.fs is not None and cfg.metadata.fs.sync_to_disk)
     return AngosSqliteHuey(queue, filename=path, results=False, utc=True, fsync=True if sync else None, timeout=5)
-
-
-def under_gevent() -> bool:
-    mod = sys.modules.get("gevent.monkey")
-    return bool(mod and mod.is_module_patched("threading"))
 
 
 def _process_start(pid: int) -> str | None:

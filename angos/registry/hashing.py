@@ -23,26 +23,18 @@ process (tests, tools) hashing stays inline: same result, no threads.
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
+
+from ..native import native_spawn
 
 # Below this, handing a chunk to a thread costs more than hashing it here.
 MIN_OFFLOAD = 64 * 1024
 
 
-def _native_spawn() -> Callable | None:
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None or not monkey.is_module_patched("threading"):
-        return None
-    import gevent
-
-    return gevent.get_hub().threadpool.spawn
-
-
 @contextmanager
 def overlapped(hasher) -> Iterator[Callable[[bytes], None]]:
-    spawn = _native_spawn()
+    spawn = native_spawn()
     if spawn is None:
         yield hasher.update
         return

@@ -29,8 +29,9 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import sys
-from typing import Callable, Iterable
+from typing import Iterable
+
+from ..native import native_spawn
 
 # Alignment that satisfies every logical block size in practice (512 and 4096).
 BLOCK = 4096
@@ -39,16 +40,6 @@ BLOCK = 4096
 STAGE = 1 << 20
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
-
-
-def _native_spawn() -> Callable | None:
-    """The gevent hub's thread pool when running under gevent, else None (write inline)."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None or not monkey.is_module_patched("threading"):
-        return None
-    import gevent
-
-    return gevent.get_hub().threadpool.spawn
 
 
 def _pwrite_all(fd: int, data, offset: int) -> None:
@@ -66,7 +57,7 @@ class _Appender:
         self.offset = os.fstat(self.fd).st_size  # where the next byte goes
         self.dfd: int | None = None  # the O_DIRECT descriptor, once opened
         self.direct_ok = bool(_O_DIRECT)
-        self.spawn = _native_spawn()
+        self.spawn = native_spawn()
         self.bufs: list[mmap.mmap] = []
         self.pending = None  # the in-flight direct write (a gevent AsyncResult-like)
         self.fill = 0  # bytes staged in the current buffer
