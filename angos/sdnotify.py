@@ -1,10 +1,11 @@
-"""systemd's readiness protocol (``sd_notify``), without linking libsystemd.
+"""systemd's readiness protocol (``sd_notify``) for the server and ``angos worker``.
 
-:func:`notify` sends newline-separated ``KEY=value`` states as one datagram to
-the unix socket named by ``$NOTIFY_SOCKET`` (a leading ``@`` is the abstract
-namespace). Without that variable — not started by systemd, or a unit that is
-not ``Type=notify`` — it does nothing. It never raises: a service must not fail
-because its supervisor's socket went away; a failure is logged at debug.
+:func:`notify` sends newline-separated ``KEY=value`` states as one datagram
+through gunicorn's own sender (the one its master uses for ``READY=1``), so
+there is one implementation: without ``$NOTIFY_SOCKET`` — not started by
+systemd, or a unit that is not ``Type=notify`` — it does nothing, and it never
+raises (a failure is logged at debug), because a service must not fail when
+its supervisor's socket went away.
 
 States used: ``READY=1`` once the process accepts work, ``RELOADING=1`` (with
 ``MONOTONIC_USEC``) then ``READY=1`` around a configuration reload,
@@ -15,29 +16,19 @@ States used: ``READY=1`` once the process accepts work, ``RELOADING=1`` (with
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
+
+from gunicorn.systemd import sd_notify
 
 log = logging.getLogger("angos.sdnotify")
 
 
-def notify(*states: str) -> bool:
-    """Send ``states``; True if a supervisor socket was there and took the message."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path or not states:
-        return False
-    address = "\0" + path[1:] if path.startswith("@") else path
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.connect(address)
-            sock.sendall("\n".join(states).encode())
-        return True
-    except OSError as exc:
-        log.debug("sd_notify to %s failed: %s", path, exc)
-        return False
+def notify(*states: str) -> None:
+    """Send ``states`` as one message (gunicorn's sender: a no-op without ``$NOTIFY_SOCKET``)."""
+    if states:
+        sd_notify("\n".join(states), log)
 
 
-def reloading() -> bool:
+def reloading() -> None:
     """``RELOADING=1`` with the monotonic timestamp systemd uses to match the reply."""
-    return notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+    notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
