@@ -97,19 +97,23 @@ class _Appender:
             _pwrite_all(self.fd, memoryview(buf)[:length], offset)
 
     def flush_stage(self, final: bool) -> None:
-        """Write the current staging buffer: its aligned part direct, a final unaligned tail buffered."""
+        """Write the current staging buffer: its aligned part direct, a final unaligned tail buffered
+        (all of it buffered once the filesystem refused a direct write)."""
         buf, n, start = self.bufs[self.cur], self.fill, self.staged_start
-        aligned = n - n % BLOCK if final else n
         self._wait()  # the other buffer's write, so at most one is in flight and order holds
-        if aligned:
-            if self.spawn is not None:
-                self.pending = self.spawn(self._write_direct, buf, aligned, start)
-            else:
-                self._write_direct(buf, aligned, start)
-        if final:
-            self._wait()
-            if n > aligned:
-                _pwrite_all(self.fd, memoryview(buf)[aligned:n], start + aligned)
+        if not self.direct_ok:
+            _pwrite_all(self.fd, memoryview(buf)[:n], start)
+        else:
+            aligned = n - n % BLOCK if final else n
+            if aligned:
+                if self.spawn is not None:
+                    self.pending = self.spawn(self._write_direct, buf, aligned, start)
+                else:
+                    self._write_direct(buf, aligned, start)
+            if final:
+                self._wait()
+                if n > aligned:
+                    _pwrite_all(self.fd, memoryview(buf)[aligned:n], start + aligned)
         self.offset = start + n
         self.staged_start = self.offset
         self.fill = 0
@@ -158,23 +162,13 @@ def append_stream(path: str, chunks: Iterable[bytes], sync: bool = False) -> int
                 a.fill += len(take)
                 view = view[len(take):]
                 if a.fill == STAGE:
-                    if not a.direct_ok:
-                        a._wait()
-                        a.buffered(memoryview(a.bufs[a.cur])[:a.fill])
-                        a.fill = 0
-                        a.staged_start = a.offset
-                    else:
-                        a.flush_stage(final=False)
+                    a.flush_stage(final=False)
 
         stage(memoryview(first)[head:])
         del first
         for chunk in it:
             stage(chunk)
-        if a.direct_ok:
-            a.flush_stage(final=True)
-        else:
-            a._wait()
-            a.buffered(memoryview(a.bufs[a.cur])[:a.fill])
+        a.flush_stage(final=True)
         return _finish(a)
     except BaseException:
         # A write may still be running on a native thread; let it end before the

@@ -73,6 +73,27 @@ def test_a_filesystem_without_o_direct_gets_the_same_bytes(tmp_path, monkeypatch
     assert path.read_bytes() == b"x" * 10 + body
 
 
+def test_a_filesystem_that_refuses_direct_writes_after_open_gets_the_same_bytes(tmp_path, monkeypatch):
+    import fcntl
+
+    real_pwrite = os.pwrite
+    refused = []
+
+    def refusing_pwrite(fd, data, offset):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & direct._O_DIRECT:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(direct.os, "pwrite", refusing_pwrite)
+    path = tmp_path / "f"
+    path.write_bytes(b"y" * 5)
+    body = os.urandom(4 * direct.STAGE + 777)
+    assert direct.append_stream(str(path), pieces(body, [300001])) == 5 + len(body)
+    assert path.read_bytes() == b"y" * 5 + body
+    assert len(refused) == 1  # the first refusal switches the rest of the stream to buffered writes
+
+
 def test_a_failing_stream_propagates_and_keeps_a_prefix(tmp_path):
     path = tmp_path / "f"
     body = os.urandom(3 * direct.STAGE)
