@@ -150,6 +150,24 @@ class JobQueueConfig:
 
 
 @dataclass(frozen=True)
+class ReplicationSettings:
+    """``[global.replication]``: how replication retries, waits out outages and remembers deletes.
+    Applies in every mode (in-process drain, ``angos worker``, ``angos replicate``)."""
+    # Rejections a retry cannot change (4xx other than 408/429) count toward max_attempts;
+    # outages (refused, timed out, 5xx, 429, 408) never do.
+    # Unset: [global.job_queue]'s values (or their defaults), so one table still tunes both queues.
+    max_attempts: int | None = field(default=None, metadata=check(_positive))
+    retry_backoff_min_ms: int | None = field(default=None, metadata=check(_positive))
+    retry_backoff_max_ms: int | None = field(default=None, metadata=check(_positive))
+    # A downstream that is down is probed once per interval, growing from min to max.
+    outage_probe_min_ms: int = field(default=500, metadata=check(_positive))
+    outage_probe_max_ms: int = field(default=10000, metadata=check(_positive))
+    probe_timeout_secs: int = field(default=5, metadata=check(_positive))
+    tombstone_horizon: float = field(default=30 * 86400.0, metadata={
+        "parse": parse_duration, "check": lambda v: v if v >= 3600 else _fail("must be at least 1h")})
+
+
+@dataclass(frozen=True)
 class GlobalConfig:
     max_concurrent_requests: int = field(default=1000, metadata=check(_positive))
     max_concurrent_cache_jobs: int = field(default=4, metadata=check(_positive))
@@ -168,6 +186,7 @@ class GlobalConfig:
     access_policy: AccessPolicy | None = None
     retention_policy: RetentionPolicy = field(default_factory=RetentionPolicy)
     job_queue: JobQueueConfig | None = None
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
 
 @dataclass(frozen=True)
@@ -250,6 +269,9 @@ class Downstream:
                       metadata=check(_one_of("event+reconcile", "event-only", "reconcile-only")))
     namespace_filter: tuple[str, ...] = field(default=(), metadata=check(_regexes))
     max_concurrent_pushes: int = field(default=4, metadata=check(_positive))
+    # How many of a drain's max_concurrent_replication_jobs this downstream may hold at once
+    # (None: half the pool, at least one), so a hung or slow downstream cannot stall the others.
+    max_concurrent_jobs: int | None = field(default=None, metadata=check(_positive))
     prune: bool = False
     username: str | None = None
     password: str | None = None
@@ -526,6 +548,11 @@ def _validate(cfg: Config) -> None:
                               "use backend = \"redis\" with an S3 metadata store")
         if jq.retry_backoff_min_ms > jq.retry_backoff_max_ms:
             raise ConfigError("global.job_queue.retry_backoff_min_ms: must not exceed retry_backoff_max_ms")
+    rs, base = cfg.global_.replication, jq or JobQueueConfig()
+    if (rs.retry_backoff_min_ms or base.retry_backoff_min_ms) > (rs.retry_backoff_max_ms or base.retry_backoff_max_ms):
+        raise ConfigError("global.replication.retry_backoff_min_ms: must not exceed retry_backoff_max_ms")
+    if rs.outage_probe_min_ms > rs.outage_probe_max_ms:
+        raise ConfigError("global.replication.outage_probe_min_ms: must not exceed outage_probe_max_ms")
     if cfg.server.tls is not None and cfg.server.tls.client_auth == "required" and not cfg.server.tls.client_ca_bundle:
         raise ConfigError("server.tls.client_ca_bundle: required when client_auth = \"required\"")
     _validate_repositories(cfg)

@@ -26,6 +26,9 @@ REPLICATION_LAST_SUCCESS = Gauge("angos_replication_last_success_timestamp_secon
                                  "Unix time of the last pushed/converged/superseded replication per downstream",
                                  ["downstream"], multiprocess_mode="max")
 REPLICATION_RECONCILE = Counter("angos_replication_reconcile_total", "Reconcile probe results", ["outcome"])
+REPLICATION_DOWNSTREAM_UP = Gauge("angos_replication_downstream_up", "1 while the drain can reach the downstream, "
+                                  "0 while it is down and its jobs wait for it", ["downstream"],
+                                  multiprocess_mode="livemostrecent")
 
 # Job queue (angos.queue). Gauges are refreshed by one server process at a time
 # (see angos.queue.gauges), so the most recent live value is the answer.
@@ -37,7 +40,7 @@ JOB_QUEUE_ENQUEUED = Counter("angos_job_queue_enqueued_total", "Jobs submitted; 
                              "was already pending and nothing new was queued", ["queue", "dedup"])
 JOB_QUEUE_ENQUEUE_FAILURES = Counter("angos_job_queue_enqueue_failures_total", "Enqueues that failed (logged)",
                                      ["queue"])
-JOB_RUNS = Counter("angos_job_queue_runs_total", "Job runs by outcome (succeeded, retried, folded, "
-                   "dead_lettered, lost)", ["queue", "outcome"])
+JOB_RUNS = Counter("angos_job_queue_runs_total", "Job runs by outcome (succeeded, retried, deferred, "
+                   "folded, dead_lettered, lost)", ["queue", "outcome"])
 JOB_DURATION = Histogram("angos_job_queue_run_duration_seconds", "Time spent running one job", ["queue"],
                          buckets=(0.005, 0.025, 0.1, 0.5, 1, 5, 30, 120, 600))

@@ -347,10 +347,17 @@ def run_server(cfg, config_paths) -> int:
         # backlog until the workers forked next accept them); say what we serve.
         sdnotify.notify(f"STATUS=serving on {cfg.server.bind_address}:{cfg.server.port}")
 
+    drained_with = [cfg]
+
     def on_reload(server):
         sdnotify.reloading()
-        if drain is not None:
-            drain.restart()  # the drain re-reads the (validated) files in its new process
+        # The drain child watches the files itself and gives each job the configuration current
+        # when the job starts, so running jobs finish on theirs. Only a new pool size needs a
+        # new child (it finishes its running jobs first).
+        new = watcher.current
+        if drain is not None and _drain_pools(new) != _drain_pools(drained_with[0]):
+            drain.restart()
+        drained_with[0] = new
         sdnotify.notify("READY=1")
 
     hooks = {"child_exit": child_exit, "on_exit": on_exit, "post_fork": post_fork, "when_ready": when_ready,
@@ -358,6 +365,10 @@ def run_server(cfg, config_paths) -> int:
     app = AngosApplication(cfg, config_paths, hooks, watcher)
     app.run()
     return 0
+
+
+def _drain_pools(cfg) -> tuple[int, int]:
+    return cfg.global_.max_concurrent_replication_jobs, cfg.global_.max_concurrent_cache_jobs
 
 
 def _validate_live(cfg) -> None:

@@ -8,7 +8,12 @@
 - ``GET /_ext/<namespace>/_revisions`` (``list-revisions``) →
   ``{"revisions": [{digest, media_type, tags, parent, pushed_at, last_pulled_at}]}``;
 - ``GET /_ext/<namespace>/_uploads`` (``list-uploads``) →
-  ``{"uploads": [{uuid, size, started_at}]}``.
+  ``{"uploads": [{uuid, size, started_at}]}``;
+- ``GET /_ext/<namespace>/_tags`` (``list-tags``, ``n``/``last`` paging with
+  ``Link``) → ``{"name", "tags": [{name, digest, created_at} | {name,
+  deleted_at}]}``: every tag's state for last-writer-wins, tombstones
+  included, in RFC 3339 author times (what ``angos replicate`` compares
+  between Angos peers). An unknown namespace lists nothing.
 
 The policy sees ``request.namespace`` (the repository key on ``list-namespaces``).
 Names are validated like OCI names, so ``..`` and friends are ``NAME_INVALID``.
@@ -21,7 +26,7 @@ from flask import Blueprint
 
 from ..oci.reference import validate_name
 from .gate import action
-from .http import json_response, registry
+from .http import json_response, paginate, pagination, registry
 
 bp = Blueprint("ext", __name__, url_prefix="/_ext")
 
@@ -51,3 +56,14 @@ def revisions(namespace: str):
 def uploads(namespace: str):
     validate_name(namespace)
     return json_response({"uploads": registry().inventory.uploads(namespace)})
+
+
+@bp.route("/<path:namespace>/_tags", methods=["GET"])
+@action("list-tags")
+def tag_states(namespace: str):
+    validate_name(namespace)
+    n, last = pagination()
+    states = registry().inventory.tag_states(namespace)
+    names, link = paginate(sorted(states), n, last, f"/_ext/{namespace}/_tags")
+    return json_response({"name": namespace, "tags": [states[t] for t in names]},
+                         headers={"Link": link} if link else None)

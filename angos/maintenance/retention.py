@@ -217,9 +217,9 @@ def run(cfg, dry_run: bool, out=print, registry=None) -> int:
             except Exception as exc:  # noqa: BLE001 - e.g. deleted concurrently; report and go on
                 phase.problem("retention: deleting %s:%s failed: %s", ns, c.name, exc)
     if queue is not None and keys:
-        from ..replication.reconcile import drain
+        from ..replication.reconcile import wait
 
-        drain(cfg, queue, keys)
+        wait(cfg, queue, keys)
     return phase.finish(("namespaces", "deleted", "kept", "protected"))
 
 

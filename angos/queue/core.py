@@ -34,6 +34,7 @@ gone, or an expired lease) another run, counting the lost run as an attempt.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -50,7 +51,7 @@ from ..config import JobQueueConfig
 from ..native import under_gevent
 from ..oci.errors import AngosError
 from .envelope import QUEUES, Envelope, backoff_secs
-from .kinds import JobContext, TerminalJobError, handler_for
+from .kinds import DeferJob, JobContext, TerminalJobError, handler_for
 from .layout import jobs_dir, jobs_on_s3, queue_db
 from .sqlite_store import NO_LEASE_CHECK
 
@@ -58,12 +59,22 @@ log = logging.getLogger("angos.queue")
 
 LEASE_SECS = 30.0
 SATURATION = 10000
+FAILED_INDEX_SECS = 2.0
 WAKE_TASK = "angos.wake"
 
 
-def queue_config(cfg) -> JobQueueConfig:
-    """``[global.job_queue]``, or its defaults for the server's in-process drain."""
-    return cfg.global_.job_queue or JobQueueConfig()
+def queue_config(cfg, queue: str | None = None) -> JobQueueConfig:
+    """``[global.job_queue]``, or its defaults for the server's in-process drain. For the
+    ``replication`` queue, ``[global.replication]``'s retry settings win where they are set
+    (they apply in every mode, with or without ``[global.job_queue]``)."""
+    jq = cfg.global_.job_queue or JobQueueConfig()
+    if queue == "replication":
+        rs = cfg.global_.replication
+        changes = {k: getattr(rs, k) for k in ("max_attempts", "retry_backoff_min_ms", "retry_backoff_max_ms")
+                   if getattr(rs, k) is not None}
+        if changes:
+            jq = dataclasses.replace(jq, **changes)
+    return jq
 
 
 class _NoRevoke:
@@ -163,7 +174,7 @@ class JobQueue:
                  create_root: bool = True):
         self.cfg = cfg
         self.name = queue
-        self.qcfg = queue_config(cfg)
+        self.qcfg = queue_config(cfg, queue)
         self.huey = huey if huey is not None else make_huey(cfg, queue, poll_interval, create_root)
         self.lease_secs = lease_secs
         self.owner = make_owner()
@@ -195,6 +206,8 @@ class JobQueue:
             self._threadpool = self._gevent
         self.context = JobContext(cfg=cfg, queue=queue, enqueue=self._enqueue_from_handler)
         self.siblings: dict[str, "JobQueue"] = {queue: self}
+        self._failed: tuple[float, dict[str, list[str]]] = (-FAILED_INDEX_SECS, {})
+        self._index_lock = threading.Lock()
 
     # ------------------------------------------------------------ plumbing
 
@@ -249,6 +262,12 @@ class JobQueue:
             if handler is None:
                 raise LookupError(f"no handler is registered for job kind {job.kind!r} in this process")
             handler(job, self.context)
+        except DeferJob as exc:
+            outcome = self._defer(job, exc.delay, str(exc))
+            m.JOB_RUNS.labels(self.name, outcome).inc()
+            log.debug("job %s kind=%s lock_key=%s deferred %.3fs: %s", job.storage_key, job.kind, job.lock_key,
+                      exc.delay, exc)
+            return outcome
         except TerminalJobError as exc:
             outcome = self._fail(job, self.owner, _describe(exc), terminal=True)
         except Exception as exc:  # noqa: BLE001 - every other failure is retryable
@@ -257,6 +276,8 @@ class JobQueue:
         else:
             owned = _persist(self.store.complete, job, self.owner, self._wake_msg())
             outcome = "succeeded" if owned else "lost"
+            if owned:
+                self.clear_failed({job.lock_key})
         m.JOB_RUNS.labels(self.name, outcome).inc()
         m.JOB_DURATION.labels(self.name).observe(time.perf_counter() - started)
         log.info("job %s kind=%s lock_key=%s attempt=%d %s", job.storage_key, job.kind, job.lock_key,
@@ -272,6 +293,7 @@ class JobQueue:
             done = job.with_(attempts=attempts, last_error=error, failed_at=now)
             if not _persist(self.store.dead_letter, done, owner, self._wake_msg(), lease_before):
                 return "lost"
+            self._failed = (-FAILED_INDEX_SECS, {})  # list it afresh: a later success must find it
             log.warning("job %s kind=%s lock_key=%s dead-lettered after %d attempt(s): %s", job.storage_key,
                         job.kind, job.lock_key, attempts, error)
             return "dead_lettered"
@@ -282,10 +304,47 @@ class JobQueue:
                  attempts, job.max_attempts, res, delay, error)
         return res
 
+    def _defer(self, job: Envelope, delay: float, reason: str) -> str:
+        """Back to pending after ``delay`` with its attempts unchanged: "deferred", "folded" or "lost"."""
+        again = job.with_(not_before=time.time() + delay, last_error=reason)
+        res = _persist(self.store.reschedule, again, self.owner, self._wake_msg())
+        return "deferred" if res == "retried" else res
+
+    def clear_failed(self, lock_keys: set[str]) -> int:
+        """Delete the dead letters of ``lock_keys``: a later run (or a reconcile) brought those keys in
+        sync, so their failures no longer describe anything wrong. Looks the dead letters up in a
+        listing at most :data:`FAILED_INDEX_SECS` old, so a busy queue pays for it rarely."""
+        index = self._failed_index()
+        n = 0
+        for key in lock_keys & index.keys():
+            for storage_key in index.pop(key):
+                if self._call(self.store.delete, storage_key, "failed"):
+                    n += 1
+                    log.info("dead letter %s (lock_key=%s) cleared: the key is in sync again", storage_key, key)
+        return n
+
+    def _failed_index(self) -> dict[str, list[str]]:
+        with self._index_lock:
+            at, index = self._failed
+            if time.monotonic() - at < FAILED_INDEX_SECS:
+                return index
+            index = {}
+            if self._call(self.store.count_failed, 1):
+                after = None
+                while True:
+                    rows, more = self._call(self.store.list, "failed", after, 1000)
+                    for env, _ in rows:
+                        index.setdefault(env.lock_key, []).append(env.storage_key)
+                    if not more or not rows:
+                        break
+                    after = rows[-1][0].storage_key
+            self._failed = (time.monotonic(), index)
+            return index
+
     def apply_config(self, cfg) -> None:
         """A reloaded configuration: handlers and retry settings use it from the next job on."""
         self.cfg = cfg
-        self.qcfg = queue_config(cfg)
+        self.qcfg = queue_config(cfg, self.name)
         self.context.cfg = cfg
 
     def heartbeat(self) -> int:

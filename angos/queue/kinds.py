@@ -12,6 +12,8 @@ A handler is ``handler(job: Envelope, ctx: JobContext) -> None``:
 
 - returning normally completes the job;
 - raising :class:`TerminalJobError` dead-letters it at once;
+- raising :class:`DeferJob` puts it back to pending for a while without
+  counting an attempt (the handler's target cannot take it now);
 - raising anything else (including :class:`RetryableJobError`) retries it
   with backoff until ``max_attempts``, then dead-letters it.
 
@@ -41,6 +43,15 @@ class TerminalJobError(AngosError):
 
 class RetryableJobError(AngosError):
     """A transient failure: run the job again after the backoff delay."""
+
+
+class DeferJob(Exception):
+    """Not now, and not a failure: run the job again after ``delay`` seconds without counting an
+    attempt (its target is down, or busy with as many jobs as it may have at once)."""
+
+    def __init__(self, delay: float, reason: str):
+        super().__init__(reason)
+        self.delay = max(float(delay), 0.0)
 
 
 @dataclass

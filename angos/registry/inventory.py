@@ -10,7 +10,9 @@ listing never disagrees with what ``/v2/`` serves):
 - :meth:`Inventory.revisions`: every manifest revision of a namespace with its
   media type, tags, the index that lists it (``parent``), push time and last
   pull time (when ``update_pull_time`` records them);
-- :meth:`Inventory.uploads`: the upload sessions of a namespace.
+- :meth:`Inventory.uploads`: the upload sessions of a namespace;
+- :meth:`Inventory.tag_states`: every tag's last-writer-wins state (digest and
+  author time, or its tombstone), RFC 3339 times kept exact for comparison.
 
 Times are Unix seconds (integers), ``None`` when unknown. A revision whose
 stored record cannot be read is listed with what is known (``media_type``
@@ -115,3 +117,19 @@ class Inventory:
                 continue
             out.append({"uuid": upload_id, "size": size, "started_at": _unix(info.get("started_at"))})
         return sorted(out, key=lambda u: (u["started_at"] or 0, u["uuid"]))
+
+    # -- tag states (replication reconcile)
+
+    def tag_states(self, ns: str) -> dict[str, dict]:
+        """``{tag: {name, digest, created_at} | {name, deleted_at}}`` for every tag and tombstone of ``ns``."""
+        manifests = self.reg.manifests
+        out: dict[str, dict] = {}
+        for name in manifests.tombstones.tag_names(ns):
+            tomb = manifests.tombstones.tag(ns, name)
+            if tomb is not None:
+                out[name] = {"name": name, "deleted_at": tomb.deleted_at}
+        for name in manifests.tags.names(ns):
+            rec = manifests.tags.get(ns, name)
+            if rec is not None:  # a live tag wins over a tombstone left by a crash between the two writes
+                out[name] = {"name": name, "digest": rec.digest, "created_at": rec.created_at}
+        return out

@@ -25,6 +25,7 @@ from . import paths
 from .events import ManifestDeleted, ManifestPushed
 from .tags import TagRecord, TagStore, immutable, local_wins
 from .timestamps import format_ts, now
+from .tombstones import Tombstone, TombstoneStore, tombstone_wins
 
 log = logging.getLogger("angos.registry.manifests")
 
@@ -74,6 +75,7 @@ class ManifestService:
         self.listeners = listeners
         self.max_manifest_size = max_manifest_size
         self.tags = TagStore(meta)
+        self.tombstones = TombstoneStore(meta)
 
     # -- reads
 
@@ -144,7 +146,8 @@ class ManifestService:
             # revision's reference markers would keep its blobs alive forever (scrub
             # --orphan-grants reclaims only unreferenced blobs). A hint read without the lock;
             # _set_tag decides under it.
-            self._refuse(ns, reference, self.tags.get(ns, reference), d, author, policy, source_ts is not None)
+            self._refuse(ns, reference, self.tags.get(ns, reference), d, author, policy, source_ts is not None,
+                         self.tombstones.tag(ns, reference) if source_ts is not None else None)
         created_rev = self._store_revision(ns, d, parsed, body)
         result = PutResult(d, str(parsed.subject.digest) if parsed.subject else None)
         events = []
@@ -184,6 +187,8 @@ class ManifestService:
             # redirect to (rewritten on every push, so a lost one heals like the markers).
             self.meta.put(paths.manifest_body(ns, d), body)
         created = self.meta.put_if_absent(key, encode_revision(parsed.media_type, subject, body))
+        if created and self.tombstones.digest(ns, d) is not None:
+            self.tombstones.unbury_digest(ns, d)  # pushed again: the delete no longer stands
         # Markers and referrer entries are (re)written even for an existing revision,
         # so a crash between the revision and its markers heals on the next push.
         for target in {b.digest for b in parsed.blobs} | {c.digest for c in parsed.children}:
@@ -209,28 +214,37 @@ class ManifestService:
                 current = None
             if current is not None and current.digest == str(d):
                 return None  # converged replay or a client re-push: nothing changed
-            self._refuse(ns, tag, current, d, author, policy, replicated)
+            tomb = self.tombstones.tag(ns, tag) if current is None else None
+            self._refuse(ns, tag, current, d, author, policy, replicated, tomb)
             if not replicated:
-                author = self._local_write_time(current)
-            return self.tags.put(ns, tag, str(d), author)
+                author = self._local_write_time(current.created if current is not None else
+                                                tomb.deleted if tomb is not None else None)
+            record = self.tags.put(ns, tag, str(d), author)
+            if tomb is not None:
+                self.tombstones.unbury_tag(ns, tag)  # the tag exists again, newer than its delete
+            return record
 
     @staticmethod
-    def _local_write_time(current: TagRecord | None) -> datetime:
+    def _local_write_time(previous: datetime | None) -> datetime:
         """A client write's author time, taken under the tag lock and later than the state it
-        replaces: writes that queued on the lock (or came through another box with a slower
-        clock) then carry their commit order in their timestamps, which is what
-        last-writer-wins compares downstream."""
+        replaces (a tag's creation or its tombstone's delete): writes that queued on the lock
+        (or came through another box with a slower clock) then carry their commit order in
+        their timestamps, which is what last-writer-wins compares downstream."""
         stamp = now()
-        previous = current.created if current is not None else None
         if previous is not None and stamp <= previous:
             stamp = previous + timedelta(microseconds=1)
         return stamp
 
     @staticmethod
     def _refuse(ns: str, tag: str, current: TagRecord | None, d: Digest, author: datetime, policy: WritePolicy,
-                replicated: bool) -> None:
-        """Raise when pointing ``tag`` (now ``current``) at ``d`` is not allowed."""
-        if current is None or current.digest == str(d):
+                replicated: bool, tomb: Tombstone | None = None) -> None:
+        """Raise when pointing ``tag`` (now ``current``, or deleted as ``tomb``) at ``d`` is not allowed."""
+        if current is None:
+            if replicated and tomb is not None and tombstone_wins(tomb, author):
+                raise ReplicationSuperseded(
+                    f"tag {tag} was deleted at {tomb.deleted_at}, later than the replicated write")
+            return
+        if current.digest == str(d):
             return
         if immutable(tag, policy.immutable_tags, policy.immutable_exclusions):
             raise Conflict(f"tag {tag} is immutable and already points at {current.digest}")
@@ -241,6 +255,9 @@ class ManifestService:
     # -- deletes
 
     def delete(self, ns: str, reference: str, source_ts: datetime | None = None) -> None:
+        """Delete a tag or a manifest. A replicated delete (``source_ts``) older than the local tag is
+        refused as superseded; one that finds nothing to delete still records its tombstone (a
+        stale push arriving later from a third node must lose to it) and answers unknown."""
         stamp = self._author_time(source_ts)
         if is_digest(reference):
             self._delete_digest(ns, Digest.parse(reference), source_ts, stamp)
@@ -251,11 +268,16 @@ class ManifestService:
         with self.locks.lock(f"tag:{ns}:{tag}"):
             current = self.tags.get(ns, tag)
             if current is None:
+                if source_ts is not None:
+                    self.tombstones.bury_tag(ns, tag, None, stamp)
                 if not self.namespace_exists(ns):
                     raise NameUnknown(f"repository {ns} unknown")
                 raise ManifestUnknown(f"tag {ns}:{tag} unknown")
             if source_ts is not None and local_wins(current, stamp, None):
                 raise ReplicationSuperseded(f"local tag {tag} is newer than the replicated delete")
+            if source_ts is None:
+                stamp = self._local_write_time(current.created)
+            self.tombstones.bury_tag(ns, tag, current.digest, stamp)
             self.tags.delete(ns, tag)
         self.listeners.emit(ManifestDeleted(ns, tag, current.digest, format_ts(stamp)))
 
@@ -270,13 +292,20 @@ class ManifestService:
             for name, rec in pointing:
                 if local_wins(rec, stamp, None):
                     raise ReplicationSuperseded(f"tag {name} pointing at {d} is newer than the replicated delete")
+        events = []
         for name, _ in pointing:
             with self.locks.lock(f"tag:{ns}:{name}"):
                 rec = self.tags.get(ns, name)
                 if rec is not None and rec.digest == str(d):
+                    tag_stamp = stamp if source_ts is not None else self._local_write_time(rec.created)
+                    self.tombstones.bury_tag(ns, name, rec.digest, tag_stamp)
                     self.tags.delete(ns, name)
+                    events.append(ManifestDeleted(ns, name, rec.digest, format_ts(tag_stamp)))
+        self.tombstones.bury_digest(ns, d, rev.subject, stamp)
         self._drop_revision(ns, d, rev)
-        self.listeners.emit(ManifestDeleted(ns, str(d), str(d), format_ts(stamp), rev.subject))
+        events.append(ManifestDeleted(ns, str(d), str(d), format_ts(stamp), rev.subject))
+        for ev in events:
+            self.listeners.emit(ev)
 
     def _drop_revision(self, ns: str, d: Digest, rev: Revision) -> None:
         try:
@@ -314,3 +343,9 @@ class ManifestService:
 
     def tag_record(self, ns: str, tag: str) -> TagRecord | None:
         return self.tags.get(ns, tag)
+
+    def tag_state(self, ns: str, tag: str) -> TagRecord | Tombstone | None:
+        """The current state of ``tag``: its record, its tombstone, or None (never written, or
+        deleted longer ago than the tombstone horizon)."""
+        rec = self.tags.get(ns, tag)
+        return rec if rec is not None else self.tombstones.tag(ns, tag)

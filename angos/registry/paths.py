@@ -17,6 +17,8 @@ Metadata store::
     repositories/<ns>/_refs/<alg>/<hex>/<alg>-<hex>       "manifest M references blob/child B"
     repositories/<ns>/_referrers/<alg>/<hex>/<alg>-<hex>  referrer descriptor of subject S
     repositories/<ns>/_pulls/<alg>/<hex>                  last pull time of a revision
+    repositories/<ns>/_tombstones/tags/<tag>              tag tombstone {digest, deleted_at}
+    repositories/<ns>/_tombstones/digests/<alg>/<hex>     manifest tombstone {deleted_at, subject}
     blob-index/<alg>/<hex>/<ns with / as %2F>             which namespaces hold a grant
     _jobs/...                                             the job queue (angos.queue)
 
@@ -117,6 +119,22 @@ def referrers_dir(ns: str, subject: Digest) -> str:
 
 def pull_time(ns: str, d: Digest) -> str:
     return f"{REPOS}/{ns}/_pulls/{d.algorithm}/{d.hex}"
+
+
+def tag_tombstone(ns: str, name: str) -> str:
+    return f"{REPOS}/{ns}/_tombstones/tags/{name}"
+
+
+def tag_tombstones_dir(ns: str) -> str:
+    return f"{REPOS}/{ns}/_tombstones/tags"
+
+
+def digest_tombstone(ns: str, d: Digest) -> str:
+    return f"{REPOS}/{ns}/_tombstones/digests/{d.algorithm}/{d.hex}"
+
+
+def digest_tombstones_dir(ns: str) -> str:
+    return f"{REPOS}/{ns}/_tombstones/digests"
 
 
 def blob_index(d: Digest, ns: str) -> str:

@@ -37,6 +37,18 @@ class ReferrerService:
             out = [e for e in out if e.get("artifactType") == artifact_type]
         return out
 
+    def subjects(self, ns: str) -> list[Digest]:
+        """Every subject digest that has referrers indexed in ``ns``."""
+        out = []
+        root = paths.referrers_root(ns)
+        for alg in self.meta.children(root):
+            for hexpart in self.meta.children(f"{root}/{alg}"):
+                try:
+                    out.append(Digest.parse(f"{alg}:{hexpart}"))
+                except Exception:  # noqa: BLE001 - stray entries are not subjects
+                    continue
+        return out
+
     def _fallback_tag_entries(self, ns: str, subject: Digest) -> list[dict]:
         rec = self.manifests.tag_record(ns, referrers_tag(subject))
         if rec is None:

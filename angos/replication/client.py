@@ -175,6 +175,18 @@ class DownstreamClient:
             # Expire a little early so a token never dies mid-request.
             self._tokens[key] = (token, time.monotonic() + max(ttl - 5, 1))
 
+    def ping(self, timeout: float) -> str | None:
+        """One cheap request (``GET /v2/``, no auth round trip) with a short timeout: None when the
+        downstream answers as a registry would (any status but 5xx, 408 and 429), else why not."""
+        try:
+            with self.session.get(self.url(""), verify=self.verify, allow_redirects=False,
+                                  timeout=(min(self.timeout[0], timeout), timeout)) as resp:
+                if resp.status_code >= 500 or resp.status_code in (408, 429):
+                    return f"GET /v2/ answered {resp.status_code}"
+                return None
+        except requests.RequestException as exc:
+            return f"GET /v2/: {exc}"
+
     @staticmethod
     def scope(namespace: str, actions: str = "pull,push") -> str:
         return f"repository:{namespace}:{actions}"

@@ -1,11 +1,21 @@
-"""Run one replication job: current config → current local state → pipeline.
+"""Run one replication job: current config → admission → current local state → pipeline.
 
-The handler looks the downstream up in the *current* configuration; a job
-whose repository or downstream is gone fails loudly (an error log and a
-retryable failure), so it dead-letters after the retry budget and
-``scrub --replication-orphans`` can clear it. Outcomes are counted in
-``angos_replication_push_total{downstream,outcome}``; pushed, converged and
-superseded also stamp ``angos_replication_last_success_timestamp_seconds``.
+The handler looks the downstream up in the *current* configuration when the
+job starts and keeps that for the whole run (a reload meanwhile applies from
+the next job); a job whose repository or downstream is gone fails loudly (an
+error log and a retryable failure), so it dead-letters after the retry budget
+and ``scrub --replication-orphans`` can clear it.
+
+Before touching the network a job passes :class:`~.admission.Admission`: a
+downstream that is down, or already running its share of the pool, defers the
+job (no attempt spent, pool slot freed). An outage-class failure during the
+job marks the downstream down and defers the job the same way; only
+rejections count attempts.
+
+Outcomes are counted in ``angos_replication_push_total{downstream,outcome}``;
+pushed, converged and superseded also stamp
+``angos_replication_last_success_timestamp_seconds``; a job deferred by an
+outage counts ``deferred``.
 """
 
 from __future__ import annotations
@@ -16,10 +26,12 @@ import time
 from typing import Callable
 
 from .. import metrics as m
+from ..queue.kinds import DeferJob
+from .admission import Admission
 from .client import DownstreamClient
-from .jobs import DeleteJob, PushJob
+from .jobs import ReferrersJob, SyncJob
 from .mapping import remote_namespace
-from .pipeline import CONVERGED, NOOP, PUSHED, SUPERSEDED, Pipeline, ReplicationFailed
+from .pipeline import CONVERGED, NOOP, PUSHED, SUPERSEDED, DownstreamUnavailable, Pipeline, ReplicationFailed
 
 log = logging.getLogger("angos.replication")
 
@@ -27,9 +39,13 @@ SUCCESS = {PUSHED, CONVERGED, SUPERSEDED}
 
 
 class ReplicationHandler:
-    def __init__(self, registry, config: Callable):
+    def __init__(self, registry, config: Callable, enqueue: Callable[[object], bool] | None = None):
+        """``enqueue(job)`` queues a follow-up job (the referrers fallback rebuild)."""
         self.registry = registry
         self.config = config
+        self.enqueue = enqueue or (lambda job: False)
+        self.admission = Admission(lambda: self.config().global_.replication,
+                                   lambda: self.config().global_.max_concurrent_replication_jobs)
         self._clients: dict[tuple, DownstreamClient] = {}
         self._lock = threading.Lock()
 
@@ -48,45 +64,58 @@ class ReplicationHandler:
             raise ReplicationFailed(f"repository {job.repository!r} is no longer configured")
         for ds in repo.downstream:
             if ds.name == job.downstream:
-                return ds
+                return cfg, ds
         raise ReplicationFailed(f"downstream {job.downstream!r} is no longer configured "
                                 f"for repository {job.repository!r}")
 
     def run(self, job) -> str:
         try:
-            ds = self._resolve(job)
+            cfg, ds = self._resolve(job)
         except ReplicationFailed as exc:
             log.error("replication job %s for %s failed: %s", job.lock_key, job.namespace, exc)
             m.REPLICATION_PUSH.labels(job.downstream, "failed").inc()
             raise
         target = remote_namespace(job.repository, job.namespace, ds.url)
-        pipeline = Pipeline(self.registry, self._client(target.base_url, ds), ds, job.repository, job.namespace,
-                            target)
+        client = self._client(target.base_url, ds)
+        key = (ds.name, target.base_url)
+        probe_timeout = cfg.global_.replication.probe_timeout_secs
+        self.admission.enter(key, ds, lambda: client.ping(probe_timeout))
+
+        def on_referrer(subject: str) -> None:
+            self.enqueue(ReferrersJob(job.repository, ds.name, job.namespace, subject))
+
+        pipeline = Pipeline(self.registry, client, ds, job.repository, job.namespace, target, on_referrer)
+        finished = False
+        what = job.subject if isinstance(job, ReferrersJob) else job.reference
         try:
-            # A push and a delete of one reference have different queue keys (they must not
-            # coalesce) and could run at once: a push that resolved the tag just before it was
-            # deleted would then land after the delete. Serialising them per (downstream,
-            # namespace, reference) makes either order converge.
-            with self.registry.locks.lock(f"replicate:{ds.name}:{job.namespace}:{job.reference}"):
-                if isinstance(job, PushJob):
-                    outcome = pipeline.push(job.reference)
-                elif isinstance(job, DeleteJob):
-                    outcome = pipeline.delete(job.reference, job.changed_at, job.subject)
-                else:  # pragma: no cover - job_from_payload only builds these
-                    raise ReplicationFailed(f"unknown replication job {job!r}", retryable=False)
+            if isinstance(job, SyncJob):
+                outcome = pipeline.sync(job.reference, job.prune_at)
+            elif isinstance(job, ReferrersJob):
+                outcome = pipeline.rebuild_fallback(job.subject)
+            else:  # pragma: no cover - job_from_payload only builds these
+                raise ReplicationFailed(f"unknown replication job {job!r}", retryable=False)
+            finished = True
+        except DownstreamUnavailable as exc:
+            delay = self.admission.trip(key, str(exc), exc.retry_after)
+            m.REPLICATION_PUSH.labels(ds.name, "deferred").inc()
+            raise DeferJob(delay, f"downstream {ds.name} unavailable: {exc}") from None
         except ReplicationFailed as exc:
+            finished = True
             m.REPLICATION_PUSH.labels(ds.name, "failed").inc()
-            log.warning("replication %s %s → %s/%s failed: %s", type(job).__name__, job.reference, ds.name,
+            log.warning("replication of %s:%s → %s/%s failed: %s", job.namespace, what, ds.name,
                         target.namespace, exc)
             raise
         except Exception as exc:  # noqa: BLE001 - unexpected errors still count and retry
+            finished = True
             m.REPLICATION_PUSH.labels(ds.name, "failed").inc()
-            log.exception("replication %s %s → %s failed unexpectedly", type(job).__name__, job.reference, ds.name)
+            log.exception("replication of %s:%s → %s failed unexpectedly", job.namespace, what, ds.name)
             raise ReplicationFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self.admission.leave(key, finished)
         if outcome.result != NOOP:
             m.REPLICATION_PUSH.labels(ds.name, outcome.result).inc()
         if outcome.result in SUCCESS:
             m.REPLICATION_LAST_SUCCESS.labels(ds.name).set(time.time())
-        log.debug("replication %s %s → %s/%s: %s %s", type(job).__name__, job.reference, ds.name,
-                  target.namespace, outcome.result, outcome.detail)
+        log.debug("replication of %s:%s → %s/%s: %s %s", job.namespace, what, ds.name, target.namespace,
+                  outcome.result, outcome.detail)
         return outcome.result

@@ -14,7 +14,7 @@ import logging
 from typing import Callable
 
 from ..registry.events import ManifestDeleted, ManifestPushed
-from .jobs import DeleteJob, PushJob
+from .jobs import SyncJob
 from .mapping import is_self_loop, matches_filter, remote_namespace
 
 log = logging.getLogger("angos.replication")
@@ -45,10 +45,8 @@ class ReplicationListener:
             yield repo_key, ds, target
 
     def __call__(self, event) -> None:
-        if isinstance(event, ManifestPushed):
+        if isinstance(event, (ManifestPushed, ManifestDeleted)):
+            # One job per reference for pushes and deletes alike: it sends whatever the
+            # reference's state is when it runs (see angos.replication.jobs).
             for repo_key, ds, _ in self.downstreams(event.namespace):
-                self.enqueue(PushJob(repo_key, ds.name, event.namespace, event.reference))
-        elif isinstance(event, ManifestDeleted):
-            for repo_key, ds, _ in self.downstreams(event.namespace):
-                self.enqueue(DeleteJob(repo_key, ds.name, event.namespace, event.reference, event.deleted_at,
-                                       event.subject))
+                self.enqueue(SyncJob(repo_key, ds.name, event.namespace, event.reference))

@@ -1,21 +1,33 @@
-"""The replication push and delete pipelines (idempotent, at-least-once).
+"""The replication pipeline: make one reference on one downstream match local state.
 
-A push re-reads the *current* local state: the tag's digest at run time, not
-at enqueue time, so however many enqueues coalesced the newest state wins. A
-delete does too: it is skipped when the reference exists locally again.
-Order of work, so the downstream never holds a manifest before its content:
+:meth:`Pipeline.sync` reads the reference's *current* local state when the job
+runs (never the state at enqueue time, so however many changes coalesced the
+newest wins) and acts on it:
 
-1. HEAD the manifest on the downstream: the same digest is ``converged``.
-2. Child manifests of an index, recursively, each pushed by digest.
-3. Blobs: HEAD each; a missing one is mounted from a sibling namespace the
-   downstream already has it in, else streamed; at most
-   ``max_concurrent_pushes`` transfers at once.
-4. PUT the manifest with ``X-Angos-Source-Timestamp`` (the author time).
-   A manifest with a ``subject`` on a downstream without the referrers API
-   (no ``OCI-Subject`` in the answer) also updates the fallback tag index.
+- a tag or a manifest → push it, in this order so the downstream never holds
+  a manifest before its content:
 
-Results are :class:`Outcome` values; failures raise :class:`ReplicationFailed`
-carrying whether a retry can help.
+  1. HEAD the manifest on the downstream: the same digest is ``converged``.
+  2. Child manifests of an index, recursively, each pushed by digest.
+  3. Blobs: HEAD each; a missing one is mounted from a sibling namespace the
+     downstream already has it in, else streamed; at most
+     ``max_concurrent_pushes`` transfers at once.
+  4. PUT the manifest with ``X-Angos-Source-Timestamp`` (the author time).
+     A manifest with a ``subject`` on a downstream without the referrers API
+     (no ``OCI-Subject`` in the answer) asks for its fallback tag to be rebuilt.
+
+- a tombstone → DELETE with the delete's author time;
+- nothing (never written, or forgotten past the tombstone horizon) → nothing.
+
+:meth:`Pipeline.rebuild_fallback` rebuilds a subject's OCI 1.0 referrers
+fallback index on a downstream without the referrers API from the local
+referrers (pushing any the downstream lacks): the whole index is written from
+local state, never read-modify-written, and it runs under its own queue key.
+
+Results are :class:`Outcome` values. Failures raise :class:`ReplicationFailed`
+(a rejection a retry cannot change counts an attempt) or its subclass
+:class:`DownstreamUnavailable` (refused, timed out, 5xx, 408, 429: the
+downstream is down and the job waits for it without spending attempts).
 """
 
 from __future__ import annotations
@@ -24,23 +36,35 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 from ..oci import media_types as mt
-from ..oci.digest import Digest
+from ..oci.digest import Digest, is_digest
 from ..oci.manifest import parse_manifest
 from ..oci.reference import referrers_tag
+from ..registry.tags import TagRecord
+from ..registry.tombstones import Tombstone
 from .client import ClientError, DownstreamClient
 from .mapping import Target, remote_namespace
 
 log = logging.getLogger("angos.replication.pipeline")
 
 PUSHED, CONVERGED, SUPERSEDED, UNSUPPORTED, NOOP = "pushed", "converged", "superseded", "unsupported", "noop"
+OUTAGE_STATUSES = (408, 429)
 
 
 class ReplicationFailed(Exception):
     def __init__(self, message: str, retryable: bool = True):
         super().__init__(message)
         self.retryable = retryable
+
+
+class DownstreamUnavailable(ReplicationFailed):
+    """The downstream cannot be reached or cannot take work now; a later try can succeed."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -63,10 +87,26 @@ def _describe(resp) -> str:
     return f"{resp.request.method} {resp.url} answered {resp.status_code}" + (f" {text}" if text else "")
 
 
+def _retry_after(resp) -> float | None:
+    try:
+        return float(resp.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+
+
+def failure(resp) -> ReplicationFailed:
+    """The exception for an unexpected answer: an outage (5xx, 408, 429) or a rejection."""
+    if resp.status_code >= 500 or resp.status_code in OUTAGE_STATUSES:
+        return DownstreamUnavailable(_describe(resp), _retry_after(resp))
+    return ReplicationFailed(_describe(resp))
+
+
 class Pipeline:
     """Replicates one local namespace to one downstream target."""
 
-    def __init__(self, registry, client: DownstreamClient, ds, repo_key: str, namespace: str, target: Target):
+    def __init__(self, registry, client: DownstreamClient, ds, repo_key: str, namespace: str, target: Target,
+                 on_referrer: Callable[[str], None] | None = None):
+        """``on_referrer(subject)`` asks for ``subject``'s fallback tag on this downstream to be rebuilt."""
         self.registry = registry
         self.client = client
         self.ds = ds
@@ -74,23 +114,45 @@ class Pipeline:
         self.ns = namespace
         self.target = target
         self.remote = target.namespace
+        self.on_referrer = on_referrer or (lambda subject: None)
+
+    def sync(self, reference: str, prune_at: str | None = None) -> Outcome:
+        """Make ``reference`` on the downstream match its current local state (with ``prune_at``, a
+        reference unknown here is deleted there, stamped with that time)."""
+        try:
+            return self._sync(reference, prune_at)
+        except ClientError as exc:
+            raise DownstreamUnavailable(str(exc)) from exc
+
+    def _sync(self, reference: str, prune_at: str | None) -> Outcome:
+        manifests = self.registry.manifests
+        if is_digest(reference):
+            d = Digest.parse(reference)
+            if manifests.has_revision(self.ns, d):
+                return self._push(reference)
+            tomb = manifests.tombstones.digest(self.ns, d)
+            if tomb is not None:
+                return self._delete(reference, tomb.deleted_at, tomb.subject)
+            return Outcome(NOOP, f"manifest {self.ns}@{d} is unknown here")
+        state = manifests.tag_state(self.ns, reference)
+        if isinstance(state, TagRecord):
+            return self._push(reference)
+        if isinstance(state, Tombstone):
+            return self._delete(reference, state.deleted_at, None)
+        if prune_at is not None:
+            return self._delete(reference, prune_at, None)
+        return Outcome(NOOP, f"tag {self.ns}:{reference} is unknown here")
 
     # ------------------------------------------------------------------ push
 
-    def push(self, reference: str) -> Outcome:
-        try:
-            return self._push(reference)
-        except ClientError as exc:
-            raise ReplicationFailed(str(exc)) from exc
-
     def _push(self, reference: str) -> Outcome:
         manifests = self.registry.manifests
-        if ":" in reference:
+        if is_digest(reference):
             d = Digest.parse(reference)
             source_ts = None
         else:
             rec = manifests.tag_record(self.ns, reference)
-            if rec is None:
+            if rec is None:  # deleted since sync() looked: the next run sends the delete
                 return Outcome(NOOP, f"tag {self.ns}:{reference} no longer exists locally")
             d = Digest.parse(rec.digest)
             source_ts = rec.created_at
@@ -101,18 +163,18 @@ class Pipeline:
         head = self.client.head_manifest(self.remote, reference)
         if head.status_code == 200 and head.headers.get("Docker-Content-Digest") == str(d):
             return Outcome(CONVERGED)
-        if head.status_code in (401, 403):
-            raise ReplicationFailed(_describe(head))
+        if head.status_code not in (200, 404):
+            raise failure(head)
 
         self._ensure_content(rev, depth=0)
         resp = self.client.put_manifest(self.remote, reference, rev.body, rev.media_type, source_ts)
         if resp.status_code in (200, 201, 202):
             if rev.subject and "OCI-Subject" not in resp.headers:
-                self._add_to_fallback_tag(rev)
+                self.on_referrer(rev.subject)
             return Outcome(PUSHED)
         if resp.status_code == 409 and _error_code(resp) == "REPLICATION_SUPERSEDED":
             return Outcome(SUPERSEDED)
-        raise ReplicationFailed(_describe(resp))
+        raise failure(resp)
 
     def _ensure_content(self, rev, depth: int) -> None:
         if depth > 8:
@@ -151,12 +213,17 @@ class Pipeline:
         head = self.client.head_manifest(self.remote, str(d))
         if head.status_code == 200:
             return
-        self._ensure_content(child, depth + 1)
-        resp = self.client.put_manifest(self.remote, str(d), child.body, child.media_type, None)
+        if head.status_code != 404:
+            raise failure(head)
+        self._put_by_digest(child, depth + 1)
+
+    def _put_by_digest(self, rev, depth: int) -> None:
+        self._ensure_content(rev, depth)
+        resp = self.client.put_manifest(self.remote, str(rev.digest), rev.body, rev.media_type, None)
         if resp.status_code not in (200, 201, 202):
-            raise ReplicationFailed(_describe(resp))
-        if child.subject and "OCI-Subject" not in resp.headers:
-            self._add_to_fallback_tag(child)
+            raise failure(resp)
+        if rev.subject and "OCI-Subject" not in resp.headers:
+            self.on_referrer(rev.subject)
 
     def _ensure_blob(self, d: Digest) -> None:
         digest = str(d)
@@ -174,7 +241,7 @@ class Pipeline:
         resp = self.client.upload_blob(self.remote, location, digest, handle.size,
                                        lambda: self.registry.blobs.open(self.ns, d))
         if resp.status_code not in (200, 201, 202):
-            raise ReplicationFailed(_describe(resp))
+            raise failure(resp)
 
     def _mount_sources(self, d: Digest) -> list[str]:
         """Remote namespaces this downstream already received ``d`` in (siblings in the same repository)."""
@@ -187,79 +254,9 @@ class Pipeline:
                 out.append(remote)
         return sorted(out)[:1]
 
-    # ------------------------------------------------------------------ referrers fallback
-
-    def _referrer_descriptor(self, rev) -> dict:
-        parsed = parse_manifest(rev.body, rev.media_type)
-        desc = {"mediaType": parsed.media_type, "digest": str(rev.digest), "size": len(rev.body)}
-        art = parsed.referrer_artifact_type()
-        if art:
-            desc["artifactType"] = art
-        if parsed.annotations:
-            desc["annotations"] = parsed.annotations
-        return desc
-
-    def _fallback_index(self, tag: str) -> dict:
-        resp = self.client.get_manifest(self.remote, tag)
-        if resp.status_code == 200:
-            try:
-                doc = resp.json()
-                if isinstance(doc.get("manifests"), list):
-                    return doc
-            except ValueError:
-                pass
-        elif resp.status_code != 404:
-            raise ReplicationFailed(_describe(resp))
-        return {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
-
-    def _add_to_fallback_tag(self, rev) -> None:
-        subject = Digest.parse(rev.subject)
-        tag = referrers_tag(subject)
-        index = self._fallback_index(tag)
-        if any(m.get("digest") == str(rev.digest) for m in index["manifests"]):
-            return
-        index["manifests"].append(self._referrer_descriptor(rev))
-        self._put_fallback(tag, index)
-
-    def _remove_from_fallback_tag(self, subject: str, digest: str) -> None:
-        tag = referrers_tag(Digest.parse(subject))
-        index = self._fallback_index(tag)
-        kept = [m for m in index["manifests"] if m.get("digest") != digest]
-        if len(kept) == len(index["manifests"]):
-            return
-        if not kept:
-            resp = self.client.delete_manifest(self.remote, tag, None)
-            if resp.status_code in (200, 202, 404):
-                return
-            # A registry that refuses tag deletes gets an empty index instead.
-        index["manifests"] = kept
-        self._put_fallback(tag, index)
-
-    def _put_fallback(self, tag: str, index: dict) -> None:
-        body = json.dumps(index, separators=(",", ":")).encode()
-        resp = self.client.put_manifest(self.remote, tag, body, mt.OCI_INDEX, None)
-        if resp.status_code not in (200, 201, 202):
-            raise ReplicationFailed(_describe(resp))
-
     # ------------------------------------------------------------------ delete
 
-    def delete(self, reference: str, changed_at: str | None, subject: str | None = None) -> Outcome:
-        try:
-            return self._delete(reference, changed_at, subject)
-        except ClientError as exc:
-            raise ReplicationFailed(str(exc)) from exc
-
-    def _delete(self, reference: str, changed_at: str | None, subject: str | None) -> Outcome:
-        # Like a push, a delete acts on the current local state: if the reference exists
-        # here again, it was written after the delete, and that write's push (pending or
-        # already run) carries the newer state. Deleting now would undo it downstream.
-        manifests = self.registry.manifests
-        if ":" in reference:
-            present = manifests.has_revision(self.ns, Digest.parse(reference))
-        else:
-            present = manifests.tag_record(self.ns, reference) is not None
-        if present:
-            return Outcome(NOOP, f"{self.ns}:{reference} was written again after the delete")
+    def _delete(self, reference: str, changed_at: str, subject: str | None) -> Outcome:
         resp = self.client.delete_manifest(self.remote, reference, changed_at)
         code = _error_code(resp)
         if resp.status_code in (200, 202, 204):
@@ -274,10 +271,77 @@ class Pipeline:
         elif resp.status_code == 409 and code == "REPLICATION_SUPERSEDED":
             return Outcome(SUPERSEDED)
         else:
-            raise ReplicationFailed(_describe(resp))
-        # Only a deleted manifest (by digest) leaves the fallback index; a deleted tag does not.
-        if subject and ":" in reference and outcome.result == PUSHED:
-            probe = self.client.referrers(self.remote, subject)
-            if probe.status_code == 404:
-                self._remove_from_fallback_tag(subject, reference)
+            raise failure(resp)
+        # A deleted referrer leaves its subject's fallback index (where the downstream keeps one).
+        if subject and is_digest(reference) and outcome.result == PUSHED:
+            self.on_referrer(subject)
         return outcome
+
+    # ------------------------------------------------------------------ referrers fallback
+
+    def rebuild_fallback(self, subject: str) -> Outcome:
+        """Write ``subject``'s fallback index on the downstream from the local referrers."""
+        try:
+            return self._rebuild_fallback(Digest.parse(subject))
+        except ClientError as exc:
+            raise DownstreamUnavailable(str(exc)) from exc
+
+    def expected_fallback(self, subject: Digest) -> list[dict]:
+        """The descriptors the fallback index of ``subject`` should list: every local referrer."""
+        out = []
+        for desc in self.registry.referrers.list(self.ns, subject):
+            if self.registry.manifests.has_revision(self.ns, Digest.parse(desc["digest"])):
+                out.append(desc)
+        return out
+
+    def remote_fallback(self, subject: Digest) -> list[dict] | None:
+        """The downstream's fallback index entries for ``subject`` ([] when it has none), or None when
+        the downstream serves the referrers API (it keeps no fallback tag)."""
+        probe = self.client.referrers(self.remote, str(subject))
+        if probe.status_code == 200:
+            return None
+        if probe.status_code != 404:
+            raise failure(probe)
+        resp = self.client.get_manifest(self.remote, referrers_tag(subject))
+        if resp.status_code == 404:
+            return []
+        if resp.status_code != 200:
+            raise failure(resp)
+        try:
+            doc = resp.json()
+            entries = doc.get("manifests") if isinstance(doc, dict) else None
+        except ValueError:
+            entries = None
+        return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+    def _rebuild_fallback(self, subject: Digest) -> Outcome:
+        current = self.remote_fallback(subject)
+        if current is None:
+            return Outcome(NOOP, "the downstream serves the referrers API")
+        wanted = self.expected_fallback(subject)
+        for desc in wanted:  # every listed referrer must exist there first
+            d = desc["digest"]
+            head = self.client.head_manifest(self.remote, d)
+            if head.status_code == 404:
+                rev = self.registry.manifests.revision(self.ns, Digest.parse(d))
+                if rev is not None:
+                    self._ensure_content(rev, 1)
+                    resp = self.client.put_manifest(self.remote, d, rev.body, rev.media_type, None)
+                    if resp.status_code not in (200, 201, 202):
+                        raise failure(resp)
+            elif head.status_code != 200:
+                raise failure(head)
+        if current == wanted:
+            return Outcome(CONVERGED)
+        tag = referrers_tag(subject)
+        if not wanted:
+            resp = self.client.delete_manifest(self.remote, tag, None)
+            if resp.status_code in (200, 202, 404):
+                return Outcome(PUSHED)
+            # A registry that refuses tag deletes gets an empty index instead.
+        body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": wanted},
+                          separators=(",", ":")).encode()
+        resp = self.client.put_manifest(self.remote, tag, body, mt.OCI_INDEX, None)
+        if resp.status_code not in (200, 201, 202):
+            raise failure(resp)
+        return Outcome(PUSHED)

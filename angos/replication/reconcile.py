@@ -2,24 +2,39 @@
 
 For every repository with downstreams, every downstream whose mode includes
 reconcile, and every local namespace of the repository that the downstream's
-``namespace_filter`` admits: HEAD each local tag on the downstream (bounded
-concurrency). A tag that is missing there or points at another digest gets a
-replication *push* through the same queue and handler as the event path. With
-``prune = true`` the downstream's tag list (following ``Link`` pages) is read
-too, and each tag it has but this instance does not gets a *delete* stamped
-with the reconcile time. Nothing is ever deleted otherwise.
+``namespace_filter`` admits, compare each local tag *and tombstone* with the
+downstream (bounded concurrency) and enqueue a sync job for each that differs,
+through the same queue and handler as the event path:
+
+- **Angos downstreams** answer ``GET /_ext/<namespace>/_tags`` with every
+  tag's digest and author time and every tombstone, so the comparison is
+  last-writer-wins, the rule the receivers apply, and safe both ways: a local
+  tag is pushed only when it is newer than the downstream's state (a tag the
+  downstream deleted later is not pushed back), and a local tombstone newer
+  than the downstream's tag is sent as a delete (without ``prune``).
+- **Other registries** (the listing answers anything but 200): each local tag
+  is probed with ``HEAD`` and pushed when missing or different; each local
+  tombstone whose tag still exists there is sent as a delete.
+- ``prune = true`` also deletes tags the downstream has and this instance
+  neither has nor remembers deleting (``list-tags``, following ``Link``).
+- For downstreams without the referrers API, each local subject's OCI 1.0
+  fallback index is compared with the local referrers and rebuilt when it
+  differs.
 
 ``--dry-run`` prints one line per action, sorted, and enqueues nothing::
 
     EnqueueReplicationPush downstream=<name> namespace=<remote ns> tag=<tag>
     EnqueueReplicationDelete downstream=<name> namespace=<remote ns> tag=<tag>
+    EnqueueReplicationReferrers downstream=<name> namespace=<remote ns> subject=<digest>
 
-Without it the actions are enqueued (already-pending keys coalesce) and then
-the jobs it enqueued are drained before the command exits, with
-``max_concurrent_replication_jobs`` jobs at a time, whether or not a worker
-also runs. A probe that fails (auth, 5xx, timeout) is logged at warning,
-counted ``skipped``, and the run continues; the exit code is 1 when anything
-was skipped or failed to enqueue.
+Without it the actions are enqueued (already-pending keys coalesce), dead
+letters of keys found in sync are cleared, and the command waits until its
+jobs are done, showing progress. A server or worker that drains the queue
+runs them (and counts them on its ``/metrics``); when none has claimed any of
+them within :data:`HANDOVER_SECS`, the command drains them itself with
+``max_concurrent_replication_jobs`` threads. A probe that fails (auth, 5xx,
+timeout) is logged at warning, counted ``skipped``, and the run continues;
+the exit code is 1 when anything was skipped or failed to enqueue.
 """
 
 from __future__ import annotations
@@ -31,38 +46,46 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from urllib.parse import urljoin
 
 from .. import metrics as m
 from ..oci.digest import Digest
-from ..registry.timestamps import format_ts, now
+from ..registry.tags import local_wins
+from ..registry.timestamps import format_ts, now, parse_ts
 from .client import ClientError, DownstreamClient
-from .jobs import DeleteJob, PushJob
+from .jobs import ReferrersJob, SyncJob
 from .mapping import is_self_loop, matches_filter, remote_namespace
+from .pipeline import Pipeline, ReplicationFailed
 
 log = logging.getLogger("angos.replication.reconcile")
 
 PROBE_CONCURRENCY = 16
-_FALLBACK_TAG = re.compile(r"^(sha256|sha512)-([a-f0-9]{64})$")
+HANDOVER_SECS = 2.0
+_FALLBACK_TAG = re.compile(r"^(sha256|sha512)-([a-f0-9]{64}|[a-f0-9]{128})$")
+_VERBS = {"push": "EnqueueReplicationPush", "delete": "EnqueueReplicationDelete",
+          "referrers": "EnqueueReplicationReferrers"}
 
 
 @dataclass(frozen=True)
 class Action:
-    op: str                 # "push" or "delete"
+    op: str                 # "push", "delete" or "referrers"
     order: int              # downstream position in the config, for a stable listing
     repository: str
     downstream: str
     namespace: str          # local namespace
     remote: str             # namespace on the downstream
-    tag: str
+    tag: str                # the tag, or the subject digest for "referrers"
 
     def line(self) -> str:
-        verb = "EnqueueReplicationPush" if self.op == "push" else "EnqueueReplicationDelete"
-        return f"{verb} downstream={self.downstream} namespace={self.remote} tag={self.tag}"
+        what = "subject" if self.op == "referrers" else "tag"
+        return f"{_VERBS[self.op]} downstream={self.downstream} namespace={self.remote} {what}={self.tag}"
+
+    prune: bool = False     # a delete of a downstream-only tag (prune = true)
 
     def job(self, stamp: str):
-        if self.op == "push":
-            return PushJob(self.repository, self.downstream, self.namespace, self.tag)
-        return DeleteJob(self.repository, self.downstream, self.namespace, self.tag, stamp)
+        if self.op == "referrers":
+            return ReferrersJob(self.repository, self.downstream, self.namespace, self.tag)
+        return SyncJob(self.repository, self.downstream, self.namespace, self.tag, stamp if self.prune else None)
 
 
 @dataclass
@@ -74,6 +97,7 @@ class Report:
     skipped: int = 0
     failed: int = 0
     actions: list[Action] = field(default_factory=list)
+    in_sync: set = field(default_factory=set)   # lock keys found in sync (their dead letters are moot)
     started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> str:
@@ -107,13 +131,48 @@ class _Progress:
             self.stream.write("\n")
 
 
+@dataclass
+class _Item:
+    repository: str
+    order: int
+    ds: object
+    namespace: str
+    remote: str
+    client: DownstreamClient
+    target: object
+    tags: dict          # local tag -> TagRecord
+    tombstones: dict    # local tag -> Tombstone (within the horizon)
+
+    def action(self, op: str, tag: str, prune: bool = False) -> Action:
+        return Action(op, self.order, self.repository, self.ds.name, self.namespace, self.remote, tag, prune)
+
+    def key(self, tag: str) -> str:
+        return SyncJob(self.repository, self.ds.name, self.namespace, tag).lock_key
+
+
+def _local_state(cfg, registry, ns: str) -> tuple[dict, dict]:
+    manifests = registry.manifests
+    tags = {}
+    for tag in manifests.tags.names(ns):
+        rec = manifests.tags.get(ns, tag)
+        if rec is not None:
+            tags[tag] = rec
+    horizon = time.time() - cfg.global_.replication.tombstone_horizon
+    tombs = {}
+    for tag in manifests.tombstones.tag_names(ns):
+        tomb = manifests.tombstones.tag(ns, tag)
+        if tomb is not None and tag not in tags and tomb.deleted is not None and tomb.deleted.timestamp() >= horizon:
+            tombs[tag] = tomb
+    return tags, tombs
+
+
 def plan(cfg, registry, report: Report, progress: _Progress | None = None) -> list[Action]:
     """Probe every downstream and return the actions that would converge it."""
     progress = progress or _Progress()
     clients: dict = {}
     namespaces_seen = set()
     catalog = registry.catalog.namespaces()
-    work = []  # (action template fields, local tag -> digest)
+    work: list[_Item] = []
     for repo_key, repo in cfg.repository.items():
         members = [ns for ns in catalog if ns == repo_key or ns.startswith(repo_key + "/")]
         for order, ds in enumerate(repo.downstream):
@@ -128,54 +187,137 @@ def plan(cfg, registry, report: Report, progress: _Progress | None = None) -> li
                 key = (target.base_url, ds)
                 if key not in clients:  # one pooled client (and token cache) per downstream
                     clients[key] = DownstreamClient(target.base_url, ds)
-                client = clients[key]
-                tags = {}
-                for tag in registry.manifests.list_tags(ns):
-                    rec = registry.manifests.tag_record(ns, tag)
-                    if rec is not None:
-                        tags[tag] = rec.digest
+                tags, tombs = _local_state(cfg, registry, ns)
                 namespaces_seen.add(ns)
-                work.append((repo_key, order, ds, ns, target.namespace, client, tags))
+                work.append(_Item(repo_key, order, ds, ns, target.namespace, clients[key], target, tags, tombs))
     report.namespaces = len(namespaces_seen)
 
-    actions: list[Action] = []
+    actions: dict[tuple, Action] = {}
     lock = threading.Lock()
 
     def record(action: Action) -> None:
         with lock:
-            actions.append(action)
+            actions.setdefault((action.downstream, action.remote, action.op, action.tag), action)
 
-    def probe(item, tag: str, digest: str) -> None:
-        repo_key, order, ds, ns, remote, client, _ = item
-        try:
-            resp = client.head_manifest(remote, tag)
-            status = resp.status_code
-            if status == 200 and resp.headers.get("Docker-Content-Digest") == digest:
-                return
-            if status in (200, 404):
-                record(Action("push", order, repo_key, ds.name, ns, remote, tag))
-                return
-            raise ClientError(f"HEAD {remote}:{tag} answered {status}")
-        except ClientError as exc:
-            _skip(report, lock, ds.name, remote, tag, exc)
-        finally:
-            with lock:
-                report.checked += 1
+    def in_sync(item: _Item, tag: str) -> None:
+        with lock:
+            report.in_sync.add(item.key(tag))
+
+    def checked(n: int = 1) -> None:
+        with lock:
+            report.checked += n
+        for _ in range(n):
             progress.tick()
 
+    def reconcile_namespace(item: _Item) -> None:
+        remote = _remote_states(item)
+        if remote is None:
+            with ThreadPoolExecutor(max_workers=PROBE_CONCURRENCY, thread_name_prefix="angos-probe") as pool:
+                futures = [pool.submit(probe_tag, item, tag, rec.digest) for tag, rec in item.tags.items()]
+                futures += [pool.submit(probe_tombstone, item, tag) for tag in item.tombstones]
+                for f in futures:
+                    f.result()
+        else:
+            for tag, rec in item.tags.items():
+                _compare_tag(item, tag, rec, remote.get(tag), record, in_sync)
+            for tag, tomb in item.tombstones.items():
+                state = remote.get(tag)
+                created = parse_ts(state.get("created_at")) if state and "digest" in state else None
+                if created is not None and tomb.deleted is not None and tomb.deleted >= created:
+                    record(item.action("delete", tag))
+                else:
+                    in_sync(item, tag)
+            checked(len(item.tags) + len(item.tombstones))
+        if item.ds.prune:
+            _prune(item, registry, report, lock, record, None if remote is None else
+                   [t for t, st in remote.items() if "digest" in st])
+        _reconcile_fallbacks(item, registry, report, lock, record)
+
+    def probe_tag(item: _Item, tag: str, digest: str) -> None:
+        try:
+            resp = item.client.head_manifest(item.remote, tag)
+            status = resp.status_code
+            if status == 200 and resp.headers.get("Docker-Content-Digest") == digest:
+                in_sync(item, tag)
+                return
+            if status in (200, 404):
+                record(item.action("push", tag))
+                return
+            raise ClientError(f"HEAD {item.remote}:{tag} answered {status}")
+        except ClientError as exc:
+            _skip(report, lock, item.ds.name, item.remote, tag, exc)
+        finally:
+            checked()
+
+    def probe_tombstone(item: _Item, tag: str) -> None:
+        try:
+            resp = item.client.head_manifest(item.remote, tag)
+            if resp.status_code == 200:
+                record(item.action("delete", tag))
+            elif resp.status_code == 404:
+                in_sync(item, tag)
+            else:
+                raise ClientError(f"HEAD {item.remote}:{tag} answered {resp.status_code}")
+        except ClientError as exc:
+            _skip(report, lock, item.ds.name, item.remote, tag, exc)
+        finally:
+            checked()
+
     for item in work:
-        progress.add(len(item[6]))
-    with ThreadPoolExecutor(max_workers=PROBE_CONCURRENCY, thread_name_prefix="angos-probe") as pool:
-        futures = [pool.submit(probe, item, tag, digest) for item in work for tag, digest in item[6].items()]
-        for item in work:
-            repo_key, order, ds, ns, remote, client, tags = item
-            if ds.prune:
-                futures.append(pool.submit(_prune, item, registry, report, lock, record))
-        for f in futures:
+        progress.add(len(item.tags) + len(item.tombstones))
+    with ThreadPoolExecutor(max_workers=PROBE_CONCURRENCY, thread_name_prefix="angos-reconcile") as pool:
+        for f in [pool.submit(reconcile_namespace, item) for item in work]:
             f.result()
     progress.close()
-    actions.sort(key=lambda a: (a.repository, a.order, a.remote, a.op != "push", a.tag))
-    return actions
+    out = sorted(actions.values(), key=lambda a: (a.repository, a.order, a.remote, list(_VERBS).index(a.op), a.tag))
+    report.actions = out
+    return out
+
+
+def _remote_states(item: _Item) -> dict[str, dict] | None:
+    """The downstream's tag states (an Angos peer), or None when it does not list them."""
+    states: dict[str, dict] = {}
+    url = f"{item.target.base_url}/_ext/{item.remote}/_tags?n=1000"
+    while url:
+        try:
+            resp = item.client.request("GET", url, item.client.scope(item.remote, "pull"))
+        except ClientError as exc:
+            log.debug("tag states of %s on %s unavailable (%s): probing each tag", item.remote, item.ds.name, exc)
+            return None
+        if resp.status_code != 200:
+            return None
+        try:
+            entries = resp.json().get("tags")
+            for e in entries:
+                states[e["name"]] = e
+        except (ValueError, AttributeError, TypeError, KeyError):
+            return None  # not an Angos listing after all
+        nxt = resp.links.get("next", {}).get("url")
+        url = urljoin(url, nxt) if nxt else None
+    return states
+
+
+def _compare_tag(item: _Item, tag: str, rec, state: dict | None, record, in_sync) -> None:
+    if state is None:
+        record(item.action("push", tag))
+        return
+    if state.get("digest") == rec.digest:
+        in_sync(item, tag)
+        return
+    created = rec.created
+    if "digest" in state:
+        theirs = parse_ts(state.get("created_at"))
+        from ..registry.tags import TagRecord
+
+        remote_newer = theirs is not None and created is not None and local_wins(
+            TagRecord(state["digest"], state["created_at"]), created, rec.digest)
+    else:
+        deleted = parse_ts(state.get("deleted_at"))
+        remote_newer = deleted is not None and created is not None and deleted >= created
+    if remote_newer:
+        in_sync(item, tag)  # the downstream holds a later write; its own replication brings it here
+    else:
+        record(item.action("push", tag))
 
 
 def _skip(report: Report, lock, downstream: str, remote: str, tag: str | None, exc: Exception) -> None:
@@ -186,24 +328,42 @@ def _skip(report: Report, lock, downstream: str, remote: str, tag: str | None, e
     log.warning("reconcile probe skipped: downstream=%s %s: %s", downstream, what, exc)
 
 
-def _prune(item, registry, report: Report, lock, record) -> None:
-    repo_key, order, ds, ns, remote, client, tags = item
-    try:
-        remote_tags = client.list_tags(remote)
-    except ClientError as exc:
-        _skip(report, lock, ds.name, remote, None, exc)
-        return
+def _prune(item: _Item, registry, report: Report, lock, record, remote_tags: list[str] | None) -> None:
+    if remote_tags is None:
+        try:
+            remote_tags = item.client.list_tags(item.remote)
+        except ClientError as exc:
+            _skip(report, lock, item.ds.name, item.remote, None, exc)
+            return
     for tag in remote_tags:
-        if tag in tags:
+        if tag in item.tags:
             continue
         m_ = _FALLBACK_TAG.match(tag)
-        if m_ and registry.manifests.has_revision(ns, Digest.parse(f"{m_.group(1)}:{m_.group(2)}")):
+        if m_ and registry.manifests.has_revision(item.namespace, Digest.parse(f"{m_.group(1)}:{m_.group(2)}")):
             continue  # the referrers fallback index replication maintains for a local subject
-        record(Action("delete", order, repo_key, ds.name, ns, remote, tag))
+        record(item.action("delete", tag, prune=tag not in item.tombstones))
+
+
+def _reconcile_fallbacks(item: _Item, registry, report: Report, lock, record) -> None:
+    """Compare each local subject's fallback index on a downstream without the referrers API."""
+    subjects = registry.referrers.subjects(item.namespace)
+    if not subjects:
+        return
+    pipeline = Pipeline(registry, item.client, item.ds, item.repository, item.namespace, item.target)
+    for subject in subjects:
+        try:
+            current = pipeline.remote_fallback(subject)
+        except (ClientError, ReplicationFailed) as exc:
+            _skip(report, lock, item.ds.name, item.remote, str(subject), exc)
+            return
+        if current is None:
+            return  # the downstream serves the referrers API: no fallback tags to keep
+        if current != pipeline.expected_fallback(subject):
+            record(item.action("referrers", str(subject)))
 
 
 def run(cfg, dry_run: bool, out=print) -> int:
-    """The whole command: plan, print or enqueue, drain, summarise. Returns the exit code."""
+    """The whole command: plan, print or enqueue, wait for the jobs, summarise. Returns the exit code."""
     from ..queue import JobQueues
     from ..registry import build_registry
 
@@ -213,67 +373,105 @@ def run(cfg, dry_run: bool, out=print) -> int:
     if dry_run:
         for a in actions:
             out(a.line())
-    else:
-        queue = JobQueues(cfg)["replication"]
-        stamp = format_ts(now())
-        keys = set()
-        for a in actions:
-            job = a.job(stamp)
-            try:
-                created = queue.submit(job.kind, job.lock_key, job.payload())
-            except Exception as exc:  # noqa: BLE001 - count, log, carry on with the rest
-                report.failed += 1
-                m.REPLICATION_RECONCILE.labels("failed").inc()
-                log.error("enqueue failed for %s: %s", a.line(), exc)
-                continue
-            keys.add(job.lock_key)
-            if created:
-                report.enqueued += 1
-            else:
-                report.coalesced += 1
-            m.REPLICATION_RECONCILE.labels("enqueued").inc()
-            log.info("%s", a.line())
-        if keys:
-            drain(cfg, queue, keys)
+        out(report.summary())
+        return 1 if report.skipped or report.failed else 0
+    queue = JobQueues(cfg)["replication"]
+    stamp = format_ts(now())
+    keys = set()
+    for a in actions:
+        job = a.job(stamp)
+        try:
+            created = queue.submit(job.kind, job.lock_key, job.payload())
+        except Exception as exc:  # noqa: BLE001 - count, log, carry on with the rest
+            report.failed += 1
+            m.REPLICATION_RECONCILE.labels("failed").inc()
+            log.error("enqueue failed for %s: %s", a.line(), exc)
+            continue
+        keys.add(job.lock_key)
+        if created:
+            report.enqueued += 1
+        else:
+            report.coalesced += 1
+        m.REPLICATION_RECONCILE.labels("enqueued").inc()
+        log.info("%s", a.line())
+    try:
+        queue.clear_failed(report.in_sync)
+    except Exception:  # noqa: BLE001 - stale dead letters are cosmetic; never fail the run for them
+        log.warning("could not clear the dead letters of keys in sync", exc_info=True)
+    if keys:
+        wait(cfg, queue, keys)
     out(report.summary())
     return 1 if report.skipped or report.failed else 0
 
 
-def drain(cfg, queue, keys: set[str], timeout: float = 3600.0) -> None:
-    """Run replication jobs until none of ``keys`` is pending or running (or ``timeout``)."""
+def _outstanding(queue, keys: set[str]) -> tuple[set[str], set[str]]:
+    """(keys of ours still pending or running, keys of ours running under another owner)."""
+    after, live = None, set()
+    while True:
+        page, after = queue.list_pending(after, 1000)
+        live.update(j["lock_key"] for j in page)
+        if not after:
+            break
+    elsewhere = set()
+    for env, owner, _ in queue.store.running():
+        live.add(env.lock_key)
+        if owner != queue.owner:
+            elsewhere.add(env.lock_key)
+    return live & keys, elsewhere & keys
+
+
+def wait(cfg, queue, keys: set[str], timeout: float = 3600.0, stream=None) -> None:
+    """Wait until none of ``keys`` is pending or running (or ``timeout``), showing progress.
+
+    The queue's own drain (the server's or a worker) runs them when it claims one within
+    :data:`HANDOVER_SECS`; otherwise this process drains them itself."""
     from . import tasks  # noqa: F401  (imported for its side effect: registers the job kinds)
 
-    workers = cfg.global_.max_concurrent_replication_jobs
+    stream = stream or sys.stderr
+    live = stream.isatty()
     deadline = time.monotonic() + timeout
-
-    def outstanding() -> bool:
-        after, live = None, set()
-        while True:
-            page, after = queue.list_pending(after, 1000)
-            live.update(j["lock_key"] for j in page)
-            if not after:
-                break
-        live.update(env.lock_key for env, _, _ in queue.store.running())
-        return bool(live & keys)
-
+    started = time.monotonic()
     stop = threading.Event()
+    threads: list[threading.Thread] = []
+    left, elsewhere = _outstanding(queue, keys)
+    seen_elsewhere = bool(elsewhere) or len(left) < len(keys)
+    shown = (None, 0.0)
+    try:
+        beat = time.monotonic()
+        while left and time.monotonic() < deadline:
+            if not threads and not seen_elsewhere and time.monotonic() - started >= HANDOVER_SECS:
+                log.info("no drain claimed the %d replication job(s) within %.0fs: running them here", len(left),
+                         HANDOVER_SECS)
+                threads = _start_drain(cfg, queue, stop)
+            done = len(keys) - len(left)
+            if live:
+                stream.write(f"\rreplicate: {done}/{len(keys)} jobs done")
+                stream.flush()
+            elif done != shown[0] and time.monotonic() - shown[1] >= 5:
+                log.info("replicate: %d/%d jobs done", done, len(keys))
+                shown = (done, time.monotonic())
+            time.sleep(0.1)
+            if threads and time.monotonic() - beat > queue.lease_secs / 3:
+                queue.heartbeat()  # keep the leases of long pushes (another worker would reclaim them)
+                beat = time.monotonic()
+            left, elsewhere = _outstanding(queue, keys)
+            seen_elsewhere = seen_elsewhere or bool(elsewhere)
+        if live:
+            stream.write(f"\rreplicate: {len(keys) - len(left)}/{len(keys)} jobs done\n")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
 
+
+def _start_drain(cfg, queue, stop: threading.Event) -> list[threading.Thread]:
     def loop() -> None:
         while not stop.is_set():
             if queue.run_next() is None:
                 stop.wait(0.05)
 
-    threads = [threading.Thread(target=loop, name=f"angos-drain-{i}", daemon=True) for i in range(workers)]
+    threads = [threading.Thread(target=loop, name=f"angos-drain-{i}", daemon=True)
+               for i in range(cfg.global_.max_concurrent_replication_jobs)]
     for t in threads:
         t.start()
-    try:
-        beat = time.monotonic()
-        while outstanding() and time.monotonic() < deadline:
-            time.sleep(0.1)
-            if time.monotonic() - beat > queue.lease_secs / 3:
-                queue.heartbeat()  # keep the leases of long pushes (another worker would reclaim them)
-                beat = time.monotonic()
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+    return threads

@@ -3,7 +3,8 @@
 Imported by every process that drains the ``replication`` queue (the worker,
 the server's in-process drain, ``scrub --replicate``). A
 :class:`~angos.replication.pipeline.ReplicationFailed` becomes a retryable or
-terminal queue error, so the queue's backoff and dead-letter rules apply.
+terminal queue error, so the queue's backoff and dead-letter rules apply; a
+:class:`~angos.queue.kinds.DeferJob` (downstream down or busy) passes through.
 """
 
 from __future__ import annotations
@@ -11,19 +12,23 @@ from __future__ import annotations
 from ..queue.kinds import RetryableJobError, TerminalJobError, register
 from ..registry import build_registry
 from .handler import ReplicationHandler
-from .jobs import KIND_DELETE, KIND_PUSH, job_from_payload
+from .jobs import KIND_REFERRERS, KIND_SYNC, LEGACY_KINDS, job_from_payload
 from .pipeline import ReplicationFailed
 
 
 def _handler(ctx) -> ReplicationHandler:
     registry = ctx.service("registry", lambda: build_registry(ctx.cfg))
-    return ctx.service("replication.handler", lambda: ReplicationHandler(registry, lambda: ctx.cfg))
+
+    def enqueue(job) -> bool:
+        return ctx.enqueue("replication", job.kind, job.lock_key, job.payload())
+
+    return ctx.service("replication.handler", lambda: ReplicationHandler(registry, lambda: ctx.cfg, enqueue))
 
 
 def run_job(envelope, ctx) -> None:
     try:
         job = job_from_payload(envelope.kind, envelope.payload)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError) as exc:
         raise TerminalJobError(f"malformed replication job: {exc}") from None
     try:
         _handler(ctx).run(job)
@@ -33,5 +38,5 @@ def run_job(envelope, ctx) -> None:
         raise TerminalJobError(str(exc)) from None
 
 
-register(KIND_PUSH, run_job)
-register(KIND_DELETE, run_job)
+for _kind in (KIND_SYNC, KIND_REFERRERS, *LEGACY_KINDS):
+    register(_kind, run_job)

@@ -117,7 +117,7 @@ def test_credential_without_delete_dead_letters_with_visible_error(angos_factory
     assert requests.delete(source.v2("nginx/nodelete/manifests/v1")).status_code == 202
     failed = wait_for(lambda: _jobs(source, "/failed"), timeout=30)
     assert len(failed) == 1
-    assert failed[0]["kind"] == "replication.delete"
+    assert failed[0]["kind"] == "replication.sync"
     assert "403" in failed[0]["last_error"]
     assert failed[0]["attempts"] == failed[0]["max_attempts"]
     # The tag is still on the downstream: a refused delete loses nothing.
@@ -154,7 +154,7 @@ def test_killed_worker_mid_push_reruns_and_converges(angos_factory, tmp_path):
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
         assert remote_digest(peer, "nginx/big", "v1") is None
-        assert [j["kind"] for j in _jobs(source)] == ["replication.push"]
+        assert [j["kind"] for j in _jobs(source)] == ["replication.sync"]
         worker = _worker(source)
         try:
             assert wait_for(lambda: remote_digest(peer, "nginx/big", "v1") == img.digest, timeout=60)
@@ -174,7 +174,7 @@ def test_jobs_for_a_removed_downstream_fail_loudly_and_dead_letter(angos_factory
     body, _ = _small_manifest(source, "nginx/orphan", "orphan")
     assert requests.put(source.v2("nginx/orphan/manifests/v1"), data=body,
                         headers={"Content-Type": OCI}).status_code == 201
-    assert [j["kind"] for j in _jobs(source)] == ["replication.push"]
+    assert [j["kind"] for j in _jobs(source)] == ["replication.sync"]
     # The operator renames the downstream before any worker ran the job.
     source.config_path.write_text(source.config_path.read_text().replace('name = "peer"', 'name = "renamed"'))
     worker = _worker(source)

@@ -1,0 +1,147 @@
+"""Which replication jobs may run now: a per-downstream share of the pool and a circuit breaker.
+
+One :class:`Admission` per draining process. Before a job talks to its
+downstream it calls :meth:`Admission.enter`, which either admits it (the job
+then calls :meth:`leave` when done) or raises
+:class:`~angos.queue.kinds.DeferJob`, which puts the job back to pending
+without counting an attempt and frees the pool slot at once:
+
+- **Share**: a downstream may hold at most ``max_concurrent_jobs`` of the
+  pool (default: half of ``max_concurrent_replication_jobs``, at least one),
+  so a slow or hung downstream cannot take every slot. A job over the share is
+  deferred briefly; while the downstream completes nothing the delay grows
+  (up to ``outage_probe_max_ms``), so a hung downstream's backlog costs few
+  claims.
+- **Outage**: a refused connection, a timeout, a 5xx, 408 or 429 marks the
+  downstream *down* (:meth:`trip`). Its jobs are deferred to the next probe
+  time; the first job due after it runs one cheap probe (``GET /v2/`` with
+  ``probe_timeout_secs``), and if the downstream answers it is *up* again and
+  the job goes ahead, and so do the deferred ones as they come due. Probe
+  intervals double from ``outage_probe_min_ms`` up to ``outage_probe_max_ms``
+  (a 429's ``Retry-After`` is honoured, capped there too), so a downstream is
+  back in use within seconds of its return, after an outage of any length.
+
+State is per process (each ``angos worker`` probes for itself); it is kept
+only in memory, so a restarted drain starts with every downstream up.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .. import metrics as m
+from ..queue.kinds import DeferJob
+
+log = logging.getLogger("angos.replication.admission")
+
+SHARE_DEFER_MIN = 0.05
+
+
+@dataclass
+class _State:
+    running: int = 0
+    down_since: float | None = None     # wall clock, for messages
+    next_probe: float = 0.0             # monotonic
+    failures: int = 0                   # failed probes since the downstream went down
+    probing: bool = False
+    stalled: int = 0                    # share deferrals since this downstream last finished a job
+    reason: str = ""
+
+
+def share(ds, pool: int) -> int:
+    """How many jobs ``ds`` may run at once in a pool of ``pool``."""
+    return ds.max_concurrent_jobs or max(1, pool // 2)
+
+
+class Admission:
+    def __init__(self, settings: Callable, pool: Callable[[], int]):
+        """``settings()`` returns the current ``[global.replication]``; ``pool()`` the pool size."""
+        self.settings = settings
+        self.pool = pool
+        self._states: dict[tuple, _State] = {}
+        self._lock = threading.Lock()
+
+    def _state(self, key) -> _State:
+        st = self._states.get(key)
+        if st is None:
+            st = self._states[key] = _State()
+        return st
+
+    def _interval(self, failures: int) -> float:
+        s = self.settings()
+        return min(s.outage_probe_min_ms * (2 ** min(failures, 30)), s.outage_probe_max_ms) / 1000.0
+
+    def is_down(self, key) -> bool:
+        with self._lock:
+            return self._state(key).down_since is not None
+
+    def enter(self, key, ds, probe: Callable[[], str | None]) -> None:
+        """Admit a job for downstream ``key`` or raise DeferJob. ``probe()`` returns None when the
+        downstream answers, else why not."""
+        name = key[0]
+        with self._lock:
+            st = self._state(key)
+            now = time.monotonic()
+            if st.down_since is not None:
+                if now < st.next_probe:
+                    raise DeferJob(st.next_probe - now + random.uniform(0, 0.05),
+                                   f"downstream {name} is down ({st.reason}); next probe in {st.next_probe - now:.1f}s")
+                if st.probing:
+                    raise DeferJob(0.2, f"downstream {name} is being probed")
+                st.probing = True
+            elif st.running >= share(ds, self.pool()):
+                delay = min(SHARE_DEFER_MIN * (2 ** min(st.stalled, 30)), self.settings().outage_probe_max_ms / 1000.0)
+                st.stalled += 1
+                raise DeferJob(delay, f"downstream {name} already runs {st.running} job(s), its share of the pool")
+            else:
+                st.running += 1
+                return
+        why = None
+        try:
+            why = probe()
+        except Exception as exc:  # noqa: BLE001 - a probe that fails in any way means "still down"
+            why = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            st.probing = False
+            if why is not None:
+                st.failures += 1
+                st.reason = why
+                st.next_probe = time.monotonic() + self._interval(st.failures)
+                log.info("downstream %s still down: %s; next probe in %.1fs", name, why,
+                         st.next_probe - time.monotonic())
+                raise DeferJob(st.next_probe - time.monotonic(), f"downstream {name} is down ({why})")
+            log.warning("downstream %s is back after %.1fs down; resuming its jobs", name,
+                        time.time() - (st.down_since or time.time()))
+            st.down_since, st.failures, st.reason, st.stalled = None, 0, "", 0
+            m.REPLICATION_DOWNSTREAM_UP.labels(name).set(1)
+            st.running += 1
+
+    def leave(self, key, finished: bool = True) -> None:
+        with self._lock:
+            st = self._state(key)
+            st.running = max(0, st.running - 1)
+            if finished:
+                st.stalled = 0
+
+    def trip(self, key, reason: str, retry_after: float | None = None) -> float:
+        """Mark the downstream down after an outage-class failure; returns the delay to defer by."""
+        name = key[0]
+        with self._lock:
+            st = self._state(key)
+            now = time.monotonic()
+            if st.down_since is None:
+                st.down_since, st.failures = time.time(), 0
+                log.warning("downstream %s is down: %s; its jobs wait (probing every %.1f-%.1fs)", name, reason,
+                            self._interval(0), self._interval(60))
+                m.REPLICATION_DOWNSTREAM_UP.labels(name).set(0)
+            st.reason = reason
+            delay = self._interval(st.failures)
+            if retry_after is not None:
+                delay = min(max(delay, retry_after), self.settings().outage_probe_max_ms / 1000.0)
+            st.next_probe = max(st.next_probe, now + delay)
+            return st.next_probe - now
