@@ -7,7 +7,8 @@ surface it. ``angos replicate`` is ``angos scrub --replicate``.
 
 One module per phase: :mod:`angos.replication.reconcile` (``--replicate``),
 :mod:`.orphans` (``--replication-orphans``, ``--cache-orphans``),
-:mod:`.tags`, :mod:`.manifests`, :mod:`.referrers` (repairs),
+:mod:`.tags`, :mod:`.manifests`, :mod:`.referrers` (repairs), :mod:`.tombstones`
+(deletes older than the horizon),
 :mod:`.retention`, :mod:`.grants` (``--orphan-grants``), :mod:`.uploads`,
 :mod:`.multipart` and :mod:`.blobs`. Every phase honours
 ``--dry-run`` (report, change nothing) and is safe while the server runs.
@@ -23,7 +24,8 @@ from ..oci.errors import AngosError
 # that judges "unreferenced" (a missing marker would make a used grant look orphaned);
 # retention before the grant sweep, so what it unreferences can be reclaimed in the
 # same run; byte reclamation last.
-PHASES = ["replicate", "replication-orphans", "cache-orphans", "tags", "manifests", "referrers", "retention",
+PHASES = ["replicate", "replication-orphans", "cache-orphans", "tags", "manifests", "referrers", "tombstones",
+          "retention",
           "orphan-grants", "uploads", "multipart", "blobs"]
 
 
@@ -94,6 +96,7 @@ _PHASE_RUNNERS = {
     "tags": _plain("tags", "run_tags"),
     "manifests": _plain("manifests", "run_manifests"),
     "referrers": _plain("referrers", "run_referrers"),
+    "tombstones": _plain("tombstones"),
     "retention": _plain("retention"),
     "orphan-grants": _aged("orphan-grants", "grants"),
     "uploads": _aged("uploads", "uploads"),

@@ -122,6 +122,15 @@ def test_credential_without_delete_dead_letters_with_visible_error(angos_factory
     assert failed[0]["attempts"] == failed[0]["max_attempts"]
     # The tag is still on the downstream: a refused delete loses nothing.
     assert requests.head(peer.v2("nginx/nodelete/manifests/v1"), auth=("replicator", "s3cret")).status_code == 200
+    # The operator grants delete-manifest (hot reload) and retries the dead letter: the delete is applied.
+    peer.config_path.write_text(peer.config_path.read_text().replace(" && request.action != 'delete-manifest'", ""))
+    assert wait_for(lambda: requests.delete(peer.v2("nginx/nodelete/manifests/nope"),
+                                            auth=("replicator", "s3cret")).status_code == 404, timeout=20)
+    r = requests.post(source.url + f"/_ext/_jobs/failed/{failed[0]['storage_key']}/retry?queue=replication")
+    assert r.status_code == 204, r.text
+    assert wait_for(lambda: requests.head(peer.v2("nginx/nodelete/manifests/v1"),
+                                          auth=("replicator", "s3cret")).status_code == 404, timeout=20)
+    assert wait_for(lambda: _jobs(source) == [] and _jobs(source, "/failed") == [], timeout=10)
 
 
 def test_immutable_tag_on_downstream_retries_then_dead_letters_not_superseded(angos_factory):

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from ..conftest import ROOT
-from .conftest import remote_digest
+from .conftest import remote_digest, wait_for
 from .test_failures import OCI, _jobs, _small_manifest
 
 HELD = """
@@ -150,3 +150,37 @@ def test_a_replicated_delete_of_an_absent_tag_is_remembered(angos_factory):
                      headers={"Content-Type": OCI, "X-Angos-Source-Timestamp": "2020-01-01T00:00:00Z"})
     assert r.status_code == 409
     assert remote_digest(node, ns, "v9") is None
+
+
+def test_a_delete_made_while_the_peer_is_down_reaches_it_when_it_returns(mesh):
+    a, b = mesh(2)
+    ns = "nginx/app"
+    _push(a, ns, "v1", "one")
+    assert wait_for(lambda: remote_digest(b, ns, "v1") is not None, timeout=20)
+    b.stop()
+    _delete(a, ns, "v1")
+    b.start()
+    assert wait_for(lambda: remote_digest(b, ns, "v1") is None, timeout=30)
+    assert wait_for(lambda: _jobs(a) == [] and _jobs(b) == [], timeout=20)
+    assert _jobs(a, "/failed") == [] and remote_digest(a, ns, "v1") is None
+
+
+@pytest.mark.parametrize("first", ["peer", "origin"])
+def test_reconcile_on_either_side_never_brings_a_delete_back(mesh, first):
+    from .test_reconcile import scrub
+
+    a, b = mesh(2, extra=HELD)
+    ns = "nginx/app"
+    _push(a, ns, "v1", "one")
+    settle([a, b])
+    assert remote_digest(b, ns, "v1") is not None
+    _delete(a, ns, "v1")          # its job waits in A's held queue, as if B were unreachable
+    order = [b, a] if first == "peer" else [a, b]
+    for node in order:
+        res = scrub(node, "replicate")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert remote_digest(a, ns, "v1") is None   # B's reconcile does not push v1 back
+    assert remote_digest(b, ns, "v1") is None       # A's reconcile sent its tombstone as a delete
+    settle([a, b])
+    assert [remote_digest(s, ns, "v1") for s in (a, b)] == [None, None]
+    assert _jobs(a, "/failed") == [] and _jobs(b, "/failed") == []
