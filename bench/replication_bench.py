@@ -9,6 +9,11 @@
    same images are loaded into one docker-registry and ``skopeo sync`` copies
    them to a second one, timed the same way. Prints both and the ratio.
 3. Bytes sent once: B's count of completed uploads equals the distinct blobs.
+4. Beside a hung downstream: the latency of (1) while A also replicates to a
+   server that accepts connections and never answers (goal: within 2× of 1).
+5. Outage: B is stopped, N tags are pushed to A, B starts again after
+   ``--outage`` seconds; the time from B's return until every tag resolves
+   on B, with no reconcile (goal: under 15 s for 300 tags after 2 minutes).
 
 Everything listens on 127.0.0.1 and is cleaned up on exit or Ctrl-C.
 """
@@ -50,8 +55,9 @@ class Procs:
         self.procs.append(p)
         return p
 
-    def angos(self, name: str, downstream: str | None, worker_queue: bool = False):
-        port = free_port()
+    def angos(self, name: str, downstream: str | None, worker_queue: bool = False, also: str | None = None,
+              port: int | None = None):
+        port = port or free_port()
         text = textwrap.dedent(f"""\
             [server]
             bind_address = "127.0.0.1"
@@ -65,6 +71,8 @@ class Procs:
             """)
         if worker_queue:
             text += "[global.job_queue]\nmax_attempts = 50\nretry_backoff_max_ms = 500\n"
+        if also:  # a second downstream listed first, so it is never favoured by order
+            text += f'[[repository."bench".downstream]]\nname = "other"\nurl = "{also}"\n'
         if downstream:
             text += f'[[repository."bench".downstream]]\nname = "peer"\nurl = "{downstream}"\n'
         cfg = self.tmp / f"{name}.toml"
@@ -130,9 +138,10 @@ def resolves(session, url: str, ns: str, tag: str, digest: str) -> bool:
     return r.status_code == 200 and r.headers.get("Docker-Content-Digest") == digest
 
 
-def latency(procs: Procs, n: int) -> dict:
-    b, _ = procs.angos("lat-b", None)
-    a, _ = procs.angos("lat-a", b)
+def latency(procs: Procs, n: int, hung: str | None = None) -> dict:
+    name = "hung" if hung else "lat"
+    b, _ = procs.angos(f"{name}-b", None)
+    a, _ = procs.angos(f"{name}-a", b, also=hung)
     sa, sb = requests.Session(), requests.Session()
     samples = []
     for i in range(n):
@@ -166,13 +175,13 @@ def _load(url: str, images: list[list[bytes]]) -> dict[str, str]:
         return dict(pool.map(one, range(len(images))))
 
 
-def _wait_all(url: str, tags: dict[str, str], timeout: float = 600) -> None:
+def _wait_all(url: str, tags: dict[str, str], timeout: float = 600, ns: str = "bench/img") -> None:
     s = requests.Session()
     pending = dict(tags)
     deadline = time.monotonic() + timeout
     while pending:
         for tag, d in list(pending.items()):
-            if resolves(s, url, "bench/img", tag, d):
+            if resolves(s, url, ns, tag, d):
                 del pending[tag]
         if pending:
             if time.monotonic() > deadline:
@@ -211,21 +220,77 @@ def throughput(procs: Procs, n: int, layer_size: int) -> dict:
             "ratio": angos_s / skopeo_s, "uploads_on_b": uploads}
 
 
+class Hung:
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(256)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def outage(procs: Procs, n: int, outage_secs: float) -> dict:
+    port = free_port()
+    b, cfg_b = procs.angos("out-b", None, port=port)
+    b_proc = procs.procs[-1]
+    a, _ = procs.angos("out-a", b)
+    os.killpg(b_proc.pid, signal.SIGTERM)
+    b_proc.wait(30)
+    down_at = time.monotonic()
+    sa = requests.Session()
+    tags = {f"t{i}": push_image(sa, a, "bench/out", f"t{i}", [_layer(256)]) for i in range(n)}
+    time.sleep(max(0.0, outage_secs - (time.monotonic() - down_at)))
+    p = procs.spawn([sys.executable, "-m", "angos.cli", "-c", str(cfg_b), "server"], "out-b.log")
+    wait_url(b + "/healthz", p)
+    back = time.perf_counter()
+    _wait_all(b, tags, ns="bench/out")
+    failed = requests.get(a + "/_ext/_jobs/failed?queue=replication").json()["failed"]
+    return {"n": n, "outage_s": outage_secs, "drain_s": time.perf_counter() - back, "dead_letters": len(failed)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench.replication_bench")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--outage", type=float, default=None, help="outage length in seconds (default 120, quick 10)")
     args = p.parse_args(argv)
     n_lat, n_img, size = (20, 10, 256 * 1024) if args.quick else (200, 200, 1024 * 1024)
+    outage_secs = args.outage if args.outage is not None else (10.0 if args.quick else 120.0)
     procs = Procs()
+    hung = Hung()
     try:
         lat = latency(procs, n_lat)
+        lat_hung = latency(procs, n_lat, hung=hung.url)
         tp = throughput(procs, n_img, size)
+        out = outage(procs, 300, outage_secs)
     finally:
+        hung.close()
         procs.close()
     print("\n## Replication\n")
     print("| measurement | angos | skopeo sync (Distribution → Distribution) | ratio |")
     print("|---|---|---|---|")
     print(f"| PUT on A → tag on B, {lat['n']} pushes | p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms | | |")
+    print(f"| the same while A also replicates to a hung server | p50 {lat_hung['p50_ms']:.0f} ms, "
+          f"p99 {lat_hung['p99_ms']:.0f} ms | | {lat_hung['p50_ms'] / lat['p50_ms']:.2f}× p50 |")
+    print(f"| {out['n']} tags pushed during a {out['outage_s']:.0f} s outage of B, from B's return until all "
+          f"on B | {out['drain_s']:.1f} s, {out['dead_letters']} dead letters | | |")
     print(f"| {tp['images']} images × 3 layers × {size // 1024} KiB, until all on B | {tp['angos_s']:.1f} s | "
           f"{tp['skopeo_sync_s']:.1f} s | {tp['ratio']:.2f}× time |")
     print(f"| blob uploads received by B ({tp['blobs']} distinct blobs) | {tp['uploads_on_b']:.0f} | | |")

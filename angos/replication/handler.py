@@ -116,6 +116,9 @@ class ReplicationHandler:
             m.REPLICATION_PUSH.labels(ds.name, outcome.result).inc()
         if outcome.result in SUCCESS:
             m.REPLICATION_LAST_SUCCESS.labels(ds.name).set(time.time())
-        log.debug("replication of %s:%s → %s/%s: %s %s", job.namespace, what, ds.name, target.namespace,
-                  outcome.result, outcome.detail)
+        # One line per job saying what it did (a delete reads "pushed (deleted)"; a reference
+        # unknown here "noop"), so the queue's "succeeded" is never the only word on it.
+        log.log(logging.DEBUG if outcome.result in (CONVERGED, NOOP) else logging.INFO,
+                "replication of %s:%s → %s/%s: %s%s", job.namespace, what, ds.name, target.namespace,
+                outcome.result, f" ({outcome.detail})" if outcome.detail else "")
         return outcome.result

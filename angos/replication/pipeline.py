@@ -260,9 +260,9 @@ class Pipeline:
         resp = self.client.delete_manifest(self.remote, reference, changed_at)
         code = _error_code(resp)
         if resp.status_code in (200, 202, 204):
-            outcome = Outcome(PUSHED)
+            outcome = Outcome(PUSHED, "deleted")
         elif resp.status_code == 404:
-            outcome = Outcome(CONVERGED)
+            outcome = Outcome(CONVERGED, "already absent")
         elif resp.status_code == 405 or (resp.status_code == 400 and code == "UNSUPPORTED") or (
                 # Distribution 2.8 answers a tag delete with 400 DIGEST_INVALID: it only
                 # deletes by digest, so for a tag reference that means "unsupported".
