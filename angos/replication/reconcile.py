@@ -458,6 +458,9 @@ def wait(cfg, queue, keys: set[str], timeout: float = 3600.0, stream=None) -> No
             seen_elsewhere = seen_elsewhere or bool(elsewhere)
         if live:
             stream.write(f"\rreplicate: {len(keys) - len(left)}/{len(keys)} jobs done\n")
+        else:
+            log.info("replicate: %d/%d jobs done%s", len(keys) - len(left), len(keys),
+                     "" if threads else " (run by the queue's drain)")
     finally:
         stop.set()
         for t in threads:

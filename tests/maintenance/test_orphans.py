@@ -85,8 +85,8 @@ def test_orphaned_pending_and_dead_lettered_jobs_are_listed_then_removed_and_not
     push(server, "nginx/app", "t2", "t2")
     push(server, "old/app", "t1", "o1")
     before = _jobs(server)
-    assert before == {"pending": {"push|keep|nginx/app|t2", "push|gone|nginx/app|t2", "push|x|old/app|t1"},
-                      "failed": {"push|keep|nginx/app|t1", "push|gone|nginx/app|t1"}}
+    assert before == {"pending": {"sync|keep|nginx/app|t2", "sync|gone|nginx/app|t2", "sync|x|old/app|t1"},
+                      "failed": {"sync|keep|nginx/app|t1", "sync|gone|nginx/app|t1"}}
 
     server.config_path.write_text(_config(dead, gone=False, old=False).replace("@PORT@", str(server.port))
                                   .replace("@DATA@", str(server.workdir / "data")))
@@ -100,7 +100,7 @@ def test_orphaned_pending_and_dead_lettered_jobs_are_listed_then_removed_and_not
     real = scrub(server, "--replication-orphans")
     assert real.returncode == 0, real.stderr
     assert "replication-orphans: deleted=3 kept=2" in real.stdout
-    assert _jobs(server) == {"pending": {"push|keep|nginx/app|t2"}, "failed": {"push|keep|nginx/app|t1"}}
+    assert _jobs(server) == {"pending": {"sync|keep|nginx/app|t2"}, "failed": {"sync|keep|nginx/app|t1"}}
     again = scrub(server, "--replication-orphans", "--dry-run")
     assert lines(again.stdout, "DeleteOrphanJob") == []
 

@@ -197,3 +197,46 @@ def test_jobs_for_a_removed_downstream_fail_loudly_and_dead_letter(angos_factory
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
+
+
+def test_a_reload_lets_a_running_job_finish_on_its_configuration(angos_factory, tmp_path):
+    peer = angos_factory()
+    slow = SlowProxy(peer.port, 8 * 1024 * 1024).start()  # 8 MiB/s: the 32 MiB push takes seconds
+    try:
+        source = angos_factory(config_text=_source(slow.port))
+        img = single_platform_image(tmp_path / "big", "v1", layer_sizes=(32 * 1024 * 1024,))
+        skopeo("copy", "--dest-tls-verify=false", img.oci_ref, f"docker://{source.host}/nginx/big:v1")
+        assert wait_for(lambda: any(j.get("state") == "running" for j in _jobs(source)), timeout=20, interval=0.01)
+        # A configuration change (a new downstream) while the push runs, applied by the server's reload.
+        other = angos_factory()
+        source.config_path.write_text(source.config_path.read_text() + (
+            f'\n[[repository."nginx".downstream]]\nname = "other"\nurl = "{other.url}"\n'))
+        drain = _drain_pid(source)
+        os.kill(source.pid, signal.SIGHUP)
+        assert wait_for(lambda: "configuration reloaded" in source.logs(), timeout=20)
+        assert wait_for(lambda: remote_digest(peer, "nginx/big", "v1") == img.digest, timeout=60)
+        assert wait_for(lambda: _jobs(source) == [], timeout=20)
+        runs = {}
+        for line in requests.get(source.url + "/metrics").text.splitlines():
+            if line.startswith("angos_job_queue_runs_total{") and 'queue="replication"' in line:
+                runs[line.split('outcome="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+        assert runs.get("lost", 0) == 0 and runs.get("retried", 0) == 0, runs   # never cut off or re-run
+        assert runs.get("succeeded", 0) >= 1
+        assert "reclaimed" not in source.logs()
+        # The new downstream applies to jobs that start after the change.
+        body, d = _small_manifest(source, "nginx/after", "x")
+        assert requests.put(source.v2("nginx/after/manifests/v1"), data=body,
+                            headers={"Content-Type": OCI}).status_code == 201
+        assert wait_for(lambda: remote_digest(other, "nginx/after", "v1") == d, timeout=30)
+        # The drain was never replaced (that would wait for, or past its stop timeout cut off, the
+        # running job): it applied the change itself.
+        assert _drain_pid(source) == drain and "replaced to apply" not in source.logs()
+    finally:
+        slow.stop()
+
+
+def _drain_pid(server) -> int:
+    out = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
+    pids = [int(p) for p in out if b"--in-process" in open(f"/proc/{p}/cmdline", "rb").read()]
+    assert len(pids) == 1, pids
+    return pids[0]

@@ -138,3 +138,58 @@ def test_prune_against_distribution_completes_as_unsupported_without_dead_letter
     r = requests.head(f"{dist.url}/v2/nginx/app/manifests/extra",
                       headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
     assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == extra  # Distribution kept it
+
+
+def _metric(server, name: str, **labels) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in requests.get(server.url + "/metrics").text.splitlines():
+        if line.startswith(f"{name}{{") and line[line.index("{") + 1:line.index("}")] == want:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_jobs_replicate_enqueues_run_in_the_servers_drain_and_count_there(angos_factory):
+    peer = angos_factory()
+    source = angos_factory(config_text=source_config({"name": "nightly", "url": peer.url, "mode": "reconcile-only"}))
+    digests = {f"v{i}": _put(source, "nginx/app", f"v{i}", f"s{i}") for i in range(3)}
+    before = _metric(source, "angos_replication_push_total", downstream="nightly", outcome="pushed")
+    res = scrub(source, "replicate")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "replicate: 3/3 jobs done (run by the queue's drain)" in res.stderr
+    for tag, d in digests.items():
+        assert remote_digest(peer, "nginx/app", tag) == d
+    # Counted on the server's /metrics, where every other replication job is counted.
+    assert _metric(source, "angos_replication_push_total", downstream="nightly", outcome="pushed") == before + 3
+
+
+def test_reconcile_clears_the_dead_letters_of_tags_it_brings_in_sync(angos_factory):
+    from .test_failures import _jobs
+
+    locked = _locked_peer(angos_factory, "identity.id == 'replicator' && request.action != 'put-manifest'")
+    source = angos_factory(config_text=source_config(
+        {"name": "locked", "url": locked.url, "username": "replicator", "password": "s3cret"},
+        extra="\n[global.replication]\nmax_attempts = 2\nretry_backoff_min_ms = 10\n"))
+    d = _put(source, "nginx/app", "v1", "one")
+    failed = _wait(lambda: _jobs(source, "/failed"))
+    assert len(failed) == 1 and "403" in failed[0]["last_error"]
+    assert failed[0]["attempts"] == 2   # [global.replication] applies to the in-process drain too
+    locked.config_path.write_text(locked.config_path.read_text().replace(
+        " && request.action != 'put-manifest'", ""))
+    _wait(lambda: requests.put(locked.v2("nginx/probe/manifests/x"), data=b"{}", auth=("replicator", "s3cret"),
+                               headers={"Content-Type": OCI}).status_code != 403)
+    res = scrub(source, "replicate")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert requests.head(locked.v2("nginx/app/manifests/v1"), auth=("replicator", "s3cret"),
+                         headers={"Accept": OCI}).headers.get("Docker-Content-Digest") == d
+    assert _jobs(source, "/failed") == []
+    # A second run finds the tag in sync and has nothing to do.
+    again = scrub(source, "replicate")
+    assert "enqueued=0" in again.stdout
+
+
+def _wait(predicate, timeout: float = 30.0):
+    from .conftest import wait_for
+
+    value = wait_for(predicate, timeout=timeout)
+    assert value, "timed out"
+    return value
