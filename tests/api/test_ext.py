@@ -96,3 +96,25 @@ def test_the_policy_sees_each_listing_action_and_its_namespace(angos_factory, tm
     assert get(server, "team/app/_revisions").status_code == 200
     assert get(server, "other/app/_revisions").status_code == 401
     assert get(server, "team/app/_uploads").status_code == 401
+
+
+def test_tag_states_list_tags_and_tombstones_paged_under_the_list_tags_action(angos_factory, tmp_path):
+    text = angos_config(tmp_path / "data", 0, policy="deny").replace(
+        'default = "deny"\n',
+        'default = "deny"\nrules = ["request.action == \'list-tags\' && request.namespace == \'team/app\'",'
+        ' "request.action in [\'start-upload\', \'update-upload\', \'complete-upload\', \'put-manifest\','
+        ' \'delete-manifest\', \'get-manifest\']"]\n')
+    server = angos_factory(config_text=text.replace("port = 0", "port = @PORT@"))
+    digests = {t: push_image(server, "team/app", tag=t)[0] for t in ("a", "b", "c")}
+    assert requests.delete(server.v2("team/app/manifests/b"), timeout=10).status_code == 202
+    first = get(server, "team/app/_tags", n=2)
+    assert first.status_code == 200
+    page = first.json()["tags"]
+    assert [(e["name"], e.get("digest")) for e in page] == [("a", digests["a"]), ("b", None)]
+    assert "deleted_at" in page[1] and "created_at" in page[0]
+    assert first.headers["Link"] == '</_ext/team/app/_tags?n=2&last=b>; rel="next"'
+    rest = get(server, "team/app/_tags", n=2, last="b").json()["tags"]
+    assert [(e["name"], e["digest"]) for e in rest] == [("c", digests["c"])]
+    assert get(server, "team/app/_tags").json()["tags"] == page + rest
+    assert get(server, "team/nothere/_tags").status_code == 401       # another namespace: denied
+    assert get(server, "team/app/_tags", n="x").status_code == 400
