@@ -184,7 +184,7 @@ def test_concurrent_pushes_to_one_tag_across_both_servers_converge_and_replicate
     # Every job for this namespace ran to completion exactly once (Redis hands a job to one consumer).
     runs = {}
     for line in cluster["worker"].logs().splitlines():
-        m = re.search(r"job (\S+) kind=replication\.push lock_key=(\S+) attempt=\d+ (\w+)", line)
+        m = re.search(r"job (\S+) kind=replication\.sync lock_key=(\S+) attempt=\d+ (\w+)", line)
         if m and ns in m.group(2):
             runs.setdefault(m.group(1), []).append(m.group(3))
     assert runs and all(outcomes == ["succeeded"] for outcomes in runs.values()), runs
