@@ -174,6 +174,8 @@ class GlobalConfig:
     max_concurrent_replication_jobs: int = field(default=4, metadata=check(_positive))
     max_manifest_size: int = field(default=5 * 1024 * 1024, metadata={"parse": parse_size, "check": _positive})
     max_blob_size: int = field(default=100 * 1024**3, metadata={"parse": parse_size, "check": _positive})
+    # Blobs plus child manifests one manifest may list (each costs a reference marker per push).
+    max_manifest_references: int = field(default=4096, metadata=check(_positive))
     update_pull_time: bool = False
     enable_blob_redirect: bool = True
     enable_manifest_redirect: bool = True
@@ -563,7 +565,7 @@ def _validate_repositories(cfg: Config) -> None:
 
     keys = sorted(cfg.repository)
     for key in keys:
-        if not _NAME.match(key):
+        if not _NAME.fullmatch(key):
             raise ConfigError(f"{_join('repository', key)}: not a valid repository name")
     for a in keys:
         for b in keys:
@@ -577,12 +579,12 @@ def _validate_repositories(cfg: Config) -> None:
             if ds.name in names:
                 raise ConfigError(f"{where}.name: duplicate downstream name {ds.name!r}")
             names.add(ds.name)
-            if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", ds.url):
+            if not re.fullmatch(r"https?://[^/\s]+(/[^\s]*)?", ds.url):
                 raise ConfigError(f"{where}.url: expected an http:// or https:// URL, got {ds.url!r}")
             if (ds.client_certificate is None) != (ds.client_private_key is None):
                 raise ConfigError(f"{where}: client_certificate and client_private_key go together")
             if (ds.username is None) != (ds.password is None):
                 raise ConfigError(f"{where}: username and password go together")
         for i, up in enumerate(repo.upstream):
-            if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", up.url):
+            if not re.fullmatch(r"https?://[^/\s]+(/[^\s]*)?", up.url):
                 raise ConfigError(f"{base}.upstream[{i}].url: expected an http:// or https:// URL, got {up.url!r}")

@@ -11,7 +11,7 @@ from ..registry import build_registry
 
 
 def create_app(cfg, registry=None) -> Flask:
-    from . import errors, ext, gate, health, jobs, observability
+    from . import errors, ext, gate, health, jobs, observability, origin
     from .v2 import BLUEPRINTS
 
     app = Flask("angos")
@@ -29,6 +29,7 @@ def create_app(cfg, registry=None) -> Flask:
     _wire_replication(app, reg)
 
     observability.register(app)  # first, so request timing covers the access check too
+    app.before_request(origin.refuse_cross_site)  # before credentials are even looked at
     app.before_request(gate.check_access)
     errors.register(app)
     app.register_blueprint(health.bp)

@@ -21,8 +21,13 @@ What the policy sees:
   reference also fills ``digest``); ``digest`` from ``?digest=`` on upload
   start/close and from ``?mount=``; ``from`` only on ``mount-blob``; ``n`` and
   ``last`` on ``list-*`` actions; ``artifact_type`` on ``get-referrers``;
-  ``queue`` on the job administration actions. Fields that do not apply are
+  ``queue`` on the job administration actions; ``tags`` (a list) on a
+  by-digest ``put-manifest`` with ``?tag=``. Fields that do not apply are
   absent, never null.
+- A by-digest ``put-manifest`` with ``?tag=`` values is allowed only if the
+  policy also allows ``put-manifest`` with each of those tags as
+  ``request.reference`` (as a push by that tag would be asked), so a rule
+  about tag names cannot be bypassed by pushing by digest.
 - ``POST .../blobs/uploads/?mount=`` is the ``mount-blob`` action, not
   ``start-upload``. :func:`can` lets a view ask about another action for the
   same caller (a mount checks ``get-blob`` on its source namespace).
@@ -151,6 +156,8 @@ def request_fields(act: str) -> dict:
     elif act == "get-referrers":
         if args.get("artifactType"):
             fields["artifact_type"] = args["artifactType"]
+    elif act == "put-manifest" and "digest" in fields and "tag" in args:
+        fields["tags"] = tuple(args.getlist("tag"))
     if act in _JOB_ACTIONS and args.get("queue"):
         fields["queue"] = args["queue"]
     return fields
@@ -173,7 +180,11 @@ def check_access():
     g.identity = identity
     fields = request_fields(act)
     g.request_fields = fields
-    if not ac.is_allowed(identity, act, fields):
+    allowed = ac.is_allowed(identity, act, fields)
+    if allowed and "tags" in fields:
+        as_tag_push = {k: v for k, v in fields.items() if k != "digest"}
+        allowed = all(ac.is_allowed(identity, act, {**as_tag_push, "reference": t}) for t in fields["tags"])
+    if not allowed:
         if identity.anonymous:
             raise Unauthorized(f"authentication required for {act}")
         raise Denied(f"{act} denied")
@@ -183,3 +194,9 @@ def check_access():
 def can(act: str, **fields) -> bool:
     """Ask the policy about another action for the current caller (e.g. mount's source read)."""
     return access().is_allowed(g.identity, act, {"action": act, **fields})
+
+
+def granted(act: str, **fields) -> bool:
+    """Whether a rule *explicitly* allows ``act``: a deny-by-default policy applies and lets it through.
+    For operator overrides (``repoint-immutable-tag``) that an allow-all policy must not grant."""
+    return access().grants_explicitly(g.identity, act, {"action": act, **fields})

@@ -122,7 +122,7 @@ _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 def parse_content_range(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
-    m = _CONTENT_RANGE.match(value.strip())
+    m = _CONTENT_RANGE.fullmatch(value.strip())
     if not m:
         raise RangeInvalid(f"invalid Content-Range {value!r}")
     start, end = int(m.group(1)), int(m.group(2))

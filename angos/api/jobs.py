@@ -86,7 +86,7 @@ def requested_page(status: int) -> tuple[int, str | None]:
     if not raw_n.isdigit() or int(raw_n) == 0:
         raise Unsupported(f"n must be a positive integer, got {raw_n!r}", status=status)
     after = request.args.get("after") or None
-    if after is not None and not STORAGE_KEY.match(after):
+    if after is not None and not STORAGE_KEY.fullmatch(after):
         raise Unsupported(f"after must be a storage_key from a previous page, got {after!r}", status=status)
     return min(int(raw_n), MAX_PAGE), after
 
@@ -100,7 +100,7 @@ def _listing(field: str, jobs: list, nxt: str | None):
 
 def checked_key(key: str) -> str:
     """``key`` if it has the shape of a storage_key, else 404 (so it never reaches a store)."""
-    if not STORAGE_KEY.match(key):
+    if not STORAGE_KEY.fullmatch(key):
         raise JobUnknown(f"no job with storage_key {key!r}")
     return key
 

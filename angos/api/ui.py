@@ -19,20 +19,19 @@ each page and button is one of that API's actions, with ``request.queue``.
   ``GET /_ui/assets/<file>`` (``ui-asset``): the stylesheet.
 
 A browser sends stored Basic credentials with any request to this host,
-including a form another site submits, so a POST that says it comes from
-another site (``Sec-Fetch-Site``, else ``Origin``) is refused with 403 before
-it acts.
+including a form another site submits: :mod:`angos.api.origin` refuses a POST
+that says it comes from another site, or that carries neither
+``Sec-Fetch-Site`` nor ``Origin``, with 403 before it acts.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, redirect, render_template, request, send_from_directory, url_for
 
-from ..oci.errors import Conflict, Denied
+from ..oci.errors import Conflict
 from ..oci.reference import validate_name
 from ..queue import QUEUES, STORAGE_KEY
 from .gate import action
@@ -46,21 +45,6 @@ PAGE = 100
 bp = Blueprint("ui", __name__, url_prefix="/_ui", template_folder="ui_files")
 
 
-@bp.before_request
-def _same_site_posts_only():
-    if request.method != "POST":
-        return None
-    site = request.headers.get("Sec-Fetch-Site")
-    origin = request.headers.get("Origin")
-    if site is not None:
-        cross = site not in ("same-origin", "none")
-    else:
-        cross = origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host)
-    if cross:
-        raise Denied("cross-site form submission refused")
-    return None
-
-
 # What a redirect back may announce: fixed texts, so a crafted link cannot put words on the page.
 NOTICES = {
     "retried": "Job {key} is pending again.",
@@ -71,7 +55,7 @@ NOTICES = {
 
 def _notice() -> str | None:
     text, key = NOTICES.get(request.args.get("done", "")), request.args.get("key", "")
-    return text.format(key=key) if text is not None and STORAGE_KEY.match(key) else None
+    return text.format(key=key) if text is not None and STORAGE_KEY.fullmatch(key) else None
 
 
 def _name() -> str:

@@ -136,6 +136,12 @@ class AccessControl:
         self._decisions[key] = allowed
         return allowed
 
+    def grants_explicitly(self, identity: Identity, action: str, fields: dict) -> bool:
+        """Allowed, and by a rule: some applicable policy denies by default (so one of its rules
+        matched). An allow-all policy never grants an action explicitly."""
+        policies = [p for p in (self.global_policy, self.policy_for(fields.get("namespace"))) if p is not None]
+        return any(not p.default_allow for p in policies) and self.is_allowed(identity, action, fields)
+
     def evaluate(self, identity: Identity, action: str, fields: dict) -> bool:
         """Run the policies now (no memo): global, then the namespace's repository policy."""
         policies = [p for p in (self.global_policy, self.policy_for(fields.get("namespace"))) if p is not None]

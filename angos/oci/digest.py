@@ -31,10 +31,10 @@ class Digest:
         alg, _, hexpart = value.partition(":")
         length = ALGORITHMS.get(alg)
         if length is None:
-            if _GRAMMAR.match(value):
+            if _GRAMMAR.fullmatch(value):
                 raise DigestInvalid(f"unsupported digest algorithm {alg!r}")
             raise DigestInvalid(f"invalid digest {value!r}")
-        if len(hexpart) != length or not _HEX.match(hexpart):
+        if len(hexpart) != length or not _HEX.fullmatch(hexpart):
             raise DigestInvalid(f"invalid digest {value!r}")
         return cls(alg, hexpart)
 

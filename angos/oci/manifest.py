@@ -62,6 +62,24 @@ class ParsedManifest:
         return None
 
 
+def is_media_type(value) -> bool:
+    """An RFC 6838 ``type/subtype`` (no parameters, no whitespace): safe to serve as Content-Type."""
+    return isinstance(value, str) and _MEDIA_TYPE.fullmatch(value) is not None
+
+
+def servable_media_type(body: bytes) -> str:
+    """The media type to serve a stored body with when its recorded one is unusable: what the body
+    declares when that is valid, else what its structure says (an index or an image manifest)."""
+    try:
+        return parse_manifest(body, None).media_type
+    except Exception:  # noqa: BLE001 - a body that no longer parses still gets a usable type
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            doc = {}
+        return _guess(doc if isinstance(doc, dict) else {})
+
+
 def clean_media_type(value: str | None) -> str | None:
     """Strip parameters (``; charset=...``) from a Content-Type value."""
     if not value:
@@ -74,7 +92,7 @@ def _descriptor(obj, where: str) -> Descriptor:
     if not isinstance(obj, dict):
         raise ManifestInvalid(f"{where}: descriptor must be an object")
     media_type = obj.get("mediaType")
-    if not isinstance(media_type, str) or not _MEDIA_TYPE.match(media_type):
+    if not isinstance(media_type, str) or not _MEDIA_TYPE.fullmatch(media_type):
         raise ManifestInvalid(f"{where}: invalid or missing mediaType")
     size = obj.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -107,11 +125,13 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ManifestInvalid("manifest is not valid JSON") from None
+    except RecursionError:  # a few KB of "[[[[…" is enough to exhaust the parser's stack
+        raise ManifestInvalid("manifest JSON is nested too deeply") from None
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest must be a JSON object")
 
     declared = doc.get("mediaType")
-    if declared is not None and (not isinstance(declared, str) or not _MEDIA_TYPE.match(declared)):
+    if declared is not None and (not isinstance(declared, str) or not _MEDIA_TYPE.fullmatch(declared)):
         raise ManifestInvalid("mediaType must be a media type string")
     header = clean_media_type(content_type)
     if declared and header and declared != header:
@@ -119,7 +139,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     media_type = declared or header
     if media_type is None or media_type in ("application/json", "application/octet-stream"):
         media_type = _guess(doc)
-    if header is not None and not _MEDIA_TYPE.match(header):
+    if header is not None and not _MEDIA_TYPE.fullmatch(header):
         raise ManifestInvalid(f"invalid Content-Type {header!r}")
     if media_type in (mt.DOCKER_SCHEMA1, mt.DOCKER_SCHEMA1_SIGNED):
         raise ManifestInvalid("Docker schema1 manifests are not supported")
@@ -131,7 +151,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
             raise ManifestInvalid("schemaVersion must be 2")
 
     artifact_type = doc.get("artifactType")
-    if artifact_type is not None and (not isinstance(artifact_type, str) or not _MEDIA_TYPE.match(artifact_type)):
+    if artifact_type is not None and (not isinstance(artifact_type, str) or not _MEDIA_TYPE.fullmatch(artifact_type)):
         raise ManifestInvalid("artifactType must be a media type string")
     annotations = doc.get("annotations") or {}
     if not _is_string_map(annotations):

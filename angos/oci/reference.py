@@ -16,13 +16,13 @@ MAX_NAME_LENGTH = 255
 
 
 def validate_name(name: str) -> str:
-    if not name or len(name) > MAX_NAME_LENGTH or not _NAME.match(name):
+    if not name or len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
         raise NameInvalid(f"invalid repository name {name!r}")
     return name
 
 
 def is_valid_tag(tag: str) -> bool:
-    return bool(_TAG.match(tag))
+    return bool(_TAG.fullmatch(tag))
 
 
 def validate_tag(tag: str) -> str:

@@ -443,7 +443,7 @@ class S3JobStore:
         return out, False
 
     def get(self, storage_key: str) -> tuple[Envelope, str] | None:
-        if not STORAGE_KEY.match(storage_key):
+        if not STORAGE_KEY.fullmatch(storage_key):
             return None
         for prefix in (self.pending_dir, self.failed_dir):
             cur = self._get(prefix + storage_key)
@@ -452,7 +452,7 @@ class S3JobStore:
         return None
 
     def delete(self, storage_key: str, state: str) -> bool:
-        if not STORAGE_KEY.match(storage_key):
+        if not STORAGE_KEY.fullmatch(storage_key):
             return False
         if state == "pending":
             old, new = self._update(self.pending_dir + storage_key,
@@ -468,7 +468,7 @@ class S3JobStore:
         return new is not None
 
     def retry_failed(self, storage_key: str, now: float, wake: bytes) -> bool:
-        if not STORAGE_KEY.match(storage_key):
+        if not STORAGE_KEY.fullmatch(storage_key):
             return False
         failed_key, key = self.failed_dir + storage_key, self.pending_dir + storage_key
         cur = self._get(failed_key)

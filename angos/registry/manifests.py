@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Callable
 
 from ..oci.digest import Digest, is_digest
-from ..oci.errors import (Conflict, DigestInvalid, ManifestBlobUnknown, ManifestUnknown, NameUnknown,
-                          ReplicationSuperseded, TagInvalid, TooLarge)
+from ..oci.errors import (Conflict, DigestInvalid, ManifestBlobUnknown, ManifestInvalid, ManifestUnknown,
+                          NameUnknown, ReplicationSuperseded, TagInvalid, TooLarge)
 from ..oci.manifest import ParsedManifest, parse_manifest
 from ..oci.reference import is_valid_tag, validate_tag
 from ..storage import NotFound
@@ -52,6 +54,9 @@ class WritePolicy:
     immutable_tags: bool = False
     immutable_exclusions: tuple[str, ...] = ()
     allow_missing_references: bool = True
+    # May this writer point an immutable tag that was deleted at another digest? Asked only
+    # then (the API answers it from the access policy's explicit grants); None: never.
+    may_repoint: Callable[[str], bool] | None = None
 
 
 def encode_revision(media_type: str, subject: str | None, body: bytes) -> bytes:
@@ -68,12 +73,15 @@ def decode_revision(d: Digest, raw: bytes) -> Revision:
 
 
 class ManifestService:
-    def __init__(self, meta, locks, blob_service, listeners, max_manifest_size: int):
+    def __init__(self, meta, locks, blob_service, listeners, max_manifest_size: int,
+                 max_manifest_references: int = 4096):
         self.meta = meta
         self.locks = locks
         self.blob_service = blob_service
         self.listeners = listeners
         self.max_manifest_size = max_manifest_size
+        # Each blob and child a manifest lists costs a reference marker (an object) per push.
+        self.max_manifest_references = max_manifest_references
         self.tags = TagStore(meta)
         self.tombstones = TombstoneStore(meta)
 
@@ -137,25 +145,27 @@ class ManifestService:
                 tags.append(t)
 
         parsed = parse_manifest(body, content_type)
+        references = len(parsed.blobs) + len(parsed.children)
+        if references > self.max_manifest_references:
+            raise ManifestInvalid(f"manifest lists {references} blobs and child manifests; the limit is "
+                                  f"{self.max_manifest_references} (global.max_manifest_references)")
         if not policy.allow_missing_references:
             self._check_references(ns, parsed)
 
         author = self._author_time(source_ts)
-        if not by_digest:
-            # A tag write that will be refused must leave nothing behind: a stranded untagged
-            # revision's reference markers would keep its blobs alive forever (scrub
-            # --orphan-grants reclaims only unreferenced blobs). A hint read without the lock;
-            # _set_tag decides under it.
-            self._refuse(ns, reference, self.tags.get(ns, reference), d, author, policy, source_ts is not None,
-                         self.tombstones.tag(ns, reference) if source_ts is not None else None)
-        created_rev = self._store_revision(ns, d, parsed, body)
-        result = PutResult(d, str(parsed.subject.digest) if parsed.subject else None)
-        events = []
+        replicated = source_ts is not None
+        # A write that will be refused must leave nothing behind, for any of its tags: a
+        # stranded untagged revision's reference markers would keep its blobs alive forever
+        # (scrub --orphan-grants reclaims only unreferenced blobs), and a refused request must
+        # not have written some tags. A hint read without the locks; _set_tags decides under them.
         for t in tags:
-            written = self._set_tag(ns, t, d, author, policy, source_ts is not None)
-            if written is not None:
-                events.append(ManifestPushed(ns, t, str(d), written.created_at))
-            result.tags.append(t)
+            current = self.tags.get(ns, t)
+            self._refuse(ns, t, current, d, author, policy, replicated,
+                         self.tombstones.tag(ns, t) if current is None else None)
+        created_rev = self._store_revision(ns, d, parsed, body)
+        result = PutResult(d, str(parsed.subject.digest) if parsed.subject else None, list(tags))
+        events = [ManifestPushed(ns, t, str(d), rec.created_at)
+                  for t, rec in self._set_tags(ns, tags, d, author, policy, replicated)]
         if by_digest and created_rev:
             events.append(ManifestPushed(ns, str(d), str(d), format_ts(author)))
         for ev in events:
@@ -203,26 +213,34 @@ class ManifestService:
             self.meta.put(paths.referrer(ns, parsed.subject.digest, d), json.dumps(desc).encode())
         return created
 
-    def _set_tag(self, ns: str, tag: str, d: Digest, author: datetime, policy: WritePolicy,
-                 replicated: bool) -> TagRecord | None:
-        """Point ``tag`` at ``d``; returns the record written, or None when nothing changed."""
-        with self.locks.lock(f"tag:{ns}:{tag}"):
-            try:
-                current = self.tags.get(ns, tag)
-            except Exception:  # noqa: BLE001 - unreadable prior state: write and report a change (fail open)
-                log.exception("cannot read tag %s:%s before writing it", ns, tag)
-                current = None
-            if current is not None and current.digest == str(d):
-                return None  # converged replay or a client re-push: nothing changed
-            tomb = self.tombstones.tag(ns, tag) if current is None else None
-            self._refuse(ns, tag, current, d, author, policy, replicated, tomb)
-            if not replicated:
-                author = self._local_write_time(current.created if current is not None else
-                                                tomb.deleted if tomb is not None else None)
-            record = self.tags.put(ns, tag, str(d), author)
-            if tomb is not None:
-                self.tombstones.unbury_tag(ns, tag)  # the tag exists again, newer than its delete
-            return record
+    def _set_tags(self, ns: str, tags: list[str], d: Digest, author: datetime, policy: WritePolicy,
+                  replicated: bool) -> list[tuple[str, TagRecord]]:
+        """Point every tag in ``tags`` at ``d``, all or none: each is checked under its lock (taken in
+        sorted order, so two writers never deadlock) before any is written. Returns the records
+        written (a tag already at ``d`` changes nothing and is left out)."""
+        with ExitStack() as stack:
+            for t in sorted(set(tags)):
+                stack.enter_context(self.locks.lock(f"tag:{ns}:{t}"))
+            plan = []
+            for t in tags:
+                try:
+                    current = self.tags.get(ns, t)
+                except Exception:  # noqa: BLE001 - unreadable prior state: write and report a change (fail open)
+                    log.exception("cannot read tag %s:%s before writing it", ns, t)
+                    current = None
+                if current is not None and current.digest == str(d):
+                    continue  # converged replay or a client re-push: nothing changed
+                tomb = self.tombstones.tag(ns, t) if current is None else None
+                self._refuse(ns, t, current, d, author, policy, replicated, tomb)
+                plan.append((t, current, tomb))
+            written = []
+            for t, current, tomb in plan:
+                stamp = author if replicated else self._local_write_time(
+                    current.created if current is not None else tomb.deleted if tomb is not None else None)
+                written.append((t, self.tags.put(ns, t, str(d), stamp)))
+                if tomb is not None:
+                    self.tombstones.unbury_tag(ns, t)  # the tag exists again, newer than its delete
+            return written
 
     @staticmethod
     def _local_write_time(previous: datetime | None) -> datetime:
@@ -240,7 +258,16 @@ class ManifestService:
                 replicated: bool, tomb: Tombstone | None = None) -> None:
         """Raise when pointing ``tag`` (now ``current``, or deleted as ``tomb``) at ``d`` is not allowed."""
         if current is None:
-            if replicated and tomb is not None and tombstone_wins(tomb, author):
+            if tomb is None:
+                return
+            if (tomb.digest is not None and tomb.digest != str(d)
+                    and immutable(tag, policy.immutable_tags, policy.immutable_exclusions)
+                    and not (policy.may_repoint is not None and policy.may_repoint(tag))):
+                # Deleting an immutable tag does not free its name for other content: the
+                # tombstone remembers what it held (for tombstone_horizon).
+                raise Conflict(f"tag {tag} is immutable: it was deleted while pointing at {tomb.digest}, and "
+                               f"pointing it elsewhere needs the repoint-immutable-tag action")
+            if replicated and tombstone_wins(tomb, author):
                 raise ReplicationSuperseded(
                     f"tag {tag} was deleted at {tomb.deleted_at}, later than the replicated write")
             return
@@ -343,6 +370,19 @@ class ManifestService:
 
     def tag_record(self, ns: str, tag: str) -> TagRecord | None:
         return self.tags.get(ns, tag)
+
+    def rewrite_media_type(self, ns: str, d: Digest, media_type: str) -> bool:
+        """Record ``media_type`` for revision ``d`` (its body, subject and creation time unchanged);
+        False when the revision is gone. For scrub's repair of a type that cannot be served."""
+        key = paths.revision(ns, d)
+        try:
+            header, _, body = self.meta.get(key).partition(b"\n")
+        except NotFound:
+            return False
+        meta = json.loads(header)
+        meta["media_type"] = media_type
+        self.meta.put(key, json.dumps(meta, separators=(",", ":")).encode() + b"\n" + body)
+        return True
 
     def tag_state(self, ns: str, tag: str) -> TagRecord | Tombstone | None:
         """The current state of ``tag``: its record, its tombstone, or None (never written, or

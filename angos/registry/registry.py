@@ -42,6 +42,7 @@ class Registry:
         self.cfg = cfg
         self.uploads.max_blob_size = cfg.global_.max_blob_size
         self.manifests.max_manifest_size = cfg.global_.max_manifest_size
+        self.manifests.max_manifest_references = cfg.global_.max_manifest_references
 
     def write_policy(self, ns: str) -> WritePolicy:
         g = self.cfg.global_

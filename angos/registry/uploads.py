@@ -33,7 +33,7 @@ _UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a
 
 
 def validate_upload_id(upload_id: str) -> str:
-    if not _UPLOAD_ID.match(upload_id or ""):
+    if not _UPLOAD_ID.fullmatch(upload_id or ""):
         raise BlobUploadUnknown(f"upload {upload_id!r} unknown")
     return upload_id
 
@@ -92,7 +92,7 @@ class UploadService:
         self._hashers.pop(upload_id, None)
 
     def list_sessions(self) -> list[str]:
-        return [u for u in self.blobs.children(paths.UPLOADS) if _UPLOAD_ID.match(u)]
+        return [u for u in self.blobs.children(paths.UPLOADS) if _UPLOAD_ID.fullmatch(u)]
 
     # -- writing
 

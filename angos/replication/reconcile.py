@@ -338,7 +338,7 @@ def _prune(item: _Item, registry, report: Report, lock, record, remote_tags: lis
     for tag in remote_tags:
         if tag in item.tags:
             continue
-        m_ = _FALLBACK_TAG.match(tag)
+        m_ = _FALLBACK_TAG.fullmatch(tag)
         if m_ and registry.manifests.has_revision(item.namespace, Digest.parse(f"{m_.group(1)}:{m_.group(2)}")):
             continue  # the referrers fallback index replication maintains for a local subject
         record(item.action("delete", tag, prune=tag not in item.tombstones))

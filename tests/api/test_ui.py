@@ -62,16 +62,17 @@ def test_failed_jobs_are_listed_escaped_and_a_retry_runs_them_again(ui_server):
     key = retry.split("/")[-2]
 
     fix.touch()
-    r = requests.post(server.url + retry, allow_redirects=False, timeout=10)
+    same = {"Origin": server.url}   # what a browser sends with the page's own form
+    r = requests.post(server.url + retry, allow_redirects=False, timeout=10, headers=same)
     assert r.status_code == 303
     r = requests.get(server.url + r.headers["Location"], timeout=10)
     assert f"Job {key} is pending again." in r.text
     wait_until(lambda: any(line[0] == "done" for line in read_lines(out / "retry.log")), what="the retried run")
     assert key not in requests.get(page_url, timeout=10).text
     # A key that is no longer failed, or malformed, is a 404, not a silent success.
-    assert requests.post(server.url + retry, timeout=10).status_code == 404
+    assert requests.post(server.url + retry, timeout=10, headers=same).status_code == 404
     assert requests.post(f"{server.url}/_ui/jobs/failed/..%2f..%2fx/retry?queue=replication",
-                         timeout=10).status_code == 404
+                         timeout=10, headers=same).status_code == 404
 
 
 def test_pending_jobs_are_listed_and_deleted_only_by_same_site_posts(ui_server):
@@ -82,8 +83,11 @@ def test_pending_jobs_are_listed_and_deleted_only_by_same_site_posts(ui_server):
     (delete,) = [a for a in forms(page) if "/pending/" in a]
     key = delete.split("/")[-2]
 
+    https_twin = server.url.replace("http://", "https://")
+    port_twin = server.url.rsplit(":", 1)[0] + ":1"
     for hostile in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
-                    {"Sec-Fetch-Site": "same-site", "Origin": server.url}):
+                    {"Sec-Fetch-Site": "same-site", "Origin": server.url}, {"Origin": https_twin},
+                    {"Origin": port_twin}, {}):   # scheme and port compared; no marker at all on a form post
         r = requests.post(server.url + delete, headers=hostile, allow_redirects=False, timeout=10)
         assert r.status_code == 403, hostile
         assert r.json()["errors"][0]["code"] == "DENIED"

@@ -100,14 +100,25 @@ def test_equal_digest_replay_is_accepted(angos):
     assert _tag(angos, ns, "v1") == d
 
 
-@pytest.mark.parametrize("header", ["", "yesterday", "2026-13-45T99:00:00Z"])
-def test_malformed_or_empty_timestamp_is_an_ordinary_write(angos, header):
+def test_an_empty_timestamp_is_an_ordinary_write(angos):
     ns = "lww/plain"
-    first, _ = _manifest(angos, ns, "first" + header)
-    second, second_d = _manifest(angos, ns, "second" + header)
+    first, _ = _manifest(angos, ns, "first")
+    second, second_d = _manifest(angos, ns, "second")
     assert _put(angos, ns, "v1", first).status_code == 201
-    assert _put(angos, ns, "v1", second, header).status_code == 201
+    assert _put(angos, ns, "v1", second, "").status_code == 201
     assert _tag(angos, ns, "v1") == second_d
+
+
+@pytest.mark.parametrize("header", ["yesterday", "2026-13-45T99:00:00Z"])
+def test_a_malformed_timestamp_is_refused_not_taken_for_a_client_write(angos, header):
+    """Read as a client write, a garbled replicated write would skip last-writer-wins."""
+    ns = "lww/garbled"
+    first, first_d = _manifest(angos, ns, "first" + header)
+    second, _ = _manifest(angos, ns, "second" + header)
+    assert _put(angos, ns, "v1", first).status_code == 201
+    r = _put(angos, ns, "v1", second, header)
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "UNSUPPORTED"
+    assert _tag(angos, ns, "v1") == first_d
 
 
 def test_replicated_tag_delete_older_than_local_is_superseded(angos):

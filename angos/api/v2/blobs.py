@@ -28,7 +28,7 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """Return (start, end) inclusive for a single satisfiable range, None to serve everything."""
     if not header:
         return None
-    m = _RANGE.match(header.strip().replace(" ", ""))
+    m = _RANGE.fullmatch(header.strip().replace(" ", ""))
     if not m:
         return None  # multiple or malformed ranges: RFC 9110 lets us ignore Range
     first, last = m.groups()

@@ -7,13 +7,15 @@ client did not send ``X-Angos-No-Redirect``."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from flask import Blueprint, current_app, request
 
 from ...oci.digest import is_digest
-from ...oci.errors import ManifestInvalid, TooLarge
+from ...oci.errors import ManifestInvalid, TooLarge, Unsupported
 from ...oci.reference import validate_name, validate_tag
-from ...registry.timestamps import parse_ts
-from ..gate import action
+from ...registry.timestamps import parse_source_ts
+from ..gate import action, granted
 from ..http import empty, read_bounded, redirect, redirect_allowed, registry
 
 bp = Blueprint("v2_manifests", __name__)
@@ -29,6 +31,14 @@ def _reference(reference: str) -> str:
 
 class ManifestTooLarge(TooLarge):
     code = "MANIFEST_INVALID"
+
+
+def _source_ts():
+    """A replicated write's author time; a malformed one is refused, never read as a client write."""
+    try:
+        return parse_source_ts(request.headers.get(SOURCE_TS))
+    except ValueError as exc:
+        raise Unsupported(str(exc)) from None
 
 
 @bp.route("/v2/<path:name>/manifests/<reference>", methods=["GET", "HEAD"])
@@ -61,9 +71,11 @@ def put_manifest(name: str, reference: str):
     if not body:
         raise ManifestInvalid("empty manifest body")
     extra_tags = request.args.getlist("tag") if is_digest(reference) else []
-    source_ts = parse_ts(request.headers.get(SOURCE_TS))
-    result = reg.manifests.put(name, reference, body, request.headers.get("Content-Type"),
-                               reg.write_policy(name), extra_tags, source_ts)
+    source_ts = _source_ts()
+    policy = dataclasses.replace(reg.write_policy(name),
+                                 may_repoint=lambda tag: granted("repoint-immutable-tag", namespace=name, reference=tag))
+    result = reg.manifests.put(name, reference, body, request.headers.get("Content-Type"), policy, extra_tags,
+                               source_ts)
     headers = {"Location": f"/v2/{name}/manifests/{result.digest}", "Docker-Content-Digest": str(result.digest)}
     resp = empty(201, headers)
     if result.subject:
@@ -77,6 +89,6 @@ def put_manifest(name: str, reference: str):
 @action("delete-manifest")
 def delete_manifest(name: str, reference: str):
     validate_name(name)
-    source_ts = parse_ts(request.headers.get(SOURCE_TS))
+    source_ts = _source_ts()
     registry().manifests.delete(name, _reference(reference), source_ts)
     return empty(202)
