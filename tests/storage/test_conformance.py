@@ -216,8 +216,23 @@ def test_presign_is_none_or_a_url_serving_the_object_with_the_asked_content_type
     assert r.headers["Content-Type"] == "application/vnd.oci.image.manifest.v1+json"
 
 
+def test_a_name_of_the_layout_bound_is_stored_listed_and_deleted(store):
+    """angos.registry.paths never builds a file name above MAX_FILE_NAME: every backend must take one."""
+    from angos.registry.paths import MAX_FILE_NAME
+
+    key = "n/" + "a%2F" * ((MAX_FILE_NAME - 1) // 4) + "z" * ((MAX_FILE_NAME - 1) % 4 + 1)
+    assert len(key) - 2 == MAX_FILE_NAME
+    assert store.put_if_absent(key, b"one") is True
+    store.put(key, b"two")
+    assert store.get(key) == b"two"
+    assert store.children("n") == [key[2:]] and list(store.list("n")) == [key]
+    store.delete(key)
+    assert not store.exists(key)
+
+
 def test_a_key_no_file_could_have_is_absent_not_an_error(store):
-    """A read or delete of a key whose name no file can have must miss, not raise."""
+    """Revokes delete the unbounded index key an earlier version may have written: where the
+    filesystem could never have stored it, reading and deleting it must simply miss."""
     key = "n/" + "b" * 300
     with pytest.raises(NotFound):
         store.get(key)
