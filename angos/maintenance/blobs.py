@@ -1,6 +1,7 @@
-"""``scrub --blobs``: repair the blob index, reclaim unowned bytes, verify stored digests.
+"""``scrub --blobs``: repair the blob index, reclaim unowned bytes, verify stored digests,
+and report manifests whose blob bytes are gone.
 
-Three passes over the blob store and the grants (``repositories/<ns>/_layers``):
+Four passes over the blob store and the grants (``repositories/<ns>/_layers``):
 
 1. **Index repair.** ``blob-index/<alg>/<hex>/`` must hold exactly one entry
    (:func:`angos.registry.paths.blob_index`) per namespace holding a grant:
@@ -16,6 +17,9 @@ Three passes over the blob store and the grants (``repositories/<ns>/_layers``):
    forensics, never served) and every grant on it is revoked, so clients
    get ``BLOB_UNKNOWN`` and re-push instead of pulling corrupt layers. The
    exit code is 1 when anything was corrupt.
+4. **Missing bytes** (:mod:`.missing`). A manifest naming a blob whose bytes
+   are not stored cannot be pulled: each one is reported as a problem (exit
+   1). Nothing can be repaired; the owner must push the blob again.
 
 Safe while the server serves traffic: every change to one digest runs
 under its ``blob:<digest>`` lock, the same lock an upload's completion and
@@ -43,6 +47,7 @@ import time
 
 from ..registry import paths
 from ..storage import NotFound
+from . import missing
 from .common import PhaseRun, build_registry_for_scrub, digests_under, namespaces
 
 GRACE_SECS = 3600.0
@@ -94,6 +99,7 @@ def run(cfg, dry_run: bool, out=print, registry=None) -> int:
         except Exception as exc:  # noqa: BLE001 - one bad blob must not stop the sweep
             phase.problem("blobs: %s: %s", d, exc)
 
+    present = set()  # verified intact: what the missing-bytes pass need not look up again
     for d in sorted(stored, key=str):
         try:
             if not blobs.exists(paths.blob_data(d)):
@@ -102,11 +108,15 @@ def run(cfg, dry_run: bool, out=print, registry=None) -> int:
             phase.count("verified")
             if actual != d.hex:
                 _quarantine(reg, d, phase)
+            else:
+                present.add(d)
         except NotFound:
             continue
         except Exception as exc:  # noqa: BLE001
             phase.problem("blobs: verifying %s: %s", d, exc)
-    keys = ("verified", "reclaimed", "reclaimed_bytes", "young", "index_added", "index_removed", "corrupt")
+    missing.report(reg, present, phase)
+    keys = ("verified", "reclaimed", "reclaimed_bytes", "young", "index_added", "index_removed", "corrupt",
+            "missing")
     return phase.finish(keys)
 
 

@@ -14,6 +14,7 @@ uses (a filesystem root, or S3 on a moto server), never mocked.
 - What earlier versions left behind keeps working: a grant whose index entry
   was never written (the bug) is re-indexed by scrub, and a long entry in the
   old unbounded form still protects its bytes and is rewritten by scrub.
+- ``scrub --blobs`` reports a manifest whose blob bytes are gone.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def test_longest_names_push_pull_mount_delete_and_scrub(backend, which):
     dry = scrub(server, "--blobs", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "index_added=0 index_removed=0" in dry.stdout and "problems=0" in dry.stdout, dry.stdout
+    assert "missing=0" in dry.stdout
 
     # The long namespace deletes everything; bytes go once their last holder lets go.
     assert requests.delete(server.v2(f"{long_ns}/manifests/{Digest.of(body)}")).status_code == 202
@@ -299,3 +301,34 @@ def test_legacy_unbounded_entry_keeps_protecting_and_scrub_rewrites_it(angos_fac
     store.put(legacy, b"")
     assert requests.delete(server.v2(f"{ns}/blobs/{d}")).status_code == 202
     assert not store.exists(legacy) and not store.exists(paths.blob_data(d))
+
+
+# ---------------------------------------------------------------- missing bytes
+
+def test_scrub_reports_a_manifest_whose_blob_bytes_are_gone(angos_factory):
+    server = angos_factory()
+    ns = LONG_NAMES["components"]
+    config, layer, foreign = b'{"os":"linux"}', os.urandom(1200), os.urandom(50)
+    d_config, d_layer = _push_blob(server, ns, config), _push_blob(server, ns, layer)
+    doc = json.loads(_manifest(config, [layer]))
+    # A non-distributable layer is never pushed: its absence is not a problem.
+    doc["layers"].append({"mediaType": LAYER, "digest": "sha256:" + hashlib.sha256(foreign).hexdigest(),
+                          "size": len(foreign), "urls": ["https://example.invalid/layer"]})
+    body = json.dumps(doc).encode()
+    r = requests.put(server.v2(f"{ns}/manifests/v1"), data=body, headers={"Content-Type": OCI})
+    assert r.status_code == 201, r.text
+    clean = scrub(server, "--blobs", "--dry-run")
+    assert clean.returncode == 0 and "missing=0" in clean.stdout, clean.stdout + clean.stderr
+
+    # The bytes vanish (as a sibling's delete did before the fix); the grant is still there.
+    _fs(server).delete(paths.blob_data(Digest.parse(d_layer)))
+    for args in (("--blobs", "--dry-run"), ("--blobs",)):
+        res = scrub(server, *args)
+        assert res.returncode == 1, res.stdout
+        assert "missing=1" in res.stdout and "problems=1" in res.stdout, res.stdout
+        assert f"MISSING bytes of {d_layer} named by manifest {r.headers['Docker-Content-Digest']} in {ns}" \
+            in res.stderr and "grant held: yes" in res.stderr, res.stderr
+    assert _head(server, ns, d_config) == 200
+    # Pushing the blob again is the repair.
+    assert _push_blob(server, ns, layer) == d_layer
+    assert scrub(server, "--blobs").returncode == 0
