@@ -5,6 +5,7 @@ Blob store::
     blobs/<alg>/<hex[:2]>/<hex>                 blob bytes (content addressed)
     uploads/<uuid>/data                         bytes of an upload session
     uploads/<uuid>/info                         session record (namespace, algorithm, start)
+    upload-index/<ns entry>/<uuid>              a counted session of that namespace (upload_limits)
     quarantine/<alg>/<hex>                      bytes ``scrub --blobs`` found corrupt
 
 Metadata store::
@@ -31,15 +32,16 @@ start with ``/``.
 room under the common 255-byte limit for a backend's temporary names. Most
 names are bounded by their grammar (tags are at most 128 characters, digests
 ``<alg>-<128 hex>``, upload ids 36). Directories named after namespace
-components are at most 255 (the name limit) and never carry a suffix. The one
-name built from a whole namespace is the blob-index entry, :func:`ns_entry`:
+components are at most 255 (the name limit) and never carry a suffix. The names
+built from a whole namespace (blob-index entries, the upload-index
+directory) are :func:`ns_entry`:
 
 - the namespace with ``/`` written ``%2F`` when that is at most 200 bytes
   (the layout every earlier version wrote, so existing entries keep working);
 - otherwise its first :data:`_KEPT` bytes, ``%23`` and the sha256 of the whole
-  name (``nginx%2Fteam%2F...%23<64 hex>``): readable enough to recognise, and
-  the object's body holds the full name, which :func:`ns_from_entry` cannot
-  recover from the key alone (it returns None for these).
+  name (``nginx%2Fteam%2F...%23<64 hex>``): readable enough to recognise. A
+  blob-index entry's body holds the full name, which :func:`ns_from_entry`
+  cannot recover from such a key (it returns None for these).
 
 Earlier versions wrote longer entries in the readable form too (on S3 they
 succeeded; on a filesystem up to 218 bytes did). :func:`legacy_blob_index`
@@ -85,6 +87,20 @@ def upload_info(upload_id: str) -> str:
 
 
 UPLOADS = "uploads"
+UPLOAD_INDEX = "upload-index"
+
+
+def upload_markers_dir(ns: str) -> str:
+    return f"{UPLOAD_INDEX}/{ns_entry(ns)}"
+
+
+def upload_marker(ns: str, upload_id: str) -> str:
+    return f"{UPLOAD_INDEX}/{ns_entry(ns)}/{upload_id}"
+
+
+def upload_marker_entry(entry: str, upload_id: str) -> str:
+    """The key of a marker as listed: ``entry`` is a child of :data:`UPLOAD_INDEX`."""
+    return f"{UPLOAD_INDEX}/{entry}/{upload_id}"
 
 
 def namespace_dir(ns: str) -> str:

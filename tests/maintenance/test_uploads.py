@@ -33,12 +33,17 @@ def _abandon(server, upload_id: str, hours: float) -> None:
         backdate(data_path(server, key), hours * 3600)
 
 
+# These tests are about AGE: the idle expiry (test_upload_limits.py) would otherwise remove the
+# sessions they backdate by hours before scrub sees them.
+LONG_IDLE = '[global]\nupload_session_idle_timeout = "1d"\n'
+
+
 def _status(server, ns: str, upload_id: str) -> int:
     return requests.get(server.v2(f"{ns}/blobs/uploads/{upload_id}")).status_code
 
 
 def test_sessions_older_than_the_age_are_deleted_and_recent_ones_kept(angos_factory):
-    server = angos_factory()
+    server = angos_factory(extra=LONG_IDLE)
     stale = _start(server, "nginx/app", b"x" * 1000)
     recent_start = _start(server, "nginx/app", b"y" * 1000)
     live = _start(server, "nginx/app", b"z" * 1000)
@@ -62,7 +67,7 @@ def test_sessions_older_than_the_age_are_deleted_and_recent_ones_kept(angos_fact
 
 def test_zero_age_spares_a_session_written_moments_ago(angos_factory):
     """``--uploads 0s`` means "every idle session": one a client is between requests of survives."""
-    server = angos_factory()
+    server = angos_factory(extra=LONG_IDLE)
     live = _start(server, "nginx/app", b"a" * 100)
     idle = _start(server, "nginx/app", b"b" * 100)
     _abandon(server, idle, hours=0.1)
@@ -92,3 +97,4 @@ def test_multipart_on_the_filesystem_backend_has_nothing_to_do_and_succeeds(ango
     r = scrub(server, "--multipart", "1d")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "multipart: nothing to do: the fs blob store has no multipart uploads"
+
