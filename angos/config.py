@@ -182,6 +182,11 @@ class GlobalConfig:
     immutable_tags: bool = False
     immutable_tags_exclusions: tuple[str, ...] = field(default=(), metadata=check(_regexes))
     allow_missing_manifest_references: bool = True
+    # Open upload sessions (POST .../blobs/uploads/) per namespace; more answer 429 TOOMANYREQUESTS.
+    max_upload_sessions_per_namespace: int = field(default=1000, metadata=check(_positive))
+    # A session nothing was written to for this long is gone (BLOB_UPLOAD_UNKNOWN) and its bytes removed.
+    upload_session_idle_timeout: float = field(default=3600.0, metadata={
+        "parse": parse_duration, "check": lambda v: v if v >= 1 else _fail("must be at least 1s")})
     trusted_proxies: tuple = field(default=(), metadata=check(_networks))
     # Absent means "no global policy" (only repository policies apply); a present
     # table without `default` denies unless a rule allows (secure by default).

@@ -90,6 +90,12 @@ CASES = [
      ["global.immutable_tags_exclusions", "regex"]),
     ("bad-regex-repository", BASE + '[repository."web"]\nimmutable_tags_exclusions = ["(unclosed"]\n',
      ["repository.web.immutable_tags_exclusions", "regex"]),
+    ("zero-upload-sessions", BASE + "[global]\nmax_upload_sessions_per_namespace = 0\n",
+     ["global.max_upload_sessions_per_namespace", "greater than zero"]),
+    ("short-upload-idle-timeout", BASE + '[global]\nupload_session_idle_timeout = "500ms"\n',
+     ["global.upload_session_idle_timeout", "at least 1s"]),
+    ("bad-upload-idle-timeout", BASE + '[global]\nupload_session_idle_timeout = "soon"\n',
+     ["global.upload_session_idle_timeout", "soon"]),
 ]
 
 

@@ -290,3 +290,26 @@ def test_huge_bogus_content_length_is_413_without_reading_the_body(server, uncha
         resp.begin()
         r = RawResponse(resp.status, CaseInsensitiveDict(resp.getheaders()), resp.read())
     assert_oci_error(r, 413, code)
+
+
+def assert_preserved(server, before: dict[str, str]) -> None:
+    """Everything stored before is still there, byte for byte (new objects may have been added)."""
+    after = snapshot(server)
+    assert {k: after.get(k) for k in before} == before, sorted(k for k in before if after.get(k) != before[k])
+
+
+@pytest.mark.parametrize("name", ["/".join(["a"] * 128), "x" * 255, "c" * 100 + "/" + "d" * 105])
+def test_longest_valid_names_store_blobs_without_touching_other_images(server, name):
+    """Issue 12 #1: a 255-character name used to fail mid-write (500) after its grant was stored."""
+    before = snapshot(server)
+    data = b"blob of a long name " + name[-8:].encode()
+    d = digest_of(data)
+    r = raw_request(server, "POST", f"/v2/{name}/blobs/uploads/?digest={d}", data)
+    assert r.status_code == 201, r.text
+    assert raw_request(server, "HEAD", f"/v2/{name}/blobs/{d}").status_code == 200
+    body = image_manifest(descriptor(OCI_CONFIG, data), [])
+    assert raw_request(server, "PUT", f"/v2/{name}/manifests/v1", body, MANIFEST_HEADERS).status_code == 201
+    assert raw_request(server, "GET", f"/v2/{name}/manifests/v1", headers={"Accept": OCI_MANIFEST}).content == body
+    assert raw_request(server, "GET", f"/v2/{NS}/manifests/v1", headers={"Accept": OCI_MANIFEST}).content == \
+        server.manifest
+    assert_preserved(server, before)

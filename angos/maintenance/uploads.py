@@ -5,8 +5,16 @@ An upload session (``uploads/<id>/`` in the blob store: ``info`` with
 
 - it started more than AGE ago (``started_at``; the info object's mtime when
   the record is unreadable, so a corrupt session is still collected), and
-- nothing was written to it for :data:`IDLE_SECS` (the newest mtime of its
-  objects).
+  nothing was written to it for :data:`IDLE_SECS` (the newest mtime of its
+  objects); or
+- nothing was written to it for ``[global] upload_session_idle_timeout``,
+  whatever AGE says: the server already treats it as gone (it answers
+  ``BLOB_UPLOAD_UNKNOWN`` and removes it on the next access), this only
+  reclaims the bytes of sessions nobody comes back to.
+
+A removed session's marker in ``upload-index/`` (what the per-namespace cap
+counts) goes with it, and markers whose session no longer exists (a crash
+between the two deletes) are dropped once a minute old.
 
 The idle floor exists because a client between two requests of one upload
 (POST, PATCH..., PUT) is indistinguishable from one that gave up; without it
@@ -16,9 +24,10 @@ removal runs under the session's ``upload:<id>`` lock (the one every
 append and completion holds) and re-checks idleness there, so a chunk being
 written is never cut in half.
 
-``--dry-run`` prints one line per session::
+``--dry-run`` prints one line per session or stray marker::
 
-    DeleteUpload id=<id> namespace=<ns> age=<seconds>s
+    DeleteUpload id=<id> namespace=<ns> age=<seconds>s idle=<seconds>s
+    DeleteUploadMarker id=<id> entry=<namespace entry>
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import json
 import time
 
 from ..registry import paths
+from ..registry.upload_limits import started_from_id
 from ..storage import NotFound
 from .common import PhaseRun, age_secs, build_registry_for_scrub
 
@@ -48,6 +58,7 @@ def _idle(blobs, upload_id: str) -> float | None:
 def run(cfg, age: float, dry_run: bool, out=print, registry=None) -> int:
     reg = registry or build_registry_for_scrub(cfg)
     blobs = reg.blob_store
+    timeout = reg.uploads.limits.idle_timeout
     phase = PhaseRun("uploads", dry_run, out)
     for upload_id in reg.uploads.list_sessions():
         phase.tick("sessions")
@@ -65,20 +76,43 @@ def run(cfg, age: float, dry_run: bool, out=print, registry=None) -> int:
             except NotFound:
                 info_mtime = time.time() - idle
             started = age_secs(stamp, info_mtime)
-            if started is None or started < age or idle < IDLE_SECS:
+            by_age = started is not None and started >= age and idle >= IDLE_SECS
+            if not by_age and idle < timeout:
                 phase.count("kept")
                 continue
-            phase.act(f"DeleteUpload id={upload_id} namespace={ns} age={int(started)}s")
+            phase.act(f"DeleteUpload id={upload_id} namespace={ns} age={int(started or 0)}s idle={int(idle)}s")
             if dry_run:
                 phase.count("stale")
                 continue
+            floor = IDLE_SECS if by_age else timeout
             with reg.locks.lock(f"upload:{upload_id}"):
                 idle = _idle(blobs, upload_id)
-                if idle is None or idle < IDLE_SECS:
+                if idle is None or idle < floor:
                     phase.count("kept")
                     continue
                 blobs.delete_prefix(paths.upload_dir(upload_id))
+                if isinstance(ns, str):
+                    reg.uploads.limits.unmark(ns, upload_id)
             phase.count("deleted")
         except Exception as exc:  # noqa: BLE001 - one bad session must not stop the sweep
             phase.problem("uploads: session %s: %s", upload_id, exc)
+    _stray_markers(blobs, phase)
     return phase.finish(("stale", "kept") if dry_run else ("deleted", "kept"))
+
+
+def _stray_markers(blobs, phase: PhaseRun) -> None:
+    for entry in blobs.children(paths.UPLOAD_INDEX):
+        for upload_id in blobs.children(f"{paths.UPLOAD_INDEX}/{entry}"):
+            phase.tick("markers")
+            try:
+                if _idle(blobs, upload_id) is not None:
+                    continue  # the session exists
+                started = started_from_id(upload_id)
+                if started is not None and time.time() - started < IDLE_SECS:
+                    continue  # a start in flight writes its marker before its session
+                phase.act(f"DeleteUploadMarker id={upload_id} entry={entry}")
+                phase.count("markers_removed")
+                if not phase.dry_run:
+                    blobs.delete(paths.upload_marker_entry(entry, upload_id))
+            except Exception as exc:  # noqa: BLE001
+                phase.problem("uploads: marker %s/%s: %s", entry, upload_id, exc)

@@ -4,6 +4,13 @@ A namespace sees a blob only through an ownership grant (it uploaded or mounted
 it); the bytes are shared and content addressed. Invariant kept under the
 ``blob:<digest>`` lock: bytes exist whenever some namespace holds a grant,
 and the last revoked grant deletes the bytes.
+
+The blob index (``blob-index/<digest>/<namespace entry>``) is what "the last
+grant" is judged by, so a grant must never exist without its index entry: a
+grant is written *after* its entry and revoked *before* it. Whichever write
+fails, what is left is an entry without a grant, which only keeps bytes alive
+longer (``scrub --blobs`` drops it), never a grant whose bytes a sibling's
+delete could remove.
 """
 
 from __future__ import annotations
@@ -38,10 +45,21 @@ class BlobService:
         return self.meta.exists(paths.grant(ns, d))
 
     def grant(self, ns: str, d: Digest) -> None:
-        """Record that ``ns`` owns ``d``. Caller holds the blob lock."""
+        """Record that ``ns`` owns ``d``: index entry first, then the grant. Caller holds the blob lock."""
+        self.index(ns, d)
         record = json.dumps({"created_at": format_ts(now())}).encode()
         self.meta.put_if_absent(paths.grant(ns, d), record)
-        self.meta.put_if_absent(paths.blob_index(d, ns), b"")
+
+    def index(self, ns: str, d: Digest) -> None:
+        # The body holds the namespace: a hashed entry's key cannot be read back (paths.ns_entry).
+        self.meta.put_if_absent(paths.blob_index(d, ns), ns.encode())
+
+    def unindex(self, ns: str, d: Digest) -> None:
+        """Remove ``ns``'s index entry, and the unbounded one an earlier version may have written."""
+        self.meta.delete(paths.blob_index(d, ns))
+        legacy = paths.legacy_blob_index(d, ns)
+        if legacy is not None:
+            self.meta.delete(legacy)
 
     def grant_created_at(self, ns: str, d: Digest) -> str | None:
         try:
@@ -50,7 +68,25 @@ class BlobService:
             return None
 
     def namespaces_holding(self, d: Digest) -> list[str]:
-        return [paths.namespace_from_index_entry(n) for n in self.meta.children(paths.blob_index_dir(d))]
+        """The namespaces the index lists for ``d`` (one read per hashed entry, none for the others)."""
+        out = []
+        for name in self.meta.children(paths.blob_index_dir(d)):
+            ns = self.entry_namespace(d, name)
+            if ns is not None:
+                out.append(ns)
+        return out
+
+    def entry_namespace(self, d: Digest, name: str) -> str | None:
+        """The namespace index entry ``name`` of ``d`` stands for; None when it cannot be read."""
+        ns = paths.ns_from_entry(name)
+        if ns is not None:
+            return ns
+        try:
+            ns = self.meta.get(paths.blob_index_entry(d, name)).decode()
+        except (NotFound, UnicodeDecodeError):
+            return None  # removed since listed, or not a record: nobody to report
+        # An entry is only believed for the namespace whose key it sits under.
+        return ns if paths.blob_index(d, ns) == paths.blob_index_entry(d, name) else None
 
     # -- reads
 
@@ -105,10 +141,12 @@ class BlobService:
         self.revoke(ns, d)
 
     def revoke(self, ns: str, d: Digest) -> bool:
-        """Drop ns's grant; delete the bytes when no namespace holds one. Returns True if bytes went."""
+        """Drop ns's grant, then its index entry; delete the bytes when no entry is left.
+        Returns True if bytes went."""
         with self.locks.lock(f"blob:{d}"):
             self.meta.delete(paths.grant(ns, d))
-            self.meta.delete(paths.blob_index(d, ns))
+            self.unindex(ns, d)
+            # Any entry counts, even one whose name cannot be read: keeping bytes is the safe error.
             if not self.meta.children(paths.blob_index_dir(d)):
                 self.blobs.delete(paths.blob_data(d))
                 return True

@@ -5,6 +5,7 @@ Blob store::
     blobs/<alg>/<hex[:2]>/<hex>                 blob bytes (content addressed)
     uploads/<uuid>/data                         bytes of an upload session
     uploads/<uuid>/info                         session record (namespace, algorithm, start)
+    upload-index/<ns entry>/<uuid>              a counted session of that namespace (upload_limits)
     quarantine/<alg>/<hex>                      bytes ``scrub --blobs`` found corrupt
 
 Metadata store::
@@ -19,17 +20,44 @@ Metadata store::
     repositories/<ns>/_pulls/<alg>/<hex>                  last pull time of a revision
     repositories/<ns>/_tombstones/tags/<tag>              tag tombstone {digest, deleted_at}
     repositories/<ns>/_tombstones/digests/<alg>/<hex>     manifest tombstone {deleted_at, subject}
-    blob-index/<alg>/<hex>/<ns with / as %2F>             which namespaces hold a grant
+    blob-index/<alg>/<hex>/<ns entry>                     which namespaces hold a grant
     _jobs/...                                             the job queue (angos.queue)
 
 Every function takes already-validated names, tags, digests and upload ids;
 the validators in ``angos.oci`` guarantee none of them can contain ``..`` or
 start with ``/``.
+
+**Name lengths.** No file name this layout builds is longer than
+:data:`MAX_FILE_NAME` (200) bytes, whatever valid input it gets, which leaves
+room under the common 255-byte limit for a backend's temporary names. Most
+names are bounded by their grammar (tags are at most 128 characters, digests
+``<alg>-<128 hex>``, upload ids 36). Directories named after namespace
+components are at most 255 (the name limit) and never carry a suffix. The names
+built from a whole namespace (blob-index entries, the upload-index
+directory) are :func:`ns_entry`:
+
+- the namespace with ``/`` written ``%2F`` when that is at most 200 bytes
+  (the layout every earlier version wrote, so existing entries keep working);
+- otherwise its first :data:`_KEPT` bytes, ``%23`` and the sha256 of the whole
+  name (``nginx%2Fteam%2F...%23<64 hex>``): readable enough to recognise. A
+  blob-index entry's body holds the full name, which :func:`ns_from_entry`
+  cannot recover from such a key (it returns None for these).
+
+Earlier versions wrote longer entries in the readable form too (on S3 they
+succeeded; on a filesystem up to 218 bytes did). :func:`legacy_blob_index`
+names such an entry so revokes remove it and ``scrub --blobs`` can move it to
+the bounded form; listings read it as before.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 from ..oci.digest import Digest
+
+MAX_FILE_NAME = 200
+_HASHED_MARK = "%23"
+_KEPT = MAX_FILE_NAME - len(_HASHED_MARK) - 64
 
 REPOS = "repositories"
 
@@ -59,6 +87,20 @@ def upload_info(upload_id: str) -> str:
 
 
 UPLOADS = "uploads"
+UPLOAD_INDEX = "upload-index"
+
+
+def upload_markers_dir(ns: str) -> str:
+    return f"{UPLOAD_INDEX}/{ns_entry(ns)}"
+
+
+def upload_marker(ns: str, upload_id: str) -> str:
+    return f"{UPLOAD_INDEX}/{ns_entry(ns)}/{upload_id}"
+
+
+def upload_marker_entry(entry: str, upload_id: str) -> str:
+    """The key of a marker as listed: ``entry`` is a child of :data:`UPLOAD_INDEX`."""
+    return f"{UPLOAD_INDEX}/{entry}/{upload_id}"
 
 
 def namespace_dir(ns: str) -> str:
@@ -137,16 +179,42 @@ def digest_tombstones_dir(ns: str) -> str:
     return f"{REPOS}/{ns}/_tombstones/digests"
 
 
+def _readable_entry(ns: str) -> str:
+    return ns.replace("/", "%2F")
+
+
+def ns_entry(ns: str) -> str:
+    """One file name standing for namespace ``ns``, at most :data:`MAX_FILE_NAME` bytes."""
+    readable = _readable_entry(ns)
+    if len(readable) <= MAX_FILE_NAME:
+        return readable
+    return f"{readable[:_KEPT]}{_HASHED_MARK}{hashlib.sha256(ns.encode()).hexdigest()}"
+
+
+def ns_from_entry(name: str) -> str | None:
+    """The namespace an entry names, or None for a hashed entry (its body holds the name)."""
+    if _HASHED_MARK in name:
+        return None
+    return name.replace("%2F", "/")
+
+
 def blob_index(d: Digest, ns: str) -> str:
-    return f"blob-index/{d.algorithm}/{d.hex}/{ns.replace('/', '%2F')}"
+    return f"blob-index/{d.algorithm}/{d.hex}/{ns_entry(ns)}"
+
+
+def legacy_blob_index(d: Digest, ns: str) -> str | None:
+    """The unbounded key an earlier version wrote for a long ``ns``; None when it is :func:`blob_index`."""
+    readable = _readable_entry(ns)
+    return None if len(readable) <= MAX_FILE_NAME else f"blob-index/{d.algorithm}/{d.hex}/{readable}"
 
 
 def blob_index_dir(d: Digest) -> str:
     return f"blob-index/{d.algorithm}/{d.hex}"
 
 
-def namespace_from_index_entry(name: str) -> str:
-    return name.replace("%2F", "/")
+def blob_index_entry(d: Digest, name: str) -> str:
+    """The key of entry ``name`` as listed under :func:`blob_index_dir`."""
+    return f"blob-index/{d.algorithm}/{d.hex}/{name}"
 
 
 def digest_from_entry(name: str) -> Digest:

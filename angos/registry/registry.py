@@ -41,6 +41,8 @@ class Registry:
     def reconfigure(self, cfg) -> None:
         self.cfg = cfg
         self.uploads.max_blob_size = cfg.global_.max_blob_size
+        self.uploads.limits.max_sessions = cfg.global_.max_upload_sessions_per_namespace
+        self.uploads.limits.idle_timeout = cfg.global_.upload_session_idle_timeout
         self.manifests.max_manifest_size = cfg.global_.max_manifest_size
         self.manifests.max_manifest_references = cfg.global_.max_manifest_references
 

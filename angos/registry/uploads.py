@@ -10,6 +10,13 @@ Completion moves the upload object to its content-addressed key under the
 ``blob:<digest>`` lock and grants the blob to the namespace. A crash before the
 move leaves only the upload session (cleaned by ``scrub --uploads``), never a
 partial blob.
+
+Sessions are bounded (:mod:`.upload_limits`): a namespace has at most
+``max_upload_sessions_per_namespace`` open (429 beyond), and a session idle
+for ``upload_session_idle_timeout`` answers ``BLOB_UPLOAD_UNKNOWN`` to its
+next GET, PATCH or PUT, which also removes it. Checking idleness reuses the
+stat of the session's bytes a GET already made; a PATCH or PUT pays one
+extra stat (a HEAD on S3).
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import uuid
 from collections import OrderedDict
 from typing import Iterable, Iterator
 
@@ -28,6 +34,7 @@ from ..storage import NotFound
 from . import paths
 from .hashing import overlapped
 from .timestamps import format_ts, now
+from .upload_limits import SessionLimits, new_upload_id
 
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -41,20 +48,30 @@ def validate_upload_id(upload_id: str) -> str:
 class UploadService:
     HASH_CACHE = 1024
 
-    def __init__(self, blobs, meta, locks, blob_service, max_blob_size: int):
+    def __init__(self, blobs, meta, locks, blob_service, max_blob_size: int, max_sessions: int = 1000,
+                 idle_timeout: float = 3600.0):
         self.blobs = blobs
         self.meta = meta
         self.locks = locks
         self.blob_service = blob_service
         self.max_blob_size = max_blob_size
+        self.limits = SessionLimits(blobs, locks, max_sessions, idle_timeout)
         self._hashers: "OrderedDict[str, tuple[int, object]]" = OrderedDict()
 
     # -- session records
 
-    def start(self, ns: str, algorithm: str = "sha256") -> str:
+    def start(self, ns: str, algorithm: str = "sha256", counted: bool = True) -> str:
+        """Open a session. ``counted`` ones (client-visible) are subject to the per-namespace cap."""
         check_algorithm(algorithm)
-        upload_id = str(uuid.uuid4())
+        if counted:
+            self.limits.admit(ns)
+        upload_id = new_upload_id()
         info = {"namespace": ns, "algorithm": algorithm, "started_at": format_ts(now())}
+        if counted:
+            info["counted"] = True
+            # Marker first: a crash before the session exists over-counts until a sweep drops the
+            # marker, where the other order would leave a session the cap never sees.
+            self.limits.mark(ns, upload_id)
         self.blobs.put(paths.upload_info(upload_id), json.dumps(info).encode())
         self.blobs.put(paths.upload_data(upload_id), b"")
         return upload_id
@@ -75,6 +92,20 @@ class UploadService:
             raise BlobUploadUnknown(f"upload {upload_id} unknown to {ns}")
         return info
 
+    def live(self, ns: str, upload_id: str) -> tuple[dict, int]:
+        """The session's record and size; BLOB_UPLOAD_UNKNOWN when gone or idle past the timeout
+        (an expired session is removed here, lazily)."""
+        info = self.info(ns, upload_id)
+        try:
+            st = self.blobs.stat(paths.upload_data(upload_id))
+        except NotFound:
+            raise BlobUploadUnknown(f"upload {upload_id} unknown") from None
+        if self.limits.expired(st.mtime) and self.limits.expire(ns, upload_id):
+            self._hashers.pop(upload_id, None)
+            raise BlobUploadUnknown(f"upload {upload_id} expired: idle for more than "
+                                    f"{self.limits.idle_timeout:g}s")
+        return info, st.size
+
     def offset(self, upload_id: str) -> int:
         try:
             return self.blobs.stat(paths.upload_data(upload_id)).size
@@ -82,13 +113,18 @@ class UploadService:
             raise BlobUploadUnknown(f"upload {upload_id} unknown") from None
 
     def status(self, ns: str, upload_id: str) -> int:
-        self.info(ns, upload_id)
-        return self.offset(upload_id)
+        return self.live(ns, upload_id)[1]
 
     def cancel(self, ns: str, upload_id: str) -> None:
-        self.info(ns, upload_id)
+        info = self.info(ns, upload_id)
         with self.locks.lock(f"upload:{upload_id}"):
             self.blobs.delete_prefix(paths.upload_dir(upload_id))
+        self._forget(ns, upload_id, info)
+
+    def _forget(self, ns: str, upload_id: str, info: dict) -> None:
+        """After the session's objects are gone: its marker (counted sessions only) and cached hash."""
+        if info.get("counted"):
+            self.limits.unmark(ns, upload_id)
         self._hashers.pop(upload_id, None)
 
     def list_sessions(self) -> list[str]:
@@ -99,7 +135,7 @@ class UploadService:
     def append(self, ns: str, upload_id: str, chunks: Iterable[bytes],
                content_range: tuple[int, int] | None, length: int | None) -> int:
         """Append one chunk; returns the new offset. 416 when the range does not continue the upload."""
-        info = self.info(ns, upload_id)
+        info, _ = self.live(ns, upload_id)
         with self.locks.lock(f"upload:{upload_id}"):
             return self._append_locked(upload_id, info["algorithm"], chunks, content_range, length)
 
@@ -164,7 +200,7 @@ class UploadService:
 
     def complete(self, ns: str, upload_id: str, digest: Digest, chunks: Iterable[bytes] | None,
                  content_range: tuple[int, int] | None, length: int | None) -> Digest:
-        info = self.info(ns, upload_id)
+        info, _ = self.live(ns, upload_id)
         with self.locks.lock(f"upload:{upload_id}"):
             before = None
             if chunks is not None and (length is None or length > 0 or content_range is not None):
@@ -183,10 +219,10 @@ class UploadService:
                     self._keep_hasher(upload_id, size, hasher)
                 raise DigestInvalid(f"digest {digest} does not match the uploaded content "
                                     f"({digest.algorithm}:{actual})")
-            self._finalize(ns, upload_id, digest)
+            self._finalize(ns, upload_id, digest, info)
         return digest
 
-    def _finalize(self, ns: str, upload_id: str, digest: Digest) -> None:
+    def _finalize(self, ns: str, upload_id: str, digest: Digest, info: dict) -> None:
         with self.locks.lock(f"blob:{digest}"):
             target = paths.blob_data(digest)
             if self.blobs.exists(target):
@@ -195,11 +231,12 @@ class UploadService:
                 self.blobs.move(paths.upload_data(upload_id), target)
             self.blob_service.grant(ns, digest)
         self.blobs.delete_prefix(paths.upload_dir(upload_id))
-        self._hashers.pop(upload_id, None)
+        self._forget(ns, upload_id, info)
 
     def monolithic(self, ns: str, digest: Digest, chunks: Iterable[bytes], length: int | None) -> Digest:
-        """Single-request upload (POST ?digest= or a direct PUT): stream, hash and store in one pass."""
-        upload_id = self.start(ns, digest.algorithm)
+        """Single-request upload (POST ?digest= or a direct PUT): stream, hash and store in one pass.
+        Its session lives for this request only, so it is not counted against the cap."""
+        upload_id = self.start(ns, digest.algorithm, counted=False)
         try:
             self.complete(ns, upload_id, digest, chunks, None, length)
         except BaseException:

@@ -5,6 +5,14 @@ and ``os.replace``-ing it into place; ``put_if_absent`` uses ``os.link`` so the
 final name appears only if it did not exist. With ``sync_to_disk`` every write
 is fsync'ed (file and directory) before it becomes visible.
 
+Temporary files are named ``.tmp-<32 hex>``, whatever the final name: their
+length never depends on the key (a suffix on the final name made names past
+218 characters fail with ``ENAMETOOLONG``), and no stored name can look like
+one (every name :mod:`angos.registry.paths` builds starts with a letter, a
+digit or ``_``), so listings hide exactly the temporaries. Versions before
+this wrote ``<name>.tmp-<32 hex>``; listings still hide leftovers of that
+shape (a crash can leave them), and only that exact shape.
+
 ``append`` (upload data) writes large streams with ``O_DIRECT`` from aligned
 buffers on a native thread, so uploads neither evict the page cache nor pay
 for filling it (:mod:`angos.storage.direct`).
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import uuid
 from typing import BinaryIO, Iterable, Iterator
 
@@ -28,6 +37,20 @@ from .direct import append_stream
 # A prune can only win the race a handful of times in a row; more means the
 # path is really unusable and the error should surface.
 _PRUNE_RETRIES = 20
+
+_TMP_PREFIX = ".tmp-"
+# What a crash in an older version could leave: the final name plus ".tmp-" and a uuid4 hex.
+_LEGACY_TMP = re.compile(r"\.tmp-[0-9a-f]{32}$")
+
+
+# A key that names no file: missing, below a file, a directory where a file was expected, or a
+# name longer than the filesystem allows (no object can have it, so reads miss and deletes no-op).
+_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG})
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a directory entry is an in-flight (or crashed) write rather than a stored object."""
+    return name.startswith(_TMP_PREFIX) or _LEGACY_TMP.search(name) is not None
 
 
 class FsStore(ObjectStore):
@@ -49,7 +72,7 @@ class FsStore(ObjectStore):
         return os.path.join(self.root, key)
 
     def _tmp(self, path: str) -> str:
-        return f"{path}.tmp-{uuid.uuid4().hex}"
+        return os.path.join(os.path.dirname(path), f"{_TMP_PREFIX}{uuid.uuid4().hex}")
 
     def _in_dir(self, path: str, op):
         """Create ``path``'s parent directory and run ``op()`` in it, retrying when a
@@ -74,8 +97,10 @@ class FsStore(ObjectStore):
         try:
             with open(self._path(key), "rb") as fh:
                 return fh.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise NotFound(key) from None
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                raise NotFound(key) from None
+            raise
 
     def _write_tmp(self, path: str, chunks: Iterable[bytes]) -> tuple[str, int]:
         tmp = self._tmp(path)
@@ -146,8 +171,10 @@ class FsStore(ObjectStore):
     def open_read(self, key: str, offset: int = 0) -> BinaryIO:
         try:
             fh = open(self._path(key), "rb")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise NotFound(key) from None
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                raise NotFound(key) from None
+            raise
         if offset:
             fh.seek(offset)
         return fh
@@ -176,8 +203,10 @@ class FsStore(ObjectStore):
     def stat(self, key: str) -> ObjectInfo:
         try:
             st = os.stat(self._path(key))
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(key) from None
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                raise NotFound(key) from None
+            raise
         if not os.path.isfile(self._path(key)):
             raise NotFound(key)
         return ObjectInfo(st.st_size, st.st_mtime)
@@ -188,16 +217,18 @@ class FsStore(ObjectStore):
             dirnames.sort()
             rel = os.path.relpath(dirpath, self.root)
             for name in sorted(filenames):
-                if ".tmp-" in name:
+                if is_temporary(name):
                     continue
                 yield name if rel == "." else f"{rel}/{name}"
 
     def children(self, prefix: str) -> list[str]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         try:
-            return sorted(n for n in os.listdir(base) if ".tmp-" not in n)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+            return sorted(n for n in os.listdir(base) if not is_temporary(n))
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return []
+            raise
 
     def move(self, src: str, dst: str) -> None:
         s, d = self._path(src), self._path(dst)
@@ -226,8 +257,6 @@ class FsStore(ObjectStore):
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
-        pass
     except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.EISDIR):
+        if exc.errno not in _ABSENT:
             raise

@@ -33,12 +33,17 @@ def _abandon(server, upload_id: str, hours: float) -> None:
         backdate(data_path(server, key), hours * 3600)
 
 
+# These tests are about AGE: the idle expiry (test_upload_limits.py) would otherwise remove the
+# sessions they backdate by hours before scrub sees them.
+LONG_IDLE = '[global]\nupload_session_idle_timeout = "1d"\n'
+
+
 def _status(server, ns: str, upload_id: str) -> int:
     return requests.get(server.v2(f"{ns}/blobs/uploads/{upload_id}")).status_code
 
 
 def test_sessions_older_than_the_age_are_deleted_and_recent_ones_kept(angos_factory):
-    server = angos_factory()
+    server = angos_factory(extra=LONG_IDLE)
     stale = _start(server, "nginx/app", b"x" * 1000)
     recent_start = _start(server, "nginx/app", b"y" * 1000)
     live = _start(server, "nginx/app", b"z" * 1000)
@@ -62,7 +67,7 @@ def test_sessions_older_than_the_age_are_deleted_and_recent_ones_kept(angos_fact
 
 def test_zero_age_spares_a_session_written_moments_ago(angos_factory):
     """``--uploads 0s`` means "every idle session": one a client is between requests of survives."""
-    server = angos_factory()
+    server = angos_factory(extra=LONG_IDLE)
     live = _start(server, "nginx/app", b"a" * 100)
     idle = _start(server, "nginx/app", b"b" * 100)
     _abandon(server, idle, hours=0.1)
@@ -92,3 +97,45 @@ def test_multipart_on_the_filesystem_backend_has_nothing_to_do_and_succeeds(ango
     r = scrub(server, "--multipart", "1d")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "multipart: nothing to do: the fs blob store has no multipart uploads"
+
+
+def _v7(seconds_ago: float) -> str:
+    """An upload id in the time-ordered layout the server hands out, started ``seconds_ago``."""
+    import os
+    import time
+    import uuid
+
+    ms = int((time.time() - seconds_ago) * 1000)
+    return str(uuid.UUID(int=ms << 80 | 7 << 76 | 2 << 62 | int.from_bytes(os.urandom(7), "big")))
+
+
+def test_sessions_idle_past_the_timeout_go_whatever_the_age_and_stray_markers_with_them(angos_factory):
+    import time
+
+    # Long enough for the scrubs below to run before the live session idles out too.
+    server = angos_factory(extra='[global]\nupload_session_idle_timeout = "6s"\n')
+    idle = _start(server, "nginx/app", b"a" * 100)
+    time.sleep(6.5)
+    live = _start(server, "nginx/app", b"b" * 100)
+    # Markers whose session is gone: one old enough to be stray, one a start may still be writing.
+    stray, starting = _v7(120), _v7(1)
+    for upload_id in (stray, starting):
+        path = data_path(server, paths.upload_marker("nginx/app", upload_id))
+        path.write_bytes(b"")
+
+    dry = scrub(server, "--uploads", "30d", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert [line.split(" age=")[0] for line in lines(dry.stdout, "DeleteUpload")] == [
+        f"DeleteUpload id={idle} namespace=nginx/app"]
+    assert lines(dry.stdout, "DeleteUploadMarker") == [f"DeleteUploadMarker id={stray} entry=nginx%2Fapp"]
+    assert data_path(server, paths.upload_dir(idle)).exists()
+
+    real = scrub(server, "--uploads", "30d")
+    assert real.returncode == 0, real.stderr
+    assert "uploads: deleted=1 kept=1 markers_removed=1" in real.stdout, real.stdout
+    assert not data_path(server, paths.upload_dir(idle)).exists()
+    assert not data_path(server, paths.upload_marker("nginx/app", idle)).exists()
+    assert not data_path(server, paths.upload_marker("nginx/app", stray)).exists()
+    assert data_path(server, paths.upload_marker("nginx/app", starting)).exists()
+    assert data_path(server, paths.upload_marker("nginx/app", live)).exists()
+    assert _status(server, "nginx/app", live) == 204

@@ -214,3 +214,55 @@ def test_presign_is_none_or_a_url_serving_the_object_with_the_asked_content_type
     assert r.status_code == 200
     assert r.content == b'{"a": 1}'
     assert r.headers["Content-Type"] == "application/vnd.oci.image.manifest.v1+json"
+
+
+def test_a_name_of_the_layout_bound_is_stored_listed_and_deleted(store):
+    """angos.registry.paths never builds a file name above MAX_FILE_NAME: every backend must take one."""
+    from angos.registry.paths import MAX_FILE_NAME
+
+    key = "n/" + "a%2F" * ((MAX_FILE_NAME - 1) // 4) + "z" * ((MAX_FILE_NAME - 1) % 4 + 1)
+    assert len(key) - 2 == MAX_FILE_NAME
+    assert store.put_if_absent(key, b"one") is True
+    store.put(key, b"two")
+    assert store.get(key) == b"two"
+    assert store.children("n") == [key[2:]] and list(store.list("n")) == [key]
+    store.delete(key)
+    assert not store.exists(key)
+
+
+def test_a_key_no_file_could_have_is_absent_not_an_error(store):
+    """Revokes delete the unbounded index key an earlier version may have written: where the
+    filesystem could never have stored it, reading and deleting it must simply miss."""
+    key = "n/" + "b" * 300
+    with pytest.raises(NotFound):
+        store.get(key)
+    with pytest.raises(NotFound):
+        store.stat(key)
+    assert not store.exists(key)
+    store.delete(key)
+    assert store.children(key) == []
+
+
+def test_names_containing_tmp_are_ordinary_names(store):
+    """A tag ``1.0.tmp-fix`` or namespace ``a.tmp-b`` is valid; listings must not hide it."""
+    for key in ("t/1.0.tmp-fix", "t/a.tmp-b/x"):
+        store.put(key, b"")
+    assert store.children("t") == ["1.0.tmp-fix", "a.tmp-b"]
+    assert sorted(store.list("t")) == ["t/1.0.tmp-fix", "t/a.tmp-b/x"]
+
+
+def test_fs_hides_only_its_own_temporary_files(tmp_path):
+    """In-flight writes (``.tmp-<hex>``) and what an older version's crash left (``<name>.tmp-<32 hex>``)."""
+    from angos.storage.fs import FsStore
+
+    store = FsStore(str(tmp_path / "root"))
+    store.put("t/v1", b"")
+    base = tmp_path / "root" / "t"
+    (base / ".tmp-0123456789abcdef0123456789abcdef").write_bytes(b"partial")
+    (base / "v2.tmp-0123456789abcdef0123456789abcdef").write_bytes(b"partial")
+    assert store.children("t") == ["v1"]
+    assert list(store.list("t")) == ["t/v1"]
+    # A write never leaves its temporary behind, and its name does not depend on the key's length.
+    store.put("t/" + "c" * 250, b"x")
+    assert sorted(p.name for p in base.iterdir() if p.name.startswith(".tmp-")) == [
+        ".tmp-0123456789abcdef0123456789abcdef"]
