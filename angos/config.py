@@ -277,7 +277,8 @@ class Downstream:
     namespace_filter: tuple[str, ...] = field(default=(), metadata=check(_regexes))
     max_concurrent_pushes: int = field(default=4, metadata=check(_positive))
     # How many of a drain's max_concurrent_replication_jobs this downstream may hold at once
-    # (None: half the pool, at least one), so a hung or slow downstream cannot stall the others.
+    # (None: the pool divided evenly among the configured downstreams, rounded up), so a hung or
+    # slow downstream cannot stall the others.
     max_concurrent_jobs: int | None = field(default=None, metadata=check(_positive))
     prune: bool = False
     username: str | None = None

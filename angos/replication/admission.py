@@ -7,11 +7,13 @@ then calls :meth:`leave` when done) or raises
 without counting an attempt and frees the pool slot at once:
 
 - **Share**: a downstream may hold at most ``max_concurrent_jobs`` of the
-  pool (default: half of ``max_concurrent_replication_jobs``, at least one),
-  so a slow or hung downstream cannot take every slot. A job over the share is
-  deferred briefly; while the downstream completes nothing the delay grows
+  pool (default: the pool divided evenly among the configured downstreams,
+  rounded up, so a lone downstream may use all of it), so a slow or hung
+  downstream cannot take every slot. A job over the share is deferred for
+  about as long as the downstream's jobs take (at least 50 ms); while it
+  completes nothing the delay grows with the time since its last completion
   (up to ``outage_probe_max_ms``), so a hung downstream's backlog costs few
-  claims.
+  claims and a busy healthy one's is picked up as slots free.
 - **Outage**: a refused connection, a timeout, a 5xx, 408 or 429 marks the
   downstream *down* (:meth:`trip`). Its jobs are deferred to the next probe
   time; the first job due after it runs one cheap probe (``GET /v2/`` with
@@ -49,20 +51,23 @@ class _State:
     next_probe: float = 0.0             # monotonic
     failures: int = 0                   # failed probes since the downstream went down
     probing: bool = False
-    stalled: int = 0                    # share deferrals since this downstream last finished a job
+    last_done: float = 0.0              # monotonic time this downstream last finished a job
+    job_secs: float = 0.05              # moving average of its job durations
     reason: str = ""
 
 
-def share(ds, pool: int) -> int:
-    """How many jobs ``ds`` may run at once in a pool of ``pool``."""
-    return ds.max_concurrent_jobs or max(1, pool // 2)
+def share(ds, pool: int, downstreams: int = 1) -> int:
+    """How many jobs ``ds`` may run at once in a pool of ``pool`` shared by ``downstreams``."""
+    return ds.max_concurrent_jobs or max(1, -(-pool // max(1, downstreams)))
 
 
 class Admission:
-    def __init__(self, settings: Callable, pool: Callable[[], int]):
-        """``settings()`` returns the current ``[global.replication]``; ``pool()`` the pool size."""
+    def __init__(self, settings: Callable, pool: Callable[[], int], downstreams: Callable[[], int] = lambda: 1):
+        """``settings()`` returns the current ``[global.replication]``, ``pool()`` the pool size and
+        ``downstreams()`` how many distinct downstreams the configuration lists."""
         self.settings = settings
         self.pool = pool
+        self.downstreams = downstreams
         self._states: dict[tuple, _State] = {}
         self._lock = threading.Lock()
 
@@ -94,9 +99,9 @@ class Admission:
                 if st.probing:
                     raise DeferJob(0.2, f"downstream {name} is being probed")
                 st.probing = True
-            elif st.running >= share(ds, self.pool()):
-                delay = min(SHARE_DEFER_MIN * (2 ** min(st.stalled, 30)), self.settings().outage_probe_max_ms / 1000.0)
-                st.stalled += 1
+            elif st.running >= share(ds, self.pool(), self.downstreams()):
+                idle = now - st.last_done if st.last_done else 0.0
+                delay = min(max(SHARE_DEFER_MIN, st.job_secs, idle), self.settings().outage_probe_max_ms / 1000.0)
                 raise DeferJob(delay, f"downstream {name} already runs {st.running} job(s), its share of the pool")
             else:
                 st.running += 1
@@ -117,16 +122,18 @@ class Admission:
                 raise DeferJob(st.next_probe - time.monotonic(), f"downstream {name} is down ({why})")
             log.warning("downstream %s is back after %.1fs down; resuming its jobs", name,
                         time.time() - (st.down_since or time.time()))
-            st.down_since, st.failures, st.reason, st.stalled = None, 0, "", 0
+            st.down_since, st.failures, st.reason, st.last_done = None, 0, "", time.monotonic()
             m.REPLICATION_DOWNSTREAM_UP.labels(name).set(1)
             st.running += 1
 
-    def leave(self, key, finished: bool = True) -> None:
+    def leave(self, key, finished: bool = True, took: float | None = None) -> None:
         with self._lock:
             st = self._state(key)
             st.running = max(0, st.running - 1)
             if finished:
-                st.stalled = 0
+                st.last_done = time.monotonic()
+                if took is not None:
+                    st.job_secs = 0.8 * st.job_secs + 0.2 * took
 
     def trip(self, key, reason: str, retry_after: float | None = None) -> float:
         """Mark the downstream down after an outage-class failure; returns the delay to defer by."""

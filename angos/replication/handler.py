@@ -45,7 +45,8 @@ class ReplicationHandler:
         self.config = config
         self.enqueue = enqueue or (lambda job: False)
         self.admission = Admission(lambda: self.config().global_.replication,
-                                   lambda: self.config().global_.max_concurrent_replication_jobs)
+                                   lambda: self.config().global_.max_concurrent_replication_jobs,
+                                   lambda: _count_downstreams(self.config()))
         self._clients: dict[tuple, DownstreamClient] = {}
         self._lock = threading.Lock()
 
@@ -86,6 +87,7 @@ class ReplicationHandler:
 
         pipeline = Pipeline(self.registry, client, ds, job.repository, job.namespace, target, on_referrer)
         finished = False
+        started = time.monotonic()
         what = job.subject if isinstance(job, ReferrersJob) else job.reference
         try:
             if isinstance(job, SyncJob):
@@ -111,7 +113,7 @@ class ReplicationHandler:
             log.exception("replication of %s:%s → %s failed unexpectedly", job.namespace, what, ds.name)
             raise ReplicationFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
-            self.admission.leave(key, finished)
+            self.admission.leave(key, finished, time.monotonic() - started)
         if outcome.result != NOOP:
             m.REPLICATION_PUSH.labels(ds.name, outcome.result).inc()
         if outcome.result in SUCCESS:
@@ -122,3 +124,9 @@ class ReplicationHandler:
                 "replication of %s:%s → %s/%s: %s%s", job.namespace, what, ds.name, target.namespace,
                 outcome.result, f" ({outcome.detail})" if outcome.detail else "")
         return outcome.result
+
+
+def _count_downstreams(cfg) -> int:
+    """Distinct downstreams (name and URL host) across the configuration: who shares the pool."""
+    return len({(ds.name, remote_namespace(key, key, ds.url).base_url)
+                for key, repo in cfg.repository.items() for ds in repo.downstream}) or 1
