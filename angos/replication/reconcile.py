@@ -61,6 +61,7 @@ log = logging.getLogger("angos.replication.reconcile")
 
 PROBE_CONCURRENCY = 16
 HANDOVER_SECS = 2.0
+STALL_SECS = 120.0
 _FALLBACK_TAG = re.compile(r"^(sha256|sha512)-([a-f0-9]{64}|[a-f0-9]{128})$")
 _VERBS = {"push": "EnqueueReplicationPush", "delete": "EnqueueReplicationDelete",
           "referrers": "EnqueueReplicationReferrers"}
@@ -96,13 +97,15 @@ class Report:
     coalesced: int = 0      # asked for, but an identical job was already pending
     skipped: int = 0
     failed: int = 0
+    waiting: int = 0        # jobs still queued when the command stopped waiting (a downstream down)
     actions: list[Action] = field(default_factory=list)
     in_sync: set = field(default_factory=set)   # lock keys found in sync (their dead letters are moot)
     started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> str:
         return (f"replicate: namespaces={self.namespaces} tags_checked={self.checked} enqueued={self.enqueued} "
-                f"coalesced={self.coalesced} skipped={self.skipped} failed={self.failed} elapsed={time.monotonic() - self.started:.1f}s")
+                f"coalesced={self.coalesced} skipped={self.skipped} failed={self.failed} waiting={self.waiting} "
+                f"elapsed={time.monotonic() - self.started:.1f}s")
 
 
 class _Progress:
@@ -399,9 +402,9 @@ def run(cfg, dry_run: bool, out=print) -> int:
     except Exception:  # noqa: BLE001 - stale dead letters are cosmetic; never fail the run for them
         log.warning("could not clear the dead letters of keys in sync", exc_info=True)
     if keys:
-        wait(cfg, queue, keys)
+        report.waiting = wait(cfg, queue, keys)
     out(report.summary())
-    return 1 if report.skipped or report.failed else 0
+    return 1 if report.skipped or report.failed or report.waiting else 0
 
 
 def _outstanding(queue, keys: set[str]) -> tuple[set[str], set[str]]:
@@ -420,11 +423,13 @@ def _outstanding(queue, keys: set[str]) -> tuple[set[str], set[str]]:
     return live & keys, elsewhere & keys
 
 
-def wait(cfg, queue, keys: set[str], timeout: float = 3600.0, stream=None) -> None:
-    """Wait until none of ``keys`` is pending or running (or ``timeout``), showing progress.
+def wait(cfg, queue, keys: set[str], timeout: float = 3600.0, stream=None, stall: float = STALL_SECS) -> int:
+    """Wait until none of ``keys`` is pending or running, showing progress; returns how many are left.
 
     The queue's own drain (the server's or a worker) runs them when it claims one within
-    :data:`HANDOVER_SECS`; otherwise this process drains them itself."""
+    :data:`HANDOVER_SECS`; otherwise this process drains them itself. It stops waiting after
+    ``timeout``, or after ``stall`` seconds in which none finished (a downstream that is down:
+    its jobs stay queued and run when it returns)."""
     from . import tasks  # noqa: F401  (imported for its side effect: registers the job kinds)
 
     stream = stream or sys.stderr
@@ -436,9 +441,16 @@ def wait(cfg, queue, keys: set[str], timeout: float = 3600.0, stream=None) -> No
     left, elsewhere = _outstanding(queue, keys)
     seen_elsewhere = bool(elsewhere) or len(left) < len(keys)
     shown = (None, 0.0)
+    progress_at, progress_n = time.monotonic(), len(left)
     try:
         beat = time.monotonic()
         while left and time.monotonic() < deadline:
+            if len(left) < progress_n:
+                progress_at, progress_n = time.monotonic(), len(left)
+            elif time.monotonic() - progress_at > stall:
+                log.warning("replicate: %d job(s) made no progress for %.0fs (is a downstream down?); they stay "
+                            "queued and run when it answers", len(left), stall)
+                break
             if not threads and not seen_elsewhere and time.monotonic() - started >= HANDOVER_SECS:
                 log.info("no drain claimed the %d replication job(s) within %.0fs: running them here", len(left),
                          HANDOVER_SECS)
@@ -465,6 +477,7 @@ def wait(cfg, queue, keys: set[str], timeout: float = 3600.0, stream=None) -> No
         stop.set()
         for t in threads:
             t.join()
+    return len(left)
 
 
 def _start_drain(cfg, queue, stop: threading.Event) -> list[threading.Thread]:
