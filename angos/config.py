@@ -122,6 +122,13 @@ class ServerConfig:
     query_timeout: int = field(default=3600, metadata=check(_positive))
     keepalive_secs: int = field(default=75, metadata=check(_positive))
     shutdown_drain_secs: int = field(default=30, metadata=check(_positive))
+    # Slow or idle clients (angos.connlimits): a new connection must deliver its request
+    # head within header_timeout_secs; a request body or response write that makes no
+    # progress for body_timeout_secs ends the connection; one client address may hold at
+    # most max_connections_per_ip connections per worker process.
+    header_timeout_secs: int = field(default=20, metadata=check(_positive))
+    body_timeout_secs: int = field(default=60, metadata=check(_positive))
+    max_connections_per_ip: int = field(default=64, metadata=check(_positive))
     tls: TlsConfig | None = None
 
 

@@ -61,6 +61,10 @@ RangeInvalid = _oci("RangeInvalid", "BLOB_UPLOAD_INVALID", 416, "requested range
 RangeNotSatisfiable = _oci("RangeNotSatisfiable", "BLOB_UNKNOWN", 416, "requested range not satisfiable")
 TooLarge = _oci("TooLarge", "SIZE_INVALID", 413, "payload too large")
 Unavailable = _oci("Unavailable", "UNAVAILABLE", 503, "a backend the registry depends on is unavailable")
+TooManyRequests = _oci("TooManyRequests", "TOOMANYREQUESTS", 429, "too many requests")
+# A request body that stopped arriving (server.body_timeout_secs). The spec's table has no timeout
+# code; the body that did arrive is shorter than announced, which is what SIZE_INVALID says.
+BodyTimeout = _oci("BodyTimeout", "SIZE_INVALID", 408, "the request body stopped arriving")
 
 
 class BlobReferenced(OciError):
