@@ -324,6 +324,14 @@ class RepositoryConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     identity: dict[str, Identity] = field(default_factory=dict)
+    # Wrong passwords must not starve right ones (angos.auth.throttle). Per worker process:
+    # argon2 checks running at once (64 MiB each with `angos argon`'s parameters) and waiting
+    # for a slot (beyond that: 429 TOOMANYREQUESTS); per client address: failed checks allowed
+    # per failure_window before its uncached logins get 429 (cached identities are unaffected).
+    max_parallel_verifications: int = field(default=4, metadata=check(_positive))
+    max_queued_verifications: int = field(default=32, metadata=check(_positive))
+    max_failures_per_source: int = field(default=10, metadata=check(_positive))
+    failure_window: float = field(default=60.0, metadata={"parse": parse_duration, "check": _positive})
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ def register(app) -> None:
             resp.headers["WWW-Authenticate"] = f'Basic realm="{realm}", charset="UTF-8"'
         if exc.status == 416 and isinstance(exc.detail, dict) and "size" in exc.detail:
             resp.headers["Content-Range"] = f"bytes */{exc.detail['size']}"
+        if exc.status == 429 and isinstance(exc.detail, dict) and "retry_after" in exc.detail:
+            resp.headers["Retry-After"] = str(exc.detail["retry_after"])
         return resp
 
     @app.errorhandler(StorageUnavailable)
