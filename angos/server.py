@@ -93,7 +93,9 @@ def _zero_copy_sendfile(self, respiter):
         try:
             n = os.sendfile(sockfd, fileno, offset + sent, nbytes - sent)
         except BlockingIOError:
-            wait_write(sockfd, timeout=self.cfg.timeout or None)
+            # The connection's own timeout (server.body_timeout_secs, set by the worker): a
+            # client that stops reading a download ends it like any other stalled write.
+            wait_write(sockfd, timeout=self.sock.gettimeout() or self.cfg.timeout or None)
             continue
         if n == 0:
             break  # the file shrank under us; the client sees a short body
@@ -138,6 +140,12 @@ class SendfileGeventWorker(GeventWorker):
 
         try:
             return super().handle_request(listener_name, req, sock, addr)
+        except TimeoutError:
+            # A write that made no progress for server.body_timeout_secs (the client stopped
+            # reading): end the connection like one the client closed, without a traceback.
+            log.info("closing a connection from %s: no progress for %ss", addr[0] if addr else "?",
+                     self._body_timeout)
+            raise StopIteration() from None
         finally:
             self._served.add(gevent.getcurrent())
             gevent.sleep(0)

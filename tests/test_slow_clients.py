@@ -8,7 +8,8 @@ opens raw sockets that send nothing or half a request, and checks that
 - the idle ones are closed by the server after ``header_timeout_secs``, while a
   keep-alive connection that carried a request is not,
 - a request body that stops arriving is answered ``408`` after
-  ``body_timeout_secs`` and stores nothing,
+  ``body_timeout_secs`` and stores nothing, and a download the client stops
+  reading is ended after it,
 - one address may hold at most ``max_connections_per_ip`` connections: its
   longest-idle connection makes room for a new one, and when all are busy the
   new one gets ``429 TOOMANYREQUESTS``.
@@ -181,6 +182,27 @@ def test_a_body_that_stops_arriving_is_answered_408_and_stores_nothing(angos_fac
     # The same blob sent at once is stored: the timeout is about stalls, not about the request.
     r = requests.post(server.v2(f"slow/app/blobs/uploads/?digest={digest}"), data=blob, timeout=10)
     assert r.status_code == 201, r.text
+    assert "Traceback" not in server.logs()
+
+
+def test_a_download_the_client_stops_reading_is_ended_after_the_body_timeout(angos_factory):
+    server = _server(angos_factory, body_timeout_secs=2)
+    blob = bytes(range(256)) * (128 * 1024)  # 32 MiB: more than the kernel buffers hold
+    digest = digest_of(blob)
+    assert requests.post(server.v2(f"slow/app/blobs/uploads/?digest={digest}"), data=blob,
+                         timeout=60).status_code == 201
+    reader = _connect(server)
+    try:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.sendall(f"GET /v2/slow/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert reader.recv(12).startswith(b"HTTP/1.1 200")  # then it stops reading
+        deadline = time.monotonic() + 10
+        while "no progress for 2s" not in server.logs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "no progress for 2s" in server.logs()
+        assert requests.get(server.v2(""), timeout=10).status_code == 200
+    finally:
+        reader.close()
     assert "Traceback" not in server.logs()
 
 
