@@ -32,16 +32,13 @@ Contract:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+from .celparse import Parser, Unsupported
 
 
 class CelTypeError(Exception):
     """A rule that parses but cannot work; the message is one line."""
-
-
-class _Unsupported(Exception):
-    """Syntax this parser does not handle: the rule is left unchecked."""
 
 
 # ---------------------------------------------------------------- types
@@ -90,161 +87,6 @@ def _strip(t: T) -> T:
     return t.args[0] if t.kind == "nullable" else t
 
 
-# ---------------------------------------------------------------- lexer
-
-_TOKEN = re.compile(r"""
-    (?P<ws>\s+|//[^\n]*)
-  | (?P<str>(?:[rR][bB]?|[bB][rR]?)?(?:\"\"\"(?:\\.|[^\\])*?\"\"\"|'''(?:\\.|[^\\])*?'''|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'))
-  | (?P<num>0[xX][0-9a-fA-F]+[uU]?|\d+\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\.\d+(?:[eE][+-]?\d+)?|\d+[uU]?)
-  | (?P<id>[_a-zA-Z][_a-zA-Z0-9]*)
-  | (?P<op>==|!=|<=|>=|&&|\|\||[<>!?:.,\[\]{}()+\-*/%])
-""", re.X | re.S)
-
-
-def _tokens(source: str) -> list[tuple[str, str]]:
-    out, pos = [], 0
-    while pos < len(source):
-        m = _TOKEN.match(source, pos)
-        if m is None:
-            raise _Unsupported(source[pos:pos + 10])
-        pos = m.end()
-        kind = m.lastgroup
-        if kind == "ws":
-            continue
-        text = m.group()
-        if kind == "str":
-            out.append(("lit", "bytes" if text[:2].lower() in ("b'", 'b"', "br", "rb") else "string"))
-        elif kind == "num":
-            is_double = not text.lower().startswith("0x") and any(c in text for c in ".eE")
-            out.append(("lit", "double" if is_double else "uint" if text[-1] in "uU" else "int"))
-        elif kind == "id" and text in ("true", "false"):
-            out.append(("lit", "bool"))
-        elif kind == "id" and text == "null":
-            out.append(("lit", "null"))
-        elif kind == "id" and text == "in":
-            out.append(("op", "in"))
-        else:
-            out.append((kind, text))
-    out.append(("end", ""))
-    return out
-
-
-# ---------------------------------------------------------------- parser (CEL grammar, recursive descent)
-
-class _Parser:
-    def __init__(self, source: str):
-        self.toks = _tokens(source)
-        self.i = 0
-
-    def peek(self, text: str | None = None) -> bool:
-        kind, value = self.toks[self.i]
-        return kind in ("op", "id") and value == text if text is not None else False
-
-    def take(self, text: str) -> None:
-        if not self.peek(text):
-            raise _Unsupported(f"expected {text!r}")
-        self.i += 1
-
-    def parse(self):
-        node = self.expr()
-        if self.toks[self.i][0] != "end":
-            raise _Unsupported("trailing input")
-        return node
-
-    def expr(self):
-        cond = self.binary(0)
-        if self.peek("?"):
-            self.i += 1
-            then = self.binary(0)
-            self.take(":")
-            return ("cond", cond, then, self.expr())
-        return cond
-
-    _LEVELS = (("||",), ("&&",), ("==", "!=", "<", "<=", ">", ">=", "in"), ("+", "-"), ("*", "/", "%"))
-
-    def binary(self, level: int):
-        if level == len(self._LEVELS):
-            return self.unary()
-        node = self.binary(level + 1)
-        while self.toks[self.i][0] == "op" and self.toks[self.i][1] in self._LEVELS[level]:
-            op = self.toks[self.i][1]
-            self.i += 1
-            node = ("binary", op, node, self.binary(level + 1))
-        return node
-
-    def unary(self):
-        if self.peek("!") or self.peek("-"):
-            op = self.toks[self.i][1]
-            self.i += 1
-            return ("unary", op, self.unary())
-        return self.member()
-
-    def member(self):
-        node = self.primary()
-        while True:
-            if self.peek("."):
-                self.i += 1
-                kind, name = self.toks[self.i]
-                if kind != "id":
-                    raise _Unsupported("field name expected")
-                self.i += 1
-                if self.peek("("):
-                    node = ("call", node, name, self.args(")"))
-                else:
-                    node = ("select", node, name)
-            elif self.peek("["):
-                self.i += 1
-                index = self.expr()
-                self.take("]")
-                node = ("index", node, index)
-            else:
-                return node
-
-    def args(self, close: str) -> list:
-        self.i += 1  # the opening bracket
-        items = []
-        while not self.peek(close):
-            items.append(self.expr())
-            if not self.peek(","):
-                break
-            self.i += 1
-        self.take(close)
-        return items
-
-    def primary(self):
-        kind, value = self.toks[self.i]
-        if kind == "lit":
-            self.i += 1
-            return ("lit", value)
-        if kind == "id":
-            self.i += 1
-            if self.peek("("):
-                return ("call", None, value, self.args(")"))
-            if self.peek("{"):
-                raise _Unsupported("message construction")
-            return ("ident", value)
-        if self.peek("("):
-            self.i += 1
-            node = self.expr()
-            self.take(")")
-            return node
-        if self.peek("["):
-            return ("list", self.args("]"))
-        if self.peek("{"):
-            self.i += 1
-            entries = []
-            while not self.peek("}"):
-                key = self.expr()
-                self.take(":")
-                entries.append((key, self.expr()))
-                if not self.peek(","):
-                    break
-                self.i += 1
-            self.take("}")
-            return ("map", entries)
-        raise _Unsupported(f"unexpected {value!r}")
-
-
 # ---------------------------------------------------------------- checker
 
 _TYPE_NAMES = {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"}
@@ -259,8 +101,8 @@ _MACROS = ("all", "exists", "exists_one", "filter", "map")
 
 def check(source: str, variables: dict[str, T]) -> None:
     try:
-        tree = _Parser(source).parse()
-    except _Unsupported:
+        tree = Parser(source).parse()
+    except Unsupported:
         return  # the engine accepted this syntax; leave it to the run-time checks
     result = _Checker(variables).type_of(tree)
     if result not in (BOOL, DYN):
@@ -425,8 +267,8 @@ class _Checker:
         if not args and ((t in (TIMESTAMP, DYN) and name in _TIMESTAMP_GETTERS)
                          or (t == DURATION and name in _DURATION_GETTERS)):
             return INT
-        if t == DYN and name in _STRING_TESTS + ("size",) + _TIMESTAMP_GETTERS:
-            return DYN
+        if t == DYN:
+            return DYN  # dyn opts out: whatever the value turns out to be decides at run time
         shown = ", ".join(str(x) for x in types)
         raise CelTypeError(f"no method {name}({shown}) on {_a(t)}")
 
