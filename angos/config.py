@@ -122,6 +122,13 @@ class ServerConfig:
     query_timeout: int = field(default=3600, metadata=check(_positive))
     keepalive_secs: int = field(default=75, metadata=check(_positive))
     shutdown_drain_secs: int = field(default=30, metadata=check(_positive))
+    # Slow or idle clients (angos.connlimits): a new connection must deliver its request
+    # head within header_timeout_secs; a request body or response write that makes no
+    # progress for body_timeout_secs ends the connection; one client address may hold at
+    # most max_connections_per_ip connections per worker process.
+    header_timeout_secs: int = field(default=20, metadata=check(_positive))
+    body_timeout_secs: int = field(default=60, metadata=check(_positive))
+    max_connections_per_ip: int = field(default=64, metadata=check(_positive))
     tls: TlsConfig | None = None
 
 
@@ -325,6 +332,14 @@ class RepositoryConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     identity: dict[str, Identity] = field(default_factory=dict)
+    # Wrong passwords must not starve right ones (angos.auth.throttle). Per worker process:
+    # argon2 checks running at once (64 MiB each with `angos argon`'s parameters) and waiting
+    # for a slot (beyond that: 429 TOOMANYREQUESTS); per client address: failed checks allowed
+    # per failure_window before its uncached logins get 429 (cached identities are unaffected).
+    max_parallel_verifications: int = field(default=4, metadata=check(_positive))
+    max_queued_verifications: int = field(default=32, metadata=check(_positive))
+    max_failures_per_source: int = field(default=10, metadata=check(_positive))
+    failure_window: float = field(default=60.0, metadata={"parse": parse_duration, "check": _positive})
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,22 @@
 - TLS (``[server.tls]``): the context comes from gunicorn's ``ssl_context``
   hook as an :class:`angos.auth.tls.ReloadingTLS`, which swaps in a fresh
   context on the next handshake after the certificate, key or client CA files
-  change on disk, so certificates rotate without a restart.
+  change on disk, so certificates rotate without a restart. The handshake is
+  deferred to the first read, so it counts against the header timeout below.
+- Slow and idle clients (``server.header_timeout_secs``, ``body_timeout_secs``,
+  ``max_connections_per_ip``): every connection holds one of the worker's
+  ``max_concurrent_requests`` slots, so clients that connect and send nothing
+  (slowloris) could otherwise hold them all. A fresh connection must complete
+  its request head (TLS handshake included) within the header timeout; a
+  keep-alive connection waits ``keepalive_secs`` for its next request, as
+  before. While a request is served, any read or write that makes no progress
+  for the body timeout ends it (a stalled body answers ``408``). Which
+  connections to accept, keep or close is decided by
+  :class:`angos.connlimits.ConnectionTable`: per client address (the TCP peer;
+  trusted proxies are exempt) at most ``max_connections_per_ip`` per worker,
+  the address's longest-idle connection making room for a new one, and ``429
+  TOOMANYREQUESTS`` when all of them are busy; when the pool fills up, the
+  longest-idle connection is closed so the worker keeps accepting.
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import json
 import logging
 import os
 import shutil
@@ -77,7 +93,9 @@ def _zero_copy_sendfile(self, respiter):
         try:
             n = os.sendfile(sockfd, fileno, offset + sent, nbytes - sent)
         except BlockingIOError:
-            wait_write(sockfd, timeout=self.cfg.timeout or None)
+            # The connection's own timeout (server.body_timeout_secs, set by the worker): a
+            # client that stops reading a download ends it like any other stalled write.
+            wait_write(sockfd, timeout=self.sock.gettimeout() or self.cfg.timeout or None)
             continue
         if n == 0:
             break  # the file shrank under us; the client sees a short body
@@ -88,10 +106,18 @@ def _zero_copy_sendfile(self, respiter):
 
 class SendfileGeventWorker(GeventWorker):
     def __init__(self, *args, **kwargs):
+        from .connlimits import ConnectionTable
+
         super().__init__(*args, **kwargs)
         self._clients = {}   # handler greenlet -> its client socket
-        self._idle = set()   # handler greenlets waiting for the next request on a keep-alive connection
         self._served = set()  # handler greenlets whose connection already carried a request
+        # The configuration this worker was forked with (a reload forks new workers).
+        cfg = self.app.angos_cfg
+        self._header_timeout = cfg.server.header_timeout_secs
+        self._body_timeout = cfg.server.body_timeout_secs
+        # Which greenlets wait for a request head (the ones a graceful stop may close at once).
+        self._conns = ConnectionTable(self.worker_connections, cfg.server.max_connections_per_ip,
+                                      cfg.global_.trusted_proxies)
 
     def init_process(self):
         from gunicorn.http import wsgi
@@ -114,59 +140,121 @@ class SendfileGeventWorker(GeventWorker):
 
         try:
             return super().handle_request(listener_name, req, sock, addr)
+        except TimeoutError:
+            # A write that made no progress for server.body_timeout_secs (the client stopped
+            # reading): end the connection like one the client closed, without a traceback.
+            log.info("closing a connection from %s: no progress for %ss", addr[0] if addr else "?",
+                     self._body_timeout)
+            raise StopIteration() from None
         finally:
             self._served.add(gevent.getcurrent())
             gevent.sleep(0)
 
     def handle(self, listener, client, addr):
         import gevent
+        from gunicorn.workers.base_async import AsyncWorker
 
         me = gevent.getcurrent()
+        ip = addr[0] if isinstance(addr, tuple) and addr else None
+        admitted, evict = self._conns.opened(me, ip, self._has_request)
+        for glet in evict:
+            self._close_idle(glet)
+        if not admitted:
+            _refuse(client)
+            return
         self._clients[me] = client
         try:
-            super().handle(listener, client, addr)
+            # GeventWorker.handle only makes the socket blocking (no timeout). Here the TLS
+            # handshake (run by gunicorn before the first head) may not stall longer than the
+            # header timeout; timeout_ctx then lifts it while a head is awaited (the head has
+            # its own deadline) and sets the body timeout for serving the request.
+            client.settimeout(self._header_timeout)
+            AsyncWorker.handle(self, listener, client, addr)
         finally:
             self._clients.pop(me, None)
-            self._idle.discard(me)
+            self._conns.closed(me)
             self._served.discard(me)
 
     @contextlib.contextmanager
     def timeout_ctx(self):
-        """gunicorn wraps only the wait for a keep-alive connection's next request in this."""
+        """gunicorn wraps the read of every request head in this (the first one included).
+
+        A fresh connection gets ``header_timeout_secs`` for its head; one that already
+        carried a request waits up to ``keepalive_secs`` for the next. Either way the
+        deadline is gevent's, which ends the wait quietly and closes the connection."""
         import gevent
 
         me = gevent.getcurrent()
-        self._idle.add(me)
+        client = self._clients.get(me)
+        self._conns.waiting(me)
         try:
             if not self.alive:
                 self._end_idle(me)
-            with super().timeout_ctx():
+            if client is not None:
+                client.settimeout(None)  # the deadline below bounds the head, not a per-read timeout
+            limit = self.cfg.keepalive if me in self._served else self._header_timeout
+            with gevent.Timeout(limit, False):
                 yield
         finally:
-            self._idle.discard(me)
+            self._conns.serving(me)
+            if client is not None:
+                try:
+                    client.settimeout(self._body_timeout)
+                except OSError:
+                    pass
 
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)
-        for glet in list(self._idle):
+        for glet in list(self._conns.candidates()):
             self._end_idle(glet)
+
+    def _has_request(self, glet) -> bool:
+        """Whether a waiting connection already has bytes of its next request in the kernel."""
+        client = self._clients.get(glet)
+        if client is None:
+            return False
+        try:
+            pending, = struct.unpack("i", fcntl.ioctl(client.fileno(), termios.FIONREAD, b"\0\0\0\0"))
+        except OSError:
+            return False
+        return pending > 0
+
+    def _close_idle(self, glet) -> None:
+        """End a connection that waits for a request (to make room): its read sees EOF and
+        gunicorn closes it without answering."""
+        client = self._clients.get(glet)
+        if client is not None:
+            _shutdown(client, socket.SHUT_RDWR)
 
     def _end_idle(self, glet) -> None:
         """Shut the read side of an idle connection: its pending read sees EOF and
         gunicorn closes it. A connection whose next request already arrived is left
         alone (it is served, then closed because the worker is stopping)."""
         client = self._clients.get(glet)
-        if client is None or glet not in self._served:
+        if client is None or glet not in self._served or self._has_request(glet):
             # A fresh connection's first request may be on the wire right now (a client
             # that just connected, e.g. during a reload): let it be served (with
             # Connection: close) rather than closed unanswered.
             return
-        try:
-            pending, = struct.unpack("i", fcntl.ioctl(client.fileno(), termios.FIONREAD, b"\0\0\0\0"))
-            if pending:
-                return
-            client.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
+        _shutdown(client, socket.SHUT_RD)
+
+
+def _shutdown(client, how) -> None:
+    """Shut a connection down so the greenlet reading it sees a plain EOF.
+
+    gevent's own ``socket.shutdown`` wakes that greenlet with ``EBADF`` ("closed in
+    another greenlet") instead, which gunicorn logs as a socket error with a traceback.
+    A duplicate descriptor shuts down the same connection without touching the waiter."""
+    try:
+        dup = socket.socket(fileno=os.dup(client.fileno()))
+    except OSError:
+        return
+    try:
+        dup.shutdown(how)
+    except OSError:
+        pass
+    finally:
+        dup.close()
 
 
 class AngosApplication(BaseApplication):
@@ -229,10 +317,41 @@ def _tls_context_hook(tls):
         pid = os.getpid()
         if pid not in built:
             built.clear()
-            built[pid] = ReloadingTLS(tls)
-        return built[pid].context
+            built[pid] = _DeferredHandshake(ReloadingTLS(tls).context)
+        return built[pid]
 
     return ssl_context
+
+
+class _DeferredHandshake:
+    """What gevent's server needs of an SSL context (``wrap_socket``), with the handshake
+    left to the first read instead of run before the worker's handler starts: there it
+    falls under the request-head deadline, so a client that connects and never completes
+    the handshake cannot hold a connection slot forever."""
+
+    def __init__(self, context):
+        self.context = context
+
+    def wrap_socket(self, sock, **kwargs):
+        kwargs["do_handshake_on_connect"] = False
+        return self.context.wrap_socket(sock, **kwargs)
+
+
+def _refuse(client) -> None:
+    """Answer a connection over its address's cap with 429 TOOMANYREQUESTS and close it."""
+    from .oci.errors import TooManyRequests
+
+    body = json.dumps(TooManyRequests("too many connections from this address").to_json()).encode()
+    head = (f"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+    try:
+        client.settimeout(1.0)  # best effort: a client that does not read gets nothing
+        client.sendall(head + body)
+        client.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        client.close()
 
 
 def _host(address: str) -> str:

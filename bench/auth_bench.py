@@ -17,8 +17,20 @@
    background load hits both alike; medians are reported and the ratio
    should be at least 0.90.
 
+3. Under a wrong-password flood (``--flood``, skipped by ``--decisions-only``;
+   needs ``wrk``): one server (2 workers) behind ``trusted_proxies =
+   ["127.0.0.1/32"]``, so ``X-Forwarded-For`` stands for 200 client
+   addresses. ``wrk`` keeps 200 connections sending wrong passwords, each
+   request from one of the 200 addresses at random; meanwhile a cached
+   identity logs in every 100 ms and fresh identities (never verified
+   before, so argon2 must run) log in one after another, each from its own
+   address. Reported: the cached identity's latency (median, p99, max) and
+   every uncached login's status and latency, against the same measured with
+   no flood, plus the flood's own throughput and how it was answered.
+
 Self-contained: it starts its own servers on free ports in temporary
-directories and stops them (process group) on exit or Ctrl-C.
+directories and stops them (process group) on exit or Ctrl-C. Only
+127.0.0.1 is contacted; the flood's addresses exist only in headers.
 """
 
 from __future__ import annotations
@@ -101,12 +113,13 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, secured: bool, workers: int, password_hash: str):
+    def __init__(self, secured: bool, workers: int, password_hash: str, config=None):
         self.dir = Path(tempfile.mkdtemp(prefix="angos-auth-bench-"))
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = self.dir / "config.toml"
-        cfg.write_text(config_text(self.dir / "data", self.port, workers, secured, password_hash))
+        cfg.write_text(config(self.dir / "data", self.port) if config is not None
+                       else config_text(self.dir / "data", self.port, workers, secured, password_hash))
         self.log = open(self.dir / "server.log", "ab")
         env = dict(os.environ, ANGOS_LOG="warn")
         self.proc = subprocess.Popen([sys.executable, "-m", "angos.cli", "-c", str(cfg), "server"], cwd=self.dir,
@@ -208,11 +221,170 @@ def http_bench(quick: bool) -> dict | None:
     return {"anonymous_rps": anon, "authenticated_rps": authd, "ratio": authd / anon}
 
 
+# ---------------------------------------------------------------- wrong-password flood
+
+FLOOD_CLIENTS = 200
+FRESH_USERS = 40  # more than any run logs in, so every measured login is a first (uncached) one
+
+
+def flood_config_text(root: Path, port: int, password_hash: str) -> str:
+    text = (f'[server]\nbind_address = "127.0.0.1"\nport = {port}\nworkers = 2\n\n'
+            f'[blob_store.fs]\nroot_dir = "{root}"\n\n'
+            # X-Forwarded-For from loopback is believed: the flood's addresses are header values only.
+            '[global]\ntrusted_proxies = ["127.0.0.1/32"]\n\n'
+            '[global.access_policy]\ndefault = "deny"\nrules = ["identity.id != null"]\n\n')
+    users = [USER] + [f"fresh{i}" for i in range(FRESH_USERS)]
+    return text + "".join(f'[auth.identity.{u}]\nusername = "{u}"\npassword = "{password_hash}"\n\n' for u in users)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _wrk_flood_script(path: Path) -> None:
+    """Every request a different wrong password for a real user, from one of FLOOD_CLIENTS addresses."""
+    headers = ",\n".join(f'"{_basic(USER, f"wrong-{i}")}"' for i in range(2000))
+    path.write_text(f"""
+local auth = {{{headers}}}
+math.randomseed(os.time())
+request = function()
+  wrk.headers["Authorization"] = auth[math.random(#auth)]
+  wrk.headers["X-Forwarded-For"] = "203.0.113." .. math.random({FLOOD_CLIENTS})
+  return wrk.format("GET", "/v2/")
+end
+local statuses = {{}}
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+done = function(summary, latency, requests)
+  io.write(string.format("requests %d errors %d\\n", summary.requests,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+""")
+
+
+def _timed_get(url: str, header: str, source: str, timeout: float) -> tuple[int | str, float]:
+    t = time.monotonic()
+    try:
+        r = requests.get(url, headers={"Authorization": header, "X-Forwarded-For": source, "Connection": "close"},
+                         timeout=timeout)
+        status: int | str = r.status_code
+    except requests.RequestException as exc:
+        status = type(exc).__name__
+    return status, time.monotonic() - t
+
+
+def _measure(url: str, seconds: float, fresh: list[str], stop_fresh_at: float | None = None) -> dict:
+    """Cached logins every 100 ms and uncached ones back to back, for ``seconds``."""
+    import threading
+
+    cached: list[tuple[int | str, float]] = []
+    uncached: list[tuple[int | str, float]] = []
+    end = time.monotonic() + seconds
+
+    def cached_loop():
+        while time.monotonic() < end:
+            cached.append(_timed_get(url, _basic(USER, PASSWORD), "192.0.2.10", 60))
+            time.sleep(0.1)
+
+    def uncached_loop():
+        for i, user in enumerate(fresh):
+            if time.monotonic() >= (stop_fresh_at or end):
+                break
+            uncached.append(_timed_get(url, _basic(user, PASSWORD), f"192.0.2.{20 + i}", 90))
+            time.sleep(0.5)
+
+    threads = [threading.Thread(target=cached_loop), threading.Thread(target=uncached_loop)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"cached": cached, "uncached": uncached}
+
+
+def _summary(samples: list[tuple[int | str, float]]) -> dict:
+    lat = sorted(d for _, d in samples)
+    statuses: dict[str, int] = {}
+    for st, _ in samples:
+        statuses[str(st)] = statuses.get(str(st), 0) + 1
+    if not lat:
+        return {"n": 0, "statuses": statuses}
+    return {"n": len(lat), "p50_ms": statistics.median(lat) * 1000, "p99_ms": lat[int(0.99 * (len(lat) - 1))] * 1000,
+            "max_ms": lat[-1] * 1000, "statuses": statuses}
+
+
+def flood_bench(quick: bool) -> dict | None:
+    if shutil.which("wrk") is None:
+        print("auth bench: wrk is not installed; skipping the wrong-password flood", file=sys.stderr)
+        return None
+    import threading
+
+    from angos.auth.basic import hash_password
+
+    seconds = 12 if quick else 30
+    hashed = hash_password(PASSWORD)
+    server = Server(False, 2, hashed, config=lambda root, port: flood_config_text(root, port, hashed))
+    try:
+        url = server.url + "/v2/"
+        fresh = [f"fresh{i}" for i in range(FRESH_USERS)]
+        assert _timed_get(url, _basic(USER, PASSWORD), "192.0.2.10", 60)[0] == 200  # now cached in one worker
+        for _ in range(4):  # and, almost surely, in the other one too (fresh connections spread over both)
+            _timed_get(url, _basic(USER, PASSWORD), "192.0.2.10", 60)
+        quiet = _measure(url, 3, fresh[:3])
+        script = server.dir / "flood.lua"
+        _wrk_flood_script(script)
+        out: dict = {}
+
+        def flood():
+            out["wrk"] = subprocess.run(["wrk", "-t2", f"-c{FLOOD_CLIENTS}", f"-d{seconds}s", "--timeout", "60s",
+                                         "-s", str(script), url], capture_output=True, text=True).stdout
+
+        flooder = threading.Thread(target=flood)
+        flooder.start()
+        time.sleep(2)  # let the flood fill the queues first
+        loud = _measure(url, seconds - 3, fresh[3:], stop_fresh_at=time.monotonic() + seconds - 4)
+        flooder.join()
+        wrk_out = out.get("wrk", "")
+        rps = next((float(ln.split()[1]) for ln in wrk_out.splitlines() if ln.startswith("Requests/sec:")), 0.0)
+        non2xx = next((ln.split(":")[1].strip() for ln in wrk_out.splitlines() if "Non-2xx" in ln), "0")
+        log = (server.dir / "server.log").read_text(errors="replace")
+    finally:
+        server.stop()
+    return {"seconds": seconds, "quiet_cached": _summary(quiet["cached"]), "quiet_uncached": _summary(quiet["uncached"]),
+            "cached": _summary(loud["cached"]), "uncached": _summary(loud["uncached"]),
+            "uncached_each": [(st, round(d * 1000)) for st, d in loud["uncached"]],
+            "flood_rps": rps, "flood_non2xx": non2xx, "throttled_logged": log.count("TOOMANYREQUESTS")}
+
+
+def _print_flood(f: dict) -> None:
+    def line(name, s):
+        if not s["n"]:
+            return f"- {name}: no sample ({s['statuses']})"
+        return (f"- {name}: median {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, max {s['max_ms']:.0f} ms "
+                f"over {s['n']} logins, statuses {s['statuses']}")
+
+    print()
+    print(f"### Wrong-password flood ({FLOOD_CLIENTS} connections from {FLOOD_CLIENTS} addresses, {f['seconds']} s)")
+    print()
+    print(line("cached identity, no flood", f["quiet_cached"]))
+    print(line("uncached identity, no flood", f["quiet_uncached"]))
+    print(line("cached identity during the flood", f["cached"]))
+    print(line("uncached identity during the flood", f["uncached"]))
+    print(f"- each uncached login during the flood (status, ms): {f['uncached_each']}")
+    print(f"- the flood: {f['flood_rps']:.0f} req/s, non-2xx answers: {f['flood_non2xx']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.auth_bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer samples and short HTTP runs")
-    p.add_argument("--decisions-only", action="store_true", help="skip the HTTP comparison")
+    p.add_argument("--decisions-only", action="store_true", help="skip the HTTP comparison and the flood")
+    p.add_argument("--flood-only", action="store_true", help="only the wrong-password flood")
     args = p.parse_args(argv)
+    if args.flood_only:
+        f = flood_bench(args.quick)
+        if f is not None:
+            _print_flood(f)
+        return 0
     d = decision_bench(args.quick)
     print("## Access control")
     print()
@@ -226,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- manifest GET, anonymous allow-all: {h['anonymous_rps']:.0f} req/s")
             print(f"- manifest GET, basic auth + five-rule policy: {h['authenticated_rps']:.0f} req/s")
             print(f"- ratio: {h['ratio']:.2f} (target >= 0.90: {'ok' if h['ratio'] >= 0.9 else 'MISSED'})")
+        f = flood_bench(args.quick)
+        if f is not None:
+            _print_flood(f)
     return 0
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 from urllib.parse import urlencode
 
 from flask import current_app, request
 
-from ..oci.errors import OciError, RangeInvalid, SizeInvalid, TooLarge, Unsupported
+from ..oci.errors import BodyTimeout, OciError, RangeInvalid, SizeInvalid, TooLarge, Unsupported
 
 CHUNK = 1 << 20
 
@@ -45,18 +46,31 @@ def has_body() -> bool:
 
 
 def body_chunks():
-    """Yield the request body in blocks; constant memory for any size."""
-    direct = _gunicorn_length_body(request.environ.get("wsgi.input"))
-    if direct is not None:
-        yield from direct
-        return
-    stream = request.stream
-    read = stream.read
-    while True:
-        block = read(CHUNK)
-        if not block:
+    """Yield the request body in blocks; constant memory for any size.
+
+    A body that stops arriving for ``server.body_timeout_secs`` (the socket's timeout,
+    set by the server worker) raises :class:`BodyTimeout` (408), and the connection's
+    read side is shut so the rest of that body is never waited for."""
+    try:
+        direct = _gunicorn_length_body(request.environ.get("wsgi.input"))
+        if direct is not None:
+            yield from direct
             return
-        yield block
+        stream = request.stream
+        read = stream.read
+        while True:
+            block = read(CHUNK)
+            if not block:
+                return
+            yield block
+    except TimeoutError:
+        sock = request.environ.get("gunicorn.socket")
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+        raise BodyTimeout() from None
 
 
 def _gunicorn_length_body(body):

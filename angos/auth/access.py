@@ -12,8 +12,11 @@ config reload builds a new one (which also empties the credentials cache).
   returns the caller's :class:`Identity`: basic credentials that verify give
   ``id``/``username``; absent credentials give an anonymous identity (which
   may still carry a verified client certificate's names); wrong credentials
-  raise :class:`~angos.oci.errors.Unauthorized`. Counted in
-  ``auth_attempts_total{method,result}``.
+  raise :class:`~angos.oci.errors.Unauthorized`; an uncached check that may
+  not run now (throttled source, full queue) raises
+  :class:`~angos.oci.errors.TooManyRequests` with ``detail.retry_after``.
+  Counted in ``auth_attempts_total{method,result}`` (``success``,
+  ``failure``, ``throttled``).
 - ``is_allowed(identity, action, fields)`` runs the global policy (when
   ``[global.access_policy]`` exists), then the policy of the repository the
   namespace belongs to (when it has one); all that apply must allow, and a
@@ -41,8 +44,9 @@ from collections import OrderedDict
 import cel
 
 from ..config import _join
-from ..oci.errors import Unauthorized
+from ..oci.errors import TooManyRequests, Unauthorized
 from .basic import BadCredentials, BasicAuth
+from .throttle import Busy
 from .identity import Identity
 from .policy import Policy, identity_vars, request_vars
 
@@ -64,6 +68,7 @@ class _Counters:
 
         self.basic_ok = metrics.AUTH_ATTEMPTS.labels("basic", "success")
         self.basic_fail = metrics.AUTH_ATTEMPTS.labels("basic", "failure")
+        self.basic_busy = metrics.AUTH_ATTEMPTS.labels("basic", "throttled")
         self.mtls_ok = metrics.AUTH_ATTEMPTS.labels("mtls", "success")
         return object.__getattribute__(self, name)
 
@@ -71,7 +76,7 @@ class _Counters:
 class AccessControl:
     def __init__(self, cfg):
         self.cfg = cfg
-        self.basic = BasicAuth(cfg.auth.identity)
+        self.basic = BasicAuth(cfg.auth.identity, limits=cfg.auth)
         # No [global.access_policy] table: no global policy (repository policies still apply).
         self.global_policy = (Policy.compile(cfg.global_.access_policy, "global.access_policy")
                               if cfg.global_.access_policy is not None else None)
@@ -95,10 +100,13 @@ class AccessControl:
         ident_id = username = None
         if authorization:
             try:
-                ident_id, username = self.basic.verify(authorization)
+                ident_id, username = self.basic.verify(authorization, client_ip)
             except BadCredentials as exc:
                 self._count.basic_fail.inc()
                 raise Unauthorized(f"invalid credentials: {exc}") from None
+            except Busy as exc:
+                self._count.basic_busy.inc()
+                raise TooManyRequests(str(exc), detail={"retry_after": exc.retry_after}) from None
             self._count.basic_ok.inc()
         return Identity(id=ident_id, username=username, client_ip=client_ip,
                         common_names=common_names, organizations=organizations)

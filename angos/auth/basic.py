@@ -19,12 +19,25 @@ Contract:
   cached, so guessing always pays argon2.
 - An unknown username is verified against a dummy hash so it takes as long
   as a wrong password (no username probing by timing).
-- Under gevent the argon2 call runs on gevent's thread pool (argon2-cffi
-  releases the GIL), so one slow verification does not stall every other
-  request the worker is serving. Memory stays bounded: requests carrying the
-  same credentials share one verification (single flight), and at most
-  ``MAX_PARALLEL`` verifications run at once per process (each needs the
-  hash's memory cost, 64 MiB with the defaults ``angos argon`` uses).
+- ``verify(header, source)`` takes the client address too: wrong passwords
+  must not starve right ones (:mod:`angos.auth.throttle`). A cached identity
+  is answered before any queue or throttle is consulted, so it never waits
+  behind uncached checks. An uncached check is refused with :class:`Busy`
+  (``429``) without running argon2 when its source has spent its failure
+  budget (``[auth] max_failures_per_source`` per ``failure_window``) or when
+  the bounded queue is full (``max_parallel_verifications`` running,
+  ``max_queued_verifications`` waiting per process). Checks for a source or
+  a username with recent failures, or for a username that another check
+  with other credentials is already verifying (at most one of them can be
+  right), queue behind clean ones. A refusal is held back a second
+  (``TARPIT``) so clients ignoring ``Retry-After`` cannot turn cheap 429s
+  into a request flood. Concurrent requests with the same credentials share
+  one verification and its outcome (single flight).
+- Under gevent argon2 runs on the queue's own threads at a lower CPU
+  priority (argon2-cffi releases the GIL), so one slow verification does not
+  stall every other request the worker is serving. Memory stays bounded: each
+  running check needs the hash's memory cost (64 MiB with the defaults
+  ``angos argon`` uses).
 """
 
 from __future__ import annotations
@@ -41,11 +54,12 @@ import time
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from ..config import ConfigError
+from ..config import AuthConfig, ConfigError
+from .throttle import Busy, FailureThrottle, VerificationQueue
 
 DEFAULT_TTL = 60.0
 MAX_CACHE = 10_000
-MAX_PARALLEL = 4
+TARPIT = 1.0  # seconds a throttled source waits for its 429
 
 
 class BadCredentials(Exception):
@@ -68,7 +82,7 @@ def _b64_len(text: str) -> int | None:
 def check_hash(where: str, value: str) -> None:
     """Raise ConfigError unless ``value`` is a well-formed argon2id hash (PHC string)."""
     hint = "generate one with `angos argon`"
-    m = _PHC.match(value) if isinstance(value, str) else None
+    m = _PHC.fullmatch(value) if isinstance(value, str) else None
     if m is None:
         raise ConfigError(f"{where}: not an argon2 hash (expected $argon2id$v=19$m=...,t=...,p=...$salt$hash); {hint}")
     if m.group(1) != "id":
@@ -82,16 +96,20 @@ def check_hash(where: str, value: str) -> None:
         raise ConfigError(f"{where}: malformed argon2id hash ({exc}); {hint}") from None
 
 
-def _in_gevent() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return False
-    return monkey.is_module_patched("socket")
+class _Flight:
+    """One verification in progress and its outcome, shared by requests with the same credentials."""
+
+    __slots__ = ("done", "result", "error")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.result: tuple[str, str] | None = None
+        self.error: Exception | None = None
 
 
 class BasicAuth:
-    def __init__(self, identities: dict, ttl: float = DEFAULT_TTL):
+    def __init__(self, identities: dict, ttl: float = DEFAULT_TTL, limits: AuthConfig | None = None):
+        limits = limits or AuthConfig()
         self.ttl = ttl
         self._hasher = argon2.PasswordHasher()
         self._users: dict[str, tuple[str, str]] = {}
@@ -110,16 +128,20 @@ class BasicAuth:
         self._key = os.urandom(32)
         self._cache: dict[bytes, tuple[float, str, str]] = {}
         self._lock = threading.Lock()
-        self._inflight: dict[bytes, threading.Lock] = {}
-        self._slots = threading.BoundedSemaphore(MAX_PARALLEL)
-        self._gevent = _in_gevent()
+        self._inflight: dict[bytes, _Flight] = {}
+        self._checking: dict[str, int] = {}  # username -> uncached checks under way
+        self.queue = VerificationQueue(limits.max_parallel_verifications, limits.max_queued_verifications)
+        self.throttle = FailureThrottle(limits.max_failures_per_source, limits.failure_window)
+        # Per username only to order the queue, never to refuse: refusing would let anyone lock a user out.
+        self.user_failures = FailureThrottle(limits.max_failures_per_source, limits.failure_window)
 
     @property
     def configured(self) -> bool:
         return bool(self._users)
 
-    def verify(self, header: str) -> tuple[str, str]:
-        """Right credentials → (identity id, username); anything else raises BadCredentials."""
+    def verify(self, header: str, source: str | None = None) -> tuple[str, str]:
+        """Right credentials → (identity id, username); wrong ones raise BadCredentials, and an
+        uncached check that may not run now raises Busy (see the module docstring)."""
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "basic":
             raise BadCredentials(f"unsupported authorization scheme {scheme!r}")
@@ -133,46 +155,82 @@ class BasicAuth:
         key = hmac.new(self._key, decoded.encode("utf-8"), hashlib.sha256).digest()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > time.monotonic():
-            return hit[1], hit[2]
+            return hit[1], hit[2]  # before any throttle or queue: cached identities never wait
+        wait = self.throttle.retry_after(source)
+        if wait:
+            _pause(min(wait, TARPIT))
+            raise Busy("too many failed logins from this address; retry later", wait)
         # Single flight: concurrent requests with the same credentials (a client
-        # opening many connections at once) wait for one verification instead of
-        # each running argon2 (64 MiB apiece with the default parameters).
+        # opening many connections at once) share one verification and its outcome
+        # instead of each running argon2 (64 MiB apiece with the default parameters).
         with self._lock:
-            flight = self._inflight.setdefault(key, threading.Lock())
+            flight = self._inflight.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._inflight[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            err = flight.error
+            if isinstance(err, Busy):
+                raise Busy(str(err), err.retry_after)
+            if err is not None:
+                raise BadCredentials(str(err))
+            return flight.result
         try:
-            with flight:
-                hit = self._cache.get(key)
-                if hit is not None and hit[0] > time.monotonic():
-                    return hit[1], hit[2]
-                return self._verify_slow(key, username, password)
+            flight.result = self._verify_slow(key, username, password, source)
+            return flight.result
+        except Busy as exc:
+            flight.error = exc
+            _pause(TARPIT)
+            raise
+        except BadCredentials as exc:
+            flight.error = exc
+            raise
+        except BaseException as exc:
+            flight.error = BadCredentials("verification failed")
+            raise exc
         finally:
             with self._lock:
-                if self._inflight.get(key) is flight and not flight.locked():
-                    del self._inflight[key]
+                del self._inflight[key]
+            flight.done.set()
 
-    def _verify_slow(self, key: bytes, username: str, password: str) -> tuple[str, str]:
+    def _verify_slow(self, key: bytes, username: str, password: str, source: str | None) -> tuple[str, str]:
         entry = self._users.get(username)
-        if entry is None:
-            if self._dummy is not None:
-                self._check(self._dummy, password)
+        # Checks for a source or a username that failed recently wait behind all others: a flood
+        # from many addresses against one account, or from one address against many, is
+        # recognised after its first failures, and unknown usernames are treated alike (no probing).
+        user_key = "user:" + username
+        with self._lock:
+            # Another check for this username is under way, with other credentials (the same
+            # ones would have joined its flight): at most one of them can be right.
+            concurrent = self._checking.get(username, 0)
+            self._checking[username] = concurrent + 1
+        suspect = bool(concurrent) or self.throttle.suspect(source) or self.user_failures.suspect(user_key)
+        keys = ("source:" + (source or ""), user_key)
+        hashed = entry[1] if entry is not None else self._dummy
+        try:
+            ok = hashed is not None and self.queue.run(self._check_sync, hashed, password, suspect=suspect,
+                                                       keys=keys)
+        finally:
+            with self._lock:
+                left = self._checking[username] - 1
+                if left:
+                    self._checking[username] = left
+                else:
+                    del self._checking[username]
+        if entry is None or not ok:
+            self.throttle.failed(source)
+            self.user_failures.failed(user_key)
+            for k in keys:
+                self.queue.demote(k)
             raise BadCredentials("unknown user or wrong password")
-        ident_id, hashed = entry
-        if not self._check(hashed, password):
-            raise BadCredentials("unknown user or wrong password")
+        ident_id = entry[0]
         now = time.monotonic()
         with self._lock:
             if len(self._cache) >= MAX_CACHE:
                 self._evict(now)
             self._cache[key] = (now + self.ttl, ident_id, username)
         return ident_id, username
-
-    def _check(self, hashed: str, password: str) -> bool:
-        with self._slots:  # bounds argon2's memory: at most MAX_PARALLEL verifications per process
-            if self._gevent:
-                import gevent
-
-                return gevent.get_hub().threadpool.apply(self._check_sync, (hashed, password))
-            return self._check_sync(hashed, password)
 
     def _check_sync(self, hashed: str, password: str) -> bool:
         try:
@@ -187,6 +245,12 @@ class BasicAuth:
         if len(self._cache) >= MAX_CACHE:  # all live: drop the oldest half (dicts keep insertion order)
             for k in list(self._cache)[: MAX_CACHE // 2]:
                 del self._cache[k]
+
+
+def _pause(seconds: float) -> None:
+    """Hold a refusal back briefly (no CPU, only this connection's time): a client that ignores
+    Retry-After cannot turn cheap 429s into a request flood that slows everybody else."""
+    time.sleep(seconds)
 
 
 def hash_password(password: str) -> str:

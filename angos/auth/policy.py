@@ -9,6 +9,12 @@ Contract (SPEC section 6):
 - :meth:`Policy.allows` evaluates against a prepared :class:`cel.Context`:
   with ``default = "allow"`` the request is denied if any rule is true; with
   ``default = "deny"`` it is allowed if any rule is true.
+- Rules are also type-checked at compile time against the declared
+  variables (:data:`VARIABLES`, checked by :mod:`angos.auth.celtypes`): an
+  undeclared name or field, operands no operator accepts, or a result that
+  is not a boolean raise the same one-line :class:`~angos.config.ConfigError`
+  as a syntax error (key path, rule text, reason). Such rules would deny
+  every request at run time.
 - Fail closed: a rule that raises (a missing key, a type error) or returns
   anything but a boolean denies the request in either mode, and a warning
   names the rule. Every rule is evaluated, not just up to the first match, so
@@ -36,8 +42,38 @@ import time
 import cel
 
 from ..config import ConfigError
+from .celtypes import INT, STRING, CelTypeError, check, list_of, nullable, record
 
 log = logging.getLogger("angos.auth.policy")
+
+# What a rule may read: identity_vars() and request_vars() below, with their types. Every
+# field angos.api.gate.request_fields() can set must be declared here, or rules using it
+# are refused at load. identity.* fields are always present (null when unknown); request
+# fields other than ``action`` are present only when they apply (rules test them with has()).
+VARIABLES = {
+    "identity": record("identity", {
+        "id": nullable(STRING),
+        "username": nullable(STRING),
+        "client_ip": nullable(STRING),
+        "certificate": record("identity.certificate", {
+            "common_names": list_of(STRING),
+            "organizations": list_of(STRING),
+        }),
+    }),
+    "request": record("request", {
+        "action": STRING,
+        "namespace": STRING,
+        "reference": STRING,
+        "digest": STRING,
+        "uuid": STRING,
+        "from": STRING,
+        "n": INT,
+        "last": STRING,
+        "artifact_type": STRING,
+        "queue": STRING,
+        "tags": list_of(STRING),
+    }),
+}
 
 # A failing rule is logged at most this often (seconds), so a broken rule under
 # load cannot flood the journal; suppressed occurrences are counted in the next line.
@@ -65,6 +101,10 @@ class Rule:
             self.program = cel.compile(source)
         except Exception as exc:  # noqa: BLE001 - the binding raises ValueError, be robust to others
             raise _compile_error(where, source, exc) from None
+        try:
+            check(source, VARIABLES)
+        except CelTypeError as exc:
+            raise ConfigError(f"{where}: invalid CEL rule {source!r}: {exc}") from None
         self._lock = threading.Lock()
         self._last_warn = 0.0
         self._suppressed = 0

@@ -4,6 +4,7 @@ with and without trusted proxies."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import textwrap
 import time
@@ -25,15 +26,15 @@ rules = ["request.from == 'elsewhere'"]
 
 [repository."err-deny".access_policy]
 default = "deny"
-rules = ["true", "request.missing_field == 'x'"]
+rules = ["true", "request.last == 'x'"]
 
 [repository."nonbool-allow".access_policy]
 default = "allow"
-rules = ["identity.username"]
+rules = ["dyn(identity.username)"]
 
 [repository."nonbool-deny".access_policy]
 default = "deny"
-rules = ["request.action == 'get-api-version'", "size(request.action)"]
+rules = ["request.action == 'get-api-version'", "dyn(size(request.action))"]
 
 [repository."healthy".access_policy]
 default = "deny"
@@ -48,9 +49,9 @@ def fail_closed(module_server):
 
 @pytest.mark.parametrize("repo, rule", [
     ("err-allow", "request.from == 'elsewhere'"),
-    ("err-deny", "request.missing_field == 'x'"),
-    ("nonbool-allow", "identity.username"),
-    ("nonbool-deny", "size(request.action)"),
+    ("err-deny", "request.last == 'x'"),  # absent: there is no ?last=
+    ("nonbool-allow", "dyn(identity.username)"),  # dyn() opts out of the load-time type check
+    ("nonbool-deny", "dyn(size(request.action))"),
 ])
 def test_a_rule_that_errors_or_is_not_boolean_denies_in_both_modes_and_logs_the_rule(fail_closed, repo, rule):
     ns = f"{repo}/{uniq('ns')}"
@@ -98,6 +99,26 @@ def test_a_rule_with_a_syntax_error_fails_start_up_with_its_text_and_position(tm
     assert "identity.id == 'b' &&" in lines[0]
     assert "1:22" in lines[0]  # line:column of the error
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("rule, reason", [
+    ('identity.idd == "alice"', "identity has no field 'idd'"),
+    ("request.action == get-manifest", "undeclared name 'get'"),
+    ("identity.id", "not a boolean"),
+])
+def test_a_rule_that_can_never_work_fails_start_up_with_its_key_text_and_reason(tmp_path, rule, reason):
+    """It parses, but would deny every request: refused like a syntax error (issue 12 #14)."""
+    cfg = _config(tmp_path, f"""
+        [global.access_policy]
+        default = "deny"
+        rules = ["identity.id == 'a'", {json.dumps(rule)}]
+        """)
+    res = subprocess.run(ANGOS + ["-c", cfg, "server"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("angos: global.access_policy.rules[1]: invalid CEL rule ")
+    assert rule in lines[0] and reason in lines[0]
 
 
 def test_a_syntax_error_in_a_repository_rule_names_the_repository_key(tmp_path):

@@ -6,6 +6,7 @@ end to end, with many more combinations than servers would allow cheaply."""
 from __future__ import annotations
 
 import base64
+import json
 import logging
 
 import pytest
@@ -37,10 +38,10 @@ root_dir = "{tmp_path}"
     ("deny", [], False),
     ("deny", ["false"], False),
     ("deny", ["false", "true"], True),
-    ("deny", ["true", "1"], False),  # a non-boolean rule denies even when another rule allows
-    ("allow", ["false", "'no'"], False),
-    ("deny", ["true", "request.nope == 1"], False),  # a runtime error denies even when another rule allows
-    ("allow", ["request.nope == 1"], False),
+    ("deny", ["true", "dyn(1)"], False),  # a non-boolean result (dyn: past the load-time check) denies
+    ("allow", ["false", "dyn('no')"], False),
+    ("deny", ["true", "request.n == 1"], False),  # a runtime error (absent field) denies even when another rule allows
+    ("allow", ["request.n == 1"], False),
 ])
 def test_default_and_rule_truth_table(tmp_path, default, rule_values, allowed):
     rules = ", ".join(f'"{r}"' for r in rule_values)
@@ -136,18 +137,59 @@ rules = ["true", "true", "request.action =="]
     assert "request.action ==" in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("rule, reason", [
+    ("has(request.frm)", "request has no field 'frm'"),
+    ("identity.certificate.org == 'x'", "identity.certificate has no field 'org'"),
+    ("request.n == '10'", "never equal"),
+    ("request.from != null", "test it with has()"),
+    ("matches(request.action, '^get-')", "unknown function matches()"),
+    ("identity.id.lowerAscii() == 'x'", "no method lowerAscii()"),
+    ("request.n + 1u > 2", "'+' cannot be applied to an int and a uint"),
+    ("identity.certificate.organizations.exists(o, o)", "not a boolean"),
+    ("request.action == 'get-blob' || request.namespace", "'||' needs booleans"),
+    ("size(request.action)", "evaluates to int"),
+    ("'x' in request.action", "'in' cannot look for a string in a string"),
+])
+def test_a_rule_that_can_never_work_is_refused_at_load_with_its_key(tmp_path, rule, reason):
+    with pytest.raises(ConfigError) as exc:
+        control(tmp_path, f'[repository."team".access_policy]\nrules = ["true", {json.dumps(rule)}]\n')
+    msg = str(exc.value)
+    assert msg.startswith(f"repository.team.access_policy.rules[1]: invalid CEL rule {rule!r}: ")
+    assert reason in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("rule", [
+    "identity.id != null && identity.username == 'alice'",
+    "identity.client_ip == null || identity.client_ip.startsWith('10.')",
+    "has(request.from) && request.from.startsWith('private/')",
+    "request.action in ['get-manifest', 'get-blob'] && !(request.namespace in ['secret'])",
+    "'Platform' in identity.certificate.organizations",
+    "identity.certificate.common_names.exists(cn, cn.matches('^build-[0-9]+$'))",
+    "identity.certificate.organizations.all(o, o != 'Evil') && size(identity.certificate.organizations) > 0",
+    "has(request.n) && request.n <= 100 && request.n > 0.5",
+    "request.action.startsWith('list-') ? has(request.n) : true",
+    "type(identity.id) == string",
+    "{'alice': ['get-blob']}[identity.id].exists(a, a == request.action)",
+    "dyn(request.n) == '10'",
+    "request.digest.size() == 71 && request.digest.endsWith('0')",
+])
+def test_rules_that_can_work_still_load(tmp_path, rule):
+    ac = control(tmp_path, f'[global.access_policy]\nrules = [{json.dumps(rule)}]\n')
+    assert len(ac.global_policy.rules) == 1
+
+
 def test_failing_rule_warning_is_rate_limited_but_every_request_is_denied(tmp_path, caplog):
     ac = control(tmp_path, """
 [global.access_policy]
 default = "allow"
-rules = ["request.missing == 1"]
+rules = ["request.n == 1"]
 """)
     with caplog.at_level(logging.WARNING, logger="angos.auth.policy"):
         results = [ac.is_allowed(ALICE, "get-blob", {"action": "get-blob"}) for _ in range(50)]
     assert results == [False] * 50
     warnings = [r for r in caplog.records if "global.access_policy.rules[0]" in r.getMessage()]
     assert len(warnings) == 1
-    assert "request.missing == 1" in warnings[0].getMessage()
+    assert "request.n == 1" in warnings[0].getMessage()
 
 
 def test_basic_credentials_verify_once_then_come_from_the_cache(tmp_path, monkeypatch):

@@ -26,8 +26,8 @@ def tls_toml(pki, client_auth: str | None) -> str:
     return out + "\n"
 
 
-def start_tls(module_server, extra: str, pki, cert=None):
-    srv = module_server(extra, start=False)
+def start_tls(module_server, extra: str, pki, cert=None, config_text: str | None = None):
+    srv = module_server(extra, start=False, config_text=config_text)
     srv.url = f"https://127.0.0.1:{srv.port}"
     srv.start(wait=False)
     deadline = time.monotonic() + 30
@@ -155,3 +155,28 @@ def test_a_replaced_client_ca_bundle_applies_to_new_connections(module_server, t
         time.sleep(0.1)
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(srv.url + "/v2/", verify=ca, cert=old_client, timeout=10)
+
+
+def test_a_client_that_never_completes_the_handshake_is_closed_after_the_header_timeout(module_server, pki):
+    """The handshake counts against server.header_timeout_secs: a TLS slowloris cannot hold a slot."""
+    text = ('[server]\nbind_address = "127.0.0.1"\nport = @PORT@\nworkers = 1\nheader_timeout_secs = 2\n\n'
+            '[blob_store.fs]\nroot_dir = "@DATA@"\n\n[global.access_policy]\ndefault = "allow"\n\n'
+            + tls_toml(pki, None))
+    srv = start_tls(module_server, "", pki, config_text=text)
+    silent = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    half = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        half.sendall(b"\x16\x03\x01\x00\xff")  # the start of a ClientHello, never finished
+        started = time.monotonic()
+        for sock in (silent, half):
+            sock.settimeout(max(8 - (time.monotonic() - started), 0.1))
+            try:
+                assert sock.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+        assert 1.5 <= time.monotonic() - started < 8
+        # A complete client is served as before.
+        assert requests.get(srv.url + "/v2/", verify=str(pki.ca), timeout=10).status_code == 200
+    finally:
+        silent.close()
+        half.close()
