@@ -56,7 +56,7 @@ class Checks:
         with self.cond:
             self.started.append(name)
             self.cond.notify_all()
-        self.release[name].wait(10)
+        self.release[name].wait(60)
         return name
 
     def submit(self, name: str, suspect: bool = False, keys: tuple = ()):
@@ -75,8 +75,15 @@ class Checks:
         return t
 
     def wait_for(self, cond, what: str):
+        # Generous: only liveness depends on it (the order is decided by the queue), and on a
+        # loaded machine the queue's niced threads can be scheduled late. Polled, because a
+        # check that starts to wait notifies nobody.
+        deadline = 60.0
         with self.cond:
-            assert self.cond.wait_for(cond, 10), what
+            while not cond() and deadline > 0:
+                self.cond.wait(0.05)
+                deadline -= 0.05
+            assert cond(), what
 
     def settled(self, *names):
         self.wait_for(lambda: all(n in self.results or n in self.started for n in names), f"{names} settled")

@@ -123,8 +123,9 @@ def test_a_hung_downstream_does_not_delay_a_healthy_one(angos_factory):
         # Within 2x (plus a little scheduling slack on a shared 2-core machine); without the share
         # the hung downstream would hold every slot for its 300 s read timeout.
         assert with_hung <= max(2 * baseline, baseline + 0.25), (baseline, with_hung)
-        running = [j for j in _jobs(source) if j.get("state") == "running"]
-        assert sum("|hung|" in j["lock_key"] for j in running) <= 2
+        # Its share of the pool of 4 between two downstreams: at most two of its jobs ever reached
+        # it (each one holds a connection for its 300 s read timeout; deferred ones never connect).
+        assert len(hung.conns) == 2
     finally:
         hung.close()
 
