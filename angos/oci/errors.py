@@ -62,6 +62,12 @@ RangeNotSatisfiable = _oci("RangeNotSatisfiable", "BLOB_UNKNOWN", 416, "requeste
 TooLarge = _oci("TooLarge", "SIZE_INVALID", 413, "payload too large")
 TooManyRequests = _oci("TooManyRequests", "TOOMANYREQUESTS", 429, "too many requests")
 Unavailable = _oci("Unavailable", "UNAVAILABLE", 503, "a backend the registry depends on is unavailable")
+# A pull-through upstream answered, but with something unusable (bytes that do not match their digest,
+# a truncated body, a manifest over the size limit, an unexpected status): nothing of it is stored.
+BadGateway = _oci("BadGateway", "UNAVAILABLE", 502, "the upstream registry sent an unusable answer")
+# A write to a pull-through namespace: its content comes from the upstream only (deletes are allowed).
+PullThroughReadOnly = _oci("PullThroughReadOnly", "UNSUPPORTED", 405,
+                           "this namespace is a pull-through cache: push to its upstream instead")
 
 
 class BlobReferenced(OciError):

@@ -201,9 +201,10 @@ class RegistryClient:
         return self.request("HEAD", self.url(f"{ns}/manifests/{reference}"), self.scope(ns, "pull"),
                             {"Accept": MANIFEST_ACCEPT})
 
-    def get_manifest(self, ns: str, reference: str) -> requests.Response:
+    def get_manifest(self, ns: str, reference: str, stream: bool = False) -> requests.Response:
+        """``stream=True`` leaves the body unread, for a caller that bounds what it reads."""
         return self.request("GET", self.url(f"{ns}/manifests/{reference}"), self.scope(ns, "pull"),
-                            {"Accept": MANIFEST_ACCEPT})
+                            {"Accept": MANIFEST_ACCEPT}, stream=stream)
 
     def put_manifest(self, ns: str, reference: str, body: bytes, media_type: str,
                      source_ts: str | None) -> requests.Response:
@@ -238,8 +239,16 @@ class RegistryClient:
     # ------------------------------------------------------------------ blobs
 
     def head_blob(self, ns: str, digest: str) -> bool:
-        resp = self.request("HEAD", self.url(f"{ns}/blobs/{digest}"), self.scope(ns, "pull"))
-        return resp.status_code == 200
+        return self.head_blob_response(ns, digest).status_code == 200
+
+    def head_blob_response(self, ns: str, digest: str) -> requests.Response:
+        return self.request("HEAD", self.url(f"{ns}/blobs/{digest}"), self.scope(ns, "pull"))
+
+    def get_blob(self, ns: str, digest: str) -> requests.Response:
+        """A streamed blob GET (redirects to object storage followed up to ``max_redirect``); the
+        caller reads ``resp.raw`` and closes it. ``identity`` so the bytes are exactly the blob's."""
+        return self.request("GET", self.url(f"{ns}/blobs/{digest}"), self.scope(ns, "pull"),
+                            {"Accept-Encoding": "identity"}, stream=True)
 
     def mount_or_start(self, ns: str, digest: str, source: str | None) -> tuple[bool, str | None]:
         """Try a cross-repository mount; returns (mounted, upload location if a session was opened)."""
