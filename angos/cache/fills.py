@@ -31,7 +31,7 @@ starts a new fill.
 
 Contract: :meth:`Fills.join` returns the fill of a digest, starting its driver
 if none runs here; the driver always ends the fill DONE or FAILED (a follower
-that sees no progress for ``stall`` seconds gives up), so waiting on a fill
+that sees no progress for ``stall`` + 10 seconds gives up), so waiting on a fill
 never hangs.
 """
 
@@ -62,6 +62,9 @@ FS_BATCH = 1024 * 1024 - 64 * 1024
 # session's upload lock is never held for long).
 BATCH_SECS = 0.5
 FOLLOW_POLL = 0.05
+# Beyond the upstream's own stall timeout: the process reading from the upstream notices a stall
+# first (and cleans up) before a follower or a reader gives up on it.
+MARGIN = 10.0
 
 
 class Fill:
@@ -120,7 +123,9 @@ class Fill:
             return self.state
 
     def _wait_beyond(self, pos: int) -> tuple[str, int, str | None]:
-        deadline = time.monotonic() + self.stall
+        # The driver always ends the fill (the leader's upstream reads time out, a follower gives up
+        # on a silent leader); this deadline only guards against a driver that hangs regardless.
+        deadline = time.monotonic() + self.stall + 3 * MARGIN
         with self.cond:
             while self.state in (STARTING, RUNNING) and self.available <= pos:
                 left = deadline - time.monotonic()
@@ -131,7 +136,7 @@ class Fill:
 
     def read(self, store, start: int, length: int) -> Iterator[bytes]:
         """Yield bytes ``[start, start + length)`` of the blob as the fill makes them available.
-        Raises the fill's error (the response is cut short) if it fails or stalls."""
+        Raises the fill's error (the response is cut short) if it fails."""
         pos, end = start, start + length
         while pos < end:
             state, available, source = self._wait_beyond(pos)
@@ -143,7 +148,7 @@ class Fill:
                 key, limit = source, min(available, end)
             else:
                 raise Unavailable(f"fetching {self.digest} from {self.where or 'the upstream'} made no progress "
-                                  f"for {self.stall:g}s")
+                                  f"for {self.stall + 3 * MARGIN:g}s")
             try:
                 fh = store.open_read(key, pos)
             except NotFound:
@@ -281,9 +286,9 @@ class Fills:
                     last_seen = (source, written)
                     quiet_since = time.monotonic()
                     fill.running(source, size, written)
-            if time.monotonic() - quiet_since > fill.stall:
+            if time.monotonic() - quiet_since > fill.stall + MARGIN:
                 raise Unavailable(f"{d} is being fetched by another process that reported no progress "
-                                  f"for {fill.stall:g}s")
+                                  f"for {fill.stall + MARGIN:g}s")
             time.sleep(FOLLOW_POLL)
 
     def _lead(self, fill: Fill, opener: Callable, repo_key: str) -> None:

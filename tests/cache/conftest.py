@@ -4,7 +4,9 @@ repository ``hub`` pulls through them."""
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -44,6 +46,44 @@ def pull(host: str, ref: str, dest, creds: str | None = None, *extra: str):
     if creds:
         args += ["--src-creds", creds]
     return skopeo(*args, *extra, f"docker://{host}/{ref}", f"oci:{dest}:pulled")
+
+
+def push_blob(registry_url: str, ns: str, data) -> str:
+    """Upload ``data`` (bytes, or a callable returning an iterable of chunks plus the digest) as a
+    blob of ``ns`` on a registry (POST, then PUT with the digest); returns the digest."""
+    if isinstance(data, bytes):
+        digest, body = "sha256:" + hashlib.sha256(data).hexdigest(), data
+    else:
+        digest, body = data()
+    r = requests.post(f"{registry_url}/v2/{ns}/blobs/uploads/")
+    assert r.status_code == 202, r.text
+    location = urljoin(registry_url, r.headers["Location"])
+    sep = "&" if "?" in location else "?"
+    r = requests.put(f"{location}{sep}digest={digest}", data=body,
+                     headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    return digest
+
+
+def random_blob(size: int, seed: int = 0):
+    """``push_blob`` data: ``size`` pseudo-random bytes generated twice (hash, then stream), never held whole."""
+    import random
+
+    def chunks():
+        rng = random.Random(seed)
+        left = size
+        while left:
+            n = min(left, 1 << 20)
+            left -= n
+            yield rng.randbytes(n)
+
+    def make():
+        h = hashlib.sha256()
+        for c in chunks():
+            h.update(c)
+        return "sha256:" + h.hexdigest(), chunks()
+
+    return make
 
 
 def head_digest(url: str) -> str | None:

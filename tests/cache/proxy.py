@@ -8,7 +8,7 @@ blob"), and can misbehave on purpose for paths matching a pattern:
 - ``corrupt``: flip one byte of the body (a blob or manifest whose digest is wrong);
 - ``truncate``: send only the first N bytes of the body, then close;
 - ``drip``: send the first N bytes, then stall for S seconds before each further byte;
-- ``pad``: append N bytes of JSON whitespace to a manifest body (and its length);
+- ``delay``: wait S seconds before answering at all (a stall before the headers);
 - ``redirect_loop``: answer 307 to the same URL forever;
 - ``hold``: wait until an event is set before answering (to line up concurrent requests).
 
@@ -83,6 +83,8 @@ class Proxy:
                 b = proxy._behaviour(path)
                 if "hold" in b:
                     b["hold"].wait(30)
+                if "delay" in b:
+                    time.sleep(b["delay"])
                 if "status" in b:
                     self.send_response(b["status"])
                     self.send_header("Content-Length", "0")
@@ -102,8 +104,6 @@ class Proxy:
                 resp = conn.getresponse()
                 size = resp.getheader("Content-Length")
                 out_len = int(size) if size is not None else None
-                if "pad" in b and out_len is not None and self.command == "GET":
-                    out_len += b["pad"]
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() in HOP or k.lower() == "content-length":
@@ -144,8 +144,6 @@ class Proxy:
                     sent += len(chunk)
                     if proxy.rate:
                         time.sleep(len(chunk) / proxy.rate)
-                if "pad" in b:
-                    self.wfile.write(b" " * b["pad"])
                 conn.close()
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
