@@ -16,6 +16,13 @@ from ..replication.conftest import wait_for
 from .conftest import MANIFEST_ACCEPT, cache_config, cache_counts, head_digest, pull, push, stored_blobs
 
 
+def _metric(server, name: str) -> float:
+    for line in requests.get(server.url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def _blob_gets(proxy, digest: str) -> int:
     return proxy.count("GET", f"/blobs/{digest}$")
 
@@ -31,6 +38,10 @@ def test_cold_pull_fetches_each_blob_once_and_warm_pull_fetches_nothing(
     for blob in image.blobs:
         assert _blob_gets(proxy, blob) == 1, blob
     assert wait_for(lambda: set(image.blobs) <= stored_blobs(cache), timeout=10)
+    # Upstream bytes of a cold pull: exactly the image (manifest and every blob once).
+    size = sum((image.layout / "blobs" / "sha256" / d.split(":")[1]).stat().st_size
+               for d in [image.digest, *image.blobs])
+    assert _metric(cache, 'angos_cache_upstream_bytes_total{repository="hub"}') == size
 
     before = dict(proxy.counts)
     pull(cache.host, "hub/library/app:v1", tmp_path / "warm")
