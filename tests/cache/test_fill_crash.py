@@ -51,3 +51,26 @@ def test_kill_during_fill_leaves_nothing_visible_and_the_next_pull_completes(
     # The new leader removed the session the killed one left behind.
     left = {p.parent.name for p in (cache.workdir / "data" / "uploads").glob("*/data")}
     assert not left & set(partial)
+
+
+def test_scrub_uploads_removes_fill_records_whose_session_is_gone(angos_factory, tmp_path):
+    import json
+    import os
+    import subprocess
+
+    from ..conftest import ANGOS
+
+    cache = angos_factory(config_text=cache_config({"url": "http://127.0.0.1:9"}))
+    records = cache.workdir / "data" / "fills" / "sha256"
+    records.mkdir(parents=True)
+    stale, fresh = records / ("a" * 64), records / ("b" * 64)
+    gone = "01a22a84-6f1b-7a68-bf77-ba12640c0932"
+    for path in (stale, fresh):
+        path.write_text(json.dumps({"upload_id": gone, "size": 10}))
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    res = subprocess.run(ANGOS + ["-c", str(cache.config_path), "scrub", "--uploads", "24h"], cwd=cache.workdir,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert f"DeleteFillRecord digest=sha256:{'a' * 64}" in res.stdout + res.stderr
+    assert not stale.exists() and fresh.exists()  # a record just written may belong to a fill starting now
