@@ -5,6 +5,11 @@ the server sends it with zero-copy ``sendfile``; other servers get a bounded
 read loop. On S3 a GET answers 307 to a presigned URL instead when
 ``global.enable_blob_redirect`` is on and the client did not send
 ``X-Angos-No-Redirect``; HEAD and empty blobs are always answered here.
+
+In a pull-through namespace (:mod:`angos.cache`) a blob that is not stored
+yet is answered from the upstream: a HEAD with the upstream's size, a GET by
+streaming the fill as it lands. Once headers are sent, a fill that fails can
+only cut the response short, which the client sees as an incomplete body.
 """
 
 from __future__ import annotations

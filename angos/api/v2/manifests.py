@@ -3,7 +3,8 @@
 ``X-Angos-Source-Timestamp`` header that marks a replicated write. On an S3
 metadata store a GET answers 307 to a presigned URL of the bare body (with the
 manifest's media type) when ``global.enable_manifest_redirect`` is on and the
-client did not send ``X-Angos-No-Redirect``."""
+client did not send ``X-Angos-No-Redirect``. In a pull-through namespace reads go
+through :mod:`angos.cache.manifests` (a stale copy carries a ``Warning`` header)."""
 
 from __future__ import annotations
 
