@@ -56,7 +56,7 @@ def _wire_cache(app: Flask, reg, cfg) -> None:
 
         queues = app.extensions["angos.queues"]
         app.extensions["angos.cache"] = PullThroughCache(
-            reg, lambda kind, key, payload: queues.enqueue("cache", kind, key, payload))
+            reg, lambda kind, key, payload, delay=0.0: queues.enqueue("cache", kind, key, payload, delay))
     if any(repo.namespace for repo in cfg.repository.values()):
         app.wsgi_app = RegistryProxying(app.wsgi_app, cfg)
 

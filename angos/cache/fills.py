@@ -54,14 +54,18 @@ from ..storage.locks import LockTimeout
 log = logging.getLogger("angos.cache.fills")
 
 STARTING, RUNNING, DONE, FAILED = "starting", "running", "done", "failed"
-CHUNK = 256 * 1024
+CHUNK = 256 * 1024        # one read from the upstream
+READ_CHUNK = 1024 * 1024  # one read from storage for a client
 # A filesystem batch stays under direct.STAGE (1 MiB), so fills are written through the page cache,
 # where their readers find them a moment later.
 FS_BATCH = 1024 * 1024 - 64 * 1024
 # A batch also ends after this long, so a slow upstream still reaches its readers steadily (and the
 # session's upload lock is never held for long).
 BATCH_SECS = 0.5
-FOLLOW_POLL = 0.05
+# How often a follower looks at the leader's progress: a stat and a small read on a filesystem
+# (cheap, and readers in other processes then trail the leader by milliseconds), requests on S3.
+FOLLOW_POLL = {"fs": 0.01}
+FOLLOW_POLL_DEFAULT = 0.2
 # Beyond the upstream's own stall timeout: the process reading from the upstream notices a stall
 # first (and cleans up) before a follower or a reader gives up on it.
 MARGIN = 10.0
@@ -91,7 +95,11 @@ class Fill:
             self.cond.notify_all()
 
     def running(self, source: str, size: int | None, available: int = 0) -> None:
-        self._set(state=RUNNING, source=source, size=size, available=self._held_back(available, size))
+        available = self._held_back(available, size)
+        with self.cond:
+            if source == self.source:
+                available = max(available, self.available)  # a follower's stat raced the commit
+        self._set(state=RUNNING, source=source, size=size, available=available)
 
     def progress(self, written: int) -> None:
         self._set(available=self._held_back(written, self.size))
@@ -160,7 +168,7 @@ class Fill:
                 continue
             try:
                 while pos < limit:
-                    block = fh.read(min(CHUNK, limit - pos))
+                    block = fh.read(min(READ_CHUNK, limit - pos))
                     if not block:
                         break
                     pos += len(block)
@@ -204,8 +212,11 @@ class Fills:
         part = getattr(registry.blob_store, "part_size", None)
         # On S3 a batch is one part, so each append writes one part object and no tail to re-read.
         self.batch = part or FS_BATCH
-        # Leased locks cost a request per try (a conditional PUT on S3): followers try less often.
-        self.lock_every = 1 if locks.backend in ("memory", "file", "redis") else 20
+        self.poll = FOLLOW_POLL.get(registry.blob_store.name, FOLLOW_POLL_DEFAULT)
+        # A try of the fill lock (what tells a follower its leader died) costs a round trip on Redis
+        # and a billed conditional PUT on S3: at every poll only for local locks.
+        every = {"memory": 0.0, "file": 0.0, "redis": 0.1}.get(locks.backend, 2.0)
+        self.lock_every = max(1, round(every / self.poll))
 
     def join(self, ns: str, d: Digest, opener: Callable, stall: float, repo_key: str) -> Fill:
         """The fill of ``d`` in this process, started if none runs. ``opener()`` returns an
@@ -289,7 +300,7 @@ class Fills:
             if time.monotonic() - quiet_since > fill.stall + MARGIN:
                 raise Unavailable(f"{d} is being fetched by another process that reported no progress "
                                   f"for {fill.stall + MARGIN:g}s")
-            time.sleep(FOLLOW_POLL)
+            time.sleep(self.poll)
 
     def _lead(self, fill: Fill, opener: Callable, repo_key: str) -> None:
         reg = self.registry

@@ -11,13 +11,18 @@ Also answers, for the access gate, whether serving a read will fetch from an
 upstream (``request.cache_fill``), resolves ``?ns=`` registry hosts to
 repositories, and schedules background fills: after an image manifest is
 fetched, each of its blobs not yet stored becomes a ``cache.fill_blob`` job
-(coalesced by digest), so the bytes a client has not asked for yet are
-fetched once, by the queue's drain.
+(coalesced by digest), so the bytes a client has not asked for are fetched
+once, by the queue's drain. The jobs are queued off the request (the manifest
+answer does not wait for them) and become due :data:`FILL_DELAY` seconds
+later: a client in the middle of a pull asks for the blobs within that time
+and streams them from a fill in its own worker, and the job then finds them
+stored and does nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from .. import metrics as m
 from ..oci.digest import Digest, is_digest
@@ -31,11 +36,12 @@ from .upstreams import Upstreams
 log = logging.getLogger("angos.cache")
 
 KIND_FILL_BLOB = "cache.fill_blob"
+FILL_DELAY = 5.0
 
 
 class PullThroughCache:
     def __init__(self, registry, enqueue=None):
-        """``enqueue(kind, lock_key, payload)`` queues a ``cache`` job (None: no background fills)."""
+        """``enqueue(kind, lock_key, payload, delay)`` queues a ``cache`` job (None: no background fills)."""
         self.registry = registry
         self.enqueue = enqueue
         self.upstreams = Upstreams()
@@ -105,11 +111,19 @@ class PullThroughCache:
     def _schedule_blobs(self, repo_key: str, ns: str, d: Digest, parsed) -> None:
         if self.enqueue is None or parsed.is_index:
             return  # an index's children are fetched only when a client asks for one
-        for desc in parsed.blobs:
-            if desc.urls or self.fills.committed(desc.digest):
-                continue  # non-distributable, or already stored
-            self.enqueue(KIND_FILL_BLOB, f"blob|{desc.digest}",
-                         {"repository": repo_key, "namespace": ns, "digest": str(desc.digest)})
+        wanted = [desc.digest for desc in parsed.blobs if not desc.urls]  # urls: non-distributable
+        if wanted:
+            threading.Thread(target=self._enqueue_fills, args=(repo_key, ns, wanted), daemon=True,
+                             name="cache-schedule").start()
+
+    def _enqueue_fills(self, repo_key: str, ns: str, digests: list) -> None:
+        try:
+            for digest in digests:
+                if not self.fills.committed(digest):
+                    self.enqueue(KIND_FILL_BLOB, f"blob|{digest}",
+                                 {"repository": repo_key, "namespace": ns, "digest": str(digest)}, FILL_DELAY)
+        except Exception:  # noqa: BLE001 - an optimisation: a failure only leaves blobs to client requests
+            log.exception("scheduling background fills in %s failed", ns)
 
     def prefetch(self, ns: str, d: Digest) -> str:
         """Bring ``d`` into ``ns`` (a ``cache.fill_blob`` job): the fill's final state."""

@@ -38,7 +38,8 @@ def test_a_separate_worker_drains_the_cache_queue(angos_factory, upstream, image
     push(image, upstream.host, "library/app:v1")
     cache = angos_factory(config_text=cache_config({"url": upstream.url}, extra="[global.job_queue]\n"))
     _fetch_manifest(cache)
-    pending = requests.get(cache.url + "/_ext/_jobs", params={"queue": "cache"}).json()["jobs"]
+    listed = lambda: requests.get(cache.url + "/_ext/_jobs", params={"queue": "cache"}).json()["jobs"]  # noqa: E731
+    pending = wait_for(lambda: len(listed()) == len(image.blobs) and listed(), timeout=10)
     assert sorted(j["lock_key"] for j in pending) == sorted(f"blob|{b}" for b in image.blobs)
     assert {j["kind"] for j in pending} == {"cache.fill_blob"}
     assert not set(image.blobs) & stored_blobs(cache)  # the server only enqueues
