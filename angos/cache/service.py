@@ -40,10 +40,12 @@ FILL_DELAY = 5.0
 
 
 class PullThroughCache:
-    def __init__(self, registry, enqueue=None):
-        """``enqueue(kind, lock_key, payload, delay)`` queues a ``cache`` job (None: no background fills)."""
+    def __init__(self, registry, enqueue=None, config=None):
+        """``enqueue(kind, lock_key, payload, delay)`` queues a ``cache`` job (None: no background
+        fills); ``config()`` is the current configuration (default: the registry's)."""
         self.registry = registry
         self.enqueue = enqueue
+        self._config = config or (lambda: registry.cfg)
         self.upstreams = Upstreams()
         self.fills = Fills(registry, fill_locks(registry.cfg, registry.locks))
         self.manifests = ManifestCache(registry, self.upstreams, self._schedule_blobs)
@@ -51,7 +53,7 @@ class PullThroughCache:
 
     @property
     def cfg(self):
-        return self.registry.cfg
+        return self._config()
 
     def repository(self, ns: str):
         """``(repo_key, repo)`` when ``ns`` is pull-through, else None."""

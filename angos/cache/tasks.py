@@ -20,8 +20,9 @@ from .service import KIND_FILL_BLOB, PullThroughCache
 
 def _cache(ctx) -> PullThroughCache:
     registry = ctx.service("registry", lambda: build_registry(ctx.cfg))
-    # Jobs never schedule more jobs: the manifest they came from already did.
-    return ctx.service("cache", lambda: PullThroughCache(registry))
+    # Jobs never schedule more jobs: the manifest they came from already did. Each job sees the
+    # drain's current configuration (it reloads), e.g. a repository's new upstream URL.
+    return ctx.service("cache", lambda: PullThroughCache(registry, config=lambda: ctx.cfg))
 
 
 def run_fill_blob(envelope, ctx) -> None:

@@ -72,3 +72,45 @@ def test_angos_upstream_with_basic_credentials(angos_factory, image, tmp_path):
     # The URL path maps hub/<x> to team/<x> on the upstream.
     pull(cache.host, "hub/app:v1", tmp_path / "out")
     assert head_digest(cache.v2("hub/app/manifests/v1")) == image.digest
+
+
+def test_https_upstream_with_private_ca_and_client_certificate(angos_factory, tmp_path):
+    import hashlib
+
+    from ..auth.conftest import make_pki
+    from ..replication.test_tls import _reachable
+    from ..replication.conftest import wait_for
+
+    pki = make_pki(tmp_path / "pki")
+    cert, key = pki.client("mirror", "Caches")
+    upstream = angos_factory(start=False, extra=f"""
+[server.tls]
+server_certificate_bundle = "{pki.server_cert}"
+server_private_key = "{pki.server_key}"
+client_ca_bundle = "{pki.ca}"
+client_auth = "required"
+""")
+    url = f"https://127.0.0.1:{upstream.port}"
+    upstream.start(wait=False)
+    assert wait_for(lambda: _reachable(url, pki.ca, (cert, key)), timeout=30)
+    tls = {"verify": str(pki.ca), "cert": (cert, key)}
+    blob = b'{"architecture":"amd64","os":"linux"}'
+    bd = "sha256:" + hashlib.sha256(blob).hexdigest()
+    assert requests.post(f"{url}/v2/team/app/blobs/uploads/?digest={bd}", data=blob, **tls).status_code == 201
+    body = ('{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":'
+            f'"application/vnd.oci.image.config.v1+json","digest":"{bd}","size":{len(blob)}}},"layers":[]}}').encode()
+    md = "sha256:" + hashlib.sha256(body).hexdigest()
+    r = requests.put(f"{url}/v2/team/app/manifests/v1", data=body, **tls,
+                     headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status_code == 201, r.text
+
+    cache = angos_factory(config_text=cache_config({
+        "url": url + "/team", "server_ca_bundle": str(pki.ca), "client_certificate": cert, "client_private_key": key}))
+    assert head_digest(cache.v2("hub/app/manifests/v1")) == md
+    r = requests.get(cache.v2(f"hub/app/blobs/{bd}"))
+    assert r.status_code == 200 and r.content == blob
+    # Without the client certificate the upstream refuses the handshake: nothing to serve.
+    bare = angos_factory(config_text=cache_config({"url": url + "/team", "server_ca_bundle": str(pki.ca),
+                                                   "connect_timeout_secs": 5}))
+    r = requests.get(bare.v2("hub/app/manifests/v1"), headers={"Accept": MANIFEST_ACCEPT})
+    assert r.status_code == 503 and url in r.json()["errors"][0]["message"]
