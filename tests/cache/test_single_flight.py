@@ -59,3 +59,31 @@ def test_twenty_concurrent_cold_pulls_fetch_each_blob_once(angos_factory, upstre
         assert proxy.count("GET", f"/blobs/{blob}$") == 1, (blob, proxy.counts)
     assert set(img.blobs) <= stored_blobs(cache)
     assert not list((cache.workdir / "data" / "uploads").glob("*/data")), "an upload session was left behind"
+
+
+def test_two_servers_sharing_storage_fetch_each_blob_once_through_redis_fill_locks(
+        angos_factory, upstream, proxy_factory, redis_server, tmp_path):
+    """Two ``angos server``s (as on two hosts) share the storage and a Redis lock strategy: a blob
+    both are asked for at once is still fetched once, whichever server leads."""
+    img = single_platform_image(tmp_path / "big", "v1", layer_sizes=(12 * MiB, 6 * MiB))
+    push(img, upstream.host, "library/big:v1")
+    proxy = proxy_factory(upstream.url, rate=20 * MiB)
+    shared = tmp_path / "shared"
+    extra = (f'[metadata_store.fs]\nroot_dir = "{shared}"\n\n'
+             f'[metadata_store.fs.lock_strategy.redis]\nurl = "{redis_server}"\n')
+    servers = [angos_factory(config_text=cache_config({"url": proxy.url}, workers=1, extra=extra).replace(
+        "@DATA@", str(shared))) for _ in range(2)]
+
+    barrier = threading.Barrier(CLIENTS)
+    results: list = [None] * CLIENTS
+    threads = [threading.Thread(target=_pull, args=(servers[i % 2], "v1", barrier, results, i))
+               for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    for res in results:
+        assert isinstance(res, dict), res
+        assert all(actual == digest and size_ok for digest, (actual, size_ok) in res.items()), res
+    for blob in img.blobs:
+        assert proxy.count("GET", f"/blobs/{blob}$") == 1, (blob, proxy.counts)
