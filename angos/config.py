@@ -308,14 +308,17 @@ class Downstream:
 
 @dataclass(frozen=True)
 class Upstream:
+    """``[[repository."<name>".upstream]]``: a registry this repository caches (pull-through).
+    Upstreams are tried in order; the next one is asked when one cannot be reached or answers 5xx."""
     url: str
     username: str | None = None
     password: str | None = None
-    max_redirect: int = 5
+    max_redirect: int = field(default=5, metadata=check(lambda v: v if 0 <= v <= 255 else _fail("must be 0-255")))
     server_ca_bundle: str | None = None
     client_certificate: str | None = None
     client_private_key: str | None = None
     connect_timeout_secs: int = field(default=30, metadata=check(_positive))
+    # A stall timeout: the longest wait for the upstream's next bytes, never a cap on a whole transfer.
     read_timeout_secs: int = field(default=300, metadata=check(_positive))
 
 
@@ -327,6 +330,9 @@ class RepositoryConfig:
     retention_policy: RetentionPolicy | None = None
     upstream: tuple[Upstream, ...] = ()
     downstream: tuple[Downstream, ...] = ()
+    # The registry host this repository stands for in distribution-spec registry proxying:
+    # ``GET /v2/<x>/...?ns=<namespace>`` is served from ``<repository>/<x>`` (e.g. "docker.io").
+    namespace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -607,5 +613,28 @@ def _validate_repositories(cfg: Config) -> None:
             if (ds.username is None) != (ds.password is None):
                 raise ConfigError(f"{where}: username and password go together")
         for i, up in enumerate(repo.upstream):
+            where = f"{base}.upstream[{i}]"
             if not re.fullmatch(r"https?://[^/\s]+(/[^\s]*)?", up.url):
-                raise ConfigError(f"{base}.upstream[{i}].url: expected an http:// or https:// URL, got {up.url!r}")
+                raise ConfigError(f"{where}.url: expected an http:// or https:// URL, got {up.url!r}")
+            if (up.client_certificate is None) != (up.client_private_key is None):
+                raise ConfigError(f"{where}: client_certificate and client_private_key go together")
+            if (up.username is None) != (up.password is None):
+                raise ConfigError(f"{where}: username and password go together")
+        if repo.upstream and repo.downstream:
+            # A cache holds the upstream's content, stamped with fill times rather than author
+            # times; replicating it would make peers' last-writer-wins compare fill times, and
+            # each peer can cache the upstream itself (docs/pull-through.md).
+            raise ConfigError(f"{base}: a repository is either a pull-through cache (upstream) or a replication "
+                              f"source (downstream), not both; give each site its own upstream instead")
+    namespaces: dict[str, str] = {}
+    for key, repo in cfg.repository.items():
+        if repo.namespace is None:
+            continue
+        where = f"{_join('repository', key)}.namespace"
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?", repo.namespace):
+            raise ConfigError(f"{where}: expected a registry host such as \"docker.io\" or \"ghcr.io\", "
+                              f"got {repo.namespace!r}")
+        other = namespaces.get(repo.namespace.lower())
+        if other is not None:
+            raise ConfigError(f"{where}: {repo.namespace!r} is already the namespace of repository {other!r}")
+        namespaces[repo.namespace.lower()] = key

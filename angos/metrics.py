@@ -44,3 +44,15 @@ JOB_RUNS = Counter("angos_job_queue_runs_total", "Job runs by outcome (succeeded
                    "folded, dead_lettered, lost)", ["queue", "outcome"])
 JOB_DURATION = Histogram("angos_job_queue_run_duration_seconds", "Time spent running one job", ["queue"],
                          buckets=(0.005, 0.025, 0.1, 0.5, 1, 5, 30, 120, 600))
+
+# Pull-through cache (angos.cache).
+CACHE_REQUESTS = Counter("angos_cache_requests_total", "Pull-through reads by repository, kind (manifest, blob) "
+                         "and result (hit, miss, revalidated, stale, failed)", ["repository", "kind", "result"])
+CACHE_UPSTREAM_BYTES = Counter("angos_cache_upstream_bytes_total", "Manifest and blob bytes fetched from upstreams",
+                               ["repository"])
+CACHE_UPSTREAM_DURATION = Histogram("angos_cache_upstream_request_duration_seconds",
+                                    "Time until an upstream answered a request (its headers)",
+                                    ["repository", "method"],
+                                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+CACHE_FILLS_IN_PROGRESS = Gauge("angos_cache_fills_in_progress", "Blobs being fetched from an upstream into storage",
+                                multiprocess_mode="livesum")

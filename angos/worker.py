@@ -31,7 +31,7 @@ from .queue.envelope import QUEUES
 log = logging.getLogger("angos.worker")
 
 # Modules that register job kinds; replication and cache add themselves here.
-JOB_MODULES: tuple[str, ...] = ("angos.replication.tasks",)
+JOB_MODULES: tuple[str, ...] = ("angos.replication.tasks", "angos.cache.tasks")
 
 DEFAULT_POLL = "50ms"
 

@@ -11,7 +11,7 @@ from ..registry import build_registry
 
 
 def create_app(cfg, registry=None) -> Flask:
-    from . import errors, ext, gate, health, jobs, observability, origin
+    from . import errors, ext, gate, health, jobs, observability, origin, pull_through
     from .v2 import BLUEPRINTS
 
     app = Flask("angos")
@@ -27,10 +27,12 @@ def create_app(cfg, registry=None) -> Flask:
     app.extensions["angos.config"] = cfg
 
     _wire_replication(app, reg)
+    _wire_cache(app, reg, cfg)
 
     observability.register(app)  # first, so request timing covers the access check too
     app.before_request(origin.refuse_cross_site)  # before credentials are even looked at
     app.before_request(gate.check_access)
+    app.before_request(pull_through.refuse_writes)
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
@@ -42,6 +44,21 @@ def create_app(cfg, registry=None) -> Flask:
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     return app
+
+
+def _wire_cache(app: Flask, reg, cfg) -> None:
+    """Pull-through: the cache facade (only when some repository has upstreams, so other
+    configurations carry nothing of it) and ``?ns=`` routing (only with ``namespace`` set)."""
+    from .pull_through import RegistryProxying
+
+    if any(repo.upstream for repo in cfg.repository.values()):
+        from ..cache import PullThroughCache
+
+        queues = app.extensions["angos.queues"]
+        app.extensions["angos.cache"] = PullThroughCache(
+            reg, lambda kind, key, payload, delay=0.0: queues.enqueue("cache", kind, key, payload, delay))
+    if any(repo.namespace for repo in cfg.repository.values()):
+        app.wsgi_app = RegistryProxying(app.wsgi_app, cfg)
 
 
 def _wire_replication(app: Flask, reg) -> None:

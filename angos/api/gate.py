@@ -22,8 +22,12 @@ What the policy sees:
   start/close and from ``?mount=``; ``from`` only on ``mount-blob``; ``n`` and
   ``last`` on ``list-*`` actions; ``artifact_type`` on ``get-referrers``;
   ``queue`` on the job administration actions; ``tags`` (a list) on a
-  by-digest ``put-manifest`` with ``?tag=``. Fields that do not apply are
-  absent, never null.
+  by-digest ``put-manifest`` with ``?tag=``; ``cache_fill`` on ``get-manifest``
+  and ``get-blob`` in a pull-through namespace: true when the content is not
+  cached, so serving it fetches from the upstream (a cached mutable tag is
+  false; if its revalidation finds new content upstream, the fetch is asked
+  again with ``cache_fill`` true, and refused it serves the cached copy).
+  Fields that do not apply are absent, never null.
 - A by-digest ``put-manifest`` with ``?tag=`` values is allowed only if the
   policy also allows ``put-manifest`` with each of those tags as
   ``request.reference`` (as a push by that tag would be asked), so a rule
@@ -179,6 +183,11 @@ def check_access():
     identity = ac.authenticate(request.headers.get("Authorization"), client_ip(), cns, orgs)
     g.identity = identity
     fields = request_fields(act)
+    cache = current_app.extensions.get("angos.cache")
+    if cache is not None and act in ("get-manifest", "get-blob"):
+        fill = cache.would_fill(fields.get("namespace"), act, fields.get("reference"), fields.get("digest"))
+        if fill is not None:
+            fields["cache_fill"] = fill
     g.request_fields = fields
     allowed = ac.is_allowed(identity, act, fields)
     if allowed and "tags" in fields:
@@ -189,6 +198,11 @@ def check_access():
             raise Unauthorized(f"authentication required for {act}")
         raise Denied(f"{act} denied")
     return None
+
+
+def allows_fill() -> bool:
+    """Whether the policy lets this pull-through read fetch from the upstream (``cache_fill`` true)."""
+    return access().is_allowed(g.identity, g.action, {**g.request_fields, "cache_fill": True})
 
 
 def can(act: str, **fields) -> bool:

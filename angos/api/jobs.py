@@ -63,6 +63,10 @@ def _setup(state) -> None:
         # Set by `angos server` when the metadata lock is process-local: this worker drains.
         from ..queue.consumer import start_in_worker
 
+        cache = app.extensions.get("angos.cache")
+        if cache is not None:
+            # Background fills must take the same process-local fill locks as this worker's requests.
+            queues["cache"].context.provide("cache", cache)
         start_in_worker(cfg, queues, [m for m in hosted.split(",") if m])
     jq = cfg.global_.job_queue
     if jq is not None:

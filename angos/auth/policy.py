@@ -42,7 +42,7 @@ import time
 import cel
 
 from ..config import ConfigError
-from .celtypes import INT, STRING, CelTypeError, check, list_of, nullable, record
+from .celtypes import BOOL, INT, STRING, CelTypeError, check, list_of, nullable, record
 
 log = logging.getLogger("angos.auth.policy")
 
@@ -72,6 +72,7 @@ VARIABLES = {
         "artifact_type": STRING,
         "queue": STRING,
         "tags": list_of(STRING),
+        "cache_fill": BOOL,
     }),
 }
 

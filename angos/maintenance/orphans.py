@@ -9,10 +9,11 @@ the pending and the dead-letter lists of one queue, every job that is
 - replication (payload ``repository``, ``downstream``; :mod:`angos.replication.jobs`):
   the repository is no longer configured, or it no longer has a downstream
   of that name;
-- cache: no cache job kinds exist yet, so the rule is generic: the payload's
-  ``repository`` is no longer configured or has no ``upstream`` left, or the
-  payload names an ``upstream`` URL the repository no longer lists. A cache
-  job without a ``repository`` field is never touched.
+- cache (``cache.fill_blob``, payload ``repository``, ``namespace``,
+  ``digest``; :mod:`angos.cache.tasks`): the payload's ``repository`` is no
+  longer configured or has no ``upstream`` left, or the payload names an
+  ``upstream`` URL the repository no longer lists (no kind does today). A
+  cache job without a ``repository`` field is never touched.
 
 Running jobs are left alone (their owner finishes or dead-letters them; the
 next run removes them). Deletion uses the queue's admin operations, so a job

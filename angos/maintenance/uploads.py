@@ -14,7 +14,9 @@ An upload session (``uploads/<id>/`` in the blob store: ``info`` with
 
 A removed session's marker in ``upload-index/`` (what the per-namespace cap
 counts) goes with it, and markers whose session no longer exists (a crash
-between the two deletes) are dropped once a minute old.
+between the two deletes) are dropped once a minute old. So are pull-through
+fill records (``fills/``) whose session is gone: a fill killed mid-way leaves
+both, and the session goes first, by the rules above.
 
 The idle floor exists because a client between two requests of one upload
 (POST, PATCH..., PUT) is indistinguishable from one that gave up; without it
@@ -28,6 +30,7 @@ written is never cut in half.
 
     DeleteUpload id=<id> namespace=<ns> age=<seconds>s idle=<seconds>s
     DeleteUploadMarker id=<id> entry=<namespace entry>
+    DeleteFillRecord digest=<digest> id=<id>
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ def run(cfg, age: float, dry_run: bool, out=print, registry=None) -> int:
         except Exception as exc:  # noqa: BLE001 - one bad session must not stop the sweep
             phase.problem("uploads: session %s: %s", upload_id, exc)
     _stray_markers(blobs, phase)
+    _stale_fill_records(blobs, phase)
     return phase.finish(("stale", "kept") if dry_run else ("deleted", "kept"))
 
 
@@ -116,3 +120,26 @@ def _stray_markers(blobs, phase: PhaseRun) -> None:
                     blobs.delete(paths.upload_marker_entry(entry, upload_id))
             except Exception as exc:  # noqa: BLE001
                 phase.problem("uploads: marker %s/%s: %s", entry, upload_id, exc)
+
+
+def _stale_fill_records(blobs, phase: PhaseRun) -> None:
+    for key in list(blobs.list(paths.FILLS)):
+        phase.tick("fill records")
+        try:
+            try:
+                upload_id = json.loads(blobs.get(key)).get("upload_id")
+                mtime = blobs.stat(key).mtime
+            except NotFound:
+                continue  # the fill ended since we listed it
+            except (ValueError, AttributeError):
+                upload_id, mtime = None, 0.0
+            if isinstance(upload_id, str) and _idle(blobs, upload_id) is not None:
+                continue  # its session exists: a fill in flight, or one the sweep above keeps
+            if time.time() - mtime < IDLE_SECS:
+                continue  # a leader writes its record just after starting its session
+            phase.act(f"DeleteFillRecord digest={key.split('/', 1)[-1].replace('/', ':')} id={upload_id}")
+            phase.count("fill_records_removed")
+            if not phase.dry_run:
+                blobs.delete(key)
+        except Exception as exc:  # noqa: BLE001
+            phase.problem("uploads: fill record %s: %s", key, exc)

@@ -65,6 +65,12 @@ Unavailable = _oci("Unavailable", "UNAVAILABLE", 503, "a backend the registry de
 # A request body that stopped arriving (server.body_timeout_secs). The spec's table has no timeout
 # code; the body that did arrive is shorter than announced, which is what SIZE_INVALID says.
 BodyTimeout = _oci("BodyTimeout", "SIZE_INVALID", 408, "the request body stopped arriving")
+# A pull-through upstream answered, but with something unusable (bytes that do not match their digest,
+# a truncated body, a manifest over the size limit, an unexpected status): nothing of it is stored.
+BadGateway = _oci("BadGateway", "UNAVAILABLE", 502, "the upstream registry sent an unusable answer")
+# A write to a pull-through namespace: its content comes from the upstream only (deletes are allowed).
+PullThroughReadOnly = _oci("PullThroughReadOnly", "UNSUPPORTED", 405,
+                           "this namespace is a pull-through cache: push to its upstream instead")
 
 
 class BlobReferenced(OciError):

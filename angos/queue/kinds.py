@@ -76,6 +76,12 @@ class JobContext:
                 self._services[name] = factory()
             return self._services[name]
 
+    def provide(self, name: str, obj: object) -> None:
+        """Use ``obj`` as service ``name`` (a drain hosted in a web worker shares the worker's own
+        objects, and with them its process-local locks)."""
+        with self._lock:
+            self._services[name] = obj
+
 
 Handler = Callable[..., None]
 _HANDLERS: dict[str, Handler] = {}

@@ -7,6 +7,8 @@ Blob store::
     uploads/<uuid>/info                         session record (namespace, algorithm, start)
     upload-index/<ns entry>/<uuid>              a counted session of that namespace (upload_limits)
     quarantine/<alg>/<hex>                      bytes ``scrub --blobs`` found corrupt
+    fills/<alg>/<hex>                           a pull-through fill in progress: its upload
+                                                session and size (angos.cache.fills)
 
 Metadata store::
 
@@ -72,6 +74,13 @@ BLOB_INDEX = "blob-index"
 
 def quarantine(d: Digest) -> str:
     return f"quarantine/{d.algorithm}/{d.hex}"
+
+
+def fill_record(d: Digest) -> str:
+    return f"fills/{d.algorithm}/{d.hex}"
+
+
+FILLS = "fills"
 
 
 def upload_dir(upload_id: str) -> str:

@@ -1,7 +1,10 @@
 """Lock strategies for read-modify-write sequences on the metadata store.
 
-``LockManager.lock(name)`` is a context manager that holds an exclusive lock
-named ``name`` across every process that shares the strategy:
+``LockManager.lock(name, timeout=None)`` is a context manager that holds an
+exclusive lock named ``name`` across every process that shares the strategy,
+raising :class:`LockTimeout` when it cannot be had in time. ``timeout`` (seconds)
+overrides the strategy's default wait; ``0`` tries once and never waits (a
+pull-through fill asks "is anyone else fetching this blob?" that way):
 
 - ``memory``: one process only (gevent-aware once the process is patched).
 - ``file``: ``flock`` on files under ``<metadata root>/_locks``, host-wide.
@@ -41,7 +44,7 @@ class LockTimeout(Unavailable):
 class LockManager:
     backend = "abstract"
 
-    def lock(self, name: str):  # pragma: no cover - interface
+    def lock(self, name: str, timeout: float | None = None):  # pragma: no cover - interface
         raise NotImplementedError
 
     def _acquired(self, started: float, ok: bool) -> None:
@@ -62,18 +65,19 @@ class MemoryLocks(LockManager):
         self.timeout = timeout
 
     @contextlib.contextmanager
-    def lock(self, name: str):
+    def lock(self, name: str, timeout: float | None = None):
         with self._guard:
             lk = self._locks.get(name)
             if lk is None:
                 lk = threading.Lock()
                 self._locks[name] = lk
+        wait = self.timeout if timeout is None else timeout
         started = time.monotonic()
-        ok = lk.acquire(timeout=self.timeout)
-        if self.instrument:
+        ok = lk.acquire(timeout=wait) if wait > 0 else lk.acquire(blocking=False)
+        if self.instrument and (ok or wait > 0):  # a refused try is an answer, not a timeout
             self._acquired(started, ok)
         if not ok:
-            raise LockTimeout(f"lock {name!r} not acquired within {self.timeout:.0f}s")
+            raise LockTimeout(f"lock {name!r} not acquired within {wait:.0f}s")
         try:
             yield
         finally:
@@ -96,26 +100,28 @@ class FileLocks(LockManager):
         return os.path.join(self.directory, f"{h}.lock")
 
     @contextlib.contextmanager
-    def lock(self, name: str):
+    def lock(self, name: str, timeout: float | None = None):
         path = self._path(name)
+        wait = self.timeout if timeout is None else timeout
         started = time.monotonic()
-        with self._local.lock(path):
+        with self._local.lock(path, wait):
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except FileNotFoundError:  # the lock directory was removed under us: recreate it
                 os.makedirs(self.directory, exist_ok=True)
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                deadline = started + self.timeout
+                deadline = started + wait
                 delay = 0.0005
                 while True:
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         break
                     except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            self._acquired(started, False)
-                            raise LockTimeout(f"lock {name!r} not acquired within {self.timeout:.0f}s") from None
+                        if time.monotonic() >= deadline:
+                            if wait > 0:  # a refused try is an answer, not a timeout
+                                self._acquired(started, False)
+                            raise LockTimeout(f"lock {name!r} not acquired within {wait:.0f}s") from None
                         time.sleep(delay)
                         delay = min(delay * 2, 0.02)
                 self._acquired(started, True)
@@ -165,11 +171,11 @@ class LeasedLocks(LockManager):
         return Unavailable(f"{self.service} unreachable: {exc}")
 
     @contextlib.contextmanager
-    def lock(self, name: str):
+    def lock(self, name: str, timeout: float | None = None):
         key = self._key(name)
-        with self._local.lock(key):
+        with self._local.lock(key, timeout):
             token = uuid.uuid4().hex
-            handle = [self._acquire(name, key, token)]
+            handle = [self._acquire(name, key, token, once=timeout == 0)]
             stop = threading.Event()
             renewer = threading.Thread(target=self._keep_alive, args=(key, token, handle, stop), daemon=True,
                                        name=f"lock-renew:{name}")
@@ -185,9 +191,9 @@ class LeasedLocks(LockManager):
                     log.warning("could not release lock %s on the %s: %s (it expires on its own)", name,
                                 self.service, exc)
 
-    def _acquire(self, name: str, key: str, token: str):
+    def _acquire(self, name: str, key: str, token: str, once: bool = False):
         started = time.monotonic()
-        retries, delay = self.cfg.max_retries, self.cfg.retry_delay_ms / 1000
+        retries, delay = (0 if once else self.cfg.max_retries), self.cfg.retry_delay_ms / 1000
         try:
             for attempt in range(retries + 1):
                 handle = self._try_acquire(key, token)
@@ -202,7 +208,8 @@ class LeasedLocks(LockManager):
             m.LOCK_ACQUISITIONS.labels(self.backend, "error").inc()
             m.LOCK_DURATION.labels(self.backend).observe((time.monotonic() - started) * 1000)
             raise self._unavailable(exc) from None
-        self._acquired(started, False)
+        if not once:  # a refused try is an answer, not a timeout
+            self._acquired(started, False)
         raise LockTimeout(f"lock {name!r} still held elsewhere after {retries} retries")
 
     def _keep_alive(self, key: str, token: str, handle: list, stop: threading.Event) -> None:

@@ -141,3 +141,30 @@ def test_acquisitions_and_timeouts_are_counted_per_backend(two_managers):
     assert sample("acquired") == acquired + 1
     assert sample("timeout") == timeouts + 1
     assert REGISTRY.get_sample_value("lock_acquisition_duration_ms_count", {"backend": a.backend}) >= 2
+
+
+def test_a_try_lock_answers_at_once_whether_the_lock_is_free(two_managers):
+    """``timeout=0`` (pull-through's "is anyone fetching this blob?") tries once and never waits."""
+    a, b = two_managers
+    with a.lock("fill:sha256:x", timeout=0):
+        with pytest.raises(LockTimeout):
+            with b.lock("fill:sha256:x", timeout=0):
+                pass
+    with b.lock("fill:sha256:x", timeout=0):
+        pass
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_a_try_lock_on_local_strategies(kind, tmp_path):
+    from angos.storage.locks import FileLocks, MemoryLocks
+
+    if kind == "memory":
+        a = b = MemoryLocks()
+    else:
+        a, b = FileLocks(str(tmp_path)), FileLocks(str(tmp_path))  # two processes' views of one directory
+    with a.lock("fill:sha256:y", timeout=0):
+        with pytest.raises(LockTimeout):
+            with b.lock("fill:sha256:y", timeout=0):
+                pass
+    with b.lock("fill:sha256:y", timeout=0):
+        pass

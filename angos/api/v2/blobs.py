@@ -5,21 +5,30 @@ the server sends it with zero-copy ``sendfile``; other servers get a bounded
 read loop. On S3 a GET answers 307 to a presigned URL instead when
 ``global.enable_blob_redirect`` is on and the client did not send
 ``X-Angos-No-Redirect``; HEAD and empty blobs are always answered here.
+
+In a pull-through namespace (:mod:`angos.cache`) a blob that is not stored
+yet is answered from the upstream: a HEAD with the upstream's size, a GET by
+streaming the fill as it lands. Once headers are sent, a fill that fails can
+only cut the response short, which the client sees as an incomplete body.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import re
 
 from flask import Blueprint, current_app, request
 
 from ...oci.digest import Digest
-from ...oci.errors import RangeNotSatisfiable
+from ...oci.errors import OciError, RangeNotSatisfiable
 from ...oci.reference import validate_name
 from ..gate import action
 from ..http import CHUNK, empty, redirect, redirect_allowed, registry
+from ..pull_through import cache_for
 
 bp = Blueprint("v2_blobs", __name__)
+log = logging.getLogger("angos.api")
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -64,17 +73,18 @@ def get_blob(name: str, digest: str):
     validate_name(name)
     d = Digest.parse(digest)
     reg = registry()
-    handle = reg.blobs.stat(name, d)
+    cache = cache_for(name)
+    if cache is not None:  # pull-through: stored, or fetched once and streamed (angos.cache.blobs)
+        served = cache.get_blob(name, d, head=request.method == "HEAD")
+        if served.handle is None:
+            return _from_upstream(cache, name, d, served)
+        handle = served.handle
+    else:
+        handle = reg.blobs.stat(name, d)
     rng = _parse_range(request.headers.get("Range"), handle.size)
     start, end = rng if rng else (0, handle.size - 1)
     length = end - start + 1 if handle.size else 0
-    headers = {
-        "Docker-Content-Digest": str(d),
-        "Content-Type": "application/octet-stream",
-        "Accept-Ranges": "bytes",
-        "ETag": f'"{d}"',
-        "Cache-Control": "max-age=31536000",
-    }
+    headers = _headers(d)
     status = 200
     if rng:
         status = 206
@@ -101,6 +111,48 @@ def get_blob(name: str, digest: str):
     resp.headers.update(headers)
     resp.headers["Content-Length"] = str(length)
     return resp
+
+
+def _headers(d: Digest) -> dict:
+    return {
+        "Docker-Content-Digest": str(d),
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{d}"',
+        "Cache-Control": "max-age=31536000",
+    }
+
+
+def _from_upstream(cache, name: str, d: Digest, served):
+    """A blob not stored yet: a HEAD answered from the upstream's size, or a GET that streams the
+    fill as it lands (the fill verifies the digest before anything is visible)."""
+    headers = _headers(d)
+    size = served.size or 0
+    rng = _parse_range(request.headers.get("Range"), size) if served.fill is not None else None
+    start, end = rng if rng else (0, size - 1)
+    length = end - start + 1 if size else 0
+    status = 206 if rng else 200
+    if rng:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    if served.fill is None or length == 0:
+        resp = current_app.response_class(b"", status=status)
+    else:
+        resp = current_app.response_class(_stream(cache, name, d, served.fill, start, length), status=status,
+                                          direct_passthrough=True)
+    resp.headers.update(headers)
+    resp.headers["Content-Length"] = str(length)
+    return resp
+
+
+def _stream(cache, name: str, d: Digest, fill, start: int, length: int):
+    try:
+        yield from fill.read(cache.registry.blob_store, start, length)
+    except OciError as exc:
+        # Headers are gone: the only way left to say "failed" is to cut the response short. An
+        # ECONNRESET makes gunicorn close the connection without a traceback; this line says why.
+        log.warning("pull-through GET %s@%s cut short: %s", name, d, exc.message)
+        raise ConnectionResetError(errno.ECONNRESET, exc.message) from None
+    cache.blobs.finish(name, d)
 
 
 @bp.route("/v2/<path:name>/blobs/<digest>", methods=["DELETE"])

@@ -3,7 +3,8 @@
 ``X-Angos-Source-Timestamp`` header that marks a replicated write. On an S3
 metadata store a GET answers 307 to a presigned URL of the bare body (with the
 manifest's media type) when ``global.enable_manifest_redirect`` is on and the
-client did not send ``X-Angos-No-Redirect``."""
+client did not send ``X-Angos-No-Redirect``. In a pull-through namespace reads go
+through :mod:`angos.cache.manifests` (a stale copy carries a ``Warning`` header)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from ...oci.digest import is_digest
 from ...oci.errors import ManifestInvalid, TooLarge, Unsupported
 from ...oci.reference import validate_name, validate_tag
 from ...registry.timestamps import parse_source_ts
-from ..gate import action, granted
+from ..gate import action, allows_fill, granted
 from ..http import empty, read_bounded, redirect, redirect_allowed, registry
+from ..pull_through import cache_for, stale_warning
 
 bp = Blueprint("v2_manifests", __name__)
 
@@ -46,14 +48,26 @@ def _source_ts():
 def get_manifest(name: str, reference: str):
     validate_name(name)
     reg = registry()
-    rev = reg.manifests.get(name, _reference(reference))
+    cache = cache_for(name)
+    warning = None
+    if cache is not None:  # pull-through: hit, revalidate or fetch (angos.cache.manifests)
+        served = cache.get_manifest(name, _reference(reference), allows_fill)
+        rev = served.revision
+        warning = stale_warning(served.warning) if served.warning else None
+    else:
+        rev = reg.manifests.get(name, _reference(reference))
     if request.method == "GET":
         reg.record_pull(name, rev.digest)
         if redirect_allowed(reg.cfg.global_.enable_manifest_redirect):
             url = reg.manifests.redirect_url(name, rev)  # served with rev.media_type as Content-Type
             if url:
-                return redirect(url, {"Docker-Content-Digest": str(rev.digest)})
+                resp = redirect(url, {"Docker-Content-Digest": str(rev.digest)})
+                if warning:
+                    resp.headers["Warning"] = warning
+                return resp
     resp = current_app.response_class(b"" if request.method == "HEAD" else rev.body, status=200)
+    if warning:
+        resp.headers["Warning"] = warning
     resp.headers["Content-Type"] = rev.media_type
     resp.headers["Docker-Content-Digest"] = str(rev.digest)
     resp.headers["Content-Length"] = str(len(rev.body))
