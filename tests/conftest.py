@@ -8,6 +8,8 @@
   with filesystem storage, as a third-party peer.
 - ``redis_server``: a throwaway ``redis-server``.
 - ``skopeo(*args)``: run skopeo against loopback registries (TLS off).
+- ``wait_for(predicate, timeout=..., what=...)``: the one poll helper; returns the first
+  truthy value ``predicate()`` gives and raises with the last value it saw on timeout.
 """
 
 from __future__ import annotations
@@ -33,6 +35,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str | None = None):
+    """Poll ``predicate`` until it returns something truthy and return that value.
+
+    On timeout raise AssertionError naming ``what`` (or the predicate) and the last
+    value seen, so a failure says what the test was looking at, not just "timed out".
+    Callers may still write ``assert wait_for(...)``: a value that comes back is truthy.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            shown = repr(value)
+            if len(shown) > 2000:
+                shown = shown[:2000] + "..."
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or _describe(predicate)}; "
+                                 f"last saw {shown}")
+        time.sleep(interval)  # the poll interval: how often the condition is looked at
+
+
+def _describe(predicate) -> str:
+    code = getattr(predicate, "__code__", None)
+    if code is None:
+        return repr(predicate)
+    return f"{getattr(predicate, '__qualname__', 'predicate')} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
 
 
 def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 20.0, ok=(200, 401)) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import requests
 
-from .replication.conftest import remote_digest, wait_for
+from .conftest import wait_for
+from .replication.conftest import remote_digest
 from .replication.test_failures import OCI, _small_manifest
 
 

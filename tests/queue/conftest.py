@@ -29,22 +29,13 @@ import pytest
 
 from angos.config import load_config, load_config_text
 from angos.queue.core import JobQueue
-from tests.conftest import ANGOS, ROOT, make_bucket
+from tests.conftest import ANGOS, ROOT, make_bucket, wait_for
 
 import tests.queue.jobkinds  # noqa: F401 - registers the test job kinds in this process too
 
 JOB_ENV = {"ANGOS_JOB_MODULES": "tests.queue.jobkinds",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def read_lines(path: Path) -> list[list[str]]:
@@ -162,7 +153,7 @@ class QueueEnv:
         if self.backend == "s3":
             # Without [global.job_queue] a server started by the test may drain first, so a test
             # can be done before this worker is; it must be up before the test may stop it.
-            wait_until(lambda: "draining " in w.logs(), what="the worker to start draining")
+            wait_for(lambda: "draining " in w.logs(), what="the worker to start draining")
         return w
 
     def close(self) -> None:

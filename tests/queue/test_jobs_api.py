@@ -9,7 +9,8 @@ import pytest
 import requests
 
 from tests.conftest import AngosServer, free_port
-from tests.queue.conftest import JOB_ENV, read_lines, wait_until
+from tests.conftest import wait_for
+from tests.queue.conftest import JOB_ENV, read_lines
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_queue_depth_gauges_appear_on_metrics(qenv, server):
         found = dict(re.findall(r'^(angos_job_queue_(?:pending|failed))\{queue="replication"\} (\S+)$', text, re.M))
         return found if found == {"angos_job_queue_pending": "3.0", "angos_job_queue_failed": "1.0"} else None
 
-    wait_until(gauges, timeout=20, what="the refreshed gauges")
+    wait_for(gauges, timeout=20, what="the refreshed gauges")
 
 
 def test_retry_via_api_resets_attempts_and_the_job_then_succeeds(qenv, server):
@@ -75,14 +76,14 @@ def test_retry_via_api_resets_attempts_and_the_job_then_succeeds(qenv, server):
     fix = qenv.out / "fixed"
     q.submit("test.flaky", "retry-me", {"dir": str(qenv.out), "fixed_by": str(fix)})
     worker = qenv.worker()
-    failed = wait_until(lambda: jobs(server, "/failed", queue="replication").json()["failed"], what="dead letter")
+    failed = wait_for(lambda: jobs(server, "/failed", queue="replication").json()["failed"], what="dead letter")
     assert failed[0]["attempts"] == 2 and failed[0]["last_error"] == "RuntimeError: boom 1"
     fix.touch()
     key = failed[0]["storage_key"]
     r = requests.post(f"{server.url}/_ext/_jobs/failed/{key}/retry", params={"queue": "replication"}, timeout=10)
     assert r.status_code == 204, r.text
     log = qenv.out / "retry-me.log"
-    wait_until(lambda: any(line[0] == "done" for line in read_lines(log)), what="the retried run")
+    wait_for(lambda: any(line[0] == "done" for line in read_lines(log)), what="the retried run")
     assert [line[2] for line in read_lines(log)] == ["0", "1", "0", "0"]  # attempts reset to 0
     assert jobs(server, "/failed", queue="replication").json() == {"failed": []}
     r = requests.post(f"{server.url}/_ext/_jobs/failed/{key}/retry", params={"queue": "replication"}, timeout=10)

@@ -16,7 +16,8 @@ import pytest
 from angos.queue.core import JobQueue
 from angos.queue.envelope import STORAGE_KEY
 from tests.conftest import make_bucket
-from tests.queue.conftest import QueueEnv, read_lines, wait_until
+from tests.conftest import wait_for
+from tests.queue.conftest import QueueEnv, read_lines
 
 
 @pytest.fixture
@@ -81,8 +82,8 @@ def test_pending_jobs_survive_a_wiped_local_jobs_dir_and_run_in_a_new_drain(s3en
     shutil.rmtree(s3env.dir / "box")  # the box lost its disk (wake-ups included)
     (s3env.dir / "box").mkdir()
     s3env.worker("--queue", "replication")  # a fresh drain: top_up finds the jobs on S3
-    wait_until(lambda: all(_ends(s3env.out / f"survivor-{i}.log") for i in range(3)), what="the jobs to run")
-    wait_until(lambda: q.list_pending() == ([], None), what="an empty queue")
+    wait_for(lambda: all(_ends(s3env.out / f"survivor-{i}.log") for i in range(3)), what="the jobs to run")
+    wait_for(lambda: q.list_pending() == ([], None), what="an empty queue")
 
 
 def test_two_boxes_coalesce_and_never_run_one_lock_key_at_once(s3env):
@@ -117,7 +118,7 @@ def test_two_boxes_coalesce_and_never_run_one_lock_key_at_once(s3env):
             a.enqueue("test.record", "shared", payload)
             b.enqueue("test.record", "shared", payload)
             time.sleep(0.03)
-        wait_until(lambda: a.list_pending() == ([], None), what="the key to drain")
+        wait_for(lambda: a.list_pending() == ([], None), what="the key to drain")
     finally:
         stop.set()
         for t in drains:
@@ -132,13 +133,13 @@ def test_an_enqueue_during_a_run_schedules_exactly_one_more_run_across_boxes(s3e
     assert a.submit("test.gate", "gated", payload)
     runner = threading.Thread(target=a.run_next)
     runner.start()
-    wait_until(lambda: read_lines(s3env.out / "gated.log"), what="the first run")
+    wait_for(lambda: read_lines(s3env.out / "gated.log"), what="the first run")
     assert b.submit("test.gate", "gated", payload) is True  # the running job does not absorb it
     assert a.submit("test.gate", "gated", payload) is False
     assert b.run_next() is None  # the key is running on box a
     (s3env.out / "gated.go").touch()
     runner.join(10)
-    assert wait_until(lambda: b.run_next(), what="the rerun") == "succeeded"
+    assert wait_for(lambda: b.run_next(), what="the rerun") == "succeeded"
     assert a.run_next() is None and b.run_next() is None
     assert [line[0] for line in read_lines(s3env.out / "gated.log")] == ["start", "end", "start", "end"]
 
@@ -155,10 +156,10 @@ def test_retry_backoff_and_a_delayed_enqueue_never_run_early(s3env):
     assert q.run_next() is None  # neither job is due yet
     other = _box(s3env, "box-b")
     assert other.run_next() is None and other.top_up() == 0  # nor on another box
-    wait_until(lambda: time.time() >= env.not_before, what="the backoff")
+    wait_for(lambda: time.time() >= env.not_before, what="the backoff")
     assert q.run_next() == "succeeded"
     assert not (s3env.out / "later.log").exists()
-    wait_until(lambda: q.run_next() == "succeeded", what="the delayed job")
+    wait_for(lambda: q.run_next() == "succeeded", what="the delayed job")
     starts = [float(line[1]) for line in read_lines(s3env.out / "later.log") if line[0] == "start"]
     attempts = [float(line[1]) for line in read_lines(s3env.out / "flaky.log") if line[0] == "attempt"]
     assert attempts[1] - attempts[0] >= 0.6
@@ -171,7 +172,7 @@ def test_dead_letter_then_retry_and_delete_through_the_store(s3env):
     fix = s3env.out / "fixed"
     q.submit("test.flaky", "doomed", {"dir": str(s3env.out), "fixed_by": str(fix)})
     assert q.run_next() == "retried"
-    wait_until(lambda: q.run_next() == "dead_lettered", what="the dead letter")
+    wait_for(lambda: q.run_next() == "dead_lettered", what="the dead letter")
     (failed,), more = q.list_failed()
     key = failed["storage_key"]
     assert more is None and STORAGE_KEY.match(key) and failed["attempts"] == 2

@@ -10,7 +10,8 @@ import requests
 
 from ..conftest import skopeo
 from ..images import multi_arch_index, single_platform_image
-from .conftest import push_counts, remote_digest, wait_for
+from ..conftest import wait_for
+from .conftest import push_counts, remote_digest
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
 

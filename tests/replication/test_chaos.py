@@ -12,7 +12,8 @@ import time
 import pytest
 import requests
 
-from .conftest import remote_digest, wait_for
+from ..conftest import wait_for
+from .conftest import remote_digest
 from .test_failures import OCI, _jobs, _small_manifest
 
 TAGS = [f"t{i}" for i in range(8)]

@@ -6,7 +6,8 @@ import time
 
 import requests
 
-from .conftest import push_counts, remote_digest, source_config, wait_for
+from ..conftest import wait_for
+from .conftest import push_counts, remote_digest, source_config
 from .test_failures import OCI, _small_manifest
 
 

@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from ..netem import SlowProxy
-from .conftest import remote_digest, source_config, wait_for
+from ..conftest import wait_for
+from .conftest import remote_digest, source_config
 from .test_failures import OCI, _jobs, _small_manifest
 
 

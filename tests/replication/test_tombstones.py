@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from ..conftest import ROOT
-from .conftest import remote_digest, wait_for
+from ..conftest import wait_for
+from .conftest import remote_digest
 from .test_failures import OCI, _jobs, _small_manifest
 
 HELD = """

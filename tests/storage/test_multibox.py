@@ -22,21 +22,13 @@ import pytest
 import requests
 
 from tests.api.helpers import push_image, uniq
-from tests.conftest import ANGOS, AngosServer, angos_config, free_port, make_bucket
+from tests.conftest import ANGOS, AngosServer, angos_config, free_port, make_bucket, wait_for
 
 from .conftest import s3_server_config
 from .s3_proxy import start_stripping_proxy
 
 pytestmark = pytest.mark.slow
 
-
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class RedisProc:
@@ -178,7 +170,7 @@ def test_concurrent_pushes_to_one_tag_across_both_servers_converge_and_replicate
     from_b = push_image(b, ns, "sha256", tag="from-b")[0]
 
     # Both servers enqueue into the shared Redis queue; the one worker drains it into C.
-    wait_until(lambda: _tag_digest(c, ns, "race") == final_a and _tag_digest(c, ns, "from-a") == from_a
+    wait_for(lambda: _tag_digest(c, ns, "race") == final_a and _tag_digest(c, ns, "from-a") == from_a
                and _tag_digest(c, ns, "from-b") == from_b and not _pending(a), what="replication to C")
     assert _failed(a) == [] and _pending(b) == []
     # Every job for this namespace ran to completion exactly once (Redis hands a job to one consumer).
@@ -195,7 +187,7 @@ def test_redis_outage_fails_lock_needing_requests_with_503_and_loses_no_job(clus
     ns = uniq("mirror/outage")
     cluster["worker"].stop()  # hold jobs in the queue across the outage
     before, body, media_type, _ = push_image(a, ns, "sha256", tag="before")
-    wait_until(lambda: len(_pending(a)) >= 1, what="the job to be queued")
+    wait_for(lambda: len(_pending(a)) >= 1, what="the job to be queued")
 
     redis.stop()
     try:
@@ -218,13 +210,13 @@ def test_redis_outage_fails_lock_needing_requests_with_503_and_loses_no_job(clus
     finally:
         redis.start()
 
-    wait_until(lambda: requests.get(a.url + "/readyz").status_code == 200
+    wait_for(lambda: requests.get(a.url + "/readyz").status_code == 200
                and requests.get(b.url + "/readyz").status_code == 200, what="readiness after Redis returned")
     after, _, _, _ = push_image(b, ns, "sha256", tag="after")
     assert _tag_digest(a, ns, "before") == before
     assert _tag_digest(a, ns, "during") is None
     cluster["worker"] = Worker(cluster["config"], a.workdir)
-    wait_until(lambda: _tag_digest(c, ns, "before") == before and _tag_digest(c, ns, "after") == after,
+    wait_for(lambda: _tag_digest(c, ns, "before") == before and _tag_digest(c, ns, "after") == after,
                what="the queued jobs to reach C after the outage")
     assert _failed(a) == []
 
@@ -276,7 +268,7 @@ def test_readyz_follows_s3_reachability_and_requests_fail_503_meanwhile(tmp_path
         assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
         moto = start_moto()
         make_bucket(endpoint, bucket)
-        wait_until(lambda: requests.get(server.url + "/readyz").status_code == 200, what="readiness after S3 returned")
+        wait_for(lambda: requests.get(server.url + "/readyz").status_code == 200, what="readiness after S3 returned")
         assert push_image(server, "outage/app", "sha256", tag="v2")[0]
     finally:
         server.stop(timeout=10)
