@@ -12,8 +12,7 @@ import requests
 
 from angos.config import load_config
 from angos.queue.core import JobQueue
-from tests.conftest import AngosServer, angos_config, free_port
-from tests.conftest import wait_for
+from tests.conftest import AngosServer, angos_config, free_port, wait_for
 from tests.queue.conftest import JOB_ENV, read_lines
 
 from .helpers import push_image

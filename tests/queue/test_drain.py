@@ -16,8 +16,7 @@ import requests
 
 from angos.config import load_config
 from angos.queue.core import JobQueue
-from tests.conftest import ANGOS
-from tests.conftest import wait_for
+from tests.conftest import ANGOS, wait_for
 from tests.queue.conftest import JOB_ENV, read_lines
 
 

@@ -8,8 +8,7 @@ import re
 import pytest
 import requests
 
-from tests.conftest import AngosServer, free_port
-from tests.conftest import wait_for
+from tests.conftest import AngosServer, free_port, wait_for
 from tests.queue.conftest import JOB_ENV, read_lines
 
 

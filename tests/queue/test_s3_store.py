@@ -15,8 +15,7 @@ import pytest
 
 from angos.queue.core import JobQueue
 from angos.queue.envelope import STORAGE_KEY
-from tests.conftest import make_bucket
-from tests.conftest import wait_for
+from tests.conftest import make_bucket, wait_for
 from tests.queue.conftest import QueueEnv, read_lines
 
 

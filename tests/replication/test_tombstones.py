@@ -17,8 +17,7 @@ import time
 import pytest
 import requests
 
-from ..conftest import ROOT
-from ..conftest import wait_for
+from ..conftest import ROOT, wait_for
 from .conftest import remote_digest
 from .test_failures import OCI, _jobs, _small_manifest
 
