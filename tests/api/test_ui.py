@@ -99,7 +99,11 @@ def test_pending_jobs_are_listed_and_deleted_only_by_same_site_posts(ui_server):
     page = requests.get(server.url + r.headers["Location"], timeout=10).text
     assert f"Job {key} deleted." in page
     assert "ui-later" not in page
-    assert not (out / "later.log").exists()
+    # Gone from the store itself, not just from the page: the key no longer coalesces.
+    assert q.get(key) is None
+    assert q.submit("test.record", "ui-later", {"dir": str(out), "name": "later"}, delay=600) is True
+    (again,) = [j for j in q.list_pending()[0] if j["lock_key"] == "ui-later"]
+    assert q.delete_pending(again["storage_key"]) is True  # leave the module's queue as it was
 
 
 def test_notices_are_fixed_texts_and_bad_parameters_are_refused(ui_server):
