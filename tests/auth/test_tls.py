@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from .conftest import Client, identity_toml, issue_server_cert, make_pki
+from .conftest import Client, attempts_delta, auth_attempts, identity_toml, issue_server_cert, make_pki
 
 
 def tls_toml(pki, client_auth: str | None) -> str:
@@ -83,6 +83,21 @@ def test_a_rule_on_certificate_organizations_decides(required, pki):
     r = requests.get(srv.url + "/v2/", verify=str(pki.ca), cert=other, timeout=10)
     assert r.status_code == 403  # identified by its certificate, so denied rather than challenged
     assert r.json()["errors"][0]["code"] == "DENIED"
+
+
+def test_client_certificates_are_counted_as_mtls_attempts(required, pki):
+    srv, platform = required
+    other = pki.client("counted", "Other Org")
+    read = lambda path: requests.get(srv.url + path, verify=str(pki.ca), cert=platform, timeout=10)  # noqa: E731
+    before = auth_attempts(read)  # this reading is itself one mtls success
+    for _ in range(3):
+        assert requests.get(srv.url + "/v2/", verify=str(pki.ca), cert=platform, timeout=10).status_code == 200
+    # identified by its certificate (then denied by the policy): still an mtls identification
+    assert requests.get(srv.url + "/v2/", verify=str(pki.ca), cert=other, timeout=10).status_code == 403
+    with pytest.raises(requests.exceptions.ConnectionError):  # refused in the handshake: never identified
+        requests.get(srv.url + "/v2/", verify=str(pki.ca), timeout=10)
+    after = auth_attempts(read)
+    assert attempts_delta(before, after) == {("mtls", "success"): 5.0}
 
 
 def test_client_auth_optional_accepts_either_a_certificate_or_basic_credentials(module_server, pki):
