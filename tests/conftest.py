@@ -8,6 +8,8 @@
   with filesystem storage, as a third-party peer.
 - ``redis_server``: a throwaway ``redis-server``.
 - ``skopeo(*args)``: run skopeo against loopback registries (TLS off).
+- ``tree_snapshot(root)`` / ``snapshot_diff``: byte-for-byte views of a store, to show that a
+  refused request changed nothing.
 - ``wait_for(predicate, timeout=..., what=...)``: the one poll helper; returns the first
   truthy value ``predicate()`` gives and raises with the last value it saw on timeout.
 """
@@ -63,6 +65,31 @@ def _describe(predicate) -> str:
     if code is None:
         return repr(predicate)
     return f"{getattr(predicate, '__qualname__', 'predicate')} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
+
+
+def tree_snapshot(root: Path, skip_dirs=("_locks", "_jobs"), skip=lambda rel: False) -> dict[str, str]:
+    """``{relative path: sha256 of the content}`` of every file under ``root``: two equal
+    snapshots mean byte-identical trees. Lock files, the job queue and in-flight temporaries
+    (``.tmp-``) are left out: they change on reads too."""
+    import hashlib
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in skip_dirs]
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in filenames:
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if ".tmp-" in name or skip(rel):
+                continue
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                out[rel] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def snapshot_diff(before: dict, after: dict) -> dict:
+    """What :func:`tree_snapshot` ``after`` has that ``before`` had not (for assertion messages)."""
+    return {"added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after)),
+            "changed": sorted(k for k in after if k in before and after[k] != before[k])}
 
 
 def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 20.0, ok=(200, 401)) -> None:
