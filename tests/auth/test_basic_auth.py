@@ -15,6 +15,7 @@ import argon2
 import pytest
 import requests
 
+from ..api.helpers import assert_oci_error
 from ..conftest import ANGOS, skopeo
 from .conftest import Client, argon_hash, attempts_delta, auth_attempts, identity_toml, oci_layout, uniq
 
@@ -94,19 +95,19 @@ def test_skopeo_login_then_push_uses_the_stored_credentials(server, tmp_path):
 
 def test_anonymous_push_gets_401_with_a_basic_challenge(server):
     r = requests.post(f"{server.url}/v2/{uniq('anon')}/app/blobs/uploads/", timeout=30)
-    assert r.status_code == 401
+    assert_oci_error(r, 401, "UNAUTHORIZED")
     assert r.headers["WWW-Authenticate"].startswith('Basic realm="')
-    assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
-    v2 = requests.get(f"{server.url}/v2/", timeout=30)
-    assert v2.status_code == 401 and v2.headers["WWW-Authenticate"].startswith("Basic ")
+    for auth in (None, ("alice", "wrong"), ("mallory", "alice-pw")):  # none, a wrong password, an unknown user
+        v2 = requests.get(f"{server.url}/v2/", auth=auth, timeout=30)
+        assert_oci_error(v2, 401, "UNAUTHORIZED")
+        assert v2.headers["WWW-Authenticate"].startswith('Basic realm="')
 
 
 def test_authenticated_but_denied_push_gets_403_denied(server):
     bob = Client(server.url, "bob", "bob-pw")
     r = bob.post("readonly/app/blobs/uploads/")
-    assert r.status_code == 403
+    assert_oci_error(r, 403, "DENIED")
     assert "WWW-Authenticate" not in r.headers
-    assert r.json()["errors"][0]["code"] == "DENIED"
     # and the pull side of the same repository is open to bob
     alice = Client(server.url, "alice", "alice-pw")
     digest, _ = alice.push_image("readonly/app", "v1")

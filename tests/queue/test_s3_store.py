@@ -210,20 +210,6 @@ def test_dead_letter_then_retry_and_delete_through_the_store(s3env):
     assert [k for k in _keys(s3env) if "/failed/" in k] == []
 
 
-def test_listing_pages_in_storage_key_order(s3env):
-    q = s3env.queue()
-    for i in range(5):
-        q.submit("test.record", f"page-{i}", {}, delay=3600)
-    seen, after = [], None
-    while True:
-        page, after = q.list_pending(after, 2)
-        seen += page
-        if after is None:
-            break
-    assert len(seen) == 5 and [j["storage_key"] for j in seen] == sorted(j["storage_key"] for j in seen)
-    assert q.refresh_gauges() == (0, 0)  # all five are beyond the readiness horizon
-
-
 def test_a_stale_run_marker_left_by_a_crash_does_not_block_the_key(s3env):
     q = s3env.queue()
     q.submit("test.record", "crashy", {"dir": str(s3env.out)})
