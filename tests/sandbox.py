@@ -8,7 +8,7 @@ what a service can see and write into a ``bwrap`` command line:
 ``ProtectSystem=strict``  ``/`` bound read-only (so is everything not listed below)
 ``ReadWritePaths=``       bound writable
 ``StateDirectory=``       ``/var/lib/<name>`` bound writable, ``$STATE_DIRECTORY`` set
-``PrivateTmp=yes``        fresh ``/tmp`` and ``/var/tmp``
+``PrivateTmp=yes``        fresh ``/tmp`` and ``/var/tmp`` (mode 1777)
 ``ProtectHome=yes``       empty ``/home``, ``/root`` and ``/run/user``
 ``PrivateDevices=yes``    a minimal ``/dev``
 ``User=`` / ``Group=``    ``setpriv`` to that user with no supplementary groups, no new privileges
@@ -79,7 +79,8 @@ def sandboxed(unit: Path, command: list[str], *, state_dir: Path | None = None, 
     else:
         argv += ["--dev-bind", "/dev", "/dev"]
     if svc("PrivateTmp") == ["yes"]:
-        argv += ["--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
+        # 1777 as systemd makes them: the service's user must be able to create its own files there.
+        argv += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/var/tmp"]
     if svc("ProtectHome") == ["yes"]:
         argv += ["--tmpfs", "/home", "--tmpfs", "/root", "--tmpfs", "/run/user"]
     env: dict[str, str] = {}
