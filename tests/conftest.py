@@ -6,7 +6,8 @@
 - ``angos``: one shared server (2 workers, allow-all) for protocol tests.
 - ``docker_registry_factory()``: CNCF Distribution (Debian ``docker-registry``)
   with filesystem storage, as a third-party peer.
-- ``redis_server``: a throwaway ``redis-server``.
+- ``redis_server``: a throwaway ``redis-server``'s URL; ``redis_process`` the same server as a
+  :class:`RedisProc` a test can stop and start again.
 - ``skopeo(*args)``: run skopeo against loopback registries (TLS off).
 - ``tree_snapshot(root)`` / ``snapshot_diff``: byte-for-byte views of a store, to show that a
   refused request changed nothing.
@@ -282,25 +283,55 @@ def docker_registry_factory(tmp_path_factory):
         r.stop()
 
 
+class RedisProc:
+    """A ``redis-server`` on a free loopback port that can be stopped and started again on the same
+    port; ``durable`` keeps its data across that (append-only file, fsync always), like a Redis
+    restart in production."""
+
+    def __init__(self, workdir: Path, durable: bool = False):
+        self.port = free_port()
+        self.workdir = workdir
+        self.durable = durable
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self) -> "RedisProc":
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: _accepts(self.port), timeout=10, interval=0.05, what="redis-server to listen")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # a clean shutdown flushes the append-only file
+            self.proc.wait(10)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 @pytest.fixture
-def redis_server(tmp_path_factory):
+def redis_process(tmp_path_factory):
+    """A :class:`RedisProc` (started) that the test may stop and start."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed (make test installs it)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    redis = RedisProc(tmp_path_factory.mktemp("redis")).start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture
+def redis_server(redis_process):
+    """The URL of a throwaway ``redis-server``."""
+    return redis_process.url
 
 
 def skopeo(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import re
 import signal
-import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,43 +21,13 @@ import pytest
 import requests
 
 from tests.api.helpers import push_image, uniq
-from tests.conftest import ANGOS, AngosServer, angos_config, free_port, make_bucket, wait_for
+from tests.conftest import ANGOS, AngosServer, RedisProc, angos_config, free_port, make_bucket, wait_for
 
 from .conftest import s3_server_config
 from .s3_proxy import start_stripping_proxy
 
 pytestmark = pytest.mark.slow
 
-
-
-class RedisProc:
-    """A redis-server that can be stopped and started again on the same port with its data
-    (append-only file, fsync always), like a Redis restart in production."""
-
-    def __init__(self, workdir: Path):
-        self.port = free_port()
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-
-    def start(self) -> "RedisProc":
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # a clean shutdown flushes the append-only file
-            self.proc.wait(10)
 
 
 class Worker:
@@ -83,7 +52,7 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, moto_server):
-    redis = RedisProc(tmp_path_factory.mktemp("redis")).start()
+    redis = RedisProc(tmp_path_factory.mktemp("redis"), durable=True).start()
     down_dir = tmp_path_factory.mktemp("downstream")
     down_port = free_port()
     downstream = AngosServer(down_dir, angos_config(down_dir / "data", down_port, 1), down_port).start()
