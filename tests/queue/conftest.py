@@ -48,12 +48,12 @@ def read_lines(path: Path) -> list[list[str]]:
 
 class Worker:
     """``angos worker`` as a process; ``env`` adds to the test's environment (e.g. another box's
-    ``ANGOS_JOBS_DIR``)."""
+    ``ANGOS_JOBS_DIR``); ``wrap`` is a command the worker runs under (e.g. :data:`OTHER_HOST`)."""
 
-    def __init__(self, qenv: "QueueEnv", args: list[str], env: dict | None = None):
+    def __init__(self, qenv: "QueueEnv", args: list[str], env: dict | None = None, wrap: list[str] = ()):
         self.log_path = qenv.dir / f"worker-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(ANGOS + ["-c", str(qenv.config_path), "worker", *args], cwd=qenv.dir,
+        self.proc = subprocess.Popen([*wrap, *ANGOS, "-c", str(qenv.config_path), "worker", *args], cwd=qenv.dir,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, **JOB_ENV, **(env or {})), start_new_session=True)
 
@@ -103,6 +103,13 @@ class Producer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+
+# A worker "on another host" as far as the queue can tell: its own hostname (UTS namespace) and PID
+# namespace, so the owner string of its jobs names another machine and no worker here can look its
+# process up (the same-host shortcut for dead owners does not apply). Needs root, as the tests run.
+OTHER_HOST = ["bwrap", "--dev-bind", "/", "/", "--unshare-uts", "--hostname", "angos-other-host", "--unshare-pid",
+              "--proc", "/proc", "--die-with-parent", "--"]
 
 
 S3_SKIPS = {
@@ -178,8 +185,8 @@ class QueueEnv:
         self._queues.append(q)
         return q
 
-    def worker(self, *args: str, env: dict | None = None) -> Worker:
-        w = Worker(self, (["--in-process"] if self.backend == "s3" else []) + list(args), env)
+    def worker(self, *args: str, env: dict | None = None, wrap: list[str] = ()) -> Worker:
+        w = Worker(self, (["--in-process"] if self.backend == "s3" else []) + list(args), env, wrap)
         self.workers.append(w)
         if self.backend == "s3":
             # Without [global.job_queue] a server started by the test may drain first, so a test
