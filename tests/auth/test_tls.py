@@ -15,6 +15,7 @@ import time
 import pytest
 import requests
 
+from ..conftest import wait_for
 from .conftest import Client, attempts_delta, auth_attempts, identity_toml, issue_server_cert, make_pki
 
 
@@ -170,3 +171,64 @@ def test_a_replaced_client_ca_bundle_applies_to_new_connections(module_server, t
         time.sleep(0.1)
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(srv.url + "/v2/", verify=ca, cert=old_client, timeout=10)
+
+
+def _pem_pair(pki, cn: str) -> tuple[bytes, bytes]:
+    """A new server certificate (for 127.0.0.1, ``cn``) and its key as PEM, not written anywhere."""
+    from cryptography.hazmat.primitives import serialization
+
+    from .conftest import _cert, _key, _name
+
+    ca_cert, ca_key = pki._ca
+    key = _key()
+    cert = _cert(_name(cn), ca_cert.subject, key.public_key(), ca_key, san_ip="127.0.0.1")
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def test_a_half_written_certificate_and_key_pair_keeps_the_previous_one_serving(module_server, tmp_path_factory):
+    pki = make_pki(tmp_path_factory.mktemp("pki-half"))
+    srv = start_tls(module_server, tls_toml(pki, None) + '[global.access_policy]\ndefault = "allow"\n', pki)
+    assert served_common_name(srv.port, pki.ca) == "first"
+    cert, key = _pem_pair(pki, "second")
+    refused = "TLS files changed but do not load"
+    # The key is replaced first; the certificate is still the old one: the pair does not match.
+    pki.server_key.write_bytes(key)
+    assert served_common_name(srv.port, pki.ca) == "first"
+    wait_for(lambda: refused in srv.logs(), what="the mismatched pair to be refused")
+    # Then the certificate is being written: half of it is on disk.
+    with open(pki.server_cert, "wb") as fh:
+        fh.write(cert[: len(cert) // 2])
+    for _ in range(3):
+        assert served_common_name(srv.port, pki.ca) == "first"
+        assert requests.get(srv.url + "/v2/", verify=str(pki.ca), timeout=10).status_code == 200
+    wait_for(lambda: srv.logs().count(refused) >= 2, what="the half-written certificate to be refused")
+    # The pair is complete: the next connection gets it.
+    pki.server_cert.write_bytes(cert)
+    assert wait_for(lambda: served_common_name(srv.port, pki.ca) == "second", what="the completed pair")
+
+
+def test_turning_tls_on_is_logged_and_waits_for_a_restart(module_server, pki):
+    srv = module_server('[global.access_policy]\ndefault = "allow"\n')
+    plain = srv.config_path.read_text()
+    srv.config_path.write_text(plain + "\n" + tls_toml(pki, None))
+    wait_for(lambda: "take effect only after a restart: server.tls (enabling or disabling TLS)" in srv.logs(),
+             timeout=30, what="the restart-only change to be logged")
+    assert requests.get(srv.url + "/v2/", timeout=10).status_code == 200  # still plain HTTP
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"https://127.0.0.1:{srv.port}/v2/", verify=str(pki.ca), timeout=10)
+    srv.stop()
+    srv.url = f"https://127.0.0.1:{srv.port}"
+    srv.start(wait=False)
+    wait_for(lambda: _answers(srv.url + "/healthz", str(pki.ca)), timeout=30, what="the TLS server after the restart")
+    assert requests.get(srv.url + "/v2/", verify=str(pki.ca), timeout=10).status_code == 200
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{srv.port}/v2/", timeout=10)
+
+
+def _answers(url: str, ca: str) -> bool:
+    try:
+        return requests.get(url, verify=ca, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
