@@ -68,6 +68,15 @@ def _describe(predicate) -> str:
     return f"{getattr(predicate, '__qualname__', 'predicate')} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
 
 
+def chattr(flag: str, *paths: Path) -> None:
+    """``chattr +i`` / ``-i``: make files immutable, which stops root too (file modes do not; the
+    tests run as root). Fails the test where the file system has no such attribute."""
+    res = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.fail(f"chattr {flag} failed ({res.stderr.strip()}): this test needs a file system with the "
+                    "immutable attribute (ext4, xfs, btrfs) under pytest's temporary directory")
+
+
 def tree_snapshot(root: Path, skip_dirs=("_locks", "_jobs"), skip=lambda rel: False) -> dict[str, str]:
     """``{relative path: sha256 of the content}`` of every file under ``root``: two equal
     snapshots mean byte-identical trees. Lock files, the job queue and in-flight temporaries

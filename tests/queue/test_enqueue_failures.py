@@ -18,13 +18,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import pytest
 import requests
 
 from tests.replication.conftest import enqueued, source_config
 from tests.replication.test_failures import OCI, _small_manifest
 
-from ..conftest import wait_for
+from ..conftest import chattr, wait_for
 
 
 def failures(server) -> float:
@@ -68,13 +67,6 @@ def test_pushes_succeed_and_are_counted_while_redis_is_down(angos_factory, redis
     pushes_during(server, redis_process.stop, redis_process.start)
 
 
-def _chattr(flag: str, *paths: Path) -> None:
-    res = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.fail(f"chattr {flag} failed ({res.stderr.strip()}): this test needs a file system with the "
-                    "immutable attribute (ext4, xfs, btrfs) under pytest's temporary directory")
-
-
 def test_pushes_succeed_and_are_counted_while_the_sqlite_queue_is_unwritable(angos_factory):
     peer = angos_factory()
     server = angos_factory(config_text=source_config({"name": "peer", "url": peer.url}))
@@ -85,15 +77,15 @@ def test_pushes_succeed_and_are_counted_while_the_sqlite_queue_is_unwritable(ang
         wait_for(db.exists, timeout=30, what="the queue database")
         # The database and its WAL: no write can land anywhere, whatever connection tries.
         frozen[:] = [p for p in (db, db.with_name("queue.db-wal"), db.with_name("queue.db-shm")) if p.exists()]
-        _chattr("+i", *frozen, db.parent)
+        chattr("+i", *frozen, db.parent)
 
     def thaw():
-        _chattr("-i", *frozen, db.parent)
+        chattr("-i", *frozen, db.parent)
 
     try:
         pushes_during(server, freeze, thaw)
     finally:
-        if frozen:
+        if frozen:  # whatever failed above: the test's directory must stay removable
             subprocess.run(["chattr", "-i", *map(str, frozen), str(db.parent)], capture_output=True)
     # The jobs queued after the thaw reach the peer: the drain came through it too.
     wait_for(lambda: requests.head(peer.v2("nginx/app/manifests/again"), timeout=10).status_code == 200,
