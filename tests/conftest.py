@@ -117,7 +117,7 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 2
                 last = r.status_code
         except requests.RequestException as exc:
             last = repr(exc)  # not the exception: its traceback would keep the socket open
-        time.sleep(0.05)
+        time.sleep(0.05)  # the poll interval while the server starts
     raise RuntimeError(f"{url} did not come up: {last}")
 
 

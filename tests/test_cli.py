@@ -137,7 +137,7 @@ def test_sigterm_closes_idle_keepalive_connections_but_finishes_in_flight_reques
             for i in range(count):
                 if i == 2:
                     started.set()
-                time.sleep(0.05)
+                time.sleep(0.05)  # a slow client: the upload is still in flight at SIGTERM
                 yield block
 
         def push():

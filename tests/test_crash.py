@@ -51,7 +51,7 @@ def test_kill_9_during_upload_leaves_no_partial_blob_and_upload_can_restart(ango
         # Full speed until the kill threshold, then a trickle so the request
         # is certainly still in flight when the server dies.
         if sent >= KILL_AFTER:
-            time.sleep(0.05)
+            time.sleep(0.05)  # a trickle: the request is still in flight when the server dies
 
     def upload() -> None:
         try:

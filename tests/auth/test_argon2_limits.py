@@ -132,11 +132,11 @@ def test_a_verification_is_remembered_for_sixty_seconds(slow_server):
     assert r.status_code == 200
     (first,) = verifications(log)
     # The cache lifetime is what is under test: wait most of it (the entry was made after `first` ended) ...
-    time.sleep(max(0.0, first[1] + 50 - time.time()))
+    time.sleep(max(0.0, first[1] + 50 - time.time()))  # most of the 60 s lifetime under test
     assert requests.get(server.url + "/v2/", auth=("alice", PASSWORD), timeout=30).status_code == 200
     assert len(verifications(log)) == 1  # still remembered 50 s on
     # ... then past it (counted from the answer, which came after the entry was made).
-    time.sleep(max(0.0, answered + 60.5 - time.time()))
+    time.sleep(max(0.0, answered + 60.5 - time.time()))  # past the 60 s lifetime under test
     assert requests.get(server.url + "/v2/", auth=("alice", PASSWORD), timeout=30).status_code == 200
     assert len(verifications(log)) == 2  # forgotten: verified again
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import time
 
 import pytest
 import requests
@@ -31,17 +30,17 @@ def start_tls(module_server, extra: str, pki, cert=None):
     srv = module_server(extra, start=False)
     srv.url = f"https://127.0.0.1:{srv.port}"
     srv.start(wait=False)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def up():
         if srv.proc.poll() is not None:
             raise RuntimeError(f"server exited: {srv.logs()}")
         try:
-            requests.get(srv.url + "/healthz", verify=str(pki.ca), cert=cert, timeout=2)
-            return srv
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+            return requests.get(srv.url + "/healthz", verify=str(pki.ca), cert=cert, timeout=2).status_code
+        except requests.RequestException as exc:
+            return repr(exc) and None
+
+    wait_for(up, timeout=30, what="the TLS server")
+    return srv
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +134,7 @@ def test_replaced_certificate_files_are_served_without_a_restart(module_server, 
     pid, workers = srv.pid, srv.worker_pids()
     assert served_common_name(srv.port, pki.ca) == "first"
     issue_server_cert(pki, "second")  # new key and certificate, each replaced atomically
-    deadline = time.monotonic() + 20
-    while served_common_name(srv.port, pki.ca) != "second":
-        assert time.monotonic() < deadline, "the new certificate was never served"
-        time.sleep(0.1)
+    wait_for(lambda: served_common_name(srv.port, pki.ca) == "second", timeout=20, what="the new certificate")
     assert requests.get(srv.url + "/v2/", verify=str(pki.ca), timeout=10).status_code == 200
     assert (srv.pid, srv.worker_pids()) == (pid, workers), "reload must not restart anything"
     assert "TLS certificate, key or client CA bundle changed; reloaded" in srv.logs()
@@ -159,16 +155,13 @@ def test_a_replaced_client_ca_bundle_applies_to_new_connections(module_server, t
     tmp = bundle.with_suffix(".tmp")
     tmp.write_bytes(other.ca.read_bytes())
     os.replace(tmp, bundle)
-    deadline = time.monotonic() + 20
-    while True:
+    def new_ca_used():
         try:
-            status = requests.get(srv.url + "/v2/", verify=ca, cert=new_client, timeout=10).status_code
+            return requests.get(srv.url + "/v2/", verify=ca, cert=new_client, timeout=10).status_code == 200
         except requests.exceptions.ConnectionError:
-            status = None
-        if status == 200:
-            break
-        assert time.monotonic() < deadline, "the new client CA was never used"
-        time.sleep(0.1)
+            return False
+
+    wait_for(new_ca_used, timeout=20, what="the new client CA")
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(srv.url + "/v2/", verify=ca, cert=old_client, timeout=10)
 

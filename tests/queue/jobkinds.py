@@ -38,7 +38,7 @@ def record(job, ctx):
     path = _log(job)
     _append(path, f"start {time.time():.6f} {os.getpid()} {job.id}")
     if job.payload.get("sleep"):
-        time.sleep(job.payload["sleep"])
+        time.sleep(job.payload["sleep"])  # the job's duration, as the test asked for
     _append(path, f"end {time.time():.6f} {os.getpid()} {job.id}")
 
 
@@ -49,7 +49,7 @@ def gate(job, ctx):
     _append(path, f"start {time.time():.6f} {os.getpid()} {job.id}")
     go = os.path.join(job.payload["dir"], job.payload["name"] + ".go")
     while not os.path.exists(go):
-        time.sleep(0.02)
+        time.sleep(0.02)  # the job runs until the test releases it
     _append(path, f"end {time.time():.6f} {os.getpid()} {job.id}")
 
 
@@ -88,7 +88,7 @@ def hold(job, ctx):
     _append(path, f"start {time.time():.6f} {os.getpid()} {job.attempts}")
     go = os.path.join(job.payload["dir"], job.payload["name"] + ".go")
     while not os.path.exists(go):
-        time.sleep(0.02)
+        time.sleep(0.02)  # the job runs until the test releases it
     _append(path, f"end {time.time():.6f} {os.getpid()} {job.attempts}")
 
 
