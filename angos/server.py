@@ -406,10 +406,10 @@ def run_server(cfg, config_paths) -> int:
         import sys
 
         from .config import JobQueueConfig
-        from .queue.layout import jobs_dir
+        from .queue.layout import make_jobs_dir
         from .queue.drain import DrainSupervisor
 
-        os.makedirs(jobs_dir(cfg), exist_ok=True)  # the drain itself never creates a missing data root
+        make_jobs_dir(cfg)  # the drain itself never creates a missing data root
 
         argv = [sys.executable, "-m", "angos.cli"]
         for path in config_paths:

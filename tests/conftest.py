@@ -6,8 +6,13 @@
 - ``angos``: one shared server (2 workers, allow-all) for protocol tests.
 - ``docker_registry_factory()``: CNCF Distribution (Debian ``docker-registry``)
   with filesystem storage, as a third-party peer.
-- ``redis_server``: a throwaway ``redis-server``.
+- ``redis_server``: a throwaway ``redis-server``'s URL; ``redis_process`` the same server as a
+  :class:`RedisProc` a test can stop and start again.
 - ``skopeo(*args)``: run skopeo against loopback registries (TLS off).
+- ``tree_snapshot(root)`` / ``snapshot_diff``: byte-for-byte views of a store, to show that a
+  refused request changed nothing.
+- ``wait_for(predicate, timeout=..., what=...)``: the one poll helper; returns the first
+  truthy value ``predicate()`` gives and raises with the last value it saw on timeout.
 """
 
 from __future__ import annotations
@@ -35,6 +40,68 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str | None = None):
+    """Poll ``predicate`` until it returns something truthy and return that value.
+
+    On timeout raise AssertionError naming ``what`` (or the predicate) and the last
+    value seen, so a failure says what the test was looking at, not just "timed out".
+    Callers may still write ``assert wait_for(...)``: a value that comes back is truthy.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            shown = repr(value)
+            if len(shown) > 2000:
+                shown = shown[:2000] + "..."
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or _describe(predicate)}; "
+                                 f"last saw {shown}")
+        time.sleep(interval)  # the poll interval: how often the condition is looked at
+
+
+def _describe(predicate) -> str:
+    code = getattr(predicate, "__code__", None)
+    if code is None:
+        return repr(predicate)
+    return f"{getattr(predicate, '__qualname__', 'predicate')} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
+
+
+def chattr(flag: str, *paths: Path) -> None:
+    """``chattr +i`` / ``-i``: make files immutable, which stops root too (file modes do not; the
+    tests run as root). Fails the test where the file system has no such attribute."""
+    res = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.fail(f"chattr {flag} failed ({res.stderr.strip()}): this test needs a file system with the "
+                    "immutable attribute (ext4, xfs, btrfs) under pytest's temporary directory")
+
+
+def tree_snapshot(root: Path, skip_dirs=("_locks", "_jobs"), skip=lambda rel: False) -> dict[str, str]:
+    """``{relative path: sha256 of the content}`` of every file under ``root``: two equal
+    snapshots mean byte-identical trees. Lock files, the job queue and in-flight temporaries
+    (``.tmp-``) are left out: they change on reads too."""
+    import hashlib
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in skip_dirs]
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in filenames:
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if ".tmp-" in name or skip(rel):
+                continue
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                out[rel] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def snapshot_diff(before: dict, after: dict) -> dict:
+    """What :func:`tree_snapshot` ``after`` has that ``before`` had not (for assertion messages)."""
+    return {"added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after)),
+            "changed": sorted(k for k in after if k in before and after[k] != before[k])}
+
+
 def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 20.0, ok=(200, 401)) -> None:
     deadline = time.monotonic() + timeout
     last = None
@@ -50,7 +117,7 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 2
                 last = r.status_code
         except requests.RequestException as exc:
             last = repr(exc)  # not the exception: its traceback would keep the socket open
-        time.sleep(0.05)
+        time.sleep(0.05)  # the poll interval while the server starts
     raise RuntimeError(f"{url} did not come up: {last}")
 
 
@@ -225,25 +292,55 @@ def docker_registry_factory(tmp_path_factory):
         r.stop()
 
 
+class RedisProc:
+    """A ``redis-server`` on a free loopback port that can be stopped and started again on the same
+    port; ``durable`` keeps its data across that (append-only file, fsync always), like a Redis
+    restart in production."""
+
+    def __init__(self, workdir: Path, durable: bool = False):
+        self.port = free_port()
+        self.workdir = workdir
+        self.durable = durable
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self) -> "RedisProc":
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: _accepts(self.port), timeout=10, interval=0.05, what="redis-server to listen")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # a clean shutdown flushes the append-only file
+            self.proc.wait(10)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 @pytest.fixture
-def redis_server(tmp_path_factory):
+def redis_process(tmp_path_factory):
+    """A :class:`RedisProc` (started) that the test may stop and start."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed (make test installs it)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    redis = RedisProc(tmp_path_factory.mktemp("redis")).start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture
+def redis_server(redis_process):
+    """The URL of a throwaway ``redis-server``."""
+    return redis_process.url
 
 
 def skopeo(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:

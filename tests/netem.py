@@ -47,7 +47,7 @@ class SlowProxy:
                     break
                 dst.sendall(data)
                 if throttle:
-                    time.sleep(len(data) / self.rate)
+                    time.sleep(len(data) / self.rate)  # the bandwidth limit this proxy emulates
         except OSError:
             pass
         finally:

@@ -63,7 +63,7 @@ class PseudoRandomBlob:
 def throttle(delay: float):
     """An ``after_each`` that sleeps ``delay`` seconds per chunk (keeps an upload in flight)."""
     def pause(_sent: int) -> None:
-        time.sleep(delay)
+        time.sleep(delay)  # a slow client, what the caller's test is about
     return pause
 
 

@@ -137,7 +137,7 @@ def test_sigterm_closes_idle_keepalive_connections_but_finishes_in_flight_reques
             for i in range(count):
                 if i == 2:
                     started.set()
-                time.sleep(0.05)
+                time.sleep(0.05)  # a slow client: the upload is still in flight at SIGTERM
                 yield block
 
         def push():
@@ -157,3 +157,10 @@ def test_sigterm_closes_idle_keepalive_connections_but_finishes_in_flight_reques
         pusher.join(120)
         assert result["r"].status_code == 201
         assert proc.wait(120) == 0
+    # The finished upload's bytes landed: the next server on the same data serves all of them.
+    with running(["server"], tmp_path) as proc:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        r = requests.head(f"http://127.0.0.1:{port}/v2/stop/app/blobs/{digest}", timeout=30)
+        assert r.status_code == 200 and int(r.headers["Content-Length"]) == count * len(block)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0

@@ -15,20 +15,13 @@ import time
 import pytest
 import requests
 
+from .conftest import wait_for
 from .streams import PseudoRandomBlob, SizedStream, hash_response
 
 SIZE = 200 * 1024 * 1024
 KILL_AFTER = 24 * 1024 * 1024   # bytes the server must have stored before the kill
 NS = "crash/app"
 
-
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stored_size(path) -> int:
@@ -58,7 +51,7 @@ def test_kill_9_during_upload_leaves_no_partial_blob_and_upload_can_restart(ango
         # Full speed until the kill threshold, then a trickle so the request
         # is certainly still in flight when the server dies.
         if sent >= KILL_AFTER:
-            time.sleep(0.05)
+            time.sleep(0.05)  # a trickle: the request is still in flight when the server dies
 
     def upload() -> None:
         try:
@@ -70,7 +63,7 @@ def test_kill_9_during_upload_leaves_no_partial_blob_and_upload_can_restart(ango
     sender = threading.Thread(target=upload)
     sender.start()
     try:
-        wait_until(lambda: stored_size(upload_file) >= KILL_AFTER, what="the upload to reach the disk")
+        wait_for(lambda: stored_size(upload_file) >= KILL_AFTER, what="the upload to reach the disk")
         assert not outcome, f"upload finished before the kill: {outcome}"
         server.kill()
     finally:

@@ -6,16 +6,26 @@ snapshot. Each case snapshots the work directory (file list + content hashes,
 ignoring the ``_locks`` and ``_jobs`` directories, temporary files and the
 server log), sends the request byte for byte with ``http.client`` (``requests``
 would normalise dot segments), checks the OCI error and compares snapshots.
+
+Canaries: a traversal that escaped and found nothing would answer 404 like a
+refusal. So wherever each traversal input would land if it were joined into
+the storage layout as is (a namespace tree, a blob, a grant, a manifest
+revision, a tag record, an upload session), the module plants a copy of real
+stored content that carries :data:`CANARY`; an escape would then read (and
+serve, or change) it. Every traversal answer is checked for the canary, and the
+snapshot covers the planted copies.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import uuid
+from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from requests.structures import CaseInsensitiveDict
@@ -23,10 +33,13 @@ from requests.structures import CaseInsensitiveDict
 from tests.api.helpers import (OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, RawResponse, assert_error_shape,
                                assert_oci_error, descriptor, digest_of, image_manifest, push_blob, raw_request,
                                start_upload)
-from tests.conftest import AngosServer, angos_config, free_port
+from tests.conftest import AngosServer, angos_config, free_port, snapshot_diff, tree_snapshot
 
 MAX_MANIFEST = 4096
 NS = "hostile/app"
+CANARY_NS = "hostile/canary"
+CANARY = "canary-" + uuid.uuid4().hex  # what a request that escaped its directory would read back
+CANARY_BLOB = b"blob bytes of the " + CANARY.encode()
 
 
 @pytest.fixture(scope="module")
@@ -43,24 +56,92 @@ def server(tmp_path_factory):
     srv.manifest = image_manifest(descriptor(OCI_CONFIG, config), [])
     st = raw_request(srv, "PUT", f"/v2/{NS}/manifests/v1", srv.manifest, {"Content-Type": OCI_MANIFEST})
     assert st.status_code == 201
+    plant_canaries(srv)
     # The snapshot must see the store, or "unchanged" would prove nothing.
     assert sum("/data/" in key for key in snapshot(srv)) >= 3
     yield srv
     srv.stop(timeout=10)
 
 
+def plant_canaries(server) -> None:
+    """Store an image and an upload session carrying :data:`CANARY`, then copy their files to
+    every place a traversal input of this module would reach if joined into the layout as is."""
+    data = server.data
+    push_blob(server, CANARY_NS, CANARY_BLOB)
+    body = image_manifest(descriptor(OCI_CONFIG, CANARY_BLOB), [], annotations={"canary": CANARY})
+    for tag in ("v1", "latest"):
+        assert raw_request(server, "PUT", f"/v2/{CANARY_NS}/manifests/{tag}", body,
+                           MANIFEST_HEADERS).status_code == 201
+    session = start_upload(server, NS).split(str(server.port), 1)[1]
+    assert raw_request(server, "PATCH", session, CANARY_BLOB).status_code == 202
+    blob_hex, manifest_hex = digest_of(CANARY_BLOB).split(":")[1], digest_of(body).split(":")[1]
+    tree = data / "repositories" / CANARY_NS
+    sources = {
+        "ns": tree,
+        "upload": data / "uploads" / session.rsplit("/", 1)[1],
+        "blob": data / "blobs" / "sha256" / blob_hex[:2] / blob_hex,
+        "grant": tree / "_layers" / "sha256" / blob_hex,
+        "revision": tree / "_manifests" / "revisions" / "sha256" / manifest_hex,
+        "tag": tree / "_manifests" / "tags" / "v1",
+    }
+    planted = 0
+    for kind, relative in escape_targets():
+        if "\0" in relative:
+            continue  # no file name can hold a NUL
+        target = Path(os.path.normpath(data / relative))
+        # Only inside the work directory (never elsewhere on the machine), never over real content.
+        if server.workdir not in target.parents or target.exists():
+            continue
+        try:
+            if sources[kind].is_dir():
+                shutil.copytree(sources[kind], target)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(sources[kind], target)
+        except (FileExistsError, NotADirectoryError):
+            continue  # a path through a planted or stored file: no escape can land there either
+        planted += 1
+    assert raw_request(server, "DELETE", session).status_code == 204
+    assert planted >= 20, planted
+    # A planted copy is served when a request does reach it: "a/./b" resolved would be the valid
+    # name a/b, whose directory is now a copy of the canary namespace.
+    reached = raw_request(server, "GET", "/v2/a/b/manifests/v1", headers={"Accept": OCI_MANIFEST})
+    assert reached.status_code == 200 and CANARY.encode() in reached.content
+
+
+def _decodings(value: str) -> set[str]:
+    """``value`` as sent and as a server might decode it (once or twice)."""
+    return {value, unquote(value), unquote(unquote(value))}
+
+
+def escape_targets():
+    """(source kind, path relative to the data root) for every traversal input of this module."""
+    for name in NAME_TRAVERSALS:
+        for v in _decodings(name):
+            yield "ns", f"repositories/{v}"
+    for digest in DIGEST_TRAVERSALS:
+        for v in _decodings(digest):
+            alg, _, hexpart = v.partition(":") if ":" in v else ("sha256", "", v)
+            yield "blob", f"blobs/{alg}/{hexpart[:2]}/{hexpart}"
+            yield "grant", f"repositories/{NS}/_layers/{alg}/{hexpart}"
+            yield "revision", f"repositories/{NS}/_manifests/revisions/{alg}/{hexpart}"
+    for upload_id in UPLOAD_IDS:
+        for v in _decodings(upload_id):
+            yield "upload", f"uploads/{v}"
+    for tag in TAG_TRAVERSALS:
+        for v in _decodings(tag):
+            yield "tag", f"repositories/{NS}/_manifests/tags/{v}"
+
+
+def no_canary(resp) -> None:
+    """Nothing planted outside a request's own directory came back in the answer."""
+    assert CANARY.encode() not in resp.content and CANARY_BLOB not in resp.content, resp.text[:500]
+    leaked = [k for k, v in resp.headers.items() if digest_of(CANARY_BLOB) in v or CANARY in v]
+    assert leaked == [], leaked
+
+
 def snapshot(server) -> dict[str, str]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(server.workdir):
-        dirnames[:] = [d for d in dirnames if d not in ("_locks", "_jobs")]
-        rel_dir = os.path.relpath(dirpath, server.workdir)
-        for name in filenames:
-            if ".tmp-" in name or (rel_dir == "." and name in ("server.log", "config.toml")):
-                continue
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as fh:
-                out[os.path.join(rel_dir, name)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
+    return tree_snapshot(server.workdir, skip=lambda rel: rel in ("server.log", "config.toml"))
 
 
 @pytest.fixture
@@ -74,11 +155,7 @@ def unchanged(server):
     yield arm
     assert "before" in holder, "test never armed the snapshot"
     after = snapshot(server)
-    assert after == holder["before"], {
-        "added": sorted(set(after) - set(holder["before"])),
-        "removed": sorted(set(holder["before"]) - set(after)),
-        "changed": sorted(k for k in after if k in holder["before"] and after[k] != holder["before"][k]),
-    }
+    assert after == holder["before"], snapshot_diff(holder["before"], after)
 
 
 def _any_oci_error(resp, statuses=(400, 404)) -> list[str]:
@@ -110,6 +187,8 @@ NAME_TRAVERSALS = [
     ("GET", "/tags/list", None),
     ("PUT", "/manifests/latest", "manifest"),
     ("GET", f"/blobs/{D}", None),
+    ("GET", "/blobs/" + digest_of(CANARY_BLOB), None),  # granted in every planted namespace tree
+    ("GET", "/manifests/v1", None),
     ("POST", f"/blobs/uploads/?digest={D}", b"x"),
     ("POST", "/blobs/uploads/", None),
     ("DELETE", "/manifests/v1", None),
@@ -118,10 +197,11 @@ def test_path_traversal_in_names_is_refused(server, unchanged, name, method, suf
     unchanged()
     data = server.manifest if body == "manifest" else body
     r = raw_request(server, method, f"/v2/{name}{suffix}", data, MANIFEST_HEADERS if body == "manifest" else None)
+    no_canary(r)
     codes = _any_oci_error(r)
     # A name that reaches the router is judged by the name grammar; one that no route
     # can match (an encoded slash turned into extra segments) is an unknown endpoint.
-    assert set(codes) <= {"NAME_INVALID", "NAME_UNKNOWN"}, codes
+    assert set(codes) <= {"NAME_INVALID", "NAME_UNKNOWN", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN"}, codes
     if r.status_code == 400:
         assert codes == ["NAME_INVALID"]
 
@@ -158,6 +238,7 @@ def test_path_traversal_in_digests_is_refused(server, unchanged, digest):
         ("GET", f"/v2/{NS}/referrers/{digest}", None, None),
     ]:
         r = raw_request(server, method, path, body, headers)
+        no_canary(r)
         codes = _any_oci_error(r)
         assert set(codes) <= {"DIGEST_INVALID", "TAG_INVALID", "NAME_UNKNOWN", "MANIFEST_UNKNOWN"}, (path, codes)
         if r.status_code == 400 and "/blobs/" in path:
@@ -179,13 +260,20 @@ def test_path_traversal_in_upload_ids_is_refused(server, unchanged, upload_id):
     for method, path, body in [("GET", base, None), ("PATCH", base, b"evil"), ("PUT", f"{base}?digest={D}", b"x"),
                                ("DELETE", base, None)]:
         r = raw_request(server, method, path, body)
+        no_canary(r)
         codes = _any_oci_error(r)
         assert set(codes) <= {"BLOB_UPLOAD_UNKNOWN", "NAME_UNKNOWN", "NAME_INVALID"}, (method, path, codes)
 
 
-@pytest.mark.parametrize("tag", ["..", "%2e%2e", "..%2F..%2Fx", "-x", ".hidden", "a" * 129, "t%00", "%2Fetc"])
+TAG_TRAVERSALS = ["..", "%2e%2e", "..%2F..%2Fx", "-x", ".hidden", "a" * 129, "t%00", "%2Fetc"]
+
+
+@pytest.mark.parametrize("tag", TAG_TRAVERSALS)
 def test_invalid_tags_are_refused(server, unchanged, tag):
     unchanged()
+    r = raw_request(server, "GET", f"/v2/{NS}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
+    no_canary(r)
+    assert set(_any_oci_error(r)) <= {"TAG_INVALID", "NAME_UNKNOWN", "MANIFEST_UNKNOWN"}
     r = raw_request(server, "PUT", f"/v2/{NS}/manifests/{tag}", server.manifest, MANIFEST_HEADERS)
     codes = _any_oci_error(r)
     assert set(codes) <= {"TAG_INVALID", "NAME_UNKNOWN"}, codes

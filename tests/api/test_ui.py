@@ -12,8 +12,8 @@ import requests
 
 from angos.config import load_config
 from angos.queue.core import JobQueue
-from tests.conftest import AngosServer, angos_config, free_port
-from tests.queue.conftest import JOB_ENV, read_lines, wait_until
+from tests.conftest import AngosServer, angos_config, free_port, wait_for
+from tests.queue.conftest import JOB_ENV, read_lines
 
 from .helpers import push_image
 
@@ -54,7 +54,7 @@ def test_failed_jobs_are_listed_escaped_and_a_retry_runs_them_again(ui_server):
         assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
         return r.text if "RuntimeError: boom" in r.text else None
 
-    page = wait_until(listed, what="the dead letter on the page")
+    page = wait_for(listed, what="the dead letter on the page")
     assert "<script>alert(1)</script>" not in page
     assert html.escape(lock_key) in page
     assert "Test Registry" in page
@@ -67,7 +67,7 @@ def test_failed_jobs_are_listed_escaped_and_a_retry_runs_them_again(ui_server):
     assert r.status_code == 303
     r = requests.get(server.url + r.headers["Location"], timeout=10)
     assert f"Job {key} is pending again." in r.text
-    wait_until(lambda: any(line[0] == "done" for line in read_lines(out / "retry.log")), what="the retried run")
+    wait_for(lambda: any(line[0] == "done" for line in read_lines(out / "retry.log")), what="the retried run")
     assert key not in requests.get(page_url, timeout=10).text
     # A key that is no longer failed, or malformed, is a 404, not a silent success.
     assert requests.post(server.url + retry, timeout=10, headers=same).status_code == 404
@@ -99,7 +99,11 @@ def test_pending_jobs_are_listed_and_deleted_only_by_same_site_posts(ui_server):
     page = requests.get(server.url + r.headers["Location"], timeout=10).text
     assert f"Job {key} deleted." in page
     assert "ui-later" not in page
-    assert not (out / "later.log").exists()
+    # Gone from the store itself, not just from the page: the key no longer coalesces.
+    assert q.get(key) is None
+    assert q.submit("test.record", "ui-later", {"dir": str(out), "name": "later"}, delay=600) is True
+    (again,) = [j for j in q.list_pending()[0] if j["lock_key"] == "ui-later"]
+    assert q.delete_pending(again["storage_key"]) is True  # leave the module's queue as it was
 
 
 def test_notices_are_fixed_texts_and_bad_parameters_are_refused(ui_server):

@@ -118,7 +118,7 @@ def test_idle_sessions_expire_free_their_slot_and_lose_their_bytes(make):
         r = requests.patch(kept, data=chunk, headers={"Content-Range": f"{len(sent)}-{len(sent) + 99}"})
         assert r.status_code == 202, r.text
         sent += chunk
-        time.sleep(0.3)
+        time.sleep(0.3)  # the behaviour under test: this session is written to while the others idle
 
     # A start at the cap sweeps: the two idle sessions go (with their bytes), the busy one stays.
     fresh = _open(server, ns)
@@ -137,7 +137,7 @@ def test_idle_sessions_expire_free_their_slot_and_lose_their_bytes(make):
 
     # Without any cap pressure, the next access to an idle session expires it (and removes it).
     upload_id = _id(fresh)
-    time.sleep(IDLE + 0.5)
+    time.sleep(IDLE + 0.5)  # the idle timeout under test runs out
     assert blobs.exists(paths.upload_data(upload_id))
     assert_oci_error(requests.get(fresh), 404, "BLOB_UPLOAD_UNKNOWN")
     assert not blobs.exists(paths.upload_data(upload_id))

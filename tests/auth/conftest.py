@@ -9,6 +9,8 @@
   (session-cached per password, since argon2 is slow on purpose).
 - ``Client``: a tiny OCI client over ``requests`` with optional basic
   credentials, enough to push a blob and a manifest and read them back.
+- ``auth_attempts(get)`` / ``attempts_delta``: ``auth_attempts_total`` by (method, result),
+  so a test asserts the attempts it caused on a server other tests also use.
 - ``make_pki(dir)``: a CA, a server certificate for 127.0.0.1, client
   certificates with chosen organizations and one from an unrelated CA, all
   generated with ``cryptography``.
@@ -181,6 +183,24 @@ def oci_layout(root: Path, tag: str) -> str:
         {"mediaType": OCI_MANIFEST, "digest": md, "size": len(body),
          "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
     return md
+
+
+def auth_attempts(get) -> dict[tuple[str, str], float]:
+    """``auth_attempts_total`` by (method, result), read with ``get(url_path)`` (a callable that
+    carries whatever credentials the server wants for /metrics: that read is itself an attempt)."""
+    out = {}
+    for line in get("/metrics").text.splitlines():
+        if line.startswith("auth_attempts_total{"):
+            labels, value = line.rsplit(" ", 1)
+            parts = dict(p.split("=", 1) for p in labels[labels.index("{") + 1:-1].split(","))
+            out[(parts["method"].strip('"'), parts["result"].strip('"'))] = float(value)
+    return out
+
+
+def attempts_delta(before: dict, after: dict) -> dict[tuple[str, str], float]:
+    """What changed between two :func:`auth_attempts` readings (unchanged labels left out)."""
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)
+            if after.get(k, 0.0) != before.get(k, 0.0)}
 
 
 # ---------------------------------------------------------------- certificates

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
-import time
 
 import pytest
 import requests
 
-from ..conftest import ANGOS, free_port
+from ..conftest import ANGOS, free_port, wait_for
 from .conftest import Client, argon_hash, base_config, identity_toml, uniq
 
 # Each repository carries one broken policy; the global policy allows everything.
@@ -62,9 +61,7 @@ def test_a_rule_that_errors_or_is_not_boolean_denies_in_both_modes_and_logs_the_
     assert r.status_code == 403
     assert r.json()["errors"][0]["code"] == "DENIED"
     where = f'repository.{repo}.access_policy.rules[{1 if repo.endswith("-deny") else 0}]'
-    deadline = time.monotonic() + 10
-    while where not in fail_closed.logs() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: where in fail_closed.logs(), timeout=10, what=f"a warning naming {where}")
     lines = [ln for ln in fail_closed.logs().splitlines() if where in ln]
     assert lines, f"no warning naming {where}"
     assert "WARNING" in lines[0] and rule in lines[0] and "fail closed" in lines[0]

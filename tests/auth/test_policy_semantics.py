@@ -192,37 +192,16 @@ rules = ["request.n == 1"]
     assert "request.n == 1" in warnings[0].getMessage()
 
 
-def test_basic_credentials_verify_once_then_come_from_the_cache(tmp_path, monkeypatch):
+def test_the_login_cache_holds_hmacs_never_credentials(tmp_path):
+    """What the cache keeps (the counting of verifications is in test_argon2_limits.py, on a real server)."""
     ac = control(tmp_path, f"""
 [auth.identity.alice]
 username = "alice"
 password = "{argon_hash('s3cret')}"
 """)
-    calls = []
-    real = ac.basic._check_sync
-    monkeypatch.setattr(ac.basic, "_check_sync", lambda h, p: calls.append(p) or real(h, p))
     header = "Basic " + base64.b64encode(b"alice:s3cret").decode()
-    for _ in range(5):
-        ident = ac.authenticate(header, "127.0.0.1")
-        assert (ident.id, ident.username) == ("alice", "alice")
-    assert calls == ["s3cret"]  # argon2 ran once
-    # a wrong password is never served from the cache and always pays argon2
-    from angos.oci.errors import Unauthorized
-
-    wrong = "Basic " + base64.b64encode(b"alice:s3cret!").decode()
-    for _ in range(2):
-        with pytest.raises(Unauthorized):
-            ac.authenticate(wrong, "127.0.0.1")
-    assert calls == ["s3cret", "s3cret!", "s3cret!"]
-    # a new AccessControl (config reload) starts with an empty cache
-    ac2 = control(tmp_path, f"""
-[auth.identity.alice]
-username = "alice"
-password = "{argon_hash('other')}"
-""")
-    with pytest.raises(Unauthorized):
-        ac2.authenticate(header, "127.0.0.1")
-    assert not any(b"s3cret" in k for k in ac.basic._cache)  # keys are HMACs, not credentials
+    assert ac.authenticate(header, "127.0.0.1").id == "alice"
+    assert ac.basic._cache and not any(b"s3cret" in k or b"alice" in k for k in ac.basic._cache)
 
 
 def test_duplicate_usernames_are_rejected(tmp_path):
@@ -236,31 +215,3 @@ password = "{h}"
 username = "same"
 password = "{h}"
 """)
-
-
-def test_concurrent_requests_with_the_same_credentials_share_one_argon2_verification(tmp_path, monkeypatch):
-    import threading
-
-    ac = control(tmp_path, f"""
-[auth.identity.alice]
-username = "alice"
-password = "{argon_hash('s3cret')}"
-""")
-    calls = []
-    real = ac.basic._check_sync
-    monkeypatch.setattr(ac.basic, "_check_sync", lambda h, p: calls.append(p) or real(h, p))
-    header = "Basic " + base64.b64encode(b"alice:s3cret").decode()
-    start = threading.Barrier(8)
-    results = []
-
-    def login():
-        start.wait()
-        results.append(ac.authenticate(header, "127.0.0.1").id)
-
-    threads = [threading.Thread(target=login) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results == ["alice"] * 8
-    assert calls == ["s3cret"]

@@ -6,7 +6,9 @@ authenticated identity may pull; anonymous callers get nothing. Every
 identity × action combination is one request whose status is compared with
 the expected allow/deny table: allowed requests must reach the handler and
 succeed, denied ones answer 401 (anonymous) or 403 (authenticated) and change
-nothing.
+nothing: the data directory is byte for byte what it was before the request
+(snapshots of every file's content), and a denied push, upload completion or
+delete leaves the manifest, blob or tag as it was.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 
 import pytest
 
+from ..conftest import snapshot_diff, tree_snapshot
 from .conftest import OCI_MANIFEST, Client, digest_of, identity_toml, uniq
 
 POLICY = """
@@ -77,58 +80,83 @@ def _session(server, ns):
     return r.headers["Location"].rsplit("/", 1)[1]
 
 
-def perform(server, data, who, act):
-    """Issue the request for ``act`` as ``who``; returns (status, expected success status)."""
+def prepare(server, data, who, act):
+    """Set up what ``act`` needs (as the replicator), then return the request itself: a callable
+    giving (status, expected success status). Preparation happens before the test's snapshot."""
     c = client(server, who)
     ns = data["ns"]
     if act == "get-manifest":
-        return c.get(f"{ns}/manifests/v1").status_code, 200
+        return lambda: (c.get(f"{ns}/manifests/v1").status_code, 200)
     if act == "get-blob":
-        return c.get(f"{ns}/blobs/{data['config']}").status_code, 200
+        return lambda: (c.get(f"{ns}/blobs/{data['config']}").status_code, 200)
     if act == "put-manifest":
+        # A manifest the store does not hold yet (its blobs are there): a denied push must not store it.
+        repl = client(server, "replicator")
+        config = repl.push_blob(ns, b'{"fresh": "' + os.urandom(8).hex().encode() + b'"}')
+        body = json.loads(data["body"])
+        body["config"] = {**body["config"], "digest": config, "size": len(repl.get(f"{ns}/blobs/{config}").content)}
+        raw = json.dumps(body).encode()
         tag = uniq("tag")
-        return c.put(f"{ns}/manifests/{tag}", data=data["body"],
-                     headers={"Content-Type": OCI_MANIFEST}).status_code, 201
+
+        def put():
+            status = c.put(f"{ns}/manifests/{tag}", data=raw, headers={"Content-Type": OCI_MANIFEST}).status_code
+            stored = repl.head(f"{ns}/manifests/{digest_of(raw)}").status_code
+            assert (stored == 200) == (status == 201), "a denied push must not store the manifest"
+            return status, 201
+        return put
     if act == "delete-manifest":
         tag = uniq("del")
         r = client(server, "replicator").put(f"{ns}/manifests/{tag}", data=data["body"],
                                               headers={"Content-Type": OCI_MANIFEST})
         assert r.status_code == 201
-        status = c.delete(f"{ns}/manifests/{tag}").status_code
-        still = client(server, "replicator").get(f"{ns}/manifests/{tag}").status_code
-        assert (still == 404) == (status == 202), "a denied delete must not delete"
-        return status, 202
+
+        def delete():
+            status = c.delete(f"{ns}/manifests/{tag}").status_code
+            still = client(server, "replicator").get(f"{ns}/manifests/{tag}").status_code
+            assert (still == 404) == (status == 202), "a denied delete must not delete"
+            return status, 202
+        return delete
     if act == "start-upload":
-        return c.post(f"{ns}/blobs/uploads/").status_code, 202
+        return lambda: (c.post(f"{ns}/blobs/uploads/").status_code, 202)
     if act == "mount-blob":
-        return c.post(f"{ns}/blobs/uploads/", params={"mount": data["mountable"],
-                                                     "from": data["src"]}).status_code, 201
+        return lambda: (c.post(f"{ns}/blobs/uploads/", params={"mount": data["mountable"],
+                                                               "from": data["src"]}).status_code, 201)
+    session = _session(server, ns) if act.endswith("-upload") else None
     if act == "get-upload":
-        return c.get(f"{ns}/blobs/uploads/{_session(server, ns)}").status_code, 204
+        return lambda: (c.get(f"{ns}/blobs/uploads/{session}").status_code, 204)
     if act == "update-upload":
-        return c.patch(f"{ns}/blobs/uploads/{_session(server, ns)}", data=b"abc",
-                       headers={"Content-Type": "application/octet-stream"}).status_code, 202
+        return lambda: (c.patch(f"{ns}/blobs/uploads/{session}", data=b"abc",
+                                headers={"Content-Type": "application/octet-stream"}).status_code, 202)
     if act == "complete-upload":
         payload = os.urandom(16)
-        return c.put(f"{ns}/blobs/uploads/{_session(server, ns)}", params={"digest": digest_of(payload)},
-                     data=payload, headers={"Content-Type": "application/octet-stream"}).status_code, 201
+
+        def complete():
+            status = c.put(f"{ns}/blobs/uploads/{session}", params={"digest": digest_of(payload)}, data=payload,
+                           headers={"Content-Type": "application/octet-stream"}).status_code
+            stored = client(server, "replicator").head(f"{ns}/blobs/{digest_of(payload)}").status_code
+            assert (stored == 200) == (status == 201), "a denied completion must not store the blob"
+            return status, 201
+        return complete
     if act == "cancel-upload":
-        return c.delete(f"{ns}/blobs/uploads/{_session(server, ns)}").status_code, 204
+        return lambda: (c.delete(f"{ns}/blobs/uploads/{session}").status_code, 204)
     if act == "list-tags":
-        return c.get(f"{ns}/tags/list").status_code, 200
+        return lambda: (c.get(f"{ns}/tags/list").status_code, 200)
     raise AssertionError(act)
 
 
 @pytest.mark.parametrize("who", CALLERS, ids=lambda w: w or "anonymous")
 @pytest.mark.parametrize("act", list(ALLOWED))
 def test_restrict_replication_writes_policy_table(server, fixture_data, who, act):
-    status, ok = perform(server, fixture_data, who, act)
+    request = prepare(server, fixture_data, who, act)
+    before = tree_snapshot(server.workdir / "data")
+    status, ok = request()
     if who in ALLOWED[act]:
         assert status == ok, f"{who} {act}: expected {ok}, got {status}"
-    elif who is None:
-        assert status == 401, f"anonymous {act}: expected 401, got {status}"
-    else:
-        assert status == 403, f"{who} {act}: expected 403, got {status}"
+        return
+    assert status == (401 if who is None else 403), f"{who or 'anonymous'} {act}: got {status}"
+    # Denied: the store is byte for byte what it was (no blob, manifest, tag, session byte or marker).
+    after = tree_snapshot(server.workdir / "data")
+    assert after == before, snapshot_diff(before, after)
 
 
 def test_namespace_outside_the_repository_is_governed_by_the_global_policy_alone(server):

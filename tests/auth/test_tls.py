@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import time
 
 import pytest
 import requests
 
-from .conftest import Client, identity_toml, issue_server_cert, make_pki
+from ..conftest import wait_for
+from .conftest import Client, attempts_delta, auth_attempts, identity_toml, issue_server_cert, make_pki
 
 
 def tls_toml(pki, client_auth: str | None) -> str:
@@ -30,17 +30,17 @@ def start_tls(module_server, extra: str, pki, cert=None, config_text: str | None
     srv = module_server(extra, start=False, config_text=config_text)
     srv.url = f"https://127.0.0.1:{srv.port}"
     srv.start(wait=False)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def up():
         if srv.proc.poll() is not None:
             raise RuntimeError(f"server exited: {srv.logs()}")
         try:
-            requests.get(srv.url + "/healthz", verify=str(pki.ca), cert=cert, timeout=2)
-            return srv
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+            return requests.get(srv.url + "/healthz", verify=str(pki.ca), cert=cert, timeout=2).status_code
+        except requests.RequestException as exc:
+            return repr(exc) and None
+
+    wait_for(up, timeout=30, what="the TLS server")
+    return srv
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,21 @@ def test_a_rule_on_certificate_organizations_decides(required, pki):
     assert r.json()["errors"][0]["code"] == "DENIED"
 
 
+def test_client_certificates_are_counted_as_mtls_attempts(required, pki):
+    srv, platform = required
+    other = pki.client("counted", "Other Org")
+    read = lambda path: requests.get(srv.url + path, verify=str(pki.ca), cert=platform, timeout=10)  # noqa: E731
+    before = auth_attempts(read)  # this reading is itself one mtls success
+    for _ in range(3):
+        assert requests.get(srv.url + "/v2/", verify=str(pki.ca), cert=platform, timeout=10).status_code == 200
+    # identified by its certificate (then denied by the policy): still an mtls identification
+    assert requests.get(srv.url + "/v2/", verify=str(pki.ca), cert=other, timeout=10).status_code == 403
+    with pytest.raises(requests.exceptions.ConnectionError):  # refused in the handshake: never identified
+        requests.get(srv.url + "/v2/", verify=str(pki.ca), timeout=10)
+    after = auth_attempts(read)
+    assert attempts_delta(before, after) == {("mtls", "success"): 5.0}
+
+
 def test_client_auth_optional_accepts_either_a_certificate_or_basic_credentials(module_server, pki):
     srv = start_tls(module_server, tls_toml(pki, "optional") + identity_toml(alice="alice-pw") + ORG_POLICY, pki)
     ca = str(pki.ca)
@@ -119,10 +134,7 @@ def test_replaced_certificate_files_are_served_without_a_restart(module_server, 
     pid, workers = srv.pid, srv.worker_pids()
     assert served_common_name(srv.port, pki.ca) == "first"
     issue_server_cert(pki, "second")  # new key and certificate, each replaced atomically
-    deadline = time.monotonic() + 20
-    while served_common_name(srv.port, pki.ca) != "second":
-        assert time.monotonic() < deadline, "the new certificate was never served"
-        time.sleep(0.1)
+    wait_for(lambda: served_common_name(srv.port, pki.ca) == "second", timeout=20, what="the new certificate")
     assert requests.get(srv.url + "/v2/", verify=str(pki.ca), timeout=10).status_code == 200
     assert (srv.pid, srv.worker_pids()) == (pid, workers), "reload must not restart anything"
     assert "TLS certificate, key or client CA bundle changed; reloaded" in srv.logs()
@@ -143,16 +155,13 @@ def test_a_replaced_client_ca_bundle_applies_to_new_connections(module_server, t
     tmp = bundle.with_suffix(".tmp")
     tmp.write_bytes(other.ca.read_bytes())
     os.replace(tmp, bundle)
-    deadline = time.monotonic() + 20
-    while True:
+    def new_ca_used():
         try:
-            status = requests.get(srv.url + "/v2/", verify=ca, cert=new_client, timeout=10).status_code
+            return requests.get(srv.url + "/v2/", verify=ca, cert=new_client, timeout=10).status_code == 200
         except requests.exceptions.ConnectionError:
-            status = None
-        if status == 200:
-            break
-        assert time.monotonic() < deadline, "the new client CA was never used"
-        time.sleep(0.1)
+            return False
+
+    wait_for(new_ca_used, timeout=20, what="the new client CA")
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(srv.url + "/v2/", verify=ca, cert=old_client, timeout=10)
 
@@ -180,3 +189,64 @@ def test_a_client_that_never_completes_the_handshake_is_closed_after_the_header_
     finally:
         silent.close()
         half.close()
+
+
+def _pem_pair(pki, cn: str) -> tuple[bytes, bytes]:
+    """A new server certificate (for 127.0.0.1, ``cn``) and its key as PEM, not written anywhere."""
+    from cryptography.hazmat.primitives import serialization
+
+    from .conftest import _cert, _key, _name
+
+    ca_cert, ca_key = pki._ca
+    key = _key()
+    cert = _cert(_name(cn), ca_cert.subject, key.public_key(), ca_key, san_ip="127.0.0.1")
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def test_a_half_written_certificate_and_key_pair_keeps_the_previous_one_serving(module_server, tmp_path_factory):
+    pki = make_pki(tmp_path_factory.mktemp("pki-half"))
+    srv = start_tls(module_server, tls_toml(pki, None) + '[global.access_policy]\ndefault = "allow"\n', pki)
+    assert served_common_name(srv.port, pki.ca) == "first"
+    cert, key = _pem_pair(pki, "second")
+    refused = "TLS files changed but do not load"
+    # The key is replaced first; the certificate is still the old one: the pair does not match.
+    pki.server_key.write_bytes(key)
+    assert served_common_name(srv.port, pki.ca) == "first"
+    wait_for(lambda: refused in srv.logs(), what="the mismatched pair to be refused")
+    # Then the certificate is being written: half of it is on disk.
+    with open(pki.server_cert, "wb") as fh:
+        fh.write(cert[: len(cert) // 2])
+    for _ in range(3):
+        assert served_common_name(srv.port, pki.ca) == "first"
+        assert requests.get(srv.url + "/v2/", verify=str(pki.ca), timeout=10).status_code == 200
+    wait_for(lambda: srv.logs().count(refused) >= 2, what="the half-written certificate to be refused")
+    # The pair is complete: the next connection gets it.
+    pki.server_cert.write_bytes(cert)
+    assert wait_for(lambda: served_common_name(srv.port, pki.ca) == "second", what="the completed pair")
+
+
+def test_turning_tls_on_is_logged_and_waits_for_a_restart(module_server, pki):
+    srv = module_server('[global.access_policy]\ndefault = "allow"\n')
+    plain = srv.config_path.read_text()
+    srv.config_path.write_text(plain + "\n" + tls_toml(pki, None))
+    wait_for(lambda: "take effect only after a restart: server.tls (enabling or disabling TLS)" in srv.logs(),
+             timeout=30, what="the restart-only change to be logged")
+    assert requests.get(srv.url + "/v2/", timeout=10).status_code == 200  # still plain HTTP
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"https://127.0.0.1:{srv.port}/v2/", verify=str(pki.ca), timeout=10)
+    srv.stop()
+    srv.url = f"https://127.0.0.1:{srv.port}"
+    srv.start(wait=False)
+    wait_for(lambda: _answers(srv.url + "/healthz", str(pki.ca)), timeout=30, what="the TLS server after the restart")
+    assert requests.get(srv.url + "/v2/", verify=str(pki.ca), timeout=10).status_code == 200
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{srv.port}/v2/", timeout=10)
+
+
+def _answers(url: str, ca: str) -> bool:
+    try:
+        return requests.get(url, verify=ca, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

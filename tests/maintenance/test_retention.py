@@ -10,7 +10,8 @@ import requests
 
 from angos.registry.timestamps import format_ts, now
 
-from ..replication.conftest import remote_digest, wait_for
+from ..conftest import wait_for
+from ..replication.conftest import remote_digest
 from .conftest import OCI, lines, manifest_body, push, scrub
 
 SOURCE = """\

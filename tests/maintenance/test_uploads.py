@@ -115,7 +115,7 @@ def test_sessions_idle_past_the_timeout_go_whatever_the_age_and_stray_markers_wi
     # Long enough for the scrubs below to run before the live session idles out too.
     server = angos_factory(extra='[global]\nupload_session_idle_timeout = "6s"\n')
     idle = _start(server, "nginx/app", b"a" * 100)
-    time.sleep(6.5)
+    time.sleep(6.5)  # the 6 s idle timeout under test runs out for the first session
     live = _start(server, "nginx/app", b"b" * 100)
     # Markers whose session is gone: one old enough to be stray, one a start may still be writing.
     stray, starting = _v7(120), _v7(1)

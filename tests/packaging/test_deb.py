@@ -2,17 +2,23 @@
 
 ``make deb``'s script builds ``angos_<version>_<arch>.deb`` once per module;
 lintian runs on it in the background while the lifecycle test installs it
-with apt (as root: CI runs as root on this kind of machine) and then, the way
-the units would (systemd is not PID 1 here, so no ``systemctl start``), runs
-the installed ``/usr/bin/angos`` as the ``angos`` user with a clean
-environment:
+with apt (as root: CI runs as root on this kind of machine) and then runs the
+installed units' ``ExecStart=`` commands the way systemd would (it is not PID 1
+here, so no ``systemctl start``): as the ``angos`` user, with a clean
+environment, inside each installed unit's own sandbox built from the unit file
+with bubblewrap (:mod:`tests.sandbox`: read-only ``/``, only
+``/var/lib/angos`` writable, private ``/tmp``, hidden homes, working directory
+``/``, the unit's umask):
 
 - install: user, directories, conffile, enabled units (verified as installed);
   the venv runs Debian's python3 with exactly the pinned versions;
 - the server on the shipped default config (plus a second ``-c`` file that
   only moves the port) takes a push and serves the pull with skopeo, and
-  writes nothing that the ``angos`` user does not own;
-- ``scrub --replicate --dry-run`` works against the installed layout;
+  writes nothing that the ``angos`` user does not own (and, by the sandbox,
+  nothing outside /var/lib/angos);
+- the timer's service (``angos-replicate.service``) runs its ``ExecStart``
+  (``scrub --replicate``) the same way and succeeds; a preview with a
+  downstream configured names the work it would queue;
 - ``dpkg --purge`` removes the config, the code and the unit links and keeps
   /var/lib/angos; a reinstall over it serves the same image; an upgrade keeps
   an edited config and the data.
@@ -47,6 +53,7 @@ import pytest
 
 from ..conftest import free_port, skopeo, wait_http
 from ..images import layout_digest, single_platform_image
+from ..sandbox import exec_start, sandboxed, umask
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -71,8 +78,40 @@ def run(*cmd: str, env: dict | None = None, timeout: float = 300, check: bool = 
     return res
 
 
-def as_angos(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run("runuser", "-u", "angos", "--", "/usr/bin/angos", *args, env=SERVICE_ENV, check=check)
+UNIT_DIR = Path("/lib/systemd/system")
+
+
+def unit_command(unit_name: str, config_files=(), extra_args=()) -> tuple[list[str], dict, int | None]:
+    """The installed unit's ExecStart (plus ``-c`` files after its own, and arguments), inside its
+    sandbox as its user: (argv, environment, umask)."""
+    unit = UNIT_DIR / unit_name
+    words = exec_start(unit)
+    assert words[:3] == ["/usr/bin/angos", "-c", str(CONFIG)], words
+    command = words[:3] + [w for f in config_files for w in ("-c", str(f))] + words[3:] + list(extra_args)
+    argv, env = sandboxed(unit, command, ro_binds=sorted({str(Path(f).parent) for f in config_files}))
+    return argv, {**SERVICE_ENV, **env}, umask(unit)
+
+
+def run_unit(unit_name: str, config_files=(), extra_args=()) -> subprocess.CompletedProcess:
+    argv, env, mask = unit_command(unit_name, config_files, extra_args)
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, cwd="/", umask=mask)
+    assert res.returncode == 0, f"{unit_name} exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+def main_process(root: int) -> int:
+    """The service's main process below bwrap and setpriv (which exec): the gunicorn master."""
+    todo = [root]
+    while todo:
+        pid = todo.pop(0)
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"/usr/bin/angos" in cmdline and pid != root:
+            return pid
+        todo += [int(p) for p in run("pgrep", "-P", str(pid), check=False).stdout.split()]
+    raise AssertionError(f"no angos process under {root}")
 
 
 def package_state() -> str:
@@ -124,9 +163,9 @@ class InstalledServer:
 
     def __enter__(self) -> "InstalledServer":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            ["runuser", "-u", "angos", "--", "/usr/bin/angos", "-c", str(CONFIG), "-c", str(self.override),
-             "server"], env=SERVICE_ENV, cwd="/", stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        argv, env, mask = unit_command("angos-server.service", [self.override])
+        self.proc = subprocess.Popen(argv, env=env, cwd="/", stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, umask=mask)
         log.close()
         try:
             wait_http(f"http://{self.host}/v2/", self.proc, timeout=60, ok=(200,))
@@ -137,10 +176,11 @@ class InstalledServer:
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            # KillMode=mixed: SIGTERM to the gunicorn master only (runuser's child).
-            children = run("pgrep", "-P", str(self.proc.pid), check=False).stdout.split()
-            for pid in children:
-                os.kill(int(pid), signal.SIGTERM)
+            # KillMode=mixed: SIGTERM to the main process (the gunicorn master) only.
+            try:
+                os.kill(main_process(self.proc.pid), signal.SIGTERM)
+            except (AssertionError, ProcessLookupError):
+                pass
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
@@ -265,14 +305,18 @@ def test_installed_package_serves_as_angos_purge_drops_config_reinstall_and_upgr
         foreign = [str(p) for p in DATA.rglob("*") if p.lstat().st_uid != user.pw_uid]
         assert foreign == []
 
-        # -- the nightly job's command, previewing a reconcile to a downstream
+        assert "Read-only file system" not in server.log_path.read_text()
+
+        # -- the nightly timer's service, as installed: its ExecStart as angos in its sandbox
+        plain = run_unit("angos-replicate.service")
+        assert "failed=0" in plain.stdout + plain.stderr
+        assert [str(p) for p in DATA.rglob("*") if p.lstat().st_uid != user.pw_uid] == []
+        # previewing a reconcile to a downstream: it reads the installed layout and names the work
         mirror = server.dir / "mirror.toml"
         mirror.write_text(f'[repository."pkg"]\n[[repository."pkg".downstream]]\nname = "mirror"\n'
                           f'url = "http://{server.host}/mirror"\n')
         mirror.chmod(0o644)
-        plain = as_angos("-c", str(CONFIG), "scrub", "--replicate", "--dry-run")
-        assert "failed=0" in plain.stdout + plain.stderr
-        preview = as_angos("-c", str(CONFIG), "-c", str(mirror), "scrub", "--replicate", "--dry-run")
+        preview = run_unit("angos-replicate.service", [mirror], ["--dry-run"])
         out = preview.stdout + preview.stderr
         assert "namespace=mirror/app tag=v1" in out and "failed=0" in out, out
 

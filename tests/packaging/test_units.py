@@ -30,28 +30,14 @@ from angos.auth import AccessControl
 from angos.auth.identity import Identity
 from angos.config import JobQueueConfig, ServerConfig, load_config
 
+from ..sandbox import unit_settings
+
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = sorted((ROOT / "systemd").glob("angos-*"))
 SERVICES = [u for u in UNITS if u.suffix == ".service"]
 DEFAULT_CONFIG = ROOT / "packaging" / "deb" / "config.toml"
 HELPER = ROOT / "packaging" / "deb" / "job-queue-configured"
 REPLACED = ("/usr/bin/angos", "/usr/libexec/angos/job-queue-configured")
-
-
-def unit_settings(path: Path) -> dict[str, list[str]]:
-    """``{"Section.Key": [values...]}``; systemd allows a key more than once."""
-    out: dict[str, list[str]] = {}
-    section = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        out.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
-    return out
 
 
 def seconds(value: str) -> int:

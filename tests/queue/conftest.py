@@ -12,15 +12,19 @@
   apply to ``qenv.queue()`` (the producer: ``max_attempts`` travels in each envelope;
   backoff applies where the test calls ``run_next`` itself). Tests that are about
   ``[global.job_queue]`` itself are skipped for s3 (:data:`S3_SKIPS`, with the reason).
+- ``Producer(qenv, kind, lock_key, payload, ...)``: a producer in a process of its own
+  (:mod:`tests.queue.produce`), e.g. with another box's ``ANGOS_JOBS_DIR``.
 - Job kinds come from :mod:`tests.queue.jobkinds`, loaded by worker and server
   processes through ``ANGOS_JOB_MODULES`` with the repository on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -29,7 +33,7 @@ import pytest
 
 from angos.config import load_config, load_config_text
 from angos.queue.core import JobQueue
-from tests.conftest import ANGOS, ROOT, make_bucket
+from tests.conftest import ANGOS, ROOT, make_bucket, wait_for
 
 import tests.queue.jobkinds  # noqa: F401 - registers the test job kinds in this process too
 
@@ -37,27 +41,21 @@ JOB_ENV = {"ANGOS_JOB_MODULES": "tests.queue.jobkinds",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
 
 def read_lines(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
 class Worker:
-    def __init__(self, qenv: "QueueEnv", args: list[str]):
+    """``angos worker`` as a process; ``env`` adds to the test's environment (e.g. another box's
+    ``ANGOS_JOBS_DIR``); ``wrap`` is a command the worker runs under (e.g. :data:`OTHER_HOST`)."""
+
+    def __init__(self, qenv: "QueueEnv", args: list[str], env: dict | None = None, wrap: list[str] = ()):
         self.log_path = qenv.dir / f"worker-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(ANGOS + ["-c", str(qenv.config_path), "worker", *args], cwd=qenv.dir,
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ, **JOB_ENV),
-                                     start_new_session=True)
+        self.proc = subprocess.Popen([*wrap, *ANGOS, "-c", str(qenv.config_path), "worker", *args], cwd=qenv.dir,
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **JOB_ENV, **(env or {})), start_new_session=True)
 
     @property
     def pid(self) -> int:
@@ -81,12 +79,42 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
 
+class Producer:
+    """``python -m tests.queue.produce`` (see that module): a producer process of its own box."""
+
+    def __init__(self, qenv: "QueueEnv", kind: str, lock_key: str, payload: dict, *options: str,
+                 env: dict | None = None):
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.queue.produce", str(qenv.config_path), kind,
+                                      lock_key, json.dumps(payload), *options], cwd=ROOT, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=dict(os.environ, **JOB_ENV, **(env or {})), start_new_session=True)
+        qenv.producers.append(self)
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            raise AssertionError(f"producer did not start: {line!r} {self.proc.stderr.read()}")
+
+    def results(self, timeout: float = 60) -> list[bool]:
+        """Wait for the producer to finish; what each submit returned."""
+        out, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, err
+        return [line.split()[1] == "True" for line in out.splitlines() if line.startswith("submitted ")]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+# A worker "on another host" as far as the queue can tell: its own hostname (UTS namespace) and PID
+# namespace, so the owner string of its jobs names another machine and no worker here can look its
+# process up (the same-host shortcut for dead owners does not apply). Needs root, as the tests run.
+OTHER_HOST = ["bwrap", "--dev-bind", "/", "/", "--unshare-uts", "--hostname", "angos-other-host", "--unshare-pid",
+              "--proc", "/proc", "--die-with-parent", "--"]
+
+
 S3_SKIPS = {
     "test_queue_depth_gauges_appear_on_metrics":
         "the queue-depth gauges are published only with [global.job_queue]; the in-process S3 mode has none",
-    "test_delete_pending_and_failed_jobs_via_api":
-        "the test runs a job with its own run_next while, without [global.job_queue], the server drains the "
-        "same queue itself (deleting via the store is covered in test_s3_store.py)",
 }
 
 
@@ -102,6 +130,7 @@ class QueueEnv:
         self.out.mkdir()
         self.config_path = directory / "config.toml"
         self.workers: list[Worker] = []
+        self.producers: list[Producer] = []
         self._queues: list[JobQueue] = []
         self.configure()
 
@@ -156,18 +185,20 @@ class QueueEnv:
         self._queues.append(q)
         return q
 
-    def worker(self, *args: str) -> Worker:
-        w = Worker(self, (["--in-process"] if self.backend == "s3" else []) + list(args))
+    def worker(self, *args: str, env: dict | None = None, wrap: list[str] = ()) -> Worker:
+        w = Worker(self, (["--in-process"] if self.backend == "s3" else []) + list(args), env, wrap)
         self.workers.append(w)
         if self.backend == "s3":
             # Without [global.job_queue] a server started by the test may drain first, so a test
             # can be done before this worker is; it must be up before the test may stop it.
-            wait_until(lambda: "draining " in w.logs(), what="the worker to start draining")
+            wait_for(lambda: "draining " in w.logs(), what="the worker to start draining")
         return w
 
     def close(self) -> None:
         for w in self.workers:
             w.kill()
+        for p in self.producers:
+            p.kill()
         for q in self._queues:
             q.close()
 

@@ -10,6 +10,7 @@ overlap without sharing memory with the worker.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from prometheus_client import Counter
@@ -37,7 +38,7 @@ def record(job, ctx):
     path = _log(job)
     _append(path, f"start {time.time():.6f} {os.getpid()} {job.id}")
     if job.payload.get("sleep"):
-        time.sleep(job.payload["sleep"])
+        time.sleep(job.payload["sleep"])  # the job's duration, as the test asked for
     _append(path, f"end {time.time():.6f} {os.getpid()} {job.id}")
 
 
@@ -48,7 +49,7 @@ def gate(job, ctx):
     _append(path, f"start {time.time():.6f} {os.getpid()} {job.id}")
     go = os.path.join(job.payload["dir"], job.payload["name"] + ".go")
     while not os.path.exists(go):
-        time.sleep(0.02)
+        time.sleep(0.02)  # the job runs until the test releases it
     _append(path, f"end {time.time():.6f} {os.getpid()} {job.id}")
 
 
@@ -78,3 +79,21 @@ def metric(job, ctx):
 def config(job, ctx):
     """Record the repositories the draining process's current configuration declares."""
     _append(_log(job), " ".join(["repos", *sorted(ctx.cfg.repository)]))
+
+
+@job_kind("test.hold")
+def hold(job, ctx):
+    """Record ``start <time> <pid> <attempts>``, then wait for ``<dir>/<name>.go`` and record ``end``."""
+    path = _log(job)
+    _append(path, f"start {time.time():.6f} {os.getpid()} {job.attempts}")
+    go = os.path.join(job.payload["dir"], job.payload["name"] + ".go")
+    while not os.path.exists(go):
+        time.sleep(0.02)  # the job runs until the test releases it
+    _append(path, f"end {time.time():.6f} {os.getpid()} {job.attempts}")
+
+
+@job_kind("test.suicide")
+def suicide(job, ctx):
+    """Record ``attempt <time> <pid> <attempts>``, then SIGKILL the process running it: every time."""
+    _append(_log(job), f"attempt {time.time():.6f} {os.getpid()} {job.attempts}")
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -16,8 +16,8 @@ import requests
 
 from angos.config import load_config
 from angos.queue.core import JobQueue
-from tests.conftest import ANGOS
-from tests.queue.conftest import JOB_ENV, read_lines, wait_until
+from tests.conftest import ANGOS, wait_for
+from tests.queue.conftest import JOB_ENV, read_lines
 
 
 def _cmdline(pid: int) -> str:
@@ -51,11 +51,11 @@ def _queue(server) -> JobQueue:
 
 def test_server_without_job_queue_runs_jobs_in_one_drain_and_shows_their_metrics(angos_factory, tmp_path):
     server = angos_factory(env=JOB_ENV)
-    assert len(wait_until(lambda: drain_pids(server), what="the drain process")) == 1
+    assert len(wait_for(lambda: drain_pids(server), what="the drain process")) == 1
     q = _queue(server)
     for i in range(3):
         assert q.submit("test.metric", f"metric-{i}", {"dir": str(tmp_path)})
-    wait_until(lambda: all((tmp_path / f"metric-{i}.log").exists() for i in range(3)), what="the jobs to run")
+    wait_for(lambda: all((tmp_path / f"metric-{i}.log").exists() for i in range(3)), what="the jobs to run")
 
     def scraped():
         text = requests.get(server.url + "/metrics", timeout=10).text
@@ -63,7 +63,7 @@ def test_server_without_job_queue_runs_jobs_in_one_drain_and_shows_their_metrics
         test = re.search(r"^angos_test_job_runs_total (\S+)$", text, re.M)
         return runs and test and (runs.group(1), test.group(1)) == ("3.0", "3.0")
 
-    wait_until(scraped, what="handler metrics on the server's /metrics")
+    wait_for(scraped, what="handler metrics on the server's /metrics")
     assert len(drain_pids(server)) == 1  # one consumer for the whole server, not one per gunicorn worker
     for queue in ("replication", "cache"):  # where the operator guide says pending jobs persist
         assert (server.workdir / "data" / "_jobs" / "pending" / queue / "queue.db").is_file()
@@ -72,18 +72,18 @@ def test_server_without_job_queue_runs_jobs_in_one_drain_and_shows_their_metrics
 
 def test_stopping_the_server_stops_its_drain(angos_factory):
     server = angos_factory(env=JOB_ENV)
-    (drain,) = wait_until(lambda: drain_pids(server), what="the drain process")
+    (drain,) = wait_for(lambda: drain_pids(server), what="the drain process")
     assert server.stop() == 0
-    wait_until(lambda: not _running(drain), timeout=10, what="the drain to exit")
+    wait_for(lambda: not _running(drain), timeout=10, what="the drain to exit")
 
 
 def test_a_stop_signalled_to_every_process_at_once_is_not_a_drain_crash(angos_factory):
     # systemd's default KillMode sends SIGTERM to the master and the drain together.
     server = angos_factory(env=JOB_ENV)
-    (drain,) = wait_until(lambda: drain_pids(server), what="the drain process")
+    (drain,) = wait_for(lambda: drain_pids(server), what="the drain process")
     os.killpg(server.pid, signal.SIGTERM)
     assert server.proc.wait(30) == 0
-    wait_until(lambda: not _running(drain), timeout=10, what="the drain to exit")
+    wait_for(lambda: not _running(drain), timeout=10, what="the drain to exit")
     logs = server.logs()
     assert "in-process job drain stopped" in logs
     assert "exited; restarting" not in logs and " ERROR " not in logs, logs
@@ -91,24 +91,24 @@ def test_a_stop_signalled_to_every_process_at_once_is_not_a_drain_crash(angos_fa
 
 def test_drain_exits_when_the_master_is_killed_outright(angos_factory):
     server = angos_factory(env=JOB_ENV)
-    (drain,) = wait_until(lambda: drain_pids(server), what="the drain process")
+    (drain,) = wait_for(lambda: drain_pids(server), what="the drain process")
     os.kill(server.pid, signal.SIGKILL)  # the master alone, not its process group
     server.proc.wait(10)
-    wait_until(lambda: not _running(drain), timeout=20, what="the orphaned drain to exit")
+    wait_for(lambda: not _running(drain), timeout=20, what="the orphaned drain to exit")
 
 
 def test_a_crashed_drain_is_restarted_and_its_running_job_runs_again(angos_factory, tmp_path):
     server = angos_factory(env=JOB_ENV)
-    (first,) = wait_until(lambda: drain_pids(server), what="the drain process")
+    (first,) = wait_for(lambda: drain_pids(server), what="the drain process")
     q = _queue(server)
     q.submit("test.gate", "gated", {"dir": str(tmp_path), "name": "gated"})
     log = tmp_path / "gated.log"
-    wait_until(lambda: read_lines(log), what="the job to start")
+    wait_for(lambda: read_lines(log), what="the job to start")
     os.kill(first, signal.SIGKILL)
-    second = wait_until(lambda: [p for p in drain_pids(server) if p != first], timeout=20, what="a new drain")
-    wait_until(lambda: len(read_lines(log)) == 2, what="the job to start again")
+    second = wait_for(lambda: [p for p in drain_pids(server) if p != first], timeout=20, what="a new drain")
+    wait_for(lambda: len(read_lines(log)) == 2, what="the job to start again")
     (tmp_path / "gated.go").touch()
-    wait_until(lambda: any(line[0] == "end" for line in read_lines(log)), what="the job to finish")
+    wait_for(lambda: any(line[0] == "end" for line in read_lines(log)), what="the job to finish")
     assert [line[2] for line in read_lines(log)] == [str(first), str(second[0]), str(second[0])]
     q.close()
 
@@ -138,11 +138,11 @@ def test_with_a_memory_lock_the_single_web_worker_runs_jobs_itself(angos_factory
         root_dir = "{tmp_path}/data"
         lock_strategy = "memory"
         """)
-    (worker,) = wait_until(server.worker_pids, what="the web worker")
+    (worker,) = wait_for(server.worker_pids, what="the web worker")
     assert drain_pids(server) == []  # no second process: the memory lock could not guard its writes
     q = _queue(server)
     q.submit("test.metric", "in-worker", {"dir": str(tmp_path)})
-    wait_until(lambda: (tmp_path / "in-worker.log").exists(), what="the job to run")
+    wait_for(lambda: (tmp_path / "in-worker.log").exists(), what="the job to run")
     assert read_lines(tmp_path / "in-worker.log")[0][2] == str(worker)
     text = requests.get(server.url + "/metrics", timeout=10).text
     assert re.search(r"^angos_test_job_runs_total 1\.0$", text, re.M)
@@ -152,11 +152,11 @@ def test_with_a_memory_lock_the_single_web_worker_runs_jobs_itself(angos_factory
 
 def test_sigterm_on_the_server_lets_a_running_in_process_job_finish(angos_factory, tmp_path):
     server = angos_factory(env=JOB_ENV)
-    wait_until(lambda: drain_pids(server), what="the drain process")
+    wait_for(lambda: drain_pids(server), what="the drain process")
     q = _queue(server)
     q.submit("test.record", "long", {"dir": str(tmp_path), "name": "long", "sleep": 3})
     log = tmp_path / "long.log"
-    wait_until(lambda: read_lines(log), what="the job to start")
+    wait_for(lambda: read_lines(log), what="the job to start")
     assert server.stop(timeout=60) == 0
     assert [line[0] for line in read_lines(log)] == ["start", "end"]  # finished, not interrupted
     assert q.list_pending()[0] == []  # and not left to run again
@@ -189,7 +189,7 @@ def test_angos_worker_speaks_sd_notify_and_the_servers_drain_stays_quiet(angos_f
                 worker.kill()
 
         server = angos_factory(env={**JOB_ENV, "NOTIFY_SOCKET": path})
-        wait_until(lambda: drain_pids(server), what="the drain process")
+        wait_for(lambda: drain_pids(server), what="the drain process")
         assert server.stop() == 0
         messages = []
         sock.settimeout(0.5)

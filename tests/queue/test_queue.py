@@ -11,7 +11,8 @@ import time
 
 from angos import metrics as m
 from angos.queue import backoff_secs
-from tests.queue.conftest import read_lines, wait_until
+from tests.conftest import wait_for
+from tests.queue.conftest import read_lines
 
 
 def _ends(path):
@@ -22,8 +23,8 @@ def test_enqueued_job_runs_in_a_worker_and_leaves_nothing_pending(qenv):
     q = qenv.queue()
     assert q.submit("test.record", "one", {"dir": str(qenv.out)}) is True
     qenv.worker("--queue", "replication")
-    wait_until(lambda: _ends(qenv.out / "one.log"), what="the job to run")
-    wait_until(lambda: q.list_pending() == ([], None), what="the job to leave the pending list")
+    wait_for(lambda: _ends(qenv.out / "one.log"), what="the job to run")
+    wait_for(lambda: q.list_pending() == ([], None), what="the job to leave the pending list")
     assert q.list_failed() == ([], None)
 
 
@@ -32,7 +33,7 @@ def test_worker_drains_only_the_queues_it_is_given(qenv):
     rep.submit("test.record", "rep-job", {"dir": str(qenv.out)})
     cache.submit("test.record", "cache-job", {"dir": str(qenv.out)})
     w = qenv.worker("--queue", "cache")
-    wait_until(lambda: _ends(qenv.out / "cache-job.log"), what="the cache job")
+    wait_for(lambda: _ends(qenv.out / "cache-job.log"), what="the cache job")
     assert w.stop() == 0
     assert not (qenv.out / "rep-job.log").exists()
     assert [j["lock_key"] for j in rep.list_pending()[0]] == ["rep-job"]
@@ -74,11 +75,11 @@ def test_enqueue_during_a_run_schedules_one_rerun_that_starts_after_the_first_en
     log = qenv.out / "gated.log"
     assert q.submit("test.gate", "gated", payload)
     qenv.worker()
-    wait_until(lambda: read_lines(log), what="the first run to start")
+    wait_for(lambda: read_lines(log), what="the first run to start")
     assert q.submit("test.gate", "gated", payload) is True   # the first run is taken: a new run
     assert q.submit("test.gate", "gated", payload) is False  # that new run is pending: coalesced
     (qenv.out / "gated.go").touch()
-    wait_until(lambda: len(_ends(log)) == 2, what="the rerun")
+    wait_for(lambda: len(_ends(log)) == 2, what="the rerun")
     events = [line[0] for line in read_lines(log)]
     assert events == ["start", "end", "start", "end"]  # never two runs of one key at once
 
@@ -89,7 +90,7 @@ def test_failed_runs_back_off_with_doubling_delays_capped_at_the_maximum(qenv):
     q.submit("test.flaky", "flaky", {"dir": str(qenv.out)})
     delays = []
     for attempt in range(5):
-        wait_until(lambda: (q.get(_only_key(q)) or (None, ""))[0].not_before <= time.time(), what="due time")
+        wait_for(lambda: (q.get(_only_key(q)) or (None, ""))[0].not_before <= time.time(), what="due time")
         before = time.time()
         assert q.run_next() == "retried"
         after = time.time()
@@ -113,7 +114,7 @@ def test_job_dead_letters_after_max_attempts_with_its_last_error(qenv):
     q = qenv.queue()
     q.submit("test.flaky", "doomed", {"dir": str(qenv.out)})
     qenv.worker()
-    failed = wait_until(lambda: q.list_failed()[0], what="the dead letter")
+    failed = wait_for(lambda: q.list_failed()[0], what="the dead letter")
     assert len(failed) == 1
     job = failed[0]
     assert (job["lock_key"], job["attempts"], job["max_attempts"]) == ("doomed", 3, 3)
@@ -127,7 +128,7 @@ def test_terminal_error_dead_letters_at_once(qenv):
     q = qenv.queue()
     q.submit("test.flaky", "refused", {"dir": str(qenv.out), "terminal": True})
     qenv.worker()
-    failed = wait_until(lambda: q.list_failed()[0], what="the dead letter")
+    failed = wait_for(lambda: q.list_failed()[0], what="the dead letter")
     assert (failed[0]["attempts"], failed[0]["last_error"]) == (1, "TerminalJobError: refused for good")
     assert len(read_lines(qenv.out / "refused.log")) == 1
 
@@ -150,7 +151,7 @@ def test_job_of_an_owner_whose_lease_expired_runs_again_counting_the_lost_run(qe
     assert q.reclaim() == 1
     env, state = q.get(claimed.storage_key)
     assert state == "pending" and env.attempts == 1 and "stopped before it finished" in env.last_error
-    wait_until(lambda: q.run_next() == "succeeded", what="the rerun")
+    wait_for(lambda: q.run_next() == "succeeded", what="the rerun")
     assert len(_ends(qenv.out / "leased.log")) == 1
 
 
@@ -170,16 +171,16 @@ def test_killed_worker_job_runs_again_in_a_new_worker(qenv):
     log = qenv.out / "long.log"
     q.submit("test.gate", "long", payload)
     first = qenv.worker()
-    wait_until(lambda: read_lines(log), what="the job to start")
+    wait_for(lambda: read_lines(log), what="the job to start")
     first.kill()  # kill -9 mid-job
     second = qenv.worker()
-    wait_until(lambda: len(read_lines(log)) == 2, what="the new worker to start the job again")
+    wait_for(lambda: len(read_lines(log)) == 2, what="the new worker to start the job again")
     (qenv.out / "long.go").touch()
-    wait_until(lambda: _ends(log), what="the job to finish")
+    wait_for(lambda: _ends(log), what="the job to finish")
     starts = [line for line in read_lines(log) if line[0] == "start"]
     assert [s[2] for s in starts] == [str(first.pid), str(second.pid)]
     assert _ends(log)[0][2] == str(second.pid)
-    wait_until(lambda: q.list_pending() == ([], None), what="an empty queue")
+    wait_for(lambda: q.list_pending() == ([], None), what="an empty queue")
     assert second.stop() == 0
 
 
@@ -188,7 +189,7 @@ def test_graceful_stop_lets_the_running_job_finish_then_exits_0(qenv):
     log = qenv.out / "slow.log"
     q.submit("test.record", "slow", {"dir": str(qenv.out), "name": "slow", "sleep": 1.5})
     w = qenv.worker()
-    wait_until(lambda: read_lines(log), what="the job to start")
+    wait_for(lambda: read_lines(log), what="the job to start")
     assert w.stop() == 0
     assert [line[0] for line in read_lines(log)] == ["start", "end"]
     assert q.list_pending() == ([], None)
@@ -200,11 +201,11 @@ def test_200_pending_jobs_all_complete_across_a_stop_and_restart(qenv):
     for key in keys:
         assert q.submit("test.record", key, {"dir": str(qenv.out), "sleep": 0.01})
     first = qenv.worker()
-    wait_until(lambda: sum(1 for k in keys if (qenv.out / f"{k}.log").exists()) >= 20, what="some progress")
+    wait_for(lambda: sum(1 for k in keys if (qenv.out / f"{k}.log").exists()) >= 20, what="some progress")
     assert first.stop() == 0
     q.close()
     second = qenv.worker()
-    wait_until(lambda: all(_ends(qenv.out / f"{k}.log") for k in keys), timeout=60, what="all 200 jobs")
+    wait_for(lambda: all(_ends(qenv.out / f"{k}.log") for k in keys), timeout=60, what="all 200 jobs")
     assert second.stop() == 0
     runs = [len(_ends(qenv.out / f"{k}.log")) for k in keys]
     assert runs == [1] * 200  # graceful stops let runs finish: nothing ran twice
@@ -216,7 +217,7 @@ def test_two_workers_run_500_jobs_each_exactly_once(qenv):
     workers = [qenv.worker("--queue", "replication"), qenv.worker("--queue", "replication")]
     for key in keys:
         assert q.submit("test.record", key, {"dir": str(qenv.out)})
-    wait_until(lambda: all(_ends(qenv.out / f"{k}.log") for k in keys), timeout=120, what="all 500 jobs")
+    wait_for(lambda: all(_ends(qenv.out / f"{k}.log") for k in keys), timeout=120, what="all 500 jobs")
     for w in workers:
         assert w.stop() == 0
     for key in keys:
@@ -247,12 +248,12 @@ def test_worker_applies_a_changed_configuration_to_later_jobs_and_ignores_an_inv
     def repos_seen_by_next_job():
         key = f"cfg-{next(counter)}"
         q.submit("test.config", key, {"dir": str(qenv.out)})
-        return wait_until(lambda: read_lines(qenv.out / f"{key}.log"), what="the job")[0][1:]
+        return wait_for(lambda: read_lines(qenv.out / f"{key}.log"), what="the job")[0][1:]
 
     assert repos_seen_by_next_job() == []
     qenv.configure(extra='[repository."added"]\n')
-    wait_until(lambda: repos_seen_by_next_job() == ["added"], what="the reloaded configuration")
+    wait_for(lambda: repos_seen_by_next_job() == ["added"], what="the reloaded configuration")
     qenv.config_path.write_text(qenv.config_path.read_text() + "\nnot valid toml [[[\n")
-    wait_until(lambda: "configuration reload failed, keeping the previous one" in worker.logs(),
+    wait_for(lambda: "configuration reload failed, keeping the previous one" in worker.logs(),
                what="the invalid file to be noticed")
     assert repos_seen_by_next_job() == ["added"]

@@ -10,8 +10,8 @@ import hashlib
 import boto3
 import requests
 
-from tests.conftest import make_bucket
-from tests.replication.conftest import remote_digest, wait_for
+from tests.conftest import make_bucket, wait_for
+from tests.replication.conftest import remote_digest
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
 

@@ -1,22 +1,21 @@
 """What is specific to the job store in the S3 metadata store (no ``[global.job_queue]``):
 jobs are objects under ``<prefix>_jobs/`` in the bucket, survive the loss of the box's local
 wake-up database, are shared safely by several boxes, and keep due times, dead letters and
-retries. Real moto S3; two "boxes" are two JobQueues with different ``$ANGOS_JOBS_DIR``."""
+retries. Real moto S3. Another "box" is processes of its own with their own ``$ANGOS_JOBS_DIR``
+(an ``angos worker --in-process`` drain, a :class:`~tests.queue.conftest.Producer`), sharing
+only the bucket with this one."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import threading
 import time
 
 import boto3
 import pytest
 
-from angos.queue.core import JobQueue
 from angos.queue.envelope import STORAGE_KEY
-from tests.conftest import make_bucket
-from tests.queue.conftest import QueueEnv, read_lines, wait_until
+from tests.conftest import make_bucket, wait_for
+from tests.queue.conftest import Producer, QueueEnv, read_lines
 
 
 @pytest.fixture
@@ -35,16 +34,6 @@ def _keys(env, prefix="meta/_jobs/"):
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for page in pages for o in page.get("Contents", ()))
 
-
-def _box(env, name: str, queue: str = "replication") -> JobQueue:
-    """A JobQueue as another box sees it: same bucket, its own local wake-up database."""
-    os.environ["ANGOS_JOBS_DIR"] = str(env.dir / name / "_jobs")
-    try:
-        q = JobQueue(env.cfg, queue)
-    finally:
-        os.environ["ANGOS_JOBS_DIR"] = str(env.dir / "box" / "_jobs")
-    env._queues.append(q)
-    return q
 
 
 def _ends(path):
@@ -81,88 +70,111 @@ def test_pending_jobs_survive_a_wiped_local_jobs_dir_and_run_in_a_new_drain(s3en
     shutil.rmtree(s3env.dir / "box")  # the box lost its disk (wake-ups included)
     (s3env.dir / "box").mkdir()
     s3env.worker("--queue", "replication")  # a fresh drain: top_up finds the jobs on S3
-    wait_until(lambda: all(_ends(s3env.out / f"survivor-{i}.log") for i in range(3)), what="the jobs to run")
-    wait_until(lambda: q.list_pending() == ([], None), what="an empty queue")
+    wait_for(lambda: all(_ends(s3env.out / f"survivor-{i}.log") for i in range(3)), what="the jobs to run")
+    wait_for(lambda: q.list_pending() == ([], None), what="an empty queue")
+
+
+def _box(env, name: str) -> dict:
+    """The environment of another box's processes: its own local wake-up database (the box's
+    disk exists; a drain never creates a missing data root)."""
+    (env.dir / name).mkdir(exist_ok=True)
+    return {"ANGOS_JOBS_DIR": str(env.dir / name / "_jobs")}
+
+
+def _wakeups(env, name: str) -> int:
+    """Wake-ups waiting in box ``name``'s local database (0 once its drain has popped them)."""
+    import sqlite3
+
+    db = env.dir / name / "_jobs" / "pending" / "replication" / "queue.db"
+    if not db.exists():
+        return -1
+    with sqlite3.connect(db, timeout=5) as conn:
+        return conn.execute("select count(*) from task").fetchone()[0]
+
+
+def _runs(path) -> list[list[str]]:
+    """``start``/``end`` lines of test.record or test.gate; asserts no two runs ever overlapped."""
+    lines = read_lines(path)
+    assert [line[0] for line in lines] == ["start", "end"] * (len(lines) // 2), lines  # never overlapping
+    for start, end in zip(lines[::2], lines[1::2]):
+        assert start[3] == end[3], (start, end)  # each end belongs to the run that started just before
+    return lines
 
 
 def test_two_boxes_coalesce_and_never_run_one_lock_key_at_once(s3env):
-    a, b = _box(s3env, "box-a"), _box(s3env, "box-b")
     payload = {"dir": str(s3env.out), "name": "shared", "sleep": 0.05}
-    results = []
-    barrier = threading.Barrier(8)
-
-    def enqueue(q):
-        barrier.wait()
-        results.append(q.submit("test.record", "shared", payload))
-
-    threads = [threading.Thread(target=enqueue, args=(q,)) for q in (a, b) * 4]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    go = s3env.dir / "go"
+    # Eight concurrent submits of one key from two producer processes (two boxes, four threads each).
+    producers = [Producer(s3env, "test.record", "shared", payload, "--threads", "4", "--go", str(go),
+                          env=_box(s3env, box)) for box in ("box-a", "box-b")]
+    go.touch()
+    results = [r for p in producers for r in p.results()]
     assert sorted(results) == [False] * 7 + [True]  # one pending job, whatever box enqueued
-    # Both boxes drain concurrently (4 threads each) while both keep enqueueing the same key.
-    stop = threading.Event()
-
-    def drain(q):
-        while not stop.is_set():
-            if q.run_next() is None:
-                time.sleep(0.01)
-
-    drains = [threading.Thread(target=drain, args=(q,)) for q in (a, b) * 4]
-    for t in drains:
-        t.start()
-    try:
-        for _ in range(6):
-            a.enqueue("test.record", "shared", payload)
-            b.enqueue("test.record", "shared", payload)
-            time.sleep(0.03)
-        wait_until(lambda: a.list_pending() == ([], None), what="the key to drain")
-    finally:
-        stop.set()
-        for t in drains:
-            t.join()
-    lines = read_lines(s3env.out / "shared.log")
-    assert lines and [line[0] for line in lines] == ["start", "end"] * (len(lines) // 2)  # never overlapping
+    # Both boxes drain (a worker process each) while both keep enqueueing the same key.
+    workers = [s3env.worker("--queue", "replication", env=_box(s3env, box)) for box in ("box-a", "box-b")]
+    producers = [Producer(s3env, "test.record", "shared", payload, "--count", "6", "--every", "0.03",
+                          env=_box(s3env, box)) for box in ("box-a", "box-b")]
+    for p in producers:
+        assert any(p.results())  # some enqueues landed while a run was in progress: new runs
+    q = s3env.queue()
+    wait_for(lambda: q.list_pending() == ([], None), what="the key to drain")
+    lines = _runs(s3env.out / "shared.log")
+    assert len(lines) >= 4  # the first job and at least one enqueued during a run
+    assert {line[2] for line in lines} <= {str(w.pid) for w in workers}
+    for w in workers:
+        assert w.stop() == 0
 
 
 def test_an_enqueue_during_a_run_schedules_exactly_one_more_run_across_boxes(s3env):
-    a, b = _box(s3env, "box-a"), _box(s3env, "box-b")
     payload = {"dir": str(s3env.out), "name": "gated"}
-    assert a.submit("test.gate", "gated", payload)
-    runner = threading.Thread(target=a.run_next)
-    runner.start()
-    wait_until(lambda: read_lines(s3env.out / "gated.log"), what="the first run")
-    assert b.submit("test.gate", "gated", payload) is True  # the running job does not absorb it
-    assert a.submit("test.gate", "gated", payload) is False
-    assert b.run_next() is None  # the key is running on box a
+    a = s3env.worker("--queue", "replication", env=_box(s3env, "box-a"))
+    assert Producer(s3env, "test.gate", "gated", payload, env=_box(s3env, "box-a")).results() == [True]
+    wait_for(lambda: read_lines(s3env.out / "gated.log"), what="the first run")
+    # Box b enqueues while box a runs the key: the running job does not absorb it ...
+    assert Producer(s3env, "test.gate", "gated", payload, env=_box(s3env, "box-b")).results() == [True]
+    # ... and box a's next enqueue coalesces into that pending job.
+    assert Producer(s3env, "test.gate", "gated", payload, env=_box(s3env, "box-a")).results() == [False]
+    # Box b's drain takes its wake-up and finds the key running on box a: it must not start it.
+    b = s3env.worker("--queue", "replication", env=_box(s3env, "box-b"))
+    wait_for(lambda: _wakeups(s3env, "box-b") == 0, what="box b's drain to spend its wake-up")
+    assert len(read_lines(s3env.out / "gated.log")) == 1
     (s3env.out / "gated.go").touch()
-    runner.join(10)
-    assert wait_until(lambda: b.run_next(), what="the rerun") == "succeeded"
-    assert a.run_next() is None and b.run_next() is None
-    assert [line[0] for line in read_lines(s3env.out / "gated.log")] == ["start", "end", "start", "end"]
+    q = s3env.queue()
+    wait_for(lambda: len(read_lines(s3env.out / "gated.log")) == 4 and q.list_pending() == ([], None),
+             what="exactly one more run")
+    lines = _runs(s3env.out / "gated.log")
+    assert [line[0] for line in lines] == ["start", "end", "start", "end"]
+    assert lines[0][2] == str(a.pid)
+    for w in (a, b):
+        assert w.stop() == 0
+    assert len(read_lines(s3env.out / "gated.log")) == 4
 
 
 def test_retry_backoff_and_a_delayed_enqueue_never_run_early(s3env):
-    s3env.configure("max_attempts = 3\nretry_backoff_min_ms = 600\nretry_backoff_max_ms = 600\n")
+    # Deterministic under any load: every run is compared with the due time its job carried
+    # (read from the store, or the backoff measured from the previous attempt's own start),
+    # never with how long the test thinks S3 took. The retry settings reach the drain through
+    # [global.replication], which applies without [global.job_queue].
+    s3env.configure(extra="[global.replication]\nmax_attempts = 3\nretry_backoff_min_ms = 600\n"
+                          "retry_backoff_max_ms = 600\n")
     q = s3env.queue()
     q.submit("test.flaky", "flaky", {"dir": str(s3env.out), "succeed_after": 1})
+    before = time.time()
     q.submit("test.record", "later", {"dir": str(s3env.out)}, delay=1.0)
-    assert q.run_next() == "retried"
-    (job,) = [j for j in q.list_pending()[0] if j["lock_key"] == "flaky"]
-    env, state = q.get(job["storage_key"])
-    assert state == "pending" and env.attempts == 1 and env.not_before > time.time() + 0.4
-    assert q.run_next() is None  # neither job is due yet
-    other = _box(s3env, "box-b")
-    assert other.run_next() is None and other.top_up() == 0  # nor on another box
-    wait_until(lambda: time.time() >= env.not_before, what="the backoff")
-    assert q.run_next() == "succeeded"
-    assert not (s3env.out / "later.log").exists()
-    wait_until(lambda: q.run_next() == "succeeded", what="the delayed job")
+    (listed,) = [j for j in q.list_pending()[0] if j["lock_key"] == "later"]
+    later = q.get(listed["storage_key"])[0]
+    assert later.not_before >= before + 1.0
+    # Another box drains: it learns of both jobs from the bucket alone.
+    s3env.worker("--queue", "replication", env=_box(s3env, "box-b"))
+    wait_for(lambda: any(line[0] == "done" for line in read_lines(s3env.out / "flaky.log"))
+             and any(line[0] == "end" for line in read_lines(s3env.out / "later.log")), what="both jobs")
     starts = [float(line[1]) for line in read_lines(s3env.out / "later.log") if line[0] == "start"]
-    attempts = [float(line[1]) for line in read_lines(s3env.out / "flaky.log") if line[0] == "attempt"]
-    assert attempts[1] - attempts[0] >= 0.6
-    assert q.list_pending() == ([], None) and starts
+    attempts = [(float(line[1]), int(line[2])) for line in read_lines(s3env.out / "flaky.log")
+                if line[0] == "attempt"]
+    assert len(starts) == 1 and starts[0] >= later.not_before
+    assert [n for _, n in attempts] == [0, 1]
+    assert attempts[1][0] - attempts[0][0] >= 0.6  # the backoff, counted from the failure
+    wait_for(lambda: q.list_pending() == ([], None), what="an empty queue")
 
 
 def test_dead_letter_then_retry_and_delete_through_the_store(s3env):
@@ -171,7 +183,7 @@ def test_dead_letter_then_retry_and_delete_through_the_store(s3env):
     fix = s3env.out / "fixed"
     q.submit("test.flaky", "doomed", {"dir": str(s3env.out), "fixed_by": str(fix)})
     assert q.run_next() == "retried"
-    wait_until(lambda: q.run_next() == "dead_lettered", what="the dead letter")
+    wait_for(lambda: q.run_next() == "dead_lettered", what="the dead letter")
     (failed,), more = q.list_failed()
     key = failed["storage_key"]
     assert more is None and STORAGE_KEY.match(key) and failed["attempts"] == 2
@@ -196,20 +208,6 @@ def test_dead_letter_then_retry_and_delete_through_the_store(s3env):
     assert q.delete_failed(failed_key) is True and q.delete_failed(failed_key) is False
     assert q.submit("test.record", "waiting", {}, delay=60) is True  # the deleted job no longer coalesces
     assert [k for k in _keys(s3env) if "/failed/" in k] == []
-
-
-def test_listing_pages_in_storage_key_order(s3env):
-    q = s3env.queue()
-    for i in range(5):
-        q.submit("test.record", f"page-{i}", {}, delay=3600)
-    seen, after = [], None
-    while True:
-        page, after = q.list_pending(after, 2)
-        seen += page
-        if after is None:
-            break
-    assert len(seen) == 5 and [j["storage_key"] for j in seen] == sorted(j["storage_key"] for j in seen)
-    assert q.refresh_gauges() == (0, 0)  # all five are beyond the readiness horizon
 
 
 def test_a_stale_run_marker_left_by_a_crash_does_not_block_the_key(s3env):

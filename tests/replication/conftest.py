@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import textwrap
-import time
 
 import pytest
 import requests
 
-from ..conftest import free_port
+from ..conftest import free_port, wait_for
 
 MESH_CONFIG = """\
 [server]
@@ -83,14 +82,39 @@ def _toml(value) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
+
+def enqueued(server) -> float:
+    """Every replication job ``server`` has been asked to queue (new ones and coalesced ones)."""
+    total = 0.0
+    for line in requests.get(server.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("angos_job_queue_enqueued_total{") and 'queue="replication"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _queued(server) -> list:
+    r = requests.get(server.url + "/_ext/_jobs", params={"queue": "replication", "n": 1000}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["jobs"]
+
+
+def settled(servers, timeout: float = 60.0) -> list[float]:
+    """Wait until replication has nothing left to do on any of ``servers``; return their enqueue counts.
+
+    The positive signal that replaces "sleep, then check nothing happened": every queue is
+    empty (no job pending or running) and no server's enqueue counter moved while the queues
+    were read. A job that would still replicate (or bounce back) is either listed or, if it
+    ran meanwhile, enqueued its follow-up while we looked, which moves a counter.
+    """
+    def once():
+        before = [enqueued(s) for s in servers]
+        busy = [(s.url, jobs) for s in servers if (jobs := _queued(s))]
+        if busy:
+            return None
+        after = [enqueued(s) for s in servers]
+        return after if after == before else None
+
+    return wait_for(once, timeout=timeout, what="every replication queue to be empty with no new enqueue")
 
 
 def remote_digest(server, ns: str, ref: str) -> str | None:

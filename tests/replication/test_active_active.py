@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 import requests
 
-from ..conftest import skopeo
+from ..conftest import skopeo, wait_for
 from ..images import multi_arch_index, single_platform_image
-from .conftest import push_counts, remote_digest, wait_for
+from .conftest import push_counts, remote_digest, settled
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
 
@@ -35,22 +34,11 @@ def _push_artifact(server, ns: str, subject_digest: str, subject_size: int) -> s
     return d
 
 
-def _quiet(servers, settle: float = 1.5) -> None:
-    """Counters stop moving: no ping-pong between peers.
-
-    In-flight jobs may still be counting when the last tag lands, so first wait
-    for a calm second, then require the counters to stay still for ``settle``.
-    """
-    snapshot = lambda: [push_counts(s) for s in servers]  # noqa: E731
-    previous, deadline = snapshot(), time.monotonic() + 15
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        current = snapshot()
-        if current == previous:
-            break
-        previous = current
-    time.sleep(settle)
-    assert snapshot() == previous
+def _quiet(servers) -> None:
+    """No ping-pong between peers: every replication queue is empty and no server queued anything
+    while they were read (:func:`~tests.replication.conftest.settled`). A change bouncing back
+    and forth always has a job queued or running, or queues one, so it cannot hide from this."""
+    settled(servers)
 
 
 def test_seed_two_instance_example_converges_both_ways_and_goes_quiet(mesh, tmp_path):

@@ -12,7 +12,8 @@ import time
 import pytest
 import requests
 
-from .conftest import remote_digest, wait_for
+from ..conftest import wait_for
+from .conftest import remote_digest
 from .test_failures import OCI, _jobs, _small_manifest
 
 TAGS = [f"t{i}" for i in range(8)]
@@ -56,7 +57,7 @@ def test_mesh_converges_to_the_last_client_write_through_kills_and_restarts(mesh
             if r.status_code == 202:
                 last[tag] = None
                 writes += 1
-        time.sleep(rng.uniform(0, 0.1))
+        time.sleep(rng.uniform(0, 0.1))  # random spacing of the writes is part of the chaos under test
     if down is not None:
         down.start()
     print(f"chaos: {writes} client writes, {kills} kills")

@@ -10,7 +10,8 @@ import requests
 
 from ..conftest import skopeo
 from ..images import single_platform_image
-from .conftest import push_counts, source_config, wait_for
+from ..conftest import wait_for
+from .conftest import push_counts, source_config
 from .test_active_active import _push_artifact
 from .token_server import TokenServer
 

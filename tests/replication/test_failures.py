@@ -15,7 +15,8 @@ from argon2 import PasswordHasher
 from ..conftest import ROOT, skopeo
 from ..images import single_platform_image
 from ..netem import SlowProxy
-from .conftest import push_counts, remote_digest, source_config, wait_for
+from ..conftest import wait_for
+from .conftest import push_counts, remote_digest, source_config
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
 

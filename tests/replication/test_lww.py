@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
+from ..api.helpers import assert_oci_error
+
 OCI = "application/vnd.oci.image.manifest.v1+json"
 TS = "X-Angos-Source-Timestamp"
 
@@ -50,9 +52,7 @@ def test_replicated_put_older_than_local_tag_is_superseded(angos):
     remote, _ = _manifest(angos, ns, "remote")
     assert _put(angos, ns, "v1", local).status_code == 201
     old = _ts(datetime.now(timezone.utc) - timedelta(hours=1))
-    r = _put(angos, ns, "v1", remote, old)
-    assert r.status_code == 409
-    assert r.json()["errors"][0]["code"] == "REPLICATION_SUPERSEDED"
+    assert_oci_error(_put(angos, ns, "v1", remote, old), 409, "REPLICATION_SUPERSEDED")
     assert _tag(angos, ns, "v1") == local_d
 
 
@@ -126,8 +126,8 @@ def test_replicated_tag_delete_older_than_local_is_superseded(angos):
     body, d = _manifest(angos, ns, "keep")
     assert _put(angos, ns, "v1", body).status_code == 201
     old = _ts(datetime.now(timezone.utc) - timedelta(hours=1))
-    r = requests.delete(angos.v2(f"{ns}/manifests/v1"), headers={TS: old})
-    assert r.status_code == 409 and r.json()["errors"][0]["code"] == "REPLICATION_SUPERSEDED"
+    assert_oci_error(requests.delete(angos.v2(f"{ns}/manifests/v1"), headers={TS: old}), 409,
+                     "REPLICATION_SUPERSEDED")
     assert _tag(angos, ns, "v1") == d
     assert requests.delete(angos.v2(f"{ns}/manifests/v1"), headers={TS: _ts(datetime.now(timezone.utc))}
                            ).status_code == 202

@@ -6,7 +6,8 @@ import threading
 
 import requests
 
-from .conftest import remote_digest, wait_for
+from ..conftest import wait_for
+from .conftest import remote_digest
 from .test_active_active import _quiet
 from .test_failures import OCI, _small_manifest
 

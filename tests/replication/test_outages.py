@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from ..netem import SlowProxy
-from .conftest import remote_digest, source_config, wait_for
+from ..conftest import wait_for
+from .conftest import remote_digest, source_config
 from .test_failures import OCI, _jobs, _small_manifest
 
 
@@ -49,7 +50,7 @@ def test_two_minute_outage_with_300_pushes_and_50_deletes_arrives_without_reconc
     for tag in old:
         assert requests.delete(source.v2(f"{ns}/manifests/{tag}")).status_code == 202
     # The outage itself: two minutes of the downstream refusing connections.
-    time.sleep(max(0.0, 120 - (time.monotonic() - down_at)))
+    time.sleep(max(0.0, 120 - (time.monotonic() - down_at)))  # the outage under test lasts two minutes
     assert _jobs(source, "/failed") == []
     metrics = requests.get(source.url + "/metrics").text
     assert 'angos_replication_downstream_up{downstream="peer"} 0.0' in metrics
@@ -143,7 +144,7 @@ def test_push_delete_churn_on_a_slow_downstream_holds_one_slot(angos_factory):
             while not stop.is_set():
                 jobs = _jobs(source)
                 samples.append(([j for j in jobs if j.get("state") == "running"], jobs))
-                time.sleep(0.02)
+                time.sleep(0.02)  # the sampling interval of the observer, not a wait for an outcome
 
         sampler = threading.Thread(target=sample)
         sampler.start()
@@ -158,7 +159,7 @@ def test_push_delete_churn_on_a_slow_downstream_holds_one_slot(angos_factory):
                         f'"application/vnd.oci.image.config.v1+json","digest":"{bd}","size":{len(blob)}}},'
                         f'"layers":[]}}').encode()
                 _put(source, ns, "t", body)
-                time.sleep(0.3)
+                time.sleep(0.3)  # the churn under test: the delete lands while the push still crawls out
                 assert requests.delete(source.v2(f"{ns}/manifests/t")).status_code == 202
             _wait_jobs_empty(source, timeout=60)
         finally:

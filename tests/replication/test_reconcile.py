@@ -188,7 +188,7 @@ def test_reconcile_clears_the_dead_letters_of_tags_it_brings_in_sync(angos_facto
 
 
 def _wait(predicate, timeout: float = 30.0):
-    from .conftest import wait_for
+    from ..conftest import wait_for
 
     value = wait_for(predicate, timeout=timeout)
     assert value, "timed out"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import requests
 
 from ..auth.conftest import make_pki
-from .conftest import source_config, wait_for
+from ..conftest import wait_for
+from .conftest import source_config
 from .test_failures import OCI, _small_manifest
 
 

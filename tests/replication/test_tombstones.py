@@ -17,8 +17,8 @@ import time
 import pytest
 import requests
 
-from ..conftest import ROOT
-from .conftest import remote_digest, wait_for
+from ..conftest import ROOT, wait_for
+from .conftest import remote_digest
 from .test_failures import OCI, _jobs, _small_manifest
 
 HELD = """
@@ -36,10 +36,7 @@ def _drain(server, timeout: float = 60) -> None:
                             stdout=open(server.workdir / "worker.log", "ab"), stderr=subprocess.STDOUT,
                             start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
-        deadline = time.monotonic() + timeout
-        while _jobs(server):
-            assert time.monotonic() < deadline, f"queue of {server.url} did not drain: {_jobs(server)}"
-            time.sleep(0.05)
+        wait_for(lambda: not _jobs(server), timeout=timeout, what=f"the queue of {server.url} to drain")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -92,7 +89,7 @@ def test_push_then_later_delete_ends_deleted_in_every_job_order(mesh, topology):
         settle(nodes)
         assert len(set(_states(nodes, ns, tag))) == 1 and _states(nodes, ns, tag)[0] is not None
         _push(nodes[1], ns, tag, f"new-{tag}")    # older write, on one node
-        time.sleep(0.01)
+        time.sleep(0.01)  # the behaviour under test: the next write's author time is strictly later
         _delete(nodes[0], ns, tag)                 # later write, on another
         settle(nodes, [nodes[i] for i in order])
         assert _states(nodes, ns, tag) == [None] * n, (order, _states(nodes, ns, tag))
@@ -108,7 +105,7 @@ def test_delete_then_later_push_ends_at_the_push_in_every_job_order(mesh, topolo
         _push(nodes[0], ns, tag, f"base-{tag}")
         settle(nodes)
         _delete(nodes[0], ns, tag)                 # older write
-        time.sleep(0.01)
+        time.sleep(0.01)  # the behaviour under test: the next write's author time is strictly later
         d = _push(nodes[1], ns, tag, f"new-{tag}")  # later write, on another node
         settle(nodes, [nodes[i] for i in order])
         assert _states(nodes, ns, tag) == [d] * n, (order, _states(nodes, ns, tag))

@@ -59,7 +59,7 @@ def test_concurrent_read_modify_write_through_two_managers_loses_no_update(two_m
         for _ in range(10):
             with mgr.lock("counter"):
                 n = counter["n"]
-                time.sleep(0.001)
+                time.sleep(0.001)  # widen the read-modify-write window the lock must protect
                 counter["n"] = n + 1
 
     threads = [threading.Thread(target=work, args=(m,)) for m in patient for _ in range(2)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import re
 import signal
-import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,51 +21,13 @@ import pytest
 import requests
 
 from tests.api.helpers import push_image, uniq
-from tests.conftest import ANGOS, AngosServer, angos_config, free_port, make_bucket
+from tests.conftest import ANGOS, AngosServer, RedisProc, angos_config, free_port, make_bucket, wait_for
 
 from .conftest import s3_server_config
 from .s3_proxy import start_stripping_proxy
 
 pytestmark = pytest.mark.slow
 
-
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class RedisProc:
-    """A redis-server that can be stopped and started again on the same port with its data
-    (append-only file, fsync always), like a Redis restart in production."""
-
-    def __init__(self, workdir: Path):
-        self.port = free_port()
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-
-    def start(self) -> "RedisProc":
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # a clean shutdown flushes the append-only file
-            self.proc.wait(10)
 
 
 class Worker:
@@ -91,7 +52,7 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, moto_server):
-    redis = RedisProc(tmp_path_factory.mktemp("redis")).start()
+    redis = RedisProc(tmp_path_factory.mktemp("redis"), durable=True).start()
     down_dir = tmp_path_factory.mktemp("downstream")
     down_port = free_port()
     downstream = AngosServer(down_dir, angos_config(down_dir / "data", down_port, 1), down_port).start()
@@ -178,7 +139,7 @@ def test_concurrent_pushes_to_one_tag_across_both_servers_converge_and_replicate
     from_b = push_image(b, ns, "sha256", tag="from-b")[0]
 
     # Both servers enqueue into the shared Redis queue; the one worker drains it into C.
-    wait_until(lambda: _tag_digest(c, ns, "race") == final_a and _tag_digest(c, ns, "from-a") == from_a
+    wait_for(lambda: _tag_digest(c, ns, "race") == final_a and _tag_digest(c, ns, "from-a") == from_a
                and _tag_digest(c, ns, "from-b") == from_b and not _pending(a), what="replication to C")
     assert _failed(a) == [] and _pending(b) == []
     # Every job for this namespace ran to completion exactly once (Redis hands a job to one consumer).
@@ -195,7 +156,7 @@ def test_redis_outage_fails_lock_needing_requests_with_503_and_loses_no_job(clus
     ns = uniq("mirror/outage")
     cluster["worker"].stop()  # hold jobs in the queue across the outage
     before, body, media_type, _ = push_image(a, ns, "sha256", tag="before")
-    wait_until(lambda: len(_pending(a)) >= 1, what="the job to be queued")
+    wait_for(lambda: len(_pending(a)) >= 1, what="the job to be queued")
 
     redis.stop()
     try:
@@ -218,13 +179,13 @@ def test_redis_outage_fails_lock_needing_requests_with_503_and_loses_no_job(clus
     finally:
         redis.start()
 
-    wait_until(lambda: requests.get(a.url + "/readyz").status_code == 200
+    wait_for(lambda: requests.get(a.url + "/readyz").status_code == 200
                and requests.get(b.url + "/readyz").status_code == 200, what="readiness after Redis returned")
     after, _, _, _ = push_image(b, ns, "sha256", tag="after")
     assert _tag_digest(a, ns, "before") == before
     assert _tag_digest(a, ns, "during") is None
     cluster["worker"] = Worker(cluster["config"], a.workdir)
-    wait_until(lambda: _tag_digest(c, ns, "before") == before and _tag_digest(c, ns, "after") == after,
+    wait_for(lambda: _tag_digest(c, ns, "before") == before and _tag_digest(c, ns, "after") == after,
                what="the queued jobs to reach C after the outage")
     assert _failed(a) == []
 
@@ -276,7 +237,7 @@ def test_readyz_follows_s3_reachability_and_requests_fail_503_meanwhile(tmp_path
         assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
         moto = start_moto()
         make_bucket(endpoint, bucket)
-        wait_until(lambda: requests.get(server.url + "/readyz").status_code == 200, what="readiness after S3 returned")
+        wait_for(lambda: requests.get(server.url + "/readyz").status_code == 200, what="readiness after S3 returned")
         assert push_image(server, "outage/app", "sha256", tag="v2")[0]
     finally:
         server.stop(timeout=10)
