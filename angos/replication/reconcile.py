@@ -109,7 +109,8 @@ class Report:
 
 
 class _Progress:
-    """Probe progress: a live counter on a terminal, nothing otherwise (the summary says it all)."""
+    """Probe progress: a live counter on a terminal, otherwise a log line every thousand tags
+    (as every scrub phase does)."""
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
@@ -128,6 +129,8 @@ class _Progress:
             if self.live:
                 self.stream.write(f"\rreplicate: probed {self.done}/{self.total} tags")
                 self.stream.flush()
+            elif self.done % 1000 == 0:
+                log.info("replicate: probed %d/%d tags", self.done, self.total)
 
     def close(self) -> None:
         if self.live and self.total:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import time
 
 import pytest
 import requests

@@ -112,6 +112,9 @@ def test_two_boxes_coalesce_and_never_run_one_lock_key_at_once(s3env):
     assert sorted(results) == [False] * 7 + [True]  # one pending job, whatever box enqueued
     # Both boxes drain (a worker process each) while both keep enqueueing the same key.
     workers = [s3env.worker("--queue", "replication", env=_box(s3env, box)) for box in ("box-a", "box-b")]
+    # Once a worker has claimed the first job, the next enqueue must create a new one (the key is
+    # no longer pending); before that, every enqueue would rightly coalesce into it.
+    wait_for(lambda: read_lines(s3env.out / "shared.log"), what="the first run to start")
     producers = [Producer(s3env, "test.record", "shared", payload, "--count", "6", "--every", "0.03",
                           env=_box(s3env, box)) for box in ("box-a", "box-b")]
     for p in producers:
