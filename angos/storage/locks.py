@@ -94,42 +94,68 @@ class FileLocks(LockManager):
         self._local = MemoryLocks(timeout, instrument=False)  # serialise greenlets of this process first
 
     def _path(self, name: str) -> str:
-        # Hash names into a bounded set of lock files: names may be long or contain
-        # '/', and a fixed set never needs cleaning up.
-        h = hashlib.sha256(name.encode()).hexdigest()[:4]
+        # One file per name (names may be long or contain '/', so they are hashed in full).
+        # Sharing files between names would be unsafe: locks nest (an upload's lock, then
+        # its blob's), and two nested names on one file deadlock on themselves.
+        h = hashlib.sha256(name.encode()).hexdigest()[:32]
         return os.path.join(self.directory, f"{h}.lock")
 
-    @contextlib.contextmanager
-    def lock(self, name: str, timeout: float | None = None):
-        path = self._path(name)
-        wait = self.timeout if timeout is None else timeout
-        started = time.monotonic()
-        with self._local.lock(path, wait):
+    def _open_locked(self, path: str, deadline: float):
+        """An fd holding ``flock`` on the file now at ``path``, or None at the deadline.
+
+        The holder removes the file on release, so a lock won on a file that is no
+        longer at ``path`` is worthless: close it and take the current one."""
+        delay = 0.0005
+        while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except FileNotFoundError:  # the lock directory was removed under us: recreate it
                 os.makedirs(self.directory, exist_ok=True)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                continue
             try:
-                deadline = started + wait
-                delay = 0.0005
                 while True:
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         break
                     except BlockingIOError:
                         if time.monotonic() >= deadline:
-                            if wait > 0:  # a refused try is an answer, not a timeout
-                                self._acquired(started, False)
-                            raise LockTimeout(f"lock {name!r} not acquired within {wait:.0f}s") from None
+                            os.close(fd)
+                            return None
                         time.sleep(delay)
                         delay = min(delay * 2, 0.02)
-                self._acquired(started, True)
                 try:
-                    yield
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    current = os.stat(path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    current = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if current:
+                return fd
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float | None = None):
+        path = self._path(name)
+        wait = self.timeout if timeout is None else timeout
+        started = time.monotonic()
+        with self._local.lock(name, wait):
+            fd = self._open_locked(path, started + wait)
+            if fd is None:
+                if wait > 0:  # a refused try is an answer, not a timeout
+                    self._acquired(started, False)
+                raise LockTimeout(f"lock {name!r} not acquired within {wait:.0f}s")
+            self._acquired(started, True)
+            try:
+                yield
             finally:
+                # Remove the file while still holding it, so the directory holds only the
+                # locks in use; a waiter that opened it sees it gone and retries.
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
 
     def check(self) -> None:

@@ -168,3 +168,64 @@ def test_a_try_lock_on_local_strategies(kind, tmp_path):
                 pass
     with b.lock("fill:sha256:y", timeout=0):
         pass
+
+
+def _names_sharing_a_prefix(prefix_len: int = 4) -> tuple[str, str]:
+    """Two lock names whose hashes start alike: a per-bucket lock file would make them one lock."""
+    import hashlib
+
+    seen = {}
+    i = 0
+    while True:
+        name = f"upload:{i}"
+        head = hashlib.sha256(name.encode()).hexdigest()[:prefix_len]
+        if head in seen:
+            return seen[head], name
+        seen[head] = name
+        i += 1
+
+
+def test_file_locks_nest_for_any_two_names(tmp_path):
+    """An upload's lock is held while its blob's is taken: no two names may share a lock."""
+    from angos.storage.locks import FileLocks
+
+    first, second = _names_sharing_a_prefix()
+    locks = FileLocks(str(tmp_path), timeout=2)
+    with locks.lock(first):
+        with locks.lock(second):
+            pass
+    other = FileLocks(str(tmp_path), timeout=2)  # and across processes' views of the directory
+    with locks.lock(first):
+        with other.lock(second, timeout=0):
+            pass
+
+
+def _count_under_file_lock(directory: str, counter: str, rounds: int) -> None:
+    from angos.storage.locks import FileLocks
+
+    locks = FileLocks(directory)
+    for _ in range(rounds):
+        with locks.lock("counter"):
+            with open(counter) as f:
+                n = int(f.read())
+            with open(counter, "w") as f:
+                f.write(str(n + 1))
+
+
+def test_file_locks_exclude_processes_and_leave_no_files(tmp_path):
+    """Lock files are removed on release; a waiter holding the removed file must not win."""
+    import multiprocessing
+
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    locks_dir = tmp_path / "locks"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_count_under_file_lock, args=(str(locks_dir), str(counter), 300))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert counter.read_text() == "1200"
+    assert list(locks_dir.iterdir()) == []
