@@ -202,7 +202,8 @@ class _Batch:
 
 
 class Fills:
-    """This process's fills, one per digest. ``locks`` is the fill lock manager (see :func:`fill_locks`)."""
+    """This process's fills, one per digest. ``locks`` is the registry's lock manager (fill locks
+    are ordinary named locks, held for as long as the transfer takes)."""
 
     def __init__(self, registry, locks):
         self.registry = registry
@@ -362,15 +363,3 @@ class Fills:
             except Exception:  # noqa: BLE001 - a stale record is overwritten by the next leader
                 log.warning("could not remove the fill record of %s", d)
 
-
-def fill_locks(cfg, registry_locks):
-    """The lock manager for fill locks. With file locks, a directory of its own: a fill holds its
-    lock for as long as the transfer takes, and the shared lock files are hashed buckets that a
-    short metadata lock must never find held by a fill."""
-    import os
-
-    from ..storage.locks import FileLocks
-
-    if cfg.metadata.lock_strategy.kind == "file":
-        return FileLocks(os.path.join(cfg.metadata.fs.root_dir, "_locks", "fills"))
-    return registry_locks

@@ -29,7 +29,7 @@ from ..oci.digest import Digest, is_digest
 from ..oci.errors import OciError
 from ..oci.reference import validate_name, validate_tag
 from .blobs import BlobCache, ServedBlob
-from .fills import Fills, fill_locks
+from .fills import Fills
 from .manifests import FAILED, ManifestCache, Served
 from .upstreams import Upstreams
 
@@ -47,7 +47,7 @@ class PullThroughCache:
         self.enqueue = enqueue
         self._config = config or (lambda: registry.cfg)
         self.upstreams = Upstreams()
-        self.fills = Fills(registry, fill_locks(registry.cfg, registry.locks))
+        self.fills = Fills(registry, registry.locks)
         self.manifests = ManifestCache(registry, self.upstreams, self._schedule_blobs)
         self.blobs = BlobCache(registry, self.upstreams, self.fills)
 
