@@ -21,8 +21,11 @@ per digest runs across every process sharing the storage:
   holder: ``flock``, or an expired lease) and takes over with a new session;
   one that finds the lock free and the record gone knows the fill failed.
 
-Readers (:meth:`Fill.read`) get the session's bytes as each batch lands, so a
-client is served while the blob arrives. The last byte is withheld until the
+Readers (:meth:`Fill.read`) are served while the blob arrives: in the leading
+process from memory, a bounded window of the chunks received but not yet
+written (so the batches can be large and go to disk with ``O_DIRECT``, and no
+byte is read back), behind that window and in other processes from the
+session's bytes as each batch lands. The last byte is withheld until the
 digest is verified, so no client ever receives a complete body that does not
 match its digest. A failed fill (upstream error, stall, truncated body, wrong
 digest, over ``max_blob_size``) removes its session and record, so nothing of
@@ -37,6 +40,7 @@ never hangs.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -56,11 +60,12 @@ log = logging.getLogger("angos.cache.fills")
 STARTING, RUNNING, DONE, FAILED = "starting", "running", "done", "failed"
 CHUNK = 256 * 1024        # one read from the upstream
 READ_CHUNK = 1024 * 1024  # one read from storage for a client
-# A filesystem batch stays under direct.STAGE (1 MiB), so fills are written through the page cache,
-# where their readers find them a moment later.
-FS_BATCH = 1024 * 1024 - 64 * 1024
-# A batch also ends after this long, so a slow upstream still reaches its readers steadily (and the
-# session's upload lock is never held for long).
+# A filesystem batch spans several of direct.STAGE (1 MiB), so nearly all of a fill is written with
+# O_DIRECT (direct.py says why buffered writes cost more); meanwhile the leader's readers are served
+# from the fill's memory window, which holds at most about one batch.
+FS_BATCH = 4 * 1024 * 1024
+# A batch also ends after this long, so a slow upstream's bytes reach followers in other processes
+# steadily (and the session's upload lock is never held for long).
 BATCH_SECS = 0.5
 # How often a follower looks at the leader's progress: a stat and a small read on a filesystem
 # (cheap, and readers in other processes then trail the leader by milliseconds), requests on S3.
@@ -82,7 +87,12 @@ class Fill:
         self.state = STARTING
         self.size: int | None = None  # the upstream's Content-Length
         self.source: str | None = None  # storage key of the bytes so far (an upload session's data)
-        self.available = 0            # how much of ``source`` readers may read
+        self.available = 0            # how much of the blob readers may read (memory or ``source``)
+        self.written = 0              # how much of it ``source`` holds
+        # The leader's chunks received but not yet known written, as (offset, bytes): readers that keep
+        # up are served from here. Trimmed as batches land, so it holds about one batch.
+        self._window: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._received = 0
         self.error: OciError | None = None
         self.where = ""               # the upstream, for messages
 
@@ -94,15 +104,43 @@ class Fill:
                 setattr(self, k, v)
             self.cond.notify_all()
 
-    def running(self, source: str, size: int | None, available: int = 0) -> None:
-        available = self._held_back(available, size)
+    def running(self, source: str, size: int | None, written: int = 0) -> None:
         with self.cond:
             if source == self.source:
-                available = max(available, self.available)  # a follower's stat raced the commit
-        self._set(state=RUNNING, source=source, size=size, available=available)
+                written = max(written, self.written)  # a follower's stat raced the commit
+            else:
+                self._window.clear()
+                self._received = 0
+            self.state, self.source, self.size, self.written = RUNNING, source, size, written
+            self.available = self._held_back(max(written, self._received), size)
+            self.cond.notify_all()
+
+    def arrived(self, chunk: bytes) -> None:
+        """The leader received ``chunk`` (the next bytes of the blob); readers may have it now."""
+        with self.cond:
+            self._window.append((self._received, chunk))
+            self._received += len(chunk)
+            self.available = self._held_back(self._received, self.size)
+            self.cond.notify_all()
 
     def progress(self, written: int) -> None:
-        self._set(available=self._held_back(written, self.size))
+        with self.cond:
+            self.written = written
+            window = self._window
+            while window and window[0][0] + len(window[0][1]) <= written:
+                window.popleft()
+            self.available = max(self.available, self._held_back(written, self.size))
+            self.cond.notify_all()
+
+    def _from_window(self, pos: int, limit: int) -> bytes | None:
+        """Bytes from ``pos`` (up to ``limit``) out of the memory window, or None if it no longer
+        holds ``pos``. Whole chunks are returned as they are, without a copy. Under ``cond``."""
+        for start, chunk in self._window:
+            if start <= pos < start + len(chunk):
+                if start == pos and start + len(chunk) <= limit:
+                    return chunk
+                return chunk[pos - start:min(len(chunk), limit - start)]
+        return None
 
     @staticmethod
     def _held_back(written: int, size: int | None) -> int:
@@ -110,9 +148,13 @@ class Fill:
         return min(written, size - 1) if size else written
 
     def done(self) -> None:
+        with self.cond:
+            self._window.clear()
         self._set(state=DONE)
 
     def fail(self, error: OciError) -> None:
+        with self.cond:
+            self._window.clear()
         self._set(state=FAILED, error=error)
 
     # -- reader side
@@ -130,7 +172,7 @@ class Fill:
                 self.cond.wait(1.0)
             return self.state
 
-    def _wait_beyond(self, pos: int) -> tuple[str, int, str | None]:
+    def _wait_beyond(self, pos: int) -> tuple[str, int, int, str | None, bytes | None]:
         # The driver always ends the fill (the leader's upstream reads time out, a follower gives up
         # on a silent leader); this deadline only guards against a driver that hangs regardless.
         deadline = time.monotonic() + self.stall + 3 * MARGIN
@@ -140,20 +182,29 @@ class Fill:
                 if left <= 0:
                     break
                 self.cond.wait(min(left, 1.0))
-            return self.state, self.available, self.source
+            block = None
+            if self.state == RUNNING and self.available > pos:
+                block = self._from_window(pos, self.available)
+            return self.state, self.available, self.written, self.source, block
 
     def read(self, store, start: int, length: int) -> Iterator[bytes]:
         """Yield bytes ``[start, start + length)`` of the blob as the fill makes them available.
         Raises the fill's error (the response is cut short) if it fails."""
         pos, end = start, start + length
         while pos < end:
-            state, available, source = self._wait_beyond(pos)
+            state, available, written, source, block = self._wait_beyond(pos)
             if state == FAILED:
                 raise self.error
+            if block is not None:
+                block = block[:end - pos]
+                pos += len(block)
+                yield block
+                continue
             if state == DONE:
                 key, limit = paths.blob_data(self.digest), end
             elif available > pos:
-                key, limit = source, min(available, end)
+                # Behind the memory window (which starts at or before ``written``): from storage.
+                key, limit = source, min(self._held_back(written, self.size), end)
             else:
                 raise Unavailable(f"fetching {self.digest} from {self.where or 'the upstream'} made no progress "
                                   f"for {self.stall + 3 * MARGIN:g}s")
@@ -180,9 +231,10 @@ class Fill:
 class _Batch:
     """Up to ``limit`` bytes (or ``BATCH_SECS`` of reading) of an upstream body, as chunks."""
 
-    def __init__(self, raw, limit: int):
+    def __init__(self, raw, limit: int, arrived: Callable[[bytes], None]):
         self.raw = raw
         self.limit = limit
+        self.arrived = arrived
         self.eof = False
 
     def __iter__(self):
@@ -196,6 +248,7 @@ class _Batch:
                 self.eof = True
                 return
             left -= len(chunk)
+            self.arrived(chunk)
             yield chunk
             if time.monotonic() - started > BATCH_SECS:
                 return
@@ -330,7 +383,7 @@ class Fills:
             fill.running(paths.upload_data(upload_id), size)
             written = 0
             while True:
-                batch = _Batch(resp.raw, self.batch)
+                batch = _Batch(resp.raw, self.batch, fill.arrived)
                 try:
                     new = reg.uploads.append(ns, upload_id, batch, None, None)
                 except OciError:
