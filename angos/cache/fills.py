@@ -23,8 +23,7 @@ per digest runs across every process sharing the storage:
 
 Readers (:meth:`Fill.read`) are served while the blob arrives: in the leading
 process from memory, a bounded window of the chunks received but not yet
-written (so the batches can be large and go to disk with ``O_DIRECT``, and no
-byte is read back), behind that window and in other processes from the
+written (so no byte is read back), behind that window and in other processes from the
 session's bytes as each batch lands. The last byte is withheld until the
 digest is verified, so no client ever receives a complete body that does not
 match its digest. A failed fill (upstream error, stall, truncated body, wrong
@@ -60,10 +59,11 @@ log = logging.getLogger("angos.cache.fills")
 STARTING, RUNNING, DONE, FAILED = "starting", "running", "done", "failed"
 CHUNK = 256 * 1024        # one read from the upstream
 READ_CHUNK = 1024 * 1024  # one read from storage for a client
-# A filesystem batch spans several of direct.STAGE (1 MiB), so nearly all of a fill is written with
-# O_DIRECT (direct.py says why buffered writes cost more); meanwhile the leader's readers are served
-# from the fill's memory window, which holds at most about one batch.
-FS_BATCH = 4 * 1024 * 1024
+# A filesystem batch stays under direct.STAGE (1 MiB), so a fill is written through the page cache:
+# a blob just pulled through the cache is the one the next pulls want (measured: with O_DIRECT fills
+# the warm pull after a cold one was slower, the cold one no faster). The leader's readers are
+# served from the fill's memory window meanwhile, which holds about one batch.
+FS_BATCH = 1024 * 1024 - 64 * 1024
 # A batch also ends after this long, so a slow upstream's bytes reach followers in other processes
 # steadily (and the session's upload lock is never held for long).
 BATCH_SECS = 0.5
