@@ -38,8 +38,12 @@ sysdeps:
 	    echo "Install them with: sudo apt-get install$$missing"; exit 1; fi; \
 	fi
 
+# Three pytest-xdist workers, whole files each (module fixtures stay on one worker): most tests
+# wait on servers and clients rather than compute, so three overlap well on two cores.
+PYTEST_PARALLEL ?= -n 3 --dist loadfile
+
 test: sysdeps $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
@@ -55,7 +59,7 @@ test-stress: sysdeps $(STAMP)
 	for i in 1 2; do $(PYTHON) -c 'while True: pass' & hogs="$$hogs $$!"; done; \
 	trap 'kill $$hogs 2>/dev/null' EXIT; \
 	for run in $$(seq $(STRESS_RUNS)); do \
-	  $(PY) -m pytest -p no:cacheprovider $(TESTS) > stress-logs/run-$$run.log 2>&1; status=$$?; \
+	  $(PY) -m pytest -p no:cacheprovider $(PYTEST_PARALLEL) $(TESTS) > stress-logs/run-$$run.log 2>&1; status=$$?; \
 	  echo "run $$run/$(STRESS_RUNS): $$(tail -n 1 stress-logs/run-$$run.log)"; \
 	  [ $$status -eq 0 ] || exit $$status; \
 	done
