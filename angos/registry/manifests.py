@@ -25,7 +25,7 @@ from ..oci.reference import is_valid_tag, validate_tag
 from ..storage import NotFound
 from . import paths
 from .events import ManifestDeleted, ManifestPushed
-from .tags import TagRecord, TagStore, immutable, local_wins
+from .tags import TagRecord, TagStore, immutable, local_wins, winner_detail
 from .timestamps import format_ts, now
 from .tombstones import Tombstone, TombstoneStore, tombstone_wins
 
@@ -269,7 +269,8 @@ class ManifestService:
                                f"pointing it elsewhere needs the repoint-immutable-tag action")
             if replicated and tombstone_wins(tomb, author):
                 raise ReplicationSuperseded(
-                    f"tag {tag} was deleted at {tomb.deleted_at}, later than the replicated write")
+                    f"tag {tag} was deleted at {tomb.deleted_at}, later than the replicated write",
+                    detail=winner_detail(tag, None, tomb.deleted_at))
             return
         if current.digest == str(d):
             return
@@ -277,7 +278,8 @@ class ManifestService:
             raise Conflict(f"tag {tag} is immutable and already points at {current.digest}")
         if replicated and local_wins(current, author, str(d)):
             raise ReplicationSuperseded(
-                f"local tag {tag} ({current.digest}, {current.created_at}) is newer than the replicated write")
+                f"local tag {tag} ({current.digest}, {current.created_at}) is newer than the replicated write",
+                detail=winner_detail(tag, current.digest, current.created_at))
 
     # -- deletes
 
@@ -301,7 +303,8 @@ class ManifestService:
                     raise NameUnknown(f"repository {ns} unknown")
                 raise ManifestUnknown(f"tag {ns}:{tag} unknown")
             if source_ts is not None and local_wins(current, stamp, None):
-                raise ReplicationSuperseded(f"local tag {tag} is newer than the replicated delete")
+                raise ReplicationSuperseded(f"local tag {tag} is newer than the replicated delete",
+                                            detail=winner_detail(tag, current.digest, current.created_at))
             if source_ts is None:
                 stamp = self._local_write_time(current.created)
             self.tombstones.bury_tag(ns, tag, current.digest, stamp)
@@ -318,7 +321,8 @@ class ManifestService:
         if source_ts is not None:
             for name, rec in pointing:
                 if local_wins(rec, stamp, None):
-                    raise ReplicationSuperseded(f"tag {name} pointing at {d} is newer than the replicated delete")
+                    raise ReplicationSuperseded(f"tag {name} pointing at {d} is newer than the replicated delete",
+                                                detail=winner_detail(name, rec.digest, rec.created_at))
         events = []
         for name, _ in pointing:
             with self.locks.lock(f"tag:{ns}:{name}"):

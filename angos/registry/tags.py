@@ -76,6 +76,12 @@ def local_wins(local: TagRecord, incoming_ts: datetime, incoming_digest: str | N
     return False
 
 
+def winner_detail(tag: str, digest: str | None, author_time: str) -> dict:
+    """The ``detail`` of a ``REPLICATION_SUPERSEDED`` refusal: the state that won, so the sender can
+    say what the downstream holds. ``digest`` is None when the winner is a delete."""
+    return {"tag": tag, "digest": digest, "author_time": author_time}
+
+
 def immutable(tag: str, enabled: bool, exclusions: tuple[str, ...]) -> bool:
     """Exclusions are regex *searches*, so anchors mean what they say: ``^dev-`` excludes
     every tag starting with ``dev-``, ``^latest$`` exactly ``latest``."""

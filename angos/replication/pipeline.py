@@ -68,9 +68,33 @@ class DownstreamUnavailable(ReplicationFailed):
 
 
 @dataclass(frozen=True)
+class Winner:
+    """What the downstream holds when it refused a write as superseded (its 409's ``detail``)."""
+    tag: str | None
+    digest: str | None      # None: the winner is a delete
+    author_time: str | None
+
+
+@dataclass(frozen=True)
 class Outcome:
     result: str
     detail: str = ""
+    winner: Winner | None = None  # set for SUPERSEDED when the downstream said what won
+
+
+def _winner(resp) -> Winner | None:
+    """The winner named by a ``REPLICATION_SUPERSEDED`` answer, if the downstream names one (Angos does)."""
+    try:
+        errors = resp.json().get("errors") or []
+        detail = errors[0].get("detail") if errors else None
+    except (ValueError, AttributeError, IndexError):
+        return None
+    if not isinstance(detail, dict):
+        return None
+    fields = {k: detail.get(k) for k in ("tag", "digest", "author_time")}
+    if not all(v is None or isinstance(v, str) for v in fields.values()):
+        return None
+    return Winner(**fields)
 
 
 def _error_code(resp) -> str | None:
@@ -173,7 +197,7 @@ class Pipeline:
                 self.on_referrer(rev.subject)
             return Outcome(PUSHED)
         if resp.status_code == 409 and _error_code(resp) == "REPLICATION_SUPERSEDED":
-            return Outcome(SUPERSEDED)
+            return Outcome(SUPERSEDED, winner=_winner(resp))
         raise failure(resp)
 
     def _ensure_content(self, rev, depth: int) -> None:
@@ -269,7 +293,7 @@ class Pipeline:
                 resp.status_code == 400 and code == "DIGEST_INVALID" and ":" not in reference):
             outcome = Outcome(UNSUPPORTED, _describe(resp))
         elif resp.status_code == 409 and code == "REPLICATION_SUPERSEDED":
-            return Outcome(SUPERSEDED)
+            return Outcome(SUPERSEDED, winner=_winner(resp))
         else:
             raise failure(resp)
         # A deleted referrer leaves its subject's fallback index (where the downstream keeps one).

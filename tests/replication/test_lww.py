@@ -52,7 +52,11 @@ def test_replicated_put_older_than_local_tag_is_superseded(angos):
     remote, _ = _manifest(angos, ns, "remote")
     assert _put(angos, ns, "v1", local).status_code == 201
     old = _ts(datetime.now(timezone.utc) - timedelta(hours=1))
-    assert_oci_error(_put(angos, ns, "v1", remote, old), 409, "REPLICATION_SUPERSEDED")
+    r = _put(angos, ns, "v1", remote, old)
+    assert_oci_error(r, 409, "REPLICATION_SUPERSEDED")
+    # The refusal names what won, so the sender can record what the downstream holds.
+    assert r.json()["errors"][0]["detail"] == {"tag": "v1", "digest": local_d,
+                                               "author_time": _created_at(angos, ns, "v1")}
     assert _tag(angos, ns, "v1") == local_d
 
 
@@ -141,6 +145,7 @@ def test_replicated_digest_delete_is_refused_while_a_newer_tag_points_at_it(ango
     old = _ts(datetime.now(timezone.utc) - timedelta(hours=1))
     r = requests.delete(angos.v2(f"{ns}/manifests/{d}"), headers={TS: old})
     assert r.status_code == 409 and r.json()["errors"][0]["code"] == "REPLICATION_SUPERSEDED"
+    assert r.json()["errors"][0]["detail"] == {"tag": "v1", "digest": d, "author_time": _created_at(angos, ns, "v1")}
     assert requests.head(angos.v2(f"{ns}/manifests/{d}")).status_code == 200
 
 
