@@ -73,23 +73,20 @@ class PullThroughCache:
     # -- reads
 
     def get_manifest(self, ns: str, reference: str, may_fill) -> Served:
-        repo_key, repo = self.repository(ns)
-        try:
-            served = self.manifests.get(repo_key, repo, ns, reference, may_fill)
-        except Exception:
-            m.CACHE_REQUESTS.labels(repo_key, "manifest", FAILED).inc()
-            raise
-        m.CACHE_REQUESTS.labels(repo_key, "manifest", served.result).inc()
-        return served
+        return self._counted(ns, "manifest", lambda key, repo: self.manifests.get(key, repo, ns, reference, may_fill))
 
     def get_blob(self, ns: str, d: Digest, head: bool) -> ServedBlob:
+        return self._counted(ns, "blob", lambda key, repo: self.blobs.get(key, repo, ns, d, head))
+
+    def _counted(self, ns: str, kind: str, read):
+        """``read(repo_key, repo)``, counted in angos_cache_requests_total by its result (or failed)."""
         repo_key, repo = self.repository(ns)
         try:
-            served = self.blobs.get(repo_key, repo, ns, d, head)
+            served = read(repo_key, repo)
         except Exception:
-            m.CACHE_REQUESTS.labels(repo_key, "blob", FAILED).inc()
+            m.CACHE_REQUESTS.labels(repo_key, kind, FAILED).inc()
             raise
-        m.CACHE_REQUESTS.labels(repo_key, "blob", served.result).inc()
+        m.CACHE_REQUESTS.labels(repo_key, kind, served.result).inc()
         return served
 
     def would_fill(self, ns: str, action: str, reference: str | None, digest: str | None) -> bool | None:
