@@ -185,12 +185,14 @@ class QueueEnv:
         self._queues.append(q)
         return q
 
-    def worker(self, *args: str, env: dict | None = None, wrap: list[str] = ()) -> Worker:
+    def worker(self, *args: str, env: dict | None = None, wrap: list[str] = (), ready: bool = True) -> Worker:
         w = Worker(self, (["--in-process"] if self.backend == "s3" else []) + list(args), env, wrap)
         self.workers.append(w)
-        if self.backend == "s3":
-            # Without [global.job_queue] a server started by the test may drain first, so a test
-            # can be done before this worker is; it must be up before the test may stop it.
+        # Up before the test goes on: a test can be done before a slow-starting worker is (the
+        # other worker, or the S3 mode's server drain, ran every job), and a SIGTERM that lands
+        # while the interpreter is still starting kills it (-15) instead of stopping it.
+        # ``ready=False`` for a worker that may die running a job before it logs that it drains.
+        if ready:
             wait_for(lambda: "draining " in w.logs(), what="the worker to start draining")
         return w
 

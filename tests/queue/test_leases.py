@@ -58,7 +58,7 @@ def test_a_job_that_kills_its_worker_every_time_ends_dead_lettered(renv):
     # counts the lost run and runs it again, until the attempts are spent.
     while not q.list_failed()[0]:
         assert len(pids) <= 4, "the job kept running after its attempts were spent"
-        w = renv.worker()
+        w = renv.worker(ready=False)  # it may die running the job before it logs that it drains
         pids.append(w.pid)
         wait_for(lambda w=w: w.proc.poll() is not None or q.list_failed()[0], timeout=60,
                  what="the worker to die running the job, or the job to be dead-lettered")
