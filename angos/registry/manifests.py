@@ -265,7 +265,8 @@ class ManifestService:
         return stamp
 
     def _refuse(self, ns: str, tag: str, current: TagRecord | None, d: Digest, author: datetime,
-                policy: WritePolicy, replicated: bool, tomb: Tombstone | None = None, origin: str | None = None) -> None:
+                policy: WritePolicy, replicated: bool, tomb: Tombstone | None = None,
+                origin: str | None = None) -> None:
         """Raise when pointing ``tag`` (now ``current``, or deleted as ``tomb``) at ``d`` is not allowed."""
         if current is None:
             if tomb is None:

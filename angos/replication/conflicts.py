@@ -32,7 +32,9 @@ Storage: one small object per record on the metadata store,
 ``_replication/conflicts/<inverted microseconds>-<12 hex>`` (the key is
 :func:`angos.registry.paths.conflict`; its name is the record's ``id``), so a
 plain sorted listing is newest first and paging needs no index. A record's time
-is its name's; :meth:`ConflictLog.page` pages by ``id``.
+is its name's; :meth:`ConflictLog.page` pages by ``id``. A page lists every
+name (conflicts are rare and trimmed, so the log stays small) and reads only
+the records it returns.
 
 Loser protection: for ``[global.replication] conflict_protection`` after it was
 recorded (7 days by default), a loser's manifest is kept by ``angos scrub
@@ -114,8 +116,8 @@ class ConflictLog:
         log.info("replication conflict on %s:%s (%s, peer %s): %s (%s, from %s) won over %s (%s, from %s); %s",
                  namespace, tag, side, peer, _what(winner), winner["author_time"], winner["origin"] or "?",
                  _what(loser), loser["author_time"], loser["origin"] or "?",
-                 f"the loser is kept here for {days:g} days" if loser.get("stored") and self.protection() > 0
-                 else "the loser is not stored here")
+                 f"retention keeps the loser here for {days:g} days" if loser.get("stored") and days > 0
+                 else "the loser is stored here" if loser.get("stored") else "the loser is not stored here")
         return record
 
     def record_superseded(self, downstream: str, namespace: str, outcome) -> dict | None:

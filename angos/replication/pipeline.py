@@ -26,8 +26,8 @@ referrers (pushing any the downstream lacks): the whole index is written from
 local state, never read-modify-written, and it runs under its own queue key.
 
 Results are :class:`Outcome` values; a superseded one names the winner the
-downstream reported and the write this job sent (the loser). Failures raise :class:`ReplicationFailed`
-(a rejection a retry cannot change counts an attempt) or its subclass
+downstream reported and the write this job sent (the loser). Failures raise
+:class:`ReplicationFailed` (a rejection a retry cannot change counts an attempt) or its subclass
 :class:`DownstreamUnavailable` (refused, timed out, 5xx, 408, 429: the
 downstream is down and the job waits for it without spending attempts).
 """
