@@ -13,10 +13,10 @@ import dataclasses
 
 from flask import Blueprint, current_app, request
 
+from ...config import INSTANCE_NAME
 from ...oci.digest import is_digest
 from ...oci.errors import ManifestInvalid, TooLarge, Unsupported
 from ...oci.reference import validate_name, validate_tag
-from ...config import INSTANCE_NAME
 from ...registry.timestamps import parse_source_ts
 from ..gate import action, allows_fill, granted
 from ..http import empty, read_bounded, redirect, redirect_allowed, registry
