@@ -98,6 +98,28 @@ def _networks(values):
     return tuple(out)
 
 
+# An instance's name travels in X-Angos-Source-Instance and in conflict records: a host-name-like
+# token, so it is safe in a header, a log line and a metric label.
+INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def _instance_name(value):
+    if not INSTANCE_NAME.fullmatch(value):
+        raise ValueError(f"expected 1-63 letters, digits, '.', '_' or '-' starting with a letter or digit, "
+                         f"got {value!r}")
+    return value
+
+
+def default_instance_name() -> str:
+    """The host name made into a valid instance name (its first label when it is longer than 63)."""
+    import socket
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).lstrip("._-")
+    if len(name) > 63:
+        name = name.split(".", 1)[0][:63]
+    return name if INSTANCE_NAME.fullmatch(name) else "angos"
+
+
 def check(fn):
     """Field metadata: a validator/converter applied after type checking."""
     return {"check": fn}
@@ -172,10 +194,15 @@ class ReplicationSettings:
     probe_timeout_secs: int = field(default=5, metadata=check(_positive))
     tombstone_horizon: float = field(default=30 * 86400.0, metadata={
         "parse": parse_duration, "check": lambda v: v if v >= 3600 else _fail("must be at least 1h")})
+    # How long the loser of a last-writer-wins conflict is kept from retention (and so from blob
+    # GC) after the conflict was recorded; "0s" protects nothing (angos.replication.conflicts).
+    conflict_protection: float = field(default=7 * 86400.0, metadata={"parse": parse_duration})
 
 
 @dataclass(frozen=True)
 class GlobalConfig:
+    # This instance's name in replicated writes' origin and in conflict records (default: the host name).
+    instance_name: str = field(default_factory=default_instance_name, metadata=check(_instance_name))
     max_concurrent_requests: int = field(default=1000, metadata=check(_positive))
     max_concurrent_cache_jobs: int = field(default=4, metadata=check(_positive))
     max_concurrent_replication_jobs: int = field(default=4, metadata=check(_positive))

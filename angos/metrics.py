@@ -25,6 +25,9 @@ REPLICATION_PUSH = Counter("angos_replication_push_total", "Replication pushes a
 REPLICATION_LAST_SUCCESS = Gauge("angos_replication_last_success_timestamp_seconds",
                                  "Unix time of the last pushed/converged/superseded replication per downstream",
                                  ["downstream"], multiprocess_mode="max")
+REPLICATION_CONFLICTS = Counter("angos_replication_conflicts_total", "Writes last-writer-wins dropped, by peer "
+                                "(the downstream on the sender side, the losing write's origin on the receiver "
+                                "side) and side (sender, receiver)", ["downstream", "side"])
 REPLICATION_RECONCILE = Counter("angos_replication_reconcile_total", "Reconcile probe results", ["outcome"])
 REPLICATION_DOWNSTREAM_UP = Gauge("angos_replication_downstream_up", "1 while the drain can reach the downstream, "
                                   "0 while it is down and its jobs wait for it", ["downstream"],

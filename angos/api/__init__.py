@@ -11,7 +11,7 @@ from ..registry import build_registry
 
 
 def create_app(cfg, registry=None) -> Flask:
-    from . import errors, ext, gate, health, jobs, observability, origin, pull_through
+    from . import conflicts, errors, ext, gate, health, jobs, observability, origin, pull_through
     from .v2 import BLUEPRINTS
 
     app = Flask("angos")
@@ -27,6 +27,7 @@ def create_app(cfg, registry=None) -> Flask:
     app.extensions["angos.config"] = cfg
 
     _wire_replication(app, reg)
+    _wire_conflicts(app, reg)
     _wire_cache(app, reg, cfg)
 
     observability.register(app)  # first, so request timing covers the access check too
@@ -37,6 +38,7 @@ def create_app(cfg, registry=None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(ext.bp)
+    app.register_blueprint(conflicts.bp)
     if cfg.ui.enabled:
         from . import ui
 
@@ -59,6 +61,14 @@ def _wire_cache(app: Flask, reg, cfg) -> None:
             reg, lambda kind, key, payload, delay=0.0: queues.enqueue("cache", kind, key, payload, delay))
     if any(repo.namespace for repo in cfg.repository.values()):
         app.wsgi_app = RegistryProxying(app.wsgi_app, cfg)
+
+
+def _wire_conflicts(app: Flask, reg) -> None:
+    """Refused replicated writes → the conflict log (``app.extensions["angos.conflicts"]``)."""
+    from ..replication.conflicts import ConflictListener, build_conflict_log
+
+    conflicts = app.extensions["angos.conflicts"] = build_conflict_log(reg, lambda: app.extensions["angos.config"])
+    reg.listeners.add(ConflictListener(conflicts))
 
 
 def _wire_replication(app: Flask, reg) -> None:

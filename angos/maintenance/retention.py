@@ -25,6 +25,11 @@ Semantics (rules say what to **keep**):
   a child, a manifest with referrers (signatures, SBOMs), and a referrer
   whose subject is still present (a signature goes with its image, not
   before it); a tag pointing at one is kept too.
+- Protected too: the loser of a replication conflict, for
+  ``[global.replication] conflict_protection`` after the conflict was recorded
+  (:mod:`angos.replication.conflicts`), so an operator can still re-tag it;
+  counted as ``losers``. Its blobs stay with it (its reference markers keep
+  them from ``--orphan-grants`` and ``--blobs``).
 - One snapshot per run: a revision this run leaves untagged is evaluated on
   the next run (as untagged), so a dry run lists exactly what the real run
   does.
@@ -54,6 +59,7 @@ from ..oci.digest import Digest
 from ..oci.errors import AngosError
 from ..registry import paths
 from ..registry.timestamps import parse_ts
+from ..replication.conflicts import ConflictLog
 from ..storage import NotFound
 from .common import PhaseRun, build_registry_for_scrub, namespaces
 
@@ -193,6 +199,7 @@ def run(cfg, dry_run: bool, out=print, registry=None) -> int:
     if not dry_run:
         queue = _wire_replication(cfg, reg, keys)
     now_secs = int(time.time())
+    losers = ConflictLog(reg.meta_store).protected_losers(cfg.global_.replication.conflict_protection)
     for ns in namespaces(reg.meta_store):
         rules = rules_for(cfg, ns, compiled)
         if not rules or not reg.manifests.namespace_exists(ns):
@@ -202,6 +209,9 @@ def run(cfg, dry_run: bool, out=print, registry=None) -> int:
             phase.tick("manifests")
             if protected(reg, ns, c.digest):
                 phase.count("protected")
+                continue
+            if (ns, str(c.digest)) in losers:
+                phase.count("losers")
                 continue
             if keep(c, rules, now_secs):
                 phase.count("kept")
@@ -220,7 +230,7 @@ def run(cfg, dry_run: bool, out=print, registry=None) -> int:
         from ..replication.reconcile import wait
 
         wait(cfg, queue, keys)
-    return phase.finish(("namespaces", "deleted", "kept", "protected"))
+    return phase.finish(("namespaces", "deleted", "kept", "protected", "losers"))
 
 
 def _wire_replication(cfg, reg, keys: set[str]):

@@ -5,7 +5,8 @@ delete with a push that arrives later. Past ``[global.replication]
 tombstone_horizon`` (default 30 days) it is removed: a peer that was offline
 longer than that can bring the deleted tag back with its own older copy (the
 operator guide says so). Each removal re-reads the tombstone under the
-``tag:<ns>:<tag>`` lock, so one written again meanwhile is kept.
+``tag:<ns>:<tag>`` lock, so one written again meanwhile is kept. The same
+phase then trims the replication conflict log (:mod:`.conflicts`).
 
 ``--dry-run`` prints one line per tombstone::
 
@@ -59,4 +60,7 @@ def run(cfg, dry_run: bool, out=print, registry=None) -> int:
                 store.unbury_digest(ns, d)
             phase.act(f"RemoveTombstone namespace={ns} digest={d} deleted_at={tomb.deleted_at}")
             phase.count("removed")
-    return phase.finish(("removed", "kept"))
+    rc = phase.finish(("removed", "kept"))
+    from . import conflicts
+
+    return rc | conflicts.run(cfg, dry_run, out, reg)

@@ -1,7 +1,9 @@
 """Registry events and the listener list.
 
 The registry calls :meth:`Listeners.emit` after a manifest mutation has been
-committed and only when it changed local state. Listeners (wired in
+committed and only when it changed local state, and once for every replicated
+write it refuses under last-writer-wins (:class:`ReplicatedWriteRefused`, which
+changed nothing: the conflict log records it). Listeners (wired in
 ``create_app``) must not raise into the request: :meth:`emit` logs and counts a
 failing listener and carries on, so an enqueue failure never fails a push.
 """
@@ -30,6 +32,21 @@ class ManifestDeleted:
     digest: str | None
     deleted_at: str         # change time (RFC 3339), the LWW stamp of the delete
     subject: str | None = None  # the deleted manifest's subject, for referrers fallback upkeep
+
+
+@dataclass(frozen=True)
+class ReplicatedWriteRefused:
+    """A replicated write lost last-writer-wins here (answered ``409 REPLICATION_SUPERSEDED``).
+    Digests are None for a delete; origins None when unknown (an older peer, an older record)."""
+    namespace: str
+    tag: str                    # the tag whose state won (for a refused digest delete: a tag at that digest)
+    winner_digest: str | None
+    winner_author_time: str
+    winner_origin: str | None
+    loser_digest: str | None
+    loser_author_time: str
+    loser_origin: str | None
+    loser_stored: bool = False  # the refused manifest's revision is stored on this instance
 
 
 class Listeners:

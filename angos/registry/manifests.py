@@ -5,7 +5,13 @@ followed by the exact bytes the client pushed. On a metadata store that can
 presign URLs (S3) the bare body is also kept beside it, so a manifest GET can
 be answered with a 307 to the store. Tag updates, immutability and
 last-writer-wins run under the ``tag:<ns>:<tag>`` lock; events are emitted
-after the commit and only when local state changed.
+after the commit and only when local state changed, except
+:class:`~.events.ReplicatedWriteRefused`, emitted once for each replicated
+write refused as superseded (what the conflict log records).
+
+Every tag record and tombstone keeps its write's origin: :attr:`instance_name`
+(``global.instance_name``) for a client write, the ``origin`` a replicated write
+names (its ``X-Angos-Source-Instance``), or None when it names none.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from ..oci.manifest import ParsedManifest, parse_manifest
 from ..oci.reference import is_valid_tag, validate_tag
 from ..storage import NotFound
 from . import paths
-from .events import ManifestDeleted, ManifestPushed
+from .events import ManifestDeleted, ManifestPushed, ReplicatedWriteRefused
 from .tags import TagRecord, TagStore, immutable, local_wins, winner_detail
 from .timestamps import format_ts, now
 from .tombstones import Tombstone, TombstoneStore, tombstone_wins
@@ -84,6 +90,7 @@ class ManifestService:
         self.max_manifest_references = max_manifest_references
         self.tags = TagStore(meta)
         self.tombstones = TombstoneStore(meta)
+        self.instance_name: str | None = None  # the origin of client writes (Registry.reconfigure sets it)
 
     # -- reads
 
@@ -125,7 +132,10 @@ class ManifestService:
     # -- writes
 
     def put(self, ns: str, reference: str, body: bytes, content_type: str | None, policy: WritePolicy,
-            extra_tags: list[str] | None = None, source_ts: datetime | None = None) -> PutResult:
+            extra_tags: list[str] | None = None, source_ts: datetime | None = None,
+            origin: str | None = None) -> PutResult:
+        """``source_ts`` marks a replicated write (its author time) and ``origin`` names the instance it
+        was authored on; a client write's origin is this instance."""
         if len(body) > self.max_manifest_size:
             raise TooLarge(f"manifest exceeds the maximum size of {self.max_manifest_size} bytes")
         by_digest = is_digest(reference)
@@ -154,6 +164,7 @@ class ManifestService:
 
         author = self._author_time(source_ts)
         replicated = source_ts is not None
+        origin = origin if replicated else self.instance_name
         # A write that will be refused must leave nothing behind, for any of its tags: a
         # stranded untagged revision's reference markers would keep its blobs alive forever
         # (scrub --orphan-grants reclaims only unreferenced blobs), and a refused request must
@@ -161,11 +172,11 @@ class ManifestService:
         for t in tags:
             current = self.tags.get(ns, t)
             self._refuse(ns, t, current, d, author, policy, replicated,
-                         self.tombstones.tag(ns, t) if current is None else None)
+                         self.tombstones.tag(ns, t) if current is None else None, origin)
         created_rev = self._store_revision(ns, d, parsed, body)
         result = PutResult(d, str(parsed.subject.digest) if parsed.subject else None, list(tags))
         events = [ManifestPushed(ns, t, str(d), rec.created_at)
-                  for t, rec in self._set_tags(ns, tags, d, author, policy, replicated)]
+                  for t, rec in self._set_tags(ns, tags, d, author, policy, replicated, origin)]
         if by_digest and created_rev:
             events.append(ManifestPushed(ns, str(d), str(d), format_ts(author)))
         for ev in events:
@@ -214,7 +225,7 @@ class ManifestService:
         return created
 
     def _set_tags(self, ns: str, tags: list[str], d: Digest, author: datetime, policy: WritePolicy,
-                  replicated: bool) -> list[tuple[str, TagRecord]]:
+                  replicated: bool, origin: str | None = None) -> list[tuple[str, TagRecord]]:
         """Point every tag in ``tags`` at ``d``, all or none: each is checked under its lock (taken in
         sorted order, so two writers never deadlock) before any is written. Returns the records
         written (a tag already at ``d`` changes nothing and is left out)."""
@@ -231,13 +242,13 @@ class ManifestService:
                 if current is not None and current.digest == str(d):
                     continue  # converged replay or a client re-push: nothing changed
                 tomb = self.tombstones.tag(ns, t) if current is None else None
-                self._refuse(ns, t, current, d, author, policy, replicated, tomb)
+                self._refuse(ns, t, current, d, author, policy, replicated, tomb, origin)
                 plan.append((t, current, tomb))
             written = []
             for t, current, tomb in plan:
                 stamp = author if replicated else self._local_write_time(
                     current.created if current is not None else tomb.deleted if tomb is not None else None)
-                written.append((t, self.tags.put(ns, t, str(d), stamp)))
+                written.append((t, self.tags.put(ns, t, str(d), stamp, origin)))
                 if tomb is not None:
                     self.tombstones.unbury_tag(ns, t)  # the tag exists again, newer than its delete
             return written
@@ -253,9 +264,9 @@ class ManifestService:
             stamp = previous + timedelta(microseconds=1)
         return stamp
 
-    @staticmethod
-    def _refuse(ns: str, tag: str, current: TagRecord | None, d: Digest, author: datetime, policy: WritePolicy,
-                replicated: bool, tomb: Tombstone | None = None) -> None:
+    def _refuse(self, ns: str, tag: str, current: TagRecord | None, d: Digest, author: datetime,
+                policy: WritePolicy, replicated: bool, tomb: Tombstone | None = None,
+                origin: str | None = None) -> None:
         """Raise when pointing ``tag`` (now ``current``, or deleted as ``tomb``) at ``d`` is not allowed."""
         if current is None:
             if tomb is None:
@@ -268,50 +279,60 @@ class ManifestService:
                 raise Conflict(f"tag {tag} is immutable: it was deleted while pointing at {tomb.digest}, and "
                                f"pointing it elsewhere needs the repoint-immutable-tag action")
             if replicated and tombstone_wins(tomb, author):
-                raise ReplicationSuperseded(
-                    f"tag {tag} was deleted at {tomb.deleted_at}, later than the replicated write",
-                    detail=winner_detail(tag, None, tomb.deleted_at))
+                raise self._superseded(
+                    ns, tag, f"tag {tag} was deleted at {tomb.deleted_at}, later than the replicated write",
+                    (None, tomb.deleted_at, tomb.origin), (str(d), format_ts(author), origin))
             return
         if current.digest == str(d):
             return
         if immutable(tag, policy.immutable_tags, policy.immutable_exclusions):
             raise Conflict(f"tag {tag} is immutable and already points at {current.digest}")
         if replicated and local_wins(current, author, str(d)):
-            raise ReplicationSuperseded(
-                f"local tag {tag} ({current.digest}, {current.created_at}) is newer than the replicated write",
-                detail=winner_detail(tag, current.digest, current.created_at))
+            raise self._superseded(
+                ns, tag, f"local tag {tag} ({current.digest}, {current.created_at}) is newer than the replicated write",
+                (current.digest, current.created_at, current.origin), (str(d), format_ts(author), origin))
+
+    def _superseded(self, ns: str, tag: str, message: str, winner: tuple, loser: tuple) -> ReplicationSuperseded:
+        """The refusal of a replicated write, its winner named in the detail; the refusal is emitted
+        as :class:`ReplicatedWriteRefused` first. ``winner`` and ``loser`` are (digest or None for a
+        delete, author time, origin)."""
+        stored = loser[0] is not None and self.has_revision(ns, Digest.parse(loser[0]))
+        self.listeners.emit(ReplicatedWriteRefused(ns, tag, *winner, *loser, stored))
+        return ReplicationSuperseded(message, detail=winner_detail(tag, *winner))
 
     # -- deletes
 
-    def delete(self, ns: str, reference: str, source_ts: datetime | None = None) -> None:
-        """Delete a tag or a manifest. A replicated delete (``source_ts``) older than the local tag is
-        refused as superseded; one that finds nothing to delete still records its tombstone (a
-        stale push arriving later from a third node must lose to it) and answers unknown."""
+    def delete(self, ns: str, reference: str, source_ts: datetime | None = None, origin: str | None = None) -> None:
+        """Delete a tag or a manifest. A replicated delete (``source_ts``, authored on ``origin``) older
+        than the local tag is refused as superseded; one that finds nothing to delete still records its
+        tombstone (a stale push arriving later from a third node must lose to it) and answers unknown."""
         stamp = self._author_time(source_ts)
+        origin = origin if source_ts is not None else self.instance_name
         if is_digest(reference):
-            self._delete_digest(ns, Digest.parse(reference), source_ts, stamp)
+            self._delete_digest(ns, Digest.parse(reference), source_ts, stamp, origin)
         else:
-            self._delete_tag(ns, validate_tag(reference), source_ts, stamp)
+            self._delete_tag(ns, validate_tag(reference), source_ts, stamp, origin)
 
-    def _delete_tag(self, ns: str, tag: str, source_ts, stamp: datetime) -> None:
+    def _delete_tag(self, ns: str, tag: str, source_ts, stamp: datetime, origin: str | None = None) -> None:
         with self.locks.lock(f"tag:{ns}:{tag}"):
             current = self.tags.get(ns, tag)
             if current is None:
                 if source_ts is not None:
-                    self.tombstones.bury_tag(ns, tag, None, stamp)
+                    self.tombstones.bury_tag(ns, tag, None, stamp, origin)
                 if not self.namespace_exists(ns):
                     raise NameUnknown(f"repository {ns} unknown")
                 raise ManifestUnknown(f"tag {ns}:{tag} unknown")
             if source_ts is not None and local_wins(current, stamp, None):
-                raise ReplicationSuperseded(f"local tag {tag} is newer than the replicated delete",
-                                            detail=winner_detail(tag, current.digest, current.created_at))
+                raise self._superseded(ns, tag, f"local tag {tag} is newer than the replicated delete",
+                                       (current.digest, current.created_at, current.origin),
+                                       (None, format_ts(stamp), origin))
             if source_ts is None:
                 stamp = self._local_write_time(current.created)
-            self.tombstones.bury_tag(ns, tag, current.digest, stamp)
+            self.tombstones.bury_tag(ns, tag, current.digest, stamp, origin)
             self.tags.delete(ns, tag)
         self.listeners.emit(ManifestDeleted(ns, tag, current.digest, format_ts(stamp)))
 
-    def _delete_digest(self, ns: str, d: Digest, source_ts, stamp: datetime) -> None:
+    def _delete_digest(self, ns: str, d: Digest, source_ts, stamp: datetime, origin: str | None = None) -> None:
         rev = self.revision(ns, d)
         if rev is None:
             if not self.namespace_exists(ns):
@@ -321,18 +342,18 @@ class ManifestService:
         if source_ts is not None:
             for name, rec in pointing:
                 if local_wins(rec, stamp, None):
-                    raise ReplicationSuperseded(f"tag {name} pointing at {d} is newer than the replicated delete",
-                                                detail=winner_detail(name, rec.digest, rec.created_at))
+                    raise self._superseded(ns, name, f"tag {name} pointing at {d} is newer than the replicated delete",
+                                           (rec.digest, rec.created_at, rec.origin), (None, format_ts(stamp), origin))
         events = []
         for name, _ in pointing:
             with self.locks.lock(f"tag:{ns}:{name}"):
                 rec = self.tags.get(ns, name)
                 if rec is not None and rec.digest == str(d):
                     tag_stamp = stamp if source_ts is not None else self._local_write_time(rec.created)
-                    self.tombstones.bury_tag(ns, name, rec.digest, tag_stamp)
+                    self.tombstones.bury_tag(ns, name, rec.digest, tag_stamp, origin)
                     self.tags.delete(ns, name)
                     events.append(ManifestDeleted(ns, name, rec.digest, format_ts(tag_stamp)))
-        self.tombstones.bury_digest(ns, d, rev.subject, stamp)
+        self.tombstones.bury_digest(ns, d, rev.subject, stamp, origin)
         self._drop_revision(ns, d, rev)
         events.append(ManifestDeleted(ns, str(d), str(d), format_ts(stamp), rev.subject))
         for ev in events:

@@ -24,6 +24,7 @@ Metadata store::
     repositories/<ns>/_tombstones/digests/<alg>/<hex>     manifest tombstone {deleted_at, subject}
     blob-index/<alg>/<hex>/<ns entry>                     which namespaces hold a grant
     _jobs/...                                             the job queue (angos.queue)
+    _replication/conflicts/<inverted time>-<id>           a conflict record (angos.replication.conflicts)
 
 Every function takes already-validated names, tags, digests and upload ids;
 the validators in ``angos.oci`` guarantee none of them can contain ``..`` or
@@ -233,3 +234,11 @@ def digest_from_entry(name: str) -> Digest:
 
 
 JOBS = "_jobs"
+
+
+CONFLICTS = "_replication/conflicts"
+
+
+def conflict(record_id: str) -> str:
+    """A conflict record; ``record_id`` is ``<17 digits>-<12 hex>`` (checked by the caller)."""
+    return f"{CONFLICTS}/{record_id}"

@@ -45,6 +45,7 @@ class Registry:
         self.uploads.limits.idle_timeout = cfg.global_.upload_session_idle_timeout
         self.manifests.max_manifest_size = cfg.global_.max_manifest_size
         self.manifests.max_manifest_references = cfg.global_.max_manifest_references
+        self.manifests.instance_name = cfg.global_.instance_name
 
     def write_policy(self, ns: str) -> WritePolicy:
         g = self.cfg.global_

@@ -1,8 +1,11 @@
 """Tag records and the last-writer-wins rule for replicated writes.
 
-A tag record is ``{"digest": "<alg>:<hex>", "created_at": "<RFC 3339>"}``;
+A tag record is ``{"digest": "<alg>:<hex>", "created_at": "<RFC 3339>", "origin": "<instance>"}``;
 ``created_at`` is the author time of the write that set it (the receiver's
-clock for client writes, the origin's for replicated ones).
+clock for client writes, the origin's for replicated ones) and ``origin`` the
+instance that accepted that write from its client (``global.instance_name``;
+for a replicated write, what its ``X-Angos-Source-Instance`` header said).
+Records written before origins were kept have none (``origin`` None).
 
 LWW (only when a write carries a source timestamp): the local tag wins when
 its ``created_at`` is strictly newer; equal times with different digests are
@@ -25,6 +28,7 @@ from .timestamps import format_ts, parse_ts
 class TagRecord:
     digest: str
     created_at: str
+    origin: str | None = None
 
     @property
     def created(self) -> datetime | None:
@@ -38,15 +42,19 @@ class TagStore:
     def get(self, ns: str, tag: str) -> TagRecord | None:
         try:
             doc = json.loads(self.meta.get(paths.tag(ns, tag)))
-            return TagRecord(doc["digest"], doc.get("created_at") or "")
+            origin = doc.get("origin")
+            return TagRecord(doc["digest"], doc.get("created_at") or "", origin if isinstance(origin, str) else None)
         except NotFound:
             return None
         except (ValueError, KeyError, TypeError):
             return None  # a corrupt record reads as absent; scrub --tags repairs it
 
-    def put(self, ns: str, tag: str, digest: str, created_at: datetime) -> TagRecord:
-        record = TagRecord(digest, format_ts(created_at))
-        self.meta.put(paths.tag(ns, tag), json.dumps({"digest": digest, "created_at": record.created_at}).encode())
+    def put(self, ns: str, tag: str, digest: str, created_at: datetime, origin: str | None = None) -> TagRecord:
+        record = TagRecord(digest, format_ts(created_at), origin)
+        doc = {"digest": digest, "created_at": record.created_at}
+        if origin is not None:
+            doc["origin"] = origin
+        self.meta.put(paths.tag(ns, tag), json.dumps(doc).encode())
         return record
 
     def delete(self, ns: str, tag: str) -> None:
@@ -76,10 +84,11 @@ def local_wins(local: TagRecord, incoming_ts: datetime, incoming_digest: str | N
     return False
 
 
-def winner_detail(tag: str, digest: str | None, author_time: str) -> dict:
+def winner_detail(tag: str, digest: str | None, author_time: str, origin: str | None = None) -> dict:
     """The ``detail`` of a ``REPLICATION_SUPERSEDED`` refusal: the state that won, so the sender can
-    say what the downstream holds. ``digest`` is None when the winner is a delete."""
-    return {"tag": tag, "digest": digest, "author_time": author_time}
+    say what the downstream holds and record the conflict. ``digest`` is None when the winner is a
+    delete; ``origin`` None when the winning record predates origins."""
+    return {"tag": tag, "digest": digest, "author_time": author_time, "origin": origin}
 
 
 def immutable(tag: str, enabled: bool, exclusions: tuple[str, ...]) -> bool:

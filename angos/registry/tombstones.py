@@ -7,6 +7,9 @@ A delete removes a tag (or a manifest revision) and records when it happened:
   replication job that runs after the revision is gone still knows the delete's
   author time and the subject whose referrers fallback tag it must update.
 
+Both may carry ``"origin"``: the instance where the delete was authored (as in
+tag records, :mod:`.tags`; absent in tombstones written before origins were kept).
+
 ``deleted_at`` is the delete's author time: the receiver's clock for a client
 delete, the origin's (``X-Angos-Source-Timestamp``) for a replicated one. A
 later write of the same tag or digest removes the tombstone; a tombstone older
@@ -34,6 +37,7 @@ class Tombstone:
     deleted_at: str
     digest: str | None = None     # tag tombstones: the digest the tag pointed at
     subject: str | None = None    # manifest tombstones: the deleted manifest's subject
+    origin: str | None = None     # the instance the delete was authored on (None: unknown)
 
     @property
     def deleted(self) -> datetime | None:
@@ -55,7 +59,9 @@ class TombstoneStore:
             doc = json.loads(self.meta.get(key))
             if parse_ts(doc.get("deleted_at")) is None:
                 return None  # unreadable: treated as absent (nothing to compare with)
-            return Tombstone(doc["deleted_at"], doc.get("digest"), doc.get("subject"))
+            origin = doc.get("origin")
+            return Tombstone(doc["deleted_at"], doc.get("digest"), doc.get("subject"),
+                             origin if isinstance(origin, str) else None)
         except NotFound:
             return None
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -67,6 +73,8 @@ class TombstoneStore:
             doc["digest"] = tomb.digest
         if tomb.subject is not None:
             doc["subject"] = tomb.subject
+        if tomb.origin is not None:
+            doc["origin"] = tomb.origin
         self.meta.put(key, json.dumps(doc, separators=(",", ":")).encode())
         return tomb
 
@@ -75,12 +83,13 @@ class TombstoneStore:
     def tag(self, ns: str, tag: str) -> Tombstone | None:
         return self._read(paths.tag_tombstone(ns, tag))
 
-    def bury_tag(self, ns: str, tag: str, digest: str | None, deleted_at: datetime) -> Tombstone:
+    def bury_tag(self, ns: str, tag: str, digest: str | None, deleted_at: datetime,
+                 origin: str | None = None) -> Tombstone:
         """Record (or move forward) the tombstone of ``tag``; an existing newer one is kept."""
         current = self.tag(ns, tag)
         if current is not None and current.deleted is not None and current.deleted >= deleted_at:
             return current
-        return self._write(paths.tag_tombstone(ns, tag), Tombstone(format_ts(deleted_at), digest))
+        return self._write(paths.tag_tombstone(ns, tag), Tombstone(format_ts(deleted_at), digest, None, origin))
 
     def unbury_tag(self, ns: str, tag: str) -> None:
         self.meta.delete(paths.tag_tombstone(ns, tag))
@@ -93,8 +102,9 @@ class TombstoneStore:
     def digest(self, ns: str, d: Digest) -> Tombstone | None:
         return self._read(paths.digest_tombstone(ns, d))
 
-    def bury_digest(self, ns: str, d: Digest, subject: str | None, deleted_at: datetime) -> Tombstone:
-        return self._write(paths.digest_tombstone(ns, d), Tombstone(format_ts(deleted_at), None, subject))
+    def bury_digest(self, ns: str, d: Digest, subject: str | None, deleted_at: datetime,
+                    origin: str | None = None) -> Tombstone:
+        return self._write(paths.digest_tombstone(ns, d), Tombstone(format_ts(deleted_at), None, subject, origin))
 
     def unbury_digest(self, ns: str, d: Digest) -> None:
         self.meta.delete(paths.digest_tombstone(ns, d))

@@ -30,6 +30,7 @@ from requests.adapters import HTTPAdapter
 log = logging.getLogger("angos.remote.client")
 
 SOURCE_TS = "X-Angos-Source-Timestamp"
+SOURCE_INSTANCE = "X-Angos-Source-Instance"  # where a replicated write was authored (sent with SOURCE_TS)
 MANIFEST_ACCEPT = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.oci.image.index.v1+json",
@@ -207,15 +208,20 @@ class RegistryClient:
                             {"Accept": MANIFEST_ACCEPT}, stream=stream)
 
     def put_manifest(self, ns: str, reference: str, body: bytes, media_type: str,
-                     source_ts: str | None) -> requests.Response:
+                     source_ts: str | None, origin: str | None = None) -> requests.Response:
         headers = {"Content-Type": media_type}
         if source_ts:
             headers[SOURCE_TS] = source_ts
+            if origin:
+                headers[SOURCE_INSTANCE] = origin
         return self.request("PUT", self.url(f"{ns}/manifests/{reference}"), self.scope(ns), headers,
                             body_factory=lambda: body)
 
-    def delete_manifest(self, ns: str, reference: str, source_ts: str | None) -> requests.Response:
+    def delete_manifest(self, ns: str, reference: str, source_ts: str | None,
+                        origin: str | None = None) -> requests.Response:
         headers = {SOURCE_TS: source_ts} if source_ts else {}
+        if source_ts and origin:
+            headers[SOURCE_INSTANCE] = origin
         return self.request("DELETE", self.url(f"{ns}/manifests/{reference}"), self.scope(ns, "*"), headers)
 
     def referrers(self, ns: str, digest: str) -> requests.Response:

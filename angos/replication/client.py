@@ -3,9 +3,9 @@ with a connection pool sized for ``max_concurrent_pushes`` blob transfers at onc
 
 from __future__ import annotations
 
-from ..remote.client import MANIFEST_ACCEPT, SOURCE_TS, ClientError, RegistryClient
+from ..remote.client import MANIFEST_ACCEPT, SOURCE_INSTANCE, SOURCE_TS, ClientError, RegistryClient
 
-__all__ = ["MANIFEST_ACCEPT", "SOURCE_TS", "ClientError", "DownstreamClient"]
+__all__ = ["MANIFEST_ACCEPT", "SOURCE_INSTANCE", "SOURCE_TS", "ClientError", "DownstreamClient"]
 
 
 class DownstreamClient(RegistryClient):

@@ -15,7 +15,8 @@ rejections count attempts.
 Outcomes are counted in ``angos_replication_push_total{downstream,outcome}``;
 pushed, converged and superseded also stamp
 ``angos_replication_last_success_timestamp_seconds``; a job deferred by an
-outage counts ``deferred``.
+outage counts ``deferred``. A superseded job is recorded in the conflict log
+(:mod:`.conflicts`, sender side).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .. import metrics as m
 from ..queue.kinds import DeferJob
 from .admission import Admission
 from .client import DownstreamClient
+from .conflicts import build_conflict_log
 from .jobs import ReferrersJob, SyncJob
 from .mapping import remote_namespace
 from .pipeline import CONVERGED, NOOP, PUSHED, SUPERSEDED, DownstreamUnavailable, Pipeline, ReplicationFailed
@@ -48,6 +50,7 @@ class ReplicationHandler:
                                    lambda: self.config().global_.max_concurrent_replication_jobs,
                                    lambda: _count_downstreams(self.config()))
         self._clients: dict[tuple, DownstreamClient] = {}
+        self.conflicts = build_conflict_log(registry, config)
         self._lock = threading.Lock()
 
     def _client(self, base_url: str, ds) -> DownstreamClient:
@@ -118,6 +121,8 @@ class ReplicationHandler:
             m.REPLICATION_PUSH.labels(ds.name, outcome.result).inc()
         if outcome.result in SUCCESS:
             m.REPLICATION_LAST_SUCCESS.labels(ds.name).set(time.time())
+        if outcome.result == SUPERSEDED:
+            self.conflicts.record_superseded(ds.name, job.namespace, outcome)
         # One line per job saying what it did (a delete reads "pushed (deleted)"; a reference
         # unknown here "noop"), so the queue's "succeeded" is never the only word on it.
         log.log(logging.DEBUG if outcome.result in (CONVERGED, NOOP) else logging.INFO,

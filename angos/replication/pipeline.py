@@ -12,11 +12,12 @@ newest wins) and acts on it:
   3. Blobs: HEAD each; a missing one is mounted from a sibling namespace the
      downstream already has it in, else streamed; at most
      ``max_concurrent_pushes`` transfers at once.
-  4. PUT the manifest with ``X-Angos-Source-Timestamp`` (the author time).
+  4. PUT the manifest with ``X-Angos-Source-Timestamp`` (the author time) and
+     ``X-Angos-Source-Instance`` (the instance it was authored on, when known).
      A manifest with a ``subject`` on a downstream without the referrers API
      (no ``OCI-Subject`` in the answer) asks for its fallback tag to be rebuilt.
 
-- a tombstone → DELETE with the delete's author time;
+- a tombstone → DELETE with the delete's author time (and origin);
 - nothing (never written, or forgotten past the tombstone horizon) → nothing.
 
 :meth:`Pipeline.rebuild_fallback` rebuilds a subject's OCI 1.0 referrers
@@ -24,8 +25,9 @@ fallback index on a downstream without the referrers API from the local
 referrers (pushing any the downstream lacks): the whole index is written from
 local state, never read-modify-written, and it runs under its own queue key.
 
-Results are :class:`Outcome` values. Failures raise :class:`ReplicationFailed`
-(a rejection a retry cannot change counts an attempt) or its subclass
+Results are :class:`Outcome` values; a superseded one names the winner the
+downstream reported and the write this job sent (the loser). Failures raise
+:class:`ReplicationFailed` (a rejection a retry cannot change counts an attempt) or its subclass
 :class:`DownstreamUnavailable` (refused, timed out, 5xx, 408, 429: the
 downstream is down and the job waits for it without spending attempts).
 """
@@ -73,6 +75,16 @@ class Winner:
     tag: str | None
     digest: str | None      # None: the winner is a delete
     author_time: str | None
+    origin: str | None = None  # the instance the winner was authored on (None: not said)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The write a job sent: a push of ``digest``, or a delete (``digest`` None)."""
+    reference: str
+    digest: str | None
+    author_time: str | None
+    origin: str | None
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,7 @@ class Outcome:
     result: str
     detail: str = ""
     winner: Winner | None = None  # set for SUPERSEDED when the downstream said what won
+    sent: Sent | None = None      # set for SUPERSEDED: the write that lost
 
 
 def _winner(resp) -> Winner | None:
@@ -91,7 +104,7 @@ def _winner(resp) -> Winner | None:
         return None
     if not isinstance(detail, dict):
         return None
-    fields = {k: detail.get(k) for k in ("tag", "digest", "author_time")}
+    fields = {k: detail.get(k) for k in ("tag", "digest", "author_time", "origin")}
     if not all(v is None or isinstance(v, str) for v in fields.values()):
         return None
     return Winner(**fields)
@@ -156,15 +169,15 @@ class Pipeline:
                 return self._push(reference)
             tomb = manifests.tombstones.digest(self.ns, d)
             if tomb is not None:
-                return self._delete(reference, tomb.deleted_at, tomb.subject)
+                return self._delete(reference, tomb.deleted_at, tomb.subject, tomb.origin)
             return Outcome(NOOP, f"manifest {self.ns}@{d} is unknown here")
         state = manifests.tag_state(self.ns, reference)
         if isinstance(state, TagRecord):
             return self._push(reference)
         if isinstance(state, Tombstone):
-            return self._delete(reference, state.deleted_at, None)
-        if prune_at is not None:
-            return self._delete(reference, prune_at, None)
+            return self._delete(reference, state.deleted_at, None, state.origin)
+        if prune_at is not None:  # a prune is this instance's own decision
+            return self._delete(reference, prune_at, None, manifests.instance_name)
         return Outcome(NOOP, f"tag {self.ns}:{reference} is unknown here")
 
     # ------------------------------------------------------------------ push
@@ -173,13 +186,13 @@ class Pipeline:
         manifests = self.registry.manifests
         if is_digest(reference):
             d = Digest.parse(reference)
-            source_ts = None
+            source_ts = origin = None
         else:
             rec = manifests.tag_record(self.ns, reference)
             if rec is None:  # deleted since sync() looked: the next run sends the delete
                 return Outcome(NOOP, f"tag {self.ns}:{reference} no longer exists locally")
             d = Digest.parse(rec.digest)
-            source_ts = rec.created_at
+            source_ts, origin = rec.created_at, rec.origin
         rev = manifests.revision(self.ns, d)
         if rev is None:
             return Outcome(NOOP, f"manifest {self.ns}@{d} no longer exists locally")
@@ -191,13 +204,13 @@ class Pipeline:
             raise failure(head)
 
         self._ensure_content(rev, depth=0)
-        resp = self.client.put_manifest(self.remote, reference, rev.body, rev.media_type, source_ts)
+        resp = self.client.put_manifest(self.remote, reference, rev.body, rev.media_type, source_ts, origin)
         if resp.status_code in (200, 201, 202):
             if rev.subject and "OCI-Subject" not in resp.headers:
                 self.on_referrer(rev.subject)
             return Outcome(PUSHED)
         if resp.status_code == 409 and _error_code(resp) == "REPLICATION_SUPERSEDED":
-            return Outcome(SUPERSEDED, winner=_winner(resp))
+            return Outcome(SUPERSEDED, winner=_winner(resp), sent=Sent(reference, str(d), source_ts, origin))
         raise failure(resp)
 
     def _ensure_content(self, rev, depth: int) -> None:
@@ -280,8 +293,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ delete
 
-    def _delete(self, reference: str, changed_at: str, subject: str | None) -> Outcome:
-        resp = self.client.delete_manifest(self.remote, reference, changed_at)
+    def _delete(self, reference: str, changed_at: str, subject: str | None, origin: str | None = None) -> Outcome:
+        resp = self.client.delete_manifest(self.remote, reference, changed_at, origin)
         code = _error_code(resp)
         if resp.status_code in (200, 202, 204):
             outcome = Outcome(PUSHED, "deleted")
@@ -293,7 +306,7 @@ class Pipeline:
                 resp.status_code == 400 and code == "DIGEST_INVALID" and ":" not in reference):
             outcome = Outcome(UNSUPPORTED, _describe(resp))
         elif resp.status_code == 409 and code == "REPLICATION_SUPERSEDED":
-            return Outcome(SUPERSEDED, winner=_winner(resp))
+            return Outcome(SUPERSEDED, winner=_winner(resp), sent=Sent(reference, None, changed_at, origin))
         else:
             raise failure(resp)
         # A deleted referrer leaves its subject's fallback index (where the downstream keeps one).

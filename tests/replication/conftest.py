@@ -15,6 +15,7 @@ bind_address = "127.0.0.1"
 port = {port}
 
 [global]
+instance_name = "{name}"
 max_concurrent_replication_jobs = 4
 
 [blob_store.fs]
@@ -35,14 +36,15 @@ mode = "{mode}"
 
 @pytest.fixture
 def mesh(angos_factory):
-    """``mesh(n, edges)`` starts n instances; edges are (from, to) index pairs (full active-active by default)."""
+    """``mesh(n, edges)`` starts n instances; edges are (from, to) index pairs (full active-active by default).
+    Instance i is named ``instance-<a, b, ...>``, which is also the downstream name the others give it."""
 
     def make(n: int = 2, edges=None, mode: str = "event+reconcile", extra: str = ""):
         ports = [free_port() for _ in range(n)]
         edges = edges if edges is not None else [(i, j) for i in range(n) for j in range(n) if i != j]
         servers = []
         for i in range(n):
-            text = MESH_CONFIG.format(port=ports[i], data="@DATA@")
+            text = MESH_CONFIG.format(port=ports[i], data="@DATA@", name=f"instance-{chr(97 + i)}")
             for a, b in edges:
                 if a == i:
                     text += DOWNSTREAM.format(name=f"instance-{chr(97 + b)}", url=f"http://127.0.0.1:{ports[b]}",

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
+from angos.config import default_instance_name
+
 from ..api.helpers import assert_oci_error
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
@@ -54,9 +56,11 @@ def test_replicated_put_older_than_local_tag_is_superseded(angos):
     old = _ts(datetime.now(timezone.utc) - timedelta(hours=1))
     r = _put(angos, ns, "v1", remote, old)
     assert_oci_error(r, 409, "REPLICATION_SUPERSEDED")
-    # The refusal names what won, so the sender can record what the downstream holds.
+    # The refusal names what won, so the sender can record what the downstream holds; a client
+    # write's origin is the instance that accepted it (no instance_name configured: the host name).
     assert r.json()["errors"][0]["detail"] == {"tag": "v1", "digest": local_d,
-                                               "author_time": _created_at(angos, ns, "v1")}
+                                               "author_time": _created_at(angos, ns, "v1"),
+                                               "origin": default_instance_name()}
     assert _tag(angos, ns, "v1") == local_d
 
 
@@ -145,7 +149,8 @@ def test_replicated_digest_delete_is_refused_while_a_newer_tag_points_at_it(ango
     old = _ts(datetime.now(timezone.utc) - timedelta(hours=1))
     r = requests.delete(angos.v2(f"{ns}/manifests/{d}"), headers={TS: old})
     assert r.status_code == 409 and r.json()["errors"][0]["code"] == "REPLICATION_SUPERSEDED"
-    assert r.json()["errors"][0]["detail"] == {"tag": "v1", "digest": d, "author_time": _created_at(angos, ns, "v1")}
+    assert r.json()["errors"][0]["detail"] == {"tag": "v1", "digest": d, "author_time": _created_at(angos, ns, "v1"),
+                                               "origin": default_instance_name()}
     assert requests.head(angos.v2(f"{ns}/manifests/{d}")).status_code == 200
 
 

@@ -17,6 +17,8 @@ import time
 import pytest
 import requests
 
+from angos.config import default_instance_name
+
 from ..conftest import ROOT, wait_for
 from .conftest import remote_digest
 from .test_failures import OCI, _jobs, _small_manifest
@@ -125,8 +127,9 @@ def test_a_replicated_push_older_than_a_local_delete_is_superseded(angos_factory
     # The tag states listing shows the tombstone with its author time.
     states = requests.get(node.url + f"/_ext/{ns}/_tags").json()["tags"]
     assert [s["name"] for s in states] == ["v1"] and "deleted_at" in states[0] and "digest" not in states[0]
-    # The refusal said a delete won, and when.
-    assert r.json()["errors"][0]["detail"] == {"tag": "v1", "digest": None, "author_time": states[0]["deleted_at"]}
+    # The refusal said a delete won, when, and where it was made (no instance_name: the host name).
+    assert r.json()["errors"][0]["detail"] == {"tag": "v1", "digest": None, "author_time": states[0]["deleted_at"],
+                                               "origin": default_instance_name()}
     # A client push after the delete simply creates the tag again (it is newer).
     assert _push(node, ns, "v1", "three") != d
     states = requests.get(node.url + f"/_ext/{ns}/_tags").json()["tags"]

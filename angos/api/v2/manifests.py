@@ -1,6 +1,7 @@
 """Manifests: HEAD/GET/PUT/DELETE by tag or digest, ``?tag=`` on by-digest PUTs
 (``OCI-Tag``), ``OCI-Subject`` for manifests with a subject, and the
-``X-Angos-Source-Timestamp`` header that marks a replicated write. On an S3
+``X-Angos-Source-Timestamp`` header that marks a replicated write (with
+``X-Angos-Source-Instance`` naming the instance it was authored on). On an S3
 metadata store a GET answers 307 to a presigned URL of the bare body (with the
 manifest's media type) when ``global.enable_manifest_redirect`` is on and the
 client did not send ``X-Angos-No-Redirect``. In a pull-through namespace reads go
@@ -12,6 +13,7 @@ import dataclasses
 
 from flask import Blueprint, current_app, request
 
+from ...config import INSTANCE_NAME
 from ...oci.digest import is_digest
 from ...oci.errors import ManifestInvalid, TooLarge, Unsupported
 from ...oci.reference import validate_name, validate_tag
@@ -23,6 +25,7 @@ from ..pull_through import cache_for, stale_warning
 bp = Blueprint("v2_manifests", __name__)
 
 SOURCE_TS = "X-Angos-Source-Timestamp"
+SOURCE_INSTANCE = "X-Angos-Source-Instance"
 
 
 def _reference(reference: str) -> str:
@@ -41,6 +44,17 @@ def _source_ts():
         return parse_source_ts(request.headers.get(SOURCE_TS))
     except ValueError as exc:
         raise Unsupported(str(exc)) from None
+
+
+def _source_instance(source_ts) -> str | None:
+    """Where a replicated write was authored (None when not said). Read only with a source timestamp:
+    a client write's origin is this instance. A malformed name is refused like a malformed time."""
+    value = request.headers.get(SOURCE_INSTANCE)
+    if source_ts is None or value is None or not value.strip():
+        return None
+    if not INSTANCE_NAME.fullmatch(value.strip()):
+        raise Unsupported(f"{SOURCE_INSTANCE} {value[:64]!r} is not an instance name")
+    return value.strip()
 
 
 @bp.route("/v2/<path:name>/manifests/<reference>", methods=["GET", "HEAD"])
@@ -89,7 +103,7 @@ def put_manifest(name: str, reference: str):
     policy = dataclasses.replace(reg.write_policy(name),
                                  may_repoint=lambda tag: granted("repoint-immutable-tag", namespace=name, reference=tag))
     result = reg.manifests.put(name, reference, body, request.headers.get("Content-Type"), policy, extra_tags,
-                               source_ts)
+                               source_ts, _source_instance(source_ts))
     headers = {"Location": f"/v2/{name}/manifests/{result.digest}", "Docker-Content-Digest": str(result.digest)}
     resp = empty(201, headers)
     if result.subject:
@@ -104,5 +118,5 @@ def put_manifest(name: str, reference: str):
 def delete_manifest(name: str, reference: str):
     validate_name(name)
     source_ts = _source_ts()
-    registry().manifests.delete(name, _reference(reference), source_ts)
+    registry().manifests.delete(name, _reference(reference), source_ts, _source_instance(source_ts))
     return empty(202)
