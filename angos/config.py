@@ -172,6 +172,9 @@ class ReplicationSettings:
     probe_timeout_secs: int = field(default=5, metadata=check(_positive))
     tombstone_horizon: float = field(default=30 * 86400.0, metadata={
         "parse": parse_duration, "check": lambda v: v if v >= 3600 else _fail("must be at least 1h")})
+    # The longest ``?wait=`` a replication status request may hold (longer asks are cut to this).
+    max_status_wait_secs: int = field(default=300, metadata=check(
+        lambda v: v if 0 < v <= 3600 else _fail("must be 1-3600")))
 
 
 @dataclass(frozen=True)

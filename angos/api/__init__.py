@@ -11,7 +11,7 @@ from ..registry import build_registry
 
 
 def create_app(cfg, registry=None) -> Flask:
-    from . import errors, ext, gate, health, jobs, observability, origin, pull_through
+    from . import errors, ext, gate, health, jobs, observability, origin, pull_through, replication_status
     from .v2 import BLUEPRINTS
 
     app = Flask("angos")
@@ -37,6 +37,7 @@ def create_app(cfg, registry=None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(ext.bp)
+    app.register_blueprint(replication_status.bp)
     if cfg.ui.enabled:
         from . import ui
 
