@@ -199,8 +199,14 @@ class DownstreamRecords:
         self._update(name, **changes)
 
     def failure(self, name: str, error: str) -> None:
-        if self._due((name, "failure")):
-            self._update(name, last_error=error[:ERROR_CHARS], last_error_at=_stamp())
+        """A rejection: the downstream answered, so a downstream never recorded before is up."""
+        if not self._due((name, "failure")):
+            return
+        stamp = _stamp()
+        changes = {"last_error": error[:ERROR_CHARS], "last_error_at": stamp}
+        if (self.get(name) or {}).get("up") is None:
+            changes.update(up=True, since=stamp)
+        self._update(name, **changes)
 
 
 # ------------------------------------------------------------------ what the job handler calls
