@@ -92,10 +92,11 @@ class Admission:
         with self._lock:
             return self._state(key).down_since is not None
 
-    def down_since(self, key) -> float | None:
-        """Unix time the downstream went down, or None while it is up."""
+    def outage(self, key) -> tuple[float, str] | None:
+        """(Unix time the downstream went down, why), or None while it is up."""
         with self._lock:
-            return self._state(key).down_since
+            st = self._state(key)
+            return None if st.down_since is None else (st.down_since, st.reason)
 
     def enter(self, key, ds, probe: Callable[[], str | None]) -> None:
         """Admit a job for downstream ``key`` or raise DeferJob. ``probe()`` returns None when the

@@ -94,10 +94,10 @@ class ReplicationHandler:
         probe_timeout = cfg.global_.replication.probe_timeout_secs
         try:
             self.admission.enter(key, ds, lambda: client.ping(probe_timeout))
-        except DeferJob as exc:
-            since = self.admission.down_since(key)
-            if since is not None:  # deferred because the downstream is down, not because it is busy
-                self.status.down(job, None, since, str(exc))
+        except DeferJob:
+            outage = self.admission.outage(key)
+            if outage is not None:  # deferred because the downstream is down, not because it is busy
+                self.status.down(job, None, *outage)
             raise
         about = self.status.about(job)
 
@@ -119,7 +119,7 @@ class ReplicationHandler:
         except DownstreamUnavailable as exc:
             delay = self.admission.trip(key, str(exc), exc.retry_after)
             m.REPLICATION_PUSH.labels(ds.name, "deferred").inc()
-            self.status.down(job, about, self.admission.down_since(key), str(exc))
+            self.status.down(job, about, *(self.admission.outage(key) or (None, str(exc))))
             raise DeferJob(delay, f"downstream {ds.name} unavailable: {exc}") from None
         except ReplicationFailed as exc:
             finished = True
