@@ -22,10 +22,10 @@ tag's *current* local state (a delete included) and ``202`` otherwise, with
 or without ``wait``. ``?wait=<duration>`` (``30s``, ``2m``; plain numbers are
 seconds; cut to ``[global.replication] max_status_wait_secs``) holds the
 answer until that is so, or until waiting can change nothing more (what is
-not in sync is ``unsupported``), or until the time is up, then answers the
-state it has. The
-request waits on a wake-up from the job handler (:mod:`angos.replication.notify`),
-re-reading the records only when one arrives or every
+not in sync is ``unsupported``, or ``failed`` and dead-lettered), or until
+the time is up, then answers the state it has. The request waits on a
+wake-up from the job handler (:mod:`angos.replication.notify`), re-reading
+the records only when one arrives or every
 :data:`~angos.replication.notify.RECHECK_SECS`; under gevent it costs a
 greenlet, not a worker. A stopping server answers its waiters at once.
 Times are RFC 3339 (author times exactly as stored).
@@ -76,8 +76,8 @@ def requested_wait() -> float:
 
 
 def _hold(build, views, ns: str, tag: str | None, wait: float) -> dict:
-    """``build()`` now, or once waiting can change nothing more (every view of ``views(doc)`` in
-    sync or unsupported) within ``wait`` seconds."""
+    """``build()`` now, or once waiting can change nothing more (no view of ``views(doc)`` may
+    change, see :func:`~angos.replication.status.may_change`) within ``wait`` seconds."""
     if wait <= 0:
         return build()
     deadline = time.monotonic() + wait
@@ -105,7 +105,7 @@ def tag_status(namespace: str, reference: str):
     validate_tag(reference)
     names = downstream_names(_config(), namespace, request.args.get("downstream") or None)
     wait = requested_wait()
-    reader = StatusReader(registry(), _config())
+    reader = StatusReader(registry())
     doc = _hold(lambda: reader.tag(namespace, reference, names), lambda d: d["downstreams"], namespace, reference,
                 wait)
     return _answer(doc)
@@ -120,7 +120,7 @@ def namespace_status(namespace: str):
     n, last = pagination()
     n = DEFAULT_PAGE if n is None else min(n, MAX_PAGE)
     wait = requested_wait()
-    reader = StatusReader(registry(), _config())
+    reader = StatusReader(registry())
     page, link = paginate(reader.tag_names(namespace), n, last, f"/_ext/{namespace}/_replication",
                           {"downstream": only} if only else None)
 

@@ -127,7 +127,7 @@ def replication_namespace(namespace: str):
     validate_name(namespace)
     cfg = current_app.extensions["angos.config"]
     names = downstream_names(cfg, namespace)
-    reader = StatusReader(registry(), cfg)
+    reader = StatusReader(registry())
     last = request.args.get("last") or None
     page, _ = paginate(reader.tag_names(namespace), PAGE + 1, last, "")
     more = len(page) > PAGE

@@ -246,7 +246,12 @@ class Waiters:
         if self.redis_url:
             target = self._listen_redis
         else:
-            self._bind()
+            try:
+                self._bind()
+            except OSError as exc:
+                log.warning("replication status waiters cannot listen in %s (%s); they re-check every %.0fs "
+                            "instead", self.dir.path, exc, RECHECK_SECS)
+                return
             target = self._listen_socket
         threading.Thread(target=target, name="angos-status-waiters", daemon=True).start()
 

@@ -54,6 +54,9 @@ from ..registry.timestamps import format_ts, now
 from ..registry.tombstones import Tombstone
 from ..storage import NotFound
 from .listener import applicable_downstreams
+from .pipeline import CONVERGED, PUSHED
+from .pipeline import SUPERSEDED as SUPERSEDED_RESULT
+from .pipeline import UNSUPPORTED as UNSUPPORTED_RESULT
 
 log = logging.getLogger("angos.replication.status")
 
@@ -148,7 +151,11 @@ class DownstreamRecords:
 
     Transitions are written at once; successes and failures at most every
     :data:`DOWNSTREAM_WRITE_SECS` per process and name (a busy downstream
-    would otherwise rewrite its record on every job)."""
+    would otherwise rewrite its record on every job). Each process has its own
+    breaker, and the record is read, changed and written without a lock: the
+    last process to see a change has the last word, which is good enough for
+    a record that only informs. Records are per name, like the metrics' label:
+    two repositories naming different URLs the same share one."""
 
     def __init__(self, meta):
         self.meta = meta
@@ -245,10 +252,9 @@ class StatusRecorder:
         return self._guard(f"{job.namespace}:{tag}", local_state, self.registry, job.namespace, tag)
 
     def settled(self, job, about: LocalState | None, result: str, detail: str = "", winner=None) -> None:
-        from .pipeline import CONVERGED, PUSHED, SUPERSEDED, UNSUPPORTED as UNSUPPORTED_RESULT
-
+        """A job ended with pipeline ``result`` (``winner``: what a superseding downstream holds)."""
         tag = job_tag(job)
-        if result in (PUSHED, CONVERGED, SUPERSEDED):
+        if result in (PUSHED, CONVERGED, SUPERSEDED_RESULT):
             self._guard(f"success of {job.downstream}", self.downstreams.success, job.downstream)
         if tag is None or about is None:
             return
@@ -256,7 +262,7 @@ class StatusRecorder:
             fields = {"remote_digest": about.digest, "remote_deleted": about.deleted}
             self._guard(f"{job.namespace}:{tag}", self.tags.settle, job.namespace, job.downstream, tag, about,
                         IN_SYNC, **fields)
-        elif result == SUPERSEDED:
+        elif result == SUPERSEDED_RESULT:
             fields = {}
             if winner is not None:
                 fields = {"remote_digest": winner.digest, "remote_deleted": winner.digest is None,
@@ -329,19 +335,23 @@ def in_sync(views) -> bool:
     return all(v["state"] == IN_SYNC for v in views)
 
 
+def settled_for_good(view: dict) -> bool:
+    """Whether only an operator can change this view: ``in_sync``, ``unsupported`` (no retry
+    changes it), or ``failed`` with its last attempt used (dead-lettered)."""
+    return view["state"] in (IN_SYNC, UNSUPPORTED) or (view["state"] == FAILED and bool(view.get("final")))
+
+
 def may_change(views) -> bool:
-    """Whether waiting can still change something: a view is neither ``in_sync`` nor
-    ``unsupported`` (the one state no retry changes)."""
-    return any(v["state"] not in (IN_SYNC, UNSUPPORTED) for v in views)
+    """Whether waiting can still change something (a view not :func:`settled_for_good`)."""
+    return not all(settled_for_good(v) for v in views)
 
 
 class StatusReader:
     """Read-side views for the API and the UI; one per request is fine (downstream records are
     read once per view)."""
 
-    def __init__(self, registry, cfg):
+    def __init__(self, registry):
         self.registry = registry
-        self.cfg = cfg
         self.tags = TagStatusStore(registry.meta_store)
         self.downstreams = DownstreamRecords(registry.meta_store)
         self._ds_cache: dict[str, dict | None] = {}

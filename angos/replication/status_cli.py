@@ -9,7 +9,8 @@ files are not read.
 
 ``--wait`` keeps asking (each request long-polls up to the server's
 ``max_status_wait_secs``) until everything is in sync, nothing more can
-change (what is left is ``unsupported``) or the time is up. One line is
+change without an operator (what is left is ``unsupported``, or ``failed``
+and dead-lettered) or the time is up. One line is
 printed, and the exit code says how it ended:
 
 - ``0``: in sync on every downstream (or the one ``--downstream``);
@@ -139,7 +140,10 @@ def _error(resp) -> str:
 
 
 def _may_change(docs: list[dict]) -> bool:
-    return any(v["state"] not in ("in_sync", "unsupported") for d in docs for v in d["downstreams"])
+    """The server's rule (angos.replication.status.may_change), on its answer."""
+    from .status import may_change
+
+    return may_change([v for d in docs for v in d["downstreams"]])
 
 
 def _line(target: str, docs: list[dict], ok: bool) -> str:

@@ -270,6 +270,16 @@ rules = ["identity.id == 'replicator' && request.action != 'put-manifest'"]
     assert "403" in v["error"] and "DENIED" in v["error"]
     overview = requests.get(source.url + "/_ext/_replication/downstreams", timeout=10).json()["downstreams"]
     assert "403" in overview[0]["last_error"] and overview[0]["state"] == "up"
+    # Dead-lettered: only an operator can change it, so a wait answers at once (300 s asked, 120 s
+    # of patience), and the CLI says why.
+    code, doc = status(source, ns, "v1", wait="300s", timeout=120)
+    assert code == 202 and doc["downstreams"][0]["state"] == "failed"
+    from .test_status_cli import cli
+
+    res = cli(f"{ns}:v1", "--wait", "5m", env={"ANGOS_URL": source.url})
+    assert res.returncode == 1, res.stderr
+    assert res.stdout.startswith(f"{ns}:v1 not in sync: peer failed since {v['since']} after 2 attempt(s) (PUT ")
+    assert "403 DENIED" in res.stdout
 
 
 def test_unsupported_for_a_tag_delete_on_distribution_and_a_wait_does_not_sit_it_out(
