@@ -343,3 +343,45 @@ def test_the_policy_sees_its_own_action(angos_factory):
     for path in ("/_ext/nginx/open/_replication/v2", "/_ext/nginx/open/_replication",
                  "/_ext/_replication/downstreams"):
         assert requests.get(source.url + path, timeout=10).status_code == 401, path
+
+
+def test_on_s3_the_records_live_in_the_bucket(angos_factory, moto_server):
+    import boto3
+
+    from ..conftest import make_bucket
+
+    bucket = make_bucket(moto_server)
+    peer = angos_factory()
+    # S3 only, one worker, the default process-local lock: the drain runs inside the web worker
+    # that also holds the waiters.
+    source = angos_factory(config_text=f"""
+[server]
+bind_address = "127.0.0.1"
+port = @PORT@
+workers = 1
+
+[global.access_policy]
+default = "allow"
+
+[blob_store.s3]
+endpoint = "{moto_server}"
+bucket = "{bucket}"
+access_key_id = "test"
+secret_key = "test"
+key_prefix = "reg"
+
+[repository."nginx"]
+
+[[repository."nginx".downstream]]
+name = "peer"
+url = "{peer.url}"
+""")
+    ns = "nginx/s3"
+    d = push(source, ns, "v1", "one")
+    code, doc = status(source, ns, "v1", wait="60s")
+    assert code == 200 and doc["downstreams"][0]["remote_digest"] == d
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="reg/").get("Contents", ())}
+    assert f"reg/repositories/{ns}/_replication/peer/v1" in keys
+    assert "reg/_replication/downstreams/peer" in keys
