@@ -231,6 +231,15 @@ def replication_status_dir(ns: str, downstream: str) -> str:
     return f"{REPOS}/{ns}/_replication/{downstream_entry(downstream)}"
 
 
+def replication_status_root(ns: str) -> str:
+    return f"{REPOS}/{ns}/_replication"
+
+
+def replication_status_entry(ns: str, entry: str, tag: str) -> str:
+    """The record of ``tag`` under ``entry``, a child of :func:`replication_status_root` as listed."""
+    return f"{REPOS}/{ns}/_replication/{entry}/{tag}"
+
+
 def replication_downstream(downstream: str) -> str:
     return f"_replication/downstreams/{downstream_entry(downstream)}"
 

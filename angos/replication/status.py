@@ -216,6 +216,14 @@ class DownstreamRecords:
         self._update(name, **changes)
 
 
+def forget_tag(meta, ns: str, tag: str) -> None:
+    """Remove every downstream's record of ``tag`` (its tombstone is being forgotten: the tag no longer
+    exists here in any form, so nothing will ever read them)."""
+    root = paths.replication_status_root(ns)
+    for entry in meta.children(root):
+        meta.delete(paths.replication_status_entry(ns, entry, tag))
+
+
 # ------------------------------------------------------------------ what the job handler calls
 
 

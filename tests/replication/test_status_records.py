@@ -175,3 +175,25 @@ def test_released_waiters_are_woken_and_new_ones_do_not_sleep(tmp_path):
     assert sub.wait(30) is True and sub.released
     late = hub.subscribe("nginx/app", "v2")
     assert late.wait(30) is True
+
+
+def test_forgetting_a_tombstone_removes_the_tags_records_on_every_downstream(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from angos.maintenance import tombstones
+    from angos.registry import build_registry
+
+    cfg = load_config_text(f'[server]\nbind_address = "127.0.0.1"\n[blob_store.fs]\nroot_dir = "{tmp_path}"\n'
+                           '[global.replication]\ntombstone_horizon = "1h"\n')
+    reg = build_registry(cfg)
+    old = datetime.now(timezone.utc) - timedelta(hours=2)
+    reg.manifests.tombstones.bury_tag("nginx/app", "gone", D1, old)
+    reg.manifests.tombstones.bury_tag("nginx/app", "kept", D1, datetime.now(timezone.utc))
+    tags = TagStatusStore(reg.meta_store)
+    for ds in ("eu", "us/west"):
+        for tag in ("gone", "kept"):
+            tags.settle("nginx/app", ds, tag, LocalState(None, T1), IN_SYNC)
+    assert tombstones.run(cfg, dry_run=False, out=lambda line: None, registry=reg) == 0
+    for ds in ("eu", "us/west"):
+        assert tags.get("nginx/app", ds, "gone") is None
+        assert tags.get("nginx/app", ds, "kept") is not None
