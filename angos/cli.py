@@ -23,6 +23,9 @@ COMMANDS = {
     "argon": ("angos.auth.argon_cli", "hash a password (argon2id) for [auth.identity.<id>]"),
     "scrub": ("angos.maintenance.scrub", "maintenance: reconcile replication, clean orphans, repair, reclaim"),
     "replicate": ("angos.maintenance.scrub", "reconcile replicated repositories (same as scrub --replicate)"),
+    "replication-status": ("angos.replication.status_cli",
+                           "ask a running server whether a tag has reached its downstreams (exit 0 in sync, "
+                           "1 not, 2 error)"),
 }
 QUEUES = ("replication", "cache")
 
@@ -66,7 +69,15 @@ def _replicate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", "--dry-run", action="store_true", help="print the actions; enqueue nothing")
 
 
-ARGUMENTS = {"worker": _worker_args, "argon": _argon_args, "scrub": _scrub_args, "replicate": _replicate_args}
+def _status_args(p: argparse.ArgumentParser) -> None:
+    # Declared in angos.replication.status_cli, which imports nothing heavy at module level.
+    from .replication.status_cli import configure_parser
+
+    configure_parser(p)
+
+
+ARGUMENTS = {"worker": _worker_args, "argon": _argon_args, "scrub": _scrub_args, "replicate": _replicate_args,
+             "replication-status": _status_args}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -197,6 +197,9 @@ class ReplicationSettings:
     # How long the loser of a last-writer-wins conflict is kept from retention (and so from blob
     # GC) after the conflict was recorded; "0s" protects nothing (angos.replication.conflicts).
     conflict_protection: float = field(default=7 * 86400.0, metadata={"parse": parse_duration})
+    # The longest ``?wait=`` a replication status request may hold (longer asks are cut to this).
+    max_status_wait_secs: int = field(default=300, metadata=check(
+        lambda v: v if 0 < v <= 3600 else _fail("must be 1-3600")))
 
 
 @dataclass(frozen=True)

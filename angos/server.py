@@ -204,9 +204,16 @@ class SendfileGeventWorker(GeventWorker):
                     pass
 
     def handle_exit(self, sig, frame):
+        import gevent
+
+        from .replication.notify import release_waiters
+
         super().handle_exit(sig, frame)
         for glet in list(self._conns.candidates()):
             self._end_idle(glet)
+        # Replication status long polls answer now instead of holding the stop up (from a greenlet:
+        # this is a signal handler).
+        gevent.spawn(release_waiters)
 
     def _has_request(self, glet) -> bool:
         """Whether a waiting connection already has bytes of its next request in the kernel."""

@@ -11,7 +11,8 @@ from ..registry import build_registry
 
 
 def create_app(cfg, registry=None) -> Flask:
-    from . import conflicts, errors, ext, gate, health, jobs, observability, origin, pull_through
+    from . import (conflicts, errors, ext, gate, health, jobs, observability, origin, pull_through,
+                   replication_status)
     from .v2 import BLUEPRINTS
 
     app = Flask("angos")
@@ -39,6 +40,7 @@ def create_app(cfg, registry=None) -> Flask:
     app.register_blueprint(jobs.bp)
     app.register_blueprint(ext.bp)
     app.register_blueprint(conflicts.bp)
+    app.register_blueprint(replication_status.bp)
     if cfg.ui.enabled:
         from . import ui
 

@@ -15,6 +15,12 @@ each page and button is one of that API's actions, with ``request.queue``.
 - ``POST /_ui/jobs/failed/<key>/retry`` (``retry-job``),
   ``POST /_ui/jobs/failed/<key>/delete`` and ``POST /_ui/jobs/pending/<key>/delete``
   (``delete-job``): act, then 303 back to the list, which says what happened;
+- ``GET /_ui/replication`` and ``GET /_ui/replication/<namespace>``
+  (``get-replication-status``): every downstream's state (the rows of
+  :func:`~angos.replication.status.downstream_overview`, each key a column),
+  and a namespace's tags × downstreams status table (100 tags a page), linked
+  from the namespace's manifests page; both refresh themselves every
+  :data:`REFRESH_SECS`;
 - ``GET /_ui/config`` (``ui-config``): ``{"name": ...}``;
   ``GET /_ui/assets/<file>`` (``ui-asset``): the stylesheet.
 
@@ -34,13 +40,15 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from ..oci.errors import Conflict
 from ..oci.reference import validate_name
 from ..queue import QUEUES, STORAGE_KEY
+from ..replication.status import StatusReader, downstream_names, downstream_overview
 from .gate import action
-from .http import json_response, registry
+from .http import json_response, paginate, registry
 from . import jobs
 from .jobs import JobUnknown, requested_page, requested_queue
 
 FILES = os.path.join(os.path.dirname(__file__), "ui_files")
 PAGE = 100
+REFRESH_SECS = 5
 
 bp = Blueprint("ui", __name__, url_prefix="/_ui", template_folder="ui_files")
 
@@ -89,7 +97,44 @@ def browse_namespaces(repository: str):
 def browse_revisions(namespace: str):
     validate_name(namespace)
     return render_template("browse.html", name=_name(), view="revisions", title=f"Manifests of {namespace}",
-                           namespace=namespace, rows=registry().inventory.revisions(namespace))
+                           namespace=namespace, rows=registry().inventory.revisions(namespace),
+                           replicated=bool(downstream_names(current_app.extensions["angos.config"], namespace)))
+
+
+@bp.app_template_filter("cell")
+def _cell(value) -> str:
+    """A generic overview cell: lists joined, nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+@bp.route("/replication", methods=["GET"])
+@action("get-replication-status")
+def replication_overview():
+    cfg = current_app.extensions["angos.config"]
+    return render_template("replication.html", name=_name(), view="overview", title="Replication",
+                           refresh=REFRESH_SECS, rows=downstream_overview(cfg, registry().meta_store))
+
+
+@bp.route("/replication/<path:namespace>", methods=["GET"])
+@action("get-replication-status")
+def replication_namespace(namespace: str):
+    validate_name(namespace)
+    cfg = current_app.extensions["angos.config"]
+    names = downstream_names(cfg, namespace)
+    reader = StatusReader(registry())
+    last = request.args.get("last") or None
+    page, _ = paginate(reader.tag_names(namespace), PAGE + 1, last, "")
+    more = len(page) > PAGE
+    tags = reader.tags_of(namespace, page[:PAGE], names)
+    return render_template("replication.html", name=_name(), view="namespace", title=f"Replication of {namespace}",
+                           refresh=REFRESH_SECS, namespace=namespace, downstreams=names, tags=tags,
+                           next=page[PAGE - 1] if more else None)
 
 
 def _render(failed: bool):

@@ -5,8 +5,10 @@ delete with a push that arrives later. Past ``[global.replication]
 tombstone_horizon`` (default 30 days) it is removed: a peer that was offline
 longer than that can bring the deleted tag back with its own older copy (the
 operator guide says so). Each removal re-reads the tombstone under the
-``tag:<ns>:<tag>`` lock, so one written again meanwhile is kept. The same
-phase then trims the replication conflict log (:mod:`.conflicts`).
+``tag:<ns>:<tag>`` lock, so one written again meanwhile is kept. A removed
+tag tombstone takes the tag's replication status records with it
+(:func:`angos.replication.status.forget_tag`). The same phase then trims the
+replication conflict log (:mod:`.conflicts`).
 
 ``--dry-run`` prints one line per tombstone::
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import time
 
+from ..replication.status import forget_tag
 from .common import PhaseRun, build_registry_for_scrub, namespaces
 
 
@@ -46,6 +49,7 @@ def run(cfg, dry_run: bool, out=print, registry=None) -> int:
                             phase.count("kept")
                             continue
                         store.unbury_tag(ns, tag)
+                        forget_tag(reg.meta_store, ns, tag)
                 phase.act(f"RemoveTombstone namespace={ns} tag={tag} deleted_at={tomb.deleted_at}")
                 phase.count("removed")
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the sweep

@@ -22,9 +22,12 @@ Metadata store::
     repositories/<ns>/_pulls/<alg>/<hex>                  last pull time of a revision
     repositories/<ns>/_tombstones/tags/<tag>              tag tombstone {digest, deleted_at}
     repositories/<ns>/_tombstones/digests/<alg>/<hex>     manifest tombstone {deleted_at, subject}
+    repositories/<ns>/_replication/<ds entry>/<tag>       replication status of a tag on a downstream
+                                                          (angos.replication.status)
     blob-index/<alg>/<hex>/<ns entry>                     which namespaces hold a grant
     _jobs/...                                             the job queue (angos.queue)
     _replication/conflicts/<inverted time>-<id>           a conflict record (angos.replication.conflicts)
+    _replication/downstreams/<ds entry>                   a downstream's up/down and last success/error
 
 Every function takes already-validated names, tags, digests and upload ids;
 the validators in ``angos.oci`` guarantee none of them can contain ``..`` or
@@ -37,7 +40,9 @@ names are bounded by their grammar (tags are at most 128 characters, digests
 ``<alg>-<128 hex>``, upload ids 36). Directories named after namespace
 components are at most 255 (the name limit) and never carry a suffix. The names
 built from a whole namespace (blob-index entries, the upload-index
-directory) are :func:`ns_entry`:
+directory) are :func:`ns_entry`, and those built from a downstream's
+configured name are :func:`downstream_entry` (percent-encoded, bounded the
+same way):
 
 - the namespace with ``/`` written ``%2F`` when that is at most 200 bytes
   (the layout every earlier version wrote, so existing entries keep working);
@@ -55,6 +60,7 @@ the bounded form; listings read it as before.
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import quote
 
 from ..oci.digest import Digest
 
@@ -206,6 +212,37 @@ def ns_from_entry(name: str) -> str | None:
     if _HASHED_MARK in name:
         return None
     return name.replace("%2F", "/")
+
+
+def downstream_entry(name: str) -> str:
+    """One file name standing for a configured downstream name (any string): every character but
+    letters, digits, ``-`` and ``_`` percent-encoded (so never ``.``, ``..`` or a ``/``), at most
+    :data:`MAX_FILE_NAME` bytes like :func:`ns_entry`; ``%`` alone for the empty name."""
+    readable = quote(name, safe="-_").replace(".", "%2E").replace("~", "%7E") or "%"
+    if len(readable) <= MAX_FILE_NAME:
+        return readable
+    return f"{readable[:_KEPT]}{_HASHED_MARK}{hashlib.sha256(name.encode()).hexdigest()}"
+
+
+def replication_status(ns: str, downstream: str, tag: str) -> str:
+    return f"{REPOS}/{ns}/_replication/{downstream_entry(downstream)}/{tag}"
+
+
+def replication_status_dir(ns: str, downstream: str) -> str:
+    return f"{REPOS}/{ns}/_replication/{downstream_entry(downstream)}"
+
+
+def replication_status_root(ns: str) -> str:
+    return f"{REPOS}/{ns}/_replication"
+
+
+def replication_status_entry(ns: str, entry: str, tag: str) -> str:
+    """The record of ``tag`` under ``entry``, a child of :func:`replication_status_root` as listed."""
+    return f"{REPOS}/{ns}/_replication/{entry}/{tag}"
+
+
+def replication_downstream(downstream: str) -> str:
+    return f"_replication/downstreams/{downstream_entry(downstream)}"
 
 
 def blob_index(d: Digest, ns: str) -> str:

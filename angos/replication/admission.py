@@ -24,7 +24,10 @@ without counting an attempt and frees the pool slot at once:
   back in use within seconds of its return, after an outage of any length.
 
 State is per process (each ``angos worker`` probes for itself); it is kept
-only in memory, so a restarted drain starts with every downstream up.
+only in memory, so a restarted drain starts with every downstream up. The
+transitions are also reported to ``on_down(name, since, reason)`` and
+``on_up(name)`` (the handler records them for the status API), outside the
+admission lock.
 """
 
 from __future__ import annotations
@@ -62,12 +65,16 @@ def share(ds, pool: int, downstreams: int = 1) -> int:
 
 
 class Admission:
-    def __init__(self, settings: Callable, pool: Callable[[], int], downstreams: Callable[[], int] = lambda: 1):
+    def __init__(self, settings: Callable, pool: Callable[[], int], downstreams: Callable[[], int] = lambda: 1,
+                 on_down: Callable[[str, float, str], None] | None = None,
+                 on_up: Callable[[str], None] | None = None):
         """``settings()`` returns the current ``[global.replication]``, ``pool()`` the pool size and
         ``downstreams()`` how many distinct downstreams the configuration lists."""
         self.settings = settings
         self.pool = pool
         self.downstreams = downstreams
+        self.on_down = on_down or (lambda name, since, reason: None)
+        self.on_up = on_up or (lambda name: None)
         self._states: dict[tuple, _State] = {}
         self._lock = threading.Lock()
 
@@ -84,6 +91,12 @@ class Admission:
     def is_down(self, key) -> bool:
         with self._lock:
             return self._state(key).down_since is not None
+
+    def outage(self, key) -> tuple[float, str] | None:
+        """(Unix time the downstream went down, why), or None while it is up."""
+        with self._lock:
+            st = self._state(key)
+            return None if st.down_since is None else (st.down_since, st.reason)
 
     def enter(self, key, ds, probe: Callable[[], str | None]) -> None:
         """Admit a job for downstream ``key`` or raise DeferJob. ``probe()`` returns None when the
@@ -125,6 +138,7 @@ class Admission:
             st.down_since, st.failures, st.reason, st.last_done = None, 0, "", time.monotonic()
             m.REPLICATION_DOWNSTREAM_UP.labels(name).set(1)
             st.running += 1
+        self.on_up(name)
 
     def leave(self, key, finished: bool = True, took: float | None = None) -> None:
         with self._lock:
@@ -138,11 +152,13 @@ class Admission:
     def trip(self, key, reason: str, retry_after: float | None = None) -> float:
         """Mark the downstream down after an outage-class failure; returns the delay to defer by."""
         name = key[0]
+        went_down = None
         with self._lock:
             st = self._state(key)
             now = time.monotonic()
             if st.down_since is None:
                 st.down_since, st.failures = time.time(), 0
+                went_down = st.down_since
                 log.warning("downstream %s is down: %s; its jobs wait (probing every %.1f-%.1fs)", name, reason,
                             self._interval(0), self._interval(60))
                 m.REPLICATION_DOWNSTREAM_UP.labels(name).set(0)
@@ -151,4 +167,7 @@ class Admission:
             if retry_after is not None:
                 delay = min(max(delay, retry_after), self.settings().outage_probe_max_ms / 1000.0)
             st.next_probe = max(st.next_probe, now + delay)
-            return st.next_probe - now
+            wait = st.next_probe - now
+        if went_down is not None:
+            self.on_down(name, went_down, reason)
+        return wait

@@ -17,6 +17,13 @@ pushed, converged and superseded also stamp
 ``angos_replication_last_success_timestamp_seconds``; a job deferred by an
 outage counts ``deferred``. A superseded job is recorded in the conflict log
 (:mod:`.conflicts`, sender side).
+
+How a job for a tag settled is also recorded for the status API
+(:class:`~.status.StatusRecorder`): the local state it is about is read before
+the pipeline runs, and the record (in_sync, superseded, unsupported, failed
+with its attempt, or down) is written when it changes, which wakes the
+servers' waiters (:mod:`.notify`). Breaker transitions update the
+downstream's own record.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ from .client import DownstreamClient
 from .conflicts import build_conflict_log
 from .jobs import ReferrersJob, SyncJob
 from .mapping import remote_namespace
+from .notify import build_publisher
 from .pipeline import CONVERGED, NOOP, PUSHED, SUPERSEDED, DownstreamUnavailable, Pipeline, ReplicationFailed
+from .status import StatusRecorder
 
 log = logging.getLogger("angos.replication")
 
@@ -46,9 +55,11 @@ class ReplicationHandler:
         self.registry = registry
         self.config = config
         self.enqueue = enqueue or (lambda job: False)
+        self.status = StatusRecorder(registry, build_publisher(config()))
         self.admission = Admission(lambda: self.config().global_.replication,
                                    lambda: self.config().global_.max_concurrent_replication_jobs,
-                                   lambda: _count_downstreams(self.config()))
+                                   lambda: _count_downstreams(self.config()),
+                                   on_down=self.status.downstream_down, on_up=self.status.downstream_up)
         self._clients: dict[tuple, DownstreamClient] = {}
         self.conflicts = build_conflict_log(registry, config)
         self._lock = threading.Lock()
@@ -72,7 +83,8 @@ class ReplicationHandler:
         raise ReplicationFailed(f"downstream {job.downstream!r} is no longer configured "
                                 f"for repository {job.repository!r}")
 
-    def run(self, job) -> str:
+    def run(self, job, attempt: int = 1, max_attempts: int | None = None) -> str:
+        """Run ``job``, its ``attempt``-th run of at most ``max_attempts`` (for the status record)."""
         try:
             cfg, ds = self._resolve(job)
         except ReplicationFailed as exc:
@@ -83,7 +95,14 @@ class ReplicationHandler:
         client = self._client(target.base_url, ds)
         key = (ds.name, target.base_url)
         probe_timeout = cfg.global_.replication.probe_timeout_secs
-        self.admission.enter(key, ds, lambda: client.ping(probe_timeout))
+        try:
+            self.admission.enter(key, ds, lambda: client.ping(probe_timeout))
+        except DeferJob:
+            outage = self.admission.outage(key)
+            if outage is not None:  # deferred because the downstream is down, not because it is busy
+                self.status.down(job, None, *outage)
+            raise
+        about = self.status.about(job)
 
         def on_referrer(subject: str) -> None:
             self.enqueue(ReferrersJob(job.repository, ds.name, job.namespace, subject))
@@ -103,17 +122,22 @@ class ReplicationHandler:
         except DownstreamUnavailable as exc:
             delay = self.admission.trip(key, str(exc), exc.retry_after)
             m.REPLICATION_PUSH.labels(ds.name, "deferred").inc()
+            self.status.down(job, about, *(self.admission.outage(key) or (None, str(exc))))
             raise DeferJob(delay, f"downstream {ds.name} unavailable: {exc}") from None
         except ReplicationFailed as exc:
             finished = True
             m.REPLICATION_PUSH.labels(ds.name, "failed").inc()
             log.warning("replication of %s:%s → %s/%s failed: %s", job.namespace, what, ds.name,
                         target.namespace, exc)
+            self.status.failed(job, about, str(exc), attempt, max_attempts,
+                               not exc.retryable or (max_attempts is not None and attempt >= max_attempts))
             raise
         except Exception as exc:  # noqa: BLE001 - unexpected errors still count and retry
             finished = True
             m.REPLICATION_PUSH.labels(ds.name, "failed").inc()
             log.exception("replication of %s:%s → %s failed unexpectedly", job.namespace, what, ds.name)
+            self.status.failed(job, about, f"{type(exc).__name__}: {exc}", attempt, max_attempts,
+                               max_attempts is not None and attempt >= max_attempts)
             raise ReplicationFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             self.admission.leave(key, finished, time.monotonic() - started)
@@ -121,6 +145,7 @@ class ReplicationHandler:
             m.REPLICATION_PUSH.labels(ds.name, outcome.result).inc()
         if outcome.result in SUCCESS:
             m.REPLICATION_LAST_SUCCESS.labels(ds.name).set(time.time())
+        self.status.settled(job, about, outcome.result, outcome.detail, outcome.winner)
         if outcome.result == SUPERSEDED:
             self.conflicts.record_superseded(ds.name, job.namespace, outcome)
         # One line per job saying what it did (a delete reads "pushed (deleted)"; a reference

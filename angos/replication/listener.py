@@ -27,22 +27,7 @@ class ReplicationListener:
         self.enqueue = enqueue
 
     def downstreams(self, namespace: str, mode: str = "events"):
-        cfg = self.config()
-        repo_key, repo = cfg.repository_for(namespace)
-        if repo is None:
-            return
-        for ds in repo.downstream:
-            if mode == "events" and not ds.events:
-                continue
-            if mode == "reconcile" and not ds.reconcile:
-                continue
-            if not matches_filter(namespace, ds.namespace_filter):
-                continue
-            target = remote_namespace(repo_key, namespace, ds.url)
-            if is_self_loop(target, namespace, cfg.server.bind_address, cfg.server.port):
-                log.debug("downstream %s maps %s onto itself: self-loop suppressed", ds.name, namespace)
-                continue
-            yield repo_key, ds, target
+        return applicable_downstreams(self.config(), namespace, mode)
 
     def __call__(self, event) -> None:
         if isinstance(event, (ManifestPushed, ManifestDeleted)):
@@ -50,3 +35,24 @@ class ReplicationListener:
             # reference's state is when it runs (see angos.replication.jobs).
             for repo_key, ds, _ in self.downstreams(event.namespace):
                 self.enqueue(SyncJob(repo_key, ds.name, event.namespace, event.reference))
+
+
+def applicable_downstreams(cfg, namespace: str, mode: str = "events"):
+    """``(repository key, downstream, target)`` for each downstream ``namespace`` replicates to:
+    its mode includes ``mode`` ("events", "reconcile", or "any" for both), its filter matches,
+    and it is not this very namespace on this instance (a self-loop, skipped)."""
+    repo_key, repo = cfg.repository_for(namespace)
+    if repo is None:
+        return
+    for ds in repo.downstream:
+        if mode == "events" and not ds.events:
+            continue
+        if mode == "reconcile" and not ds.reconcile:
+            continue
+        if not matches_filter(namespace, ds.namespace_filter):
+            continue
+        target = remote_namespace(repo_key, namespace, ds.url)
+        if is_self_loop(target, namespace, cfg.server.bind_address, cfg.server.port):
+            log.debug("downstream %s maps %s onto itself: self-loop suppressed", ds.name, namespace)
+            continue
+        yield repo_key, ds, target

@@ -31,7 +31,7 @@ def run_job(envelope, ctx) -> None:
     except (TypeError, ValueError, KeyError) as exc:
         raise TerminalJobError(f"malformed replication job: {exc}") from None
     try:
-        _handler(ctx).run(job)
+        _handler(ctx).run(job, envelope.attempts + 1, envelope.max_attempts)
     except ReplicationFailed as exc:
         if exc.retryable:
             raise RetryableJobError(str(exc)) from None
