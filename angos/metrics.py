@@ -9,16 +9,17 @@ from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests by method, route (action) and status",
                         ["method", "route", "status"])
-HTTP_DURATION = Histogram("http_request_duration_ms", "HTTP request duration in milliseconds",
+HTTP_DURATION = Histogram("http_request_duration_seconds", "HTTP request duration in seconds",
                           ["method", "route"],
-                          buckets=(1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000))
+                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 HTTP_IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being served", multiprocess_mode="livesum")
 
 AUTH_ATTEMPTS = Counter("auth_attempts_total", "Authentication attempts", ["method", "result"])
 
 LOCK_ACQUISITIONS = Counter("lock_acquisitions_total", "Metadata lock acquisitions", ["backend", "result"])
-LOCK_DURATION = Histogram("lock_acquisition_duration_ms", "Time to acquire a metadata lock (ms)", ["backend"],
-                          buckets=(0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000))
+LOCK_DURATION = Histogram("lock_acquisition_duration_seconds", "Time to acquire a metadata lock in seconds",
+                          ["backend"],
+                          buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5))
 
 REPLICATION_PUSH = Counter("angos_replication_push_total", "Replication pushes and deletes by downstream and outcome",
                            ["downstream", "outcome"])
