@@ -471,10 +471,11 @@ def run_server(cfg, config_paths) -> int:
     def on_reload(server):
         sdnotify.reloading()
         # The drain child watches the files itself and gives each job the configuration current
-        # when the job starts, so running jobs finish on theirs. Only a new pool size needs a
-        # new child (it finishes its running jobs first).
+        # when the job starts, so running jobs finish on theirs. Only a new pool size, or a
+        # downstream added or removed (whose live metric series belong to the child: a removed
+        # one's must go), needs a new child (it finishes its running jobs first).
         new = watcher.current
-        if drain is not None and _drain_pools(new) != _drain_pools(drained_with[0]):
+        if drain is not None and _drain_shape(new) != _drain_shape(drained_with[0]):
             drain.restart()
         drained_with[0] = new
         sdnotify.notify("READY=1")
@@ -486,8 +487,9 @@ def run_server(cfg, config_paths) -> int:
     return 0
 
 
-def _drain_pools(cfg) -> tuple[int, int]:
-    return cfg.global_.max_concurrent_replication_jobs, cfg.global_.max_concurrent_cache_jobs
+def _drain_shape(cfg) -> tuple:
+    downstreams = sorted({ds.name for repo in cfg.repository.values() for ds in repo.downstream})
+    return cfg.global_.max_concurrent_replication_jobs, cfg.global_.max_concurrent_cache_jobs, downstreams
 
 
 def _validate_live(cfg) -> None:

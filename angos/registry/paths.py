@@ -24,6 +24,8 @@ Metadata store::
     repositories/<ns>/_tombstones/digests/<alg>/<hex>     manifest tombstone {deleted_at, subject}
     blob-index/<alg>/<hex>/<ns entry>                     which namespaces hold a grant
     _jobs/...                                             the job queue (angos.queue)
+    _replication/reconcile-runs                           the last ``angos replicate`` runs
+                                                          (angos.replication.runs)
 
 Every function takes already-validated names, tags, digests and upload ids;
 the validators in ``angos.oci`` guarantee none of them can contain ``..`` or
@@ -233,3 +235,8 @@ def digest_from_entry(name: str) -> Digest:
 
 
 JOBS = "_jobs"
+
+
+def reconcile_runs() -> str:
+    """The record of the last ``angos replicate`` runs (one small JSON object per instance)."""
+    return "_replication/reconcile-runs"
