@@ -442,6 +442,9 @@ class JobQueues:
         self.cfg = cfg
         self._queues: dict[str, JobQueue] = {}
         self._lock = threading.Lock()
+        for name in QUEUES:
+            # At 0 from the start: a rate() alert sees the first failure only if the series was there before it.
+            m.JOB_QUEUE_ENQUEUE_FAILURES.labels(name)
 
     def __getitem__(self, name: str) -> JobQueue:
         if name not in QUEUES:

@@ -26,6 +26,7 @@ server's in-process drain; registered with :func:`angos.queue.kinds.on_drain`, s
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Callable
 
@@ -56,6 +57,8 @@ def create_series(name: str) -> None:
 
 
 def remove_series(name: str) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return  # multiprocess files cannot forget a series: the server replaces its drain instead
     for metric, labels in [(m.REPLICATION_PUSH, (name, o)) for o in m.REPLICATION_PUSH_OUTCOMES] + [
             (m.REPLICATION_LAST_SUCCESS, (name,)), (m.REPLICATION_SENT_BYTES, (name,)),
             (m.REPLICATION_DOWNSTREAM_UP, (name,))]:
