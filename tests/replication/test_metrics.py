@@ -252,3 +252,41 @@ def test_removing_a_downstream_removes_its_up_and_backlog_series(angos_factory):
         return names == {"peer"} and s.get(("angos_replication_downstream_up", (("downstream", "peer"),))) == 1.0
 
     assert wait_for(gone, timeout=60, what="the removed downstream's up and backlog series to go")
+
+
+def test_a_worker_serves_its_downstream_series_on_its_metrics_address(angos_factory):
+    down = f"http://127.0.0.1:{free_port()}"
+    source = angos_factory(config_text=source_config({"name": "down", "url": down},
+                                                     extra='[global.job_queue]\nbackend = "sqlite"\n' + FAST))
+    port = free_port()
+    worker = subprocess.Popen([sys.executable, "-m", "angos.cli", "-c", str(source.config_path), "worker",
+                               "--metrics-address", f"127.0.0.1:{port}"],
+                              cwd=source.workdir, stdout=open(source.workdir / "worker.log", "ab"),
+                              stderr=subprocess.STDOUT, start_new_session=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        class Worker:
+            url = f"http://127.0.0.1:{port}"
+
+        def up():
+            try:
+                return metric(Worker, "angos_replication_downstream_up", downstream="down")
+            except requests.ConnectionError:
+                return None
+
+        assert wait_for(lambda: up() == 0.0, what="the worker's own /metrics to show the downstream down")
+        assert metric(Worker, "angos_replication_last_success_timestamp_seconds", downstream="down") == 0.0
+        assert metric(Worker, "angos_replication_push_total", downstream="down", outcome="pushed") == 0.0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+
+
+def test_a_worker_with_a_bad_metrics_address_fails_with_one_line(angos_factory):
+    source = angos_factory(config_text=source_config({"name": "down", "url": "http://127.0.0.1:1"},
+                                                     extra='[global.job_queue]\nbackend = "sqlite"\n'), start=False)
+    res = subprocess.run([sys.executable, "-m", "angos.cli", "-c", str(source.config_path), "worker",
+                          "--metrics-address", "nowhere"], cwd=source.workdir, capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        "angos: --metrics-address: expected HOST:PORT, got 'nowhere'"], res.stderr
