@@ -18,7 +18,8 @@ clears them).
 Cost is bounded: it reads the lock keys (never the bodies) of at most :data:`CAP` pending
 and :data:`CAP` dead-lettered jobs, oldest first. With more than that in the queue the
 counts saturate (their sum is at most :data:`CAP`) and ``saturated`` is set; the oldest
-jobs are always among those read.
+jobs are always among those read. (The S3 job store keeps lock keys only inside the job
+objects: a refresh there reads the bodies that changed since the last one.)
 
 :func:`publish` sets ``angos_replication_backlog``, ``angos_replication_oldest_pending_seconds``
 and ``angos_replication_dead_letters`` from it. One server process at a time publishes
