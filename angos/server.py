@@ -472,10 +472,11 @@ def run_server(cfg, config_paths) -> int:
         sdnotify.reloading()
         # The drain child watches the files itself and gives each job the configuration current
         # when the job starts, so running jobs finish on theirs. Only a new pool size, or a
-        # downstream added or removed (whose live metric series belong to the child: a removed
-        # one's must go), needs a new child (it finishes its running jobs first).
+        # downstream removed (its live metric series belong to the child and must go with it),
+        # needs a new child (it finishes its running jobs first).
         new = watcher.current
-        if drain is not None and _drain_shape(new) != _drain_shape(drained_with[0]):
+        if drain is not None and (_drain_pools(new) != _drain_pools(drained_with[0])
+                                  or _downstreams(drained_with[0]) - _downstreams(new)):
             drain.restart()
         drained_with[0] = new
         sdnotify.notify("READY=1")
@@ -487,9 +488,12 @@ def run_server(cfg, config_paths) -> int:
     return 0
 
 
-def _drain_shape(cfg) -> tuple:
-    downstreams = sorted({ds.name for repo in cfg.repository.values() for ds in repo.downstream})
-    return cfg.global_.max_concurrent_replication_jobs, cfg.global_.max_concurrent_cache_jobs, downstreams
+def _drain_pools(cfg) -> tuple[int, int]:
+    return cfg.global_.max_concurrent_replication_jobs, cfg.global_.max_concurrent_cache_jobs
+
+
+def _downstreams(cfg) -> set[str]:
+    return {ds.name for repo in cfg.repository.values() for ds in repo.downstream}
 
 
 def _validate_live(cfg) -> None:

@@ -11,7 +11,7 @@ server's in-process drain; registered with :func:`angos.queue.kinds.on_drain`, s
   anything is on ``/metrics`` (last success 0) rather than missing. A name that leaves the
   configuration has its series removed from this process's registry; under ``angos server``
   the values live in multiprocess files that a process cannot take back, so the server
-  replaces its drain when the set of downstreams changes (:mod:`angos.server`): the new drain's
+  replaces its drain when a downstream is removed (:mod:`angos.server`): the new drain's
   ``up`` series then cover only configured downstreams, while counters and last-success
   values of a removed one stay until the server restarts (Prometheus counters never go back).
 - **Probes.** For each configured downstream (its breaker key: name and URL host) it asks
