@@ -35,6 +35,8 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="queue to drain (repeatable; default: both)")
     p.add_argument("--poll-interval", default="50ms", metavar="DURATION",
                    help="idle poll and scheduler interval, e.g. 50ms or 1s (default 50ms)")
+    p.add_argument("--metrics-address", metavar="HOST:PORT",
+                   help="serve this worker's Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9102)")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
 
 

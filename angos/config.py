@@ -192,6 +192,11 @@ class ReplicationSettings:
     outage_probe_min_ms: int = field(default=500, metadata=check(_positive))
     outage_probe_max_ms: int = field(default=10000, metadata=check(_positive))
     probe_timeout_secs: int = field(default=5, metadata=check(_positive))
+    # The drain probes a downstream no job has reached for this long (and each one at start-up),
+    # so angos_replication_downstream_up is true of a downstream that gets no traffic.
+    idle_probe_secs: int = field(default=30, metadata=check(_positive))
+    # How often a server recomputes angos_replication_backlog / _oldest_pending_seconds.
+    backlog_refresh_secs: int = field(default=15, metadata=check(_positive))
     tombstone_horizon: float = field(default=30 * 86400.0, metadata={
         "parse": parse_duration, "check": lambda v: v if v >= 3600 else _fail("must be at least 1h")})
     # How long the loser of a last-writer-wins conflict is kept from retention (and so from blob

@@ -9,22 +9,30 @@ from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests by method, route (action) and status",
                         ["method", "route", "status"])
-HTTP_DURATION = Histogram("http_request_duration_ms", "HTTP request duration in milliseconds",
+HTTP_DURATION = Histogram("http_request_duration_seconds", "HTTP request duration in seconds",
                           ["method", "route"],
-                          buckets=(1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000))
+                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 HTTP_IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being served", multiprocess_mode="livesum")
 
 AUTH_ATTEMPTS = Counter("auth_attempts_total", "Authentication attempts", ["method", "result"])
 
 LOCK_ACQUISITIONS = Counter("lock_acquisitions_total", "Metadata lock acquisitions", ["backend", "result"])
-LOCK_DURATION = Histogram("lock_acquisition_duration_ms", "Time to acquire a metadata lock (ms)", ["backend"],
-                          buckets=(0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000))
+LOCK_DURATION = Histogram("lock_acquisition_duration_seconds", "Time to acquire a metadata lock in seconds",
+                          ["backend"],
+                          buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5))
 
+# Replication (angos.replication). The draining process creates every configured downstream's
+# push, last-success and sent-bytes series at start-up (angos.replication.watch), so a downstream
+# that never answered still has them: at 0.
+REPLICATION_PUSH_OUTCOMES = ("pushed", "converged", "superseded", "unsupported", "failed", "deferred")
 REPLICATION_PUSH = Counter("angos_replication_push_total", "Replication pushes and deletes by downstream and outcome",
                            ["downstream", "outcome"])
+# "max": a restarted drain starts at 0 and must not hide the last success its predecessor saw.
 REPLICATION_LAST_SUCCESS = Gauge("angos_replication_last_success_timestamp_seconds",
-                                 "Unix time of the last pushed/converged/superseded replication per downstream",
-                                 ["downstream"], multiprocess_mode="max")
+                                 "Unix time of the last pushed/converged/superseded replication per downstream "
+                                 "(0: none since the server started)", ["downstream"], multiprocess_mode="max")
+REPLICATION_SENT_BYTES = Counter("angos_replication_sent_bytes_total", "Blob and manifest bytes the downstream "
+                                 "accepted from replication (mounted and present blobs send nothing)", ["downstream"])
 REPLICATION_CONFLICTS = Counter("angos_replication_conflicts_total", "Writes last-writer-wins dropped, by peer "
                                 "(the downstream on the sender side, the losing write's origin on the receiver "
                                 "side) and side (sender, receiver)", ["downstream", "side"])
@@ -32,6 +40,25 @@ REPLICATION_RECONCILE = Counter("angos_replication_reconcile_total", "Reconcile 
 REPLICATION_DOWNSTREAM_UP = Gauge("angos_replication_downstream_up", "1 while the drain can reach the downstream, "
                                   "0 while it is down and its jobs wait for it", ["downstream"],
                                   multiprocess_mode="livemostrecent")
+# Computed from the replication queue by one server process at a time (angos.replication.backlog):
+# the most recent live value is the answer, and a dead publisher's values disappear with it.
+REPLICATION_BACKLOG = Gauge("angos_replication_backlog", "Replication jobs waiting or running per downstream",
+                            ["downstream"], multiprocess_mode="livemostrecent")
+REPLICATION_OLDEST_PENDING = Gauge("angos_replication_oldest_pending_seconds", "Age of the oldest replication job "
+                                   "still waiting per downstream (0 when none waits)", ["downstream"],
+                                   multiprocess_mode="livemostrecent")
+REPLICATION_DEAD_LETTERS = Gauge("angos_replication_dead_letters", "Dead-lettered replication jobs per downstream",
+                                 ["downstream"], multiprocess_mode="livemostrecent")
+# The last `angos replicate` runs, read from their record on the metadata store (angos.replication.runs).
+RECONCILE_LAST_RUN = Gauge("angos_replication_reconcile_last_run_timestamp_seconds",
+                           "Unix time the last angos replicate run finished (0: never)",
+                           multiprocess_mode="livemostrecent")
+RECONCILE_LAST_SUCCESS = Gauge("angos_replication_reconcile_last_success_timestamp_seconds",
+                               "Unix time the last angos replicate run finished with exit code 0 (0: never)",
+                               multiprocess_mode="livemostrecent")
+RECONCILE_FAILURES = Gauge("angos_replication_reconcile_consecutive_failures",
+                           "angos replicate runs in a row that exited non-zero (0 after a clean run)",
+                           multiprocess_mode="livemostrecent")
 
 # Job queue (angos.queue). Gauges are refreshed by one server process at a time
 # (see angos.queue.gauges), so the most recent live value is the answer.

@@ -478,10 +478,12 @@ def run_server(cfg, config_paths) -> int:
     def on_reload(server):
         sdnotify.reloading()
         # The drain child watches the files itself and gives each job the configuration current
-        # when the job starts, so running jobs finish on theirs. Only a new pool size needs a
-        # new child (it finishes its running jobs first).
+        # when the job starts, so running jobs finish on theirs. Only a new pool size, or a
+        # downstream removed (its live metric series belong to the child and must go with it),
+        # needs a new child (it finishes its running jobs first).
         new = watcher.current
-        if drain is not None and _drain_pools(new) != _drain_pools(drained_with[0]):
+        if drain is not None and (_drain_pools(new) != _drain_pools(drained_with[0])
+                                  or _downstreams(drained_with[0]) - _downstreams(new)):
             drain.restart()
         drained_with[0] = new
         sdnotify.notify("READY=1")
@@ -495,6 +497,10 @@ def run_server(cfg, config_paths) -> int:
 
 def _drain_pools(cfg) -> tuple[int, int]:
     return cfg.global_.max_concurrent_replication_jobs, cfg.global_.max_concurrent_cache_jobs
+
+
+def _downstreams(cfg) -> set[str]:
+    return {ds.name for repo in cfg.repository.values() for ds in repo.downstream}
 
 
 def _validate_live(cfg) -> None:

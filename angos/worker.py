@@ -14,6 +14,12 @@ The worker reloads its configuration files when they change: handlers see the
 new configuration from the next job on (a file that fails validation is
 logged and ignored); queue storage and pool sizes need a restart.
 
+``--metrics-address HOST:PORT`` serves this worker's own ``/metrics`` there
+(Prometheus text: the replication push counters, last success, sent bytes and
+``angos_replication_downstream_up``, job runs), for a Prometheus to scrape: with
+``[global.job_queue]`` those live in the workers, not in the server. Give each
+worker on a host its own port.
+
 ``--in-process`` is internal: the server starts the worker that way as its
 in-process drain when ``[global.job_queue]`` is absent (it then uses the
 queue defaults and exits when the server does).
@@ -41,6 +47,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="queue to drain (repeatable; default: both)")
     p.add_argument("--poll-interval", default=DEFAULT_POLL, metavar="DURATION",
                    help=f"idle poll and scheduler interval, e.g. 50ms or 1s (default {DEFAULT_POLL})")
+    p.add_argument("--metrics-address", metavar="HOST:PORT",
+                   help="serve this worker's Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9102)")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -71,5 +79,23 @@ def run(args, config_paths) -> int:
                          "[global.job_queue] with backend = \"sqlite\", or backend = \"redis\" and url = "
                          "\"redis://host:6379/0\"); without it the server drains the queues itself")
     queues = tuple(dict.fromkeys(args.queues or QUEUES))
+    if getattr(args, "metrics_address", None):
+        serve_metrics(args.metrics_address)
     return run_consumers(cfg, queues, poll, JOB_MODULES, parent_pid=parent,
                          config_paths=paths, config_stamp=stamp)
+
+
+def serve_metrics(address: str) -> None:
+    """Serve this process's metrics on ``HOST:PORT`` (a daemon thread); a bad or busy address fails
+    start-up with one line."""
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AngosError(f"--metrics-address: expected HOST:PORT, got {address!r}")
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(int(port), addr=host)
+    except OSError as exc:
+        raise AngosError(f"--metrics-address: cannot listen on {address} ({exc.strerror})") from None
+    log.info("serving metrics on http://%s/metrics", address)

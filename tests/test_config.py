@@ -96,6 +96,10 @@ CASES = [
      ["global.upload_session_idle_timeout", "at least 1s"]),
     ("bad-upload-idle-timeout", BASE + '[global]\nupload_session_idle_timeout = "soon"\n',
      ["global.upload_session_idle_timeout", "soon"]),
+    ("zero-idle-probe", BASE + "[global.replication]\nidle_probe_secs = 0\n",
+     ["global.replication.idle_probe_secs", "greater than zero"]),
+    ("zero-backlog-refresh", BASE + "[global.replication]\nbacklog_refresh_secs = 0\n",
+     ["global.replication.backlog_refresh_secs", "greater than zero"]),
 ]
 
 

@@ -84,3 +84,20 @@ def _wire_replication(app: Flask, reg) -> None:
         return queues.enqueue("replication", job.kind, job.lock_key, job.payload())
 
     reg.listeners.add(ReplicationListener(lambda: app.extensions["angos.config"], enqueue))
+    _start_replication_gauges(app.extensions["angos.config"], reg, queues)
+
+
+def _start_replication_gauges(cfg, reg, queues) -> None:
+    """Per-downstream backlog and the reconcile run record on /metrics, in every mode: one worker
+    at a time reads the queue and the record (see angos.queue.gauges)."""
+    from ..replication import backlog, runs
+
+    if not backlog.downstream_names(cfg):
+        return
+    from ..queue.gauges import start_refresher
+
+    def refresh() -> None:
+        backlog.publish(cfg, queues["replication"])
+        runs.publish(reg)
+
+    start_refresher(refresh, cfg.global_.replication.backlog_refresh_secs, "replication-gauges")

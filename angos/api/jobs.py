@@ -72,7 +72,8 @@ def _setup(state) -> None:
     if jq is not None:
         from ..queue.gauges import start_refresher
 
-        start_refresher(queues, jq.pending_refresh_interval_secs)
+        start_refresher(lambda: [queues[name].refresh_gauges() for name in ("replication", "cache")],
+                        jq.pending_refresh_interval_secs)
 
 
 def requested_queue(status: int):

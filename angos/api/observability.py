@@ -28,7 +28,7 @@ def register(app) -> None:
         m.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
         started = getattr(g, "started", None)
         if started is not None:
-            m.HTTP_DURATION.labels(request.method, route).observe((time.perf_counter() - started) * 1000)
+            m.HTTP_DURATION.labels(request.method, route).observe(time.perf_counter() - started)
         return response
 
     @app.teardown_request

@@ -11,7 +11,8 @@
   same per tag (tombstones included), paged with ``n`` (default 100, at most
   1000) and ``last``, with a ``Link`` header like ``/_ext/<ns>/_tags``;
 - ``GET /_ext/_replication/downstreams`` → ``{downstreams: [...]}``, one row per
-  configured downstream (:func:`~angos.replication.status.downstream_overview`).
+  configured downstream (:func:`~angos.replication.status.downstream_overview`, with its backlog
+  from the replication queue and its conflicts in the ``conflict_protection`` window).
 
 Downstreams are those the namespace replicates to (filter matching, any
 mode); ``&downstream=<name>`` narrows the answer to one (``400 UNSUPPORTED``
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 
 from flask import Blueprint, current_app, request
 
@@ -42,6 +44,8 @@ from ..config import parse_duration
 from ..oci.errors import Unsupported
 from ..oci.reference import validate_name, validate_tag
 from ..replication.notify import RECHECK_SECS, Waiters
+from ..registry.timestamps import now
+from ..replication.backlog import downstream_backlog
 from ..replication.status import StatusReader, downstream_names, downstream_overview, may_change
 from .gate import action
 from .http import json_response, paginate, pagination, registry
@@ -132,8 +136,27 @@ def namespace_status(namespace: str):
     return _answer(doc, {"Link": link} if link else None)
 
 
+def overview_rows() -> list[dict]:
+    """Every downstream's row: its record (up/down, last success and error), its backlog from the
+    replication queue and its conflicts in the protection window (the UI shows the same rows)."""
+    cfg = _config()
+    rows = downstream_overview(cfg, registry().meta_store)
+    backlog = downstream_backlog(cfg, current_app.extensions["angos.queues"]["replication"])
+    window = cfg.global_.replication.conflict_protection
+    since = now() - timedelta(seconds=window)
+    conflicts: dict[str, int] = {}
+    for doc in current_app.extensions["angos.conflicts"].newer_than(since):
+        conflicts[doc.get("peer")] = conflicts.get(doc.get("peer"), 0) + 1
+    for row in rows:
+        b = backlog.get(row["downstream"])
+        row["backlog"] = b.jobs if b else 0
+        row["oldest_pending_secs"] = round(b.oldest_pending_seconds()) if b else 0
+        row["dead_letters"] = b.dead_letters if b else 0
+        row["conflicts"] = conflicts.get(row["downstream"], 0)
+    return rows
+
+
 @bp.route("/_replication/downstreams", methods=["GET"])
 @action("get-replication-status")
 def downstreams():
-    return json_response({"downstreams": downstream_overview(_config(), registry().meta_store)},
-                         headers={"Cache-Control": "no-store"})
+    return json_response({"downstreams": overview_rows()}, headers={"Cache-Control": "no-store"})

@@ -40,9 +40,10 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from ..oci.errors import Conflict
 from ..oci.reference import validate_name
 from ..queue import QUEUES, STORAGE_KEY
-from ..replication.status import StatusReader, downstream_names, downstream_overview
+from ..replication.status import StatusReader, downstream_names
 from .gate import action
 from .http import json_response, paginate, registry
+from .replication_status import overview_rows
 from . import jobs
 from .jobs import JobUnknown, requested_page, requested_queue
 
@@ -116,9 +117,8 @@ def _cell(value) -> str:
 @bp.route("/replication", methods=["GET"])
 @action("get-replication-status")
 def replication_overview():
-    cfg = current_app.extensions["angos.config"]
     return render_template("replication.html", name=_name(), view="overview", title="Replication",
-                           refresh=REFRESH_SECS, rows=downstream_overview(cfg, registry().meta_store))
+                           refresh=REFRESH_SECS, rows=overview_rows())
 
 
 @bp.route("/replication/<path:namespace>", methods=["GET"])

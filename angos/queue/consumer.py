@@ -38,7 +38,7 @@ from huey.consumer import Consumer, Scheduler
 from .. import sdnotify
 from ..reload import file_state
 from .core import JobQueue, queue_config
-from .kinds import load_job_modules, registered_kinds
+from .kinds import load_job_modules, registered_kinds, run_drain_hooks
 
 log = logging.getLogger("angos.queue.consumer")
 
@@ -125,6 +125,8 @@ def start_in_worker(cfg, queues, job_modules=(), poll_interval: float = 0.05) ->
                  for q in jqs]
     for c in consumers:
         c.start()  # AngosConsumer leaves the web worker's signal handlers alone
+    for q in jqs:
+        run_drain_hooks(q.name, q.context)
     stopping = []
 
     def housekeeping():
@@ -217,6 +219,8 @@ def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     for c in consumers:
         c.start()
+    for q in jqs:
+        run_drain_hooks(q.name, q.context)
     keeper = threading.Thread(target=housekeeping, name="angos-queue-housekeeping", daemon=True)
     keeper.start()
     log.info("draining %s (pools: %s; poll %.3fs; job kinds: %s)", ", ".join(queues),

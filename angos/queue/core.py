@@ -50,7 +50,7 @@ from .. import metrics as m
 from ..config import JobQueueConfig
 from ..native import under_gevent
 from ..oci.errors import AngosError
-from .envelope import QUEUES, Envelope, backoff_secs
+from .envelope import QUEUES, Envelope, backoff_secs, created_at_of
 from .kinds import DeferJob, JobContext, TerminalJobError, handler_for
 from .layout import jobs_dir, jobs_on_s3, queue_db
 from .sqlite_store import NO_LEASE_CHECK
@@ -394,6 +394,12 @@ class JobQueue:
     def retry_failed(self, storage_key: str) -> bool:
         return self._call(self.store.retry_failed, storage_key, time.time(), self._wake_msg())
 
+    def lock_keys(self, state: str, cap: int = SATURATION) -> list[tuple[str, float]]:
+        """(lock_key, created_at) of up to ``cap`` jobs, oldest first: ``pending`` (pending and running)
+        or ``failed``. Cheap: no job bodies are parsed (what per-downstream gauges are computed from)."""
+        rows = self._call(self.store.lock_keys, state, cap)
+        return [(lk, created_at_of(sk)) for lk, sk in rows]
+
     def refresh_gauges(self) -> tuple[int, int]:
         horizon = time.time() + self.qcfg.pending_ready_horizon_secs
         pending = self._call(self.store.count_pending, horizon, SATURATION)
@@ -436,6 +442,9 @@ class JobQueues:
         self.cfg = cfg
         self._queues: dict[str, JobQueue] = {}
         self._lock = threading.Lock()
+        for name in QUEUES:
+            # At 0 from the start: a rate() alert sees the first failure only if the series was there before it.
+            m.JOB_QUEUE_ENQUEUE_FAILURES.labels(name)
 
     def __getitem__(self, name: str) -> JobQueue:
         if name not in QUEUES:

@@ -15,7 +15,9 @@ it is ready, and:
   check) if the master is killed outright.
 
 The child inherits ``PROMETHEUS_MULTIPROC_DIR``, so metrics that job handlers
-emit appear on the server's ``/metrics``. (With a process-local ``memory``
+emit appear on the server's ``/metrics``; when it exits, its ``live*`` gauges
+(``angos_replication_downstream_up``) are removed with it, as gunicorn's
+``child_exit`` hook does for web workers. (With a process-local ``memory``
 metadata lock the server starts no child: its single web worker drains, see
 :func:`angos.queue.consumer.start_in_worker`.)
 """
@@ -79,6 +81,7 @@ class DrainSupervisor:
                         told = True
                     time.sleep(0.2)
                 pid, self.pid = self.pid, None  # reaped: never signal a recycled pid
+                _forget_live_metrics(pid)
                 if self._stopping.is_set():
                     return
                 if self._restarting.is_set():
@@ -120,3 +123,15 @@ class DrainSupervisor:
             self._signal(signal.SIGKILL)
             self._exited.wait(5)
         log.info("in-process job drain stopped")
+
+
+def _forget_live_metrics(pid: int) -> None:
+    """Drop a dead drain's ``live*`` gauge files: what it said about downstreams no longer holds."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    try:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+    except Exception:  # noqa: BLE001 - metrics housekeeping must never stop the supervisor
+        log.warning("could not remove the metrics of drain pid %s", pid, exc_info=True)

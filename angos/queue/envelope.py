@@ -23,6 +23,11 @@ STORAGE_KEY = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 QUEUES = ("replication", "cache")
 
 
+def created_at_of(storage_key: str) -> float:
+    """A job's creation time (unix seconds, millisecond precision) read from its storage_key."""
+    return int(storage_key[:16], 16) / 1000.0
+
+
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -1,17 +1,22 @@
-"""Refresh ``angos_job_queue_pending`` / ``angos_job_queue_failed`` from the server.
+"""Gauges a server publishes from shared state, one process at a time.
 
-With ``[global.job_queue]`` the server publishes the queue depth (the gauge an
-autoscaler watches); every ``pending_refresh_interval_secs`` it counts pending
-jobs ready within ``pending_ready_horizon_secs`` and dead-lettered jobs, both
-saturating at 10000 so one refresh costs a bounded amount whatever the
-backlog. Without it (in-process drain) no gauge is published, as the operator
-guide says.
+:func:`start_refresher` runs a ``refresh()`` function every ``interval``
+seconds in each gunicorn worker, but only the holder of an exclusive
+``flock`` on ``PROMETHEUS_MULTIPROC_DIR/angos-<name>.lock`` calls it; if that
+worker dies the lock is released and another takes over on its next tick.
+Gauges published this way use the ``livemostrecent`` multiprocess mode, so a
+dead worker's values disappear with it. Two users:
 
-Only one gunicorn worker refreshes at a time: each worker runs the loop, but
-only the holder of an exclusive ``flock`` on a file in
-``PROMETHEUS_MULTIPROC_DIR`` counts; if it dies the lock is released and
-another worker takes over on its next tick. The gauges use the
-``livemostrecent`` multiprocess mode, so a dead worker's value disappears.
+- with ``[global.job_queue]``, ``angos_job_queue_pending`` /
+  ``angos_job_queue_failed`` (the queue depth an autoscaler watches): every
+  ``pending_refresh_interval_secs`` the server counts pending jobs ready within
+  ``pending_ready_horizon_secs`` and dead-lettered jobs, both saturating at
+  10000 so one refresh costs a bounded amount whatever the backlog. Without
+  it (in-process drain) these two are not published, as the operator guide
+  says (``api/jobs.py`` wires them);
+- in every mode, the per-downstream replication gauges
+  (:mod:`angos.replication.backlog`, :mod:`angos.replication.runs`), wired
+  by ``create_app``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import fcntl
 import logging
 import os
 import threading
+from typing import Callable
 
 log = logging.getLogger("angos.queue.gauges")
 
 
 class _Leader:
-    def __init__(self):
+    def __init__(self, name: str):
+        self.name = name
         self.fd = None
 
     def held(self) -> bool:
@@ -34,7 +41,7 @@ class _Leader:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if not directory:
             return True  # a single process: it is the leader
-        fd = os.open(os.path.join(directory, "angos-job-gauges.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(os.path.join(directory, f"angos-{self.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -44,21 +51,21 @@ class _Leader:
         return True
 
 
-def start_refresher(queues, interval: float) -> threading.Thread:
-    """Run the refresh loop in a daemon thread (a greenlet under gevent); returns it."""
-    leader = _Leader()
+def start_refresher(refresh: Callable[[], object], interval: float, name: str = "job-gauges") -> threading.Thread:
+    """Call ``refresh()`` now and every ``interval`` seconds while this process leads ``name``, in a
+    daemon thread (a greenlet under gevent); returns it."""
+    leader = _Leader(name)
 
     def loop():
         while True:
             try:
                 if leader.held():
-                    for name in ("replication", "cache"):
-                        queues[name].refresh_gauges()
+                    refresh()
             except Exception:  # noqa: BLE001 - a failed refresh keeps the last values; try again next tick
-                log.exception("refreshing job queue gauges failed")
+                log.exception("refreshing the %s failed", name.replace("-", " "))
             stop.wait(interval)
 
     stop = threading.Event()
-    t = threading.Thread(target=loop, name="angos-job-gauges", daemon=True)
+    t = threading.Thread(target=loop, name=f"angos-{name}", daemon=True)
     t.start()
     return t

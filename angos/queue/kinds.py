@@ -19,6 +19,10 @@ A handler is ``handler(job: Envelope, ctx: JobContext) -> None``:
 
 A job whose kind has no handler in the draining process fails as a
 retryable error, so it dead-letters loudly instead of vanishing.
+
+:func:`on_drain` registers background work that belongs with a queue's drain
+(replication watches its downstreams): the drain runs each hook once, with the
+queue's :class:`JobContext`, after its consumers start.
 """
 
 from __future__ import annotations
@@ -101,6 +105,27 @@ def job_kind(kind: str):
     def deco(fn: Handler) -> Handler:
         return register(kind, fn)
     return deco
+
+
+_DRAIN_HOOKS: dict[str, list[Callable[[JobContext], object]]] = {}
+
+
+def on_drain(queue: str, hook: Callable[[JobContext], object]) -> None:
+    """Run ``hook(ctx)`` once in every process that starts draining ``queue`` (``angos worker``, the
+    server's drain; not ``angos replicate``, which only runs the jobs it queued). The hook must return
+    at once (it starts a daemon thread) and read ``ctx.cfg`` when it needs the configuration, which a
+    reload replaces."""
+    hooks = _DRAIN_HOOKS.setdefault(queue, [])
+    if hook not in hooks:
+        hooks.append(hook)
+
+
+def run_drain_hooks(queue: str, ctx: JobContext) -> None:
+    for hook in _DRAIN_HOOKS.get(queue, ()):
+        try:
+            hook(ctx)
+        except Exception:  # noqa: BLE001 - the jobs still run without it
+            log.exception("a drain hook of the %s queue failed to start", queue)
 
 
 def handler_for(kind: str) -> Handler | None:

@@ -287,6 +287,19 @@ class RedisJobStore:
     def count_pending(self, horizon: float, cap: int) -> int:
         return min(self.conn.zcount(self.prefix + "due", "-inf", horizon), cap)
 
+    def lock_keys(self, state: str, cap: int) -> list[tuple[str, str]]:
+        """(lock_key, storage_key) of up to ``cap`` jobs, oldest first (the indexes sort storage keys,
+        which start with the creation time): ``pending`` (pending and running) or ``failed``."""
+        p = self.prefix
+        keys = self.conn.zrange(p + ("active" if state == "pending" else "failed"), 0, cap - 1)
+        out = []
+        for i in range(0, len(keys), 1000):
+            chunk = keys[i:i + 1000]
+            for sk, lk in zip(chunk, self.conn.hmget(p + "lk", chunk)):
+                if lk is not None:
+                    out.append((lk.decode(), sk.decode()))
+        return out
+
     def count_failed(self, cap: int) -> int:
         return min(self.conn.zcard(self.prefix + "failed"), cap)
 

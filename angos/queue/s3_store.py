@@ -496,6 +496,26 @@ class S3JobStore:
         return min(cap, sum(1 for _, (_, d) in list(rows.items())
                             if d["state"] == "pending" and d["job"]["not_before"] <= horizon))
 
+    def lock_keys(self, state: str, cap: int) -> list[tuple[str, str]]:
+        """(lock_key, storage_key) of up to ``cap`` jobs, oldest first: ``pending`` (pending and running,
+        from a listing up to :data:`SNAPSHOT_SECS` old) or ``failed`` (each body fetched once per ETag)."""
+        out = []
+        if state == "pending":
+            rows, _ = self._scan(SNAPSHOT_SECS)
+            for key, (_, d) in sorted(list(rows.items())):
+                if d["state"] in ("pending", "running"):
+                    out.append((d["job"]["lock_key"], key[len(self.pending_dir):]))
+                    if len(out) >= cap:
+                        break
+            return out
+        for key, etag in self._list(self.failed_dir):
+            cur = self._body(key, etag)
+            if cur is not None:
+                out.append((cur[1]["job"]["lock_key"], key[len(self.failed_dir):]))
+                if len(out) >= cap:
+                    break
+        return out
+
     def count_failed(self, cap: int) -> int:
         n = 0
         for _ in self._list(self.failed_dir):

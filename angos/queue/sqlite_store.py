@@ -226,6 +226,15 @@ class SqliteJobStore:
             return conn.execute("select count(*) from (select 1 from angos_jobs where state = 'pending' "
                                 "and not_before <= ? limit ?)", (horizon, cap)).fetchone()[0]
 
+    def lock_keys(self, state: str, cap: int) -> list[tuple[str, str]]:
+        """(lock_key, storage_key) of up to ``cap`` jobs, oldest first: ``pending`` (pending and running)
+        or ``failed``. No job bodies are read."""
+        states = ("pending", "running") if state == "pending" else ("failed",)
+        with self._tx() as conn:
+            return conn.execute(f"select lock_key, storage_key from angos_jobs where state in "
+                                f"({','.join('?' * len(states))}) order by storage_key limit ?",
+                                (*states, cap)).fetchall()
+
     def count_failed(self, cap: int) -> int:
         with self._tx() as conn:
             return conn.execute("select count(*) from (select 1 from angos_jobs where state = 'failed' limit ?)",

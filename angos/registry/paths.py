@@ -28,6 +28,8 @@ Metadata store::
     _jobs/...                                             the job queue (angos.queue)
     _replication/conflicts/<inverted time>-<id>           a conflict record (angos.replication.conflicts)
     _replication/downstreams/<ds entry>                   a downstream's up/down and last success/error
+    _replication/reconcile-runs                           the last ``angos replicate`` runs
+                                                          (angos.replication.runs)
 
 Every function takes already-validated names, tags, digests and upload ids;
 the validators in ``angos.oci`` guarantee none of them can contain ``..`` or
@@ -279,3 +281,8 @@ CONFLICTS = "_replication/conflicts"
 def conflict(record_id: str) -> str:
     """A conflict record; ``record_id`` is ``<17 digits>-<12 hex>`` (checked by the caller)."""
     return f"{CONFLICTS}/{record_id}"
+
+
+def reconcile_runs() -> str:
+    """The record of the last ``angos replicate`` runs (one small JSON object per instance)."""
+    return "_replication/reconcile-runs"

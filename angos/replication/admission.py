@@ -23,9 +23,22 @@ without counting an attempt and frees the pool slot at once:
   (a 429's ``Retry-After`` is honoured, capped there too), so a downstream is
   back in use within seconds of its return, after an outage of any length.
 
+- **Idle probes**: a job is not the only way to learn about a downstream.
+  The drain's watch (:mod:`.watch`) asks :meth:`claim_probe` about every
+  configured downstream: one never looked at yet (at start-up), one that is
+  down and due for its next probe, or one that no job or probe has reached
+  for ``idle_probe_secs`` is probed the same way, and :meth:`probed` feeds the
+  answer to the breaker. So a downstream that was never up reads down within
+  ``probe_timeout_secs`` of start-up, and one that comes back while nothing
+  waits for it reads up again.
+
+``angos_replication_downstream_up{downstream}`` follows the breaker: 0 while
+any downstream of that name is down, 1 once it answered (a job finished or a
+probe succeeded), absent until the first look.
+
 State is per process (each ``angos worker`` probes for itself); it is kept
-only in memory, so a restarted drain starts with every downstream up. The
-transitions are also reported to ``on_down(name, since, reason)`` and
+only in memory, so a restarted drain starts knowing nothing and looks again.
+The transitions are also reported to ``on_down(name, since, reason)`` and
 ``on_up(name)`` (the handler records them for the status API), outside the
 admission lock.
 """
@@ -57,6 +70,8 @@ class _State:
     last_done: float = 0.0              # monotonic time this downstream last finished a job
     job_secs: float = 0.05              # moving average of its job durations
     reason: str = ""
+    known: bool = False                 # a job or a probe has told us whether it is up
+    last_seen: float = 0.0              # monotonic time a job finished or a probe answered
 
 
 def share(ds, pool: int, downstreams: int = 1) -> int:
@@ -87,6 +102,34 @@ class Admission:
     def _interval(self, failures: int) -> float:
         s = self.settings()
         return min(s.outage_probe_min_ms * (2 ** min(failures, 30)), s.outage_probe_max_ms) / 1000.0
+
+    def _publish(self, name: str) -> None:
+        """Set the up gauge of ``name`` from every known state of that name (lock held)."""
+        states = [st for k, st in self._states.items() if k[0] == name and st.known]
+        if states:
+            m.REPLICATION_DOWNSTREAM_UP.labels(name).set(0 if any(st.down_since is not None for st in states) else 1)
+
+    def _back(self, st: _State, name: str) -> None:
+        """A probe answered (lock held): the downstream is up."""
+        if st.down_since is not None:
+            log.warning("downstream %s is back after %.1fs down; resuming its jobs", name,
+                        time.time() - st.down_since)
+        st.down_since, st.failures, st.reason = None, 0, ""
+        st.last_done = st.last_seen = time.monotonic()
+        st.known = True
+        self._publish(name)
+
+    def _still_down(self, st: _State, name: str, why: str) -> float:
+        """A probe failed (lock held): schedule the next one; returns the delay until it."""
+        st.failures += 1
+        st.reason = why
+        st.next_probe = time.monotonic() + self._interval(st.failures)
+        # At INFO on the 1st, 2nd, 4th, 8th... failed probe: a downstream down for days (probed
+        # by the watch even with no job waiting) does not fill the journal.
+        level = logging.INFO if st.failures & (st.failures - 1) == 0 else logging.DEBUG
+        log.log(level, "downstream %s still down: %s; next probe in %.1fs", name, why,
+                st.next_probe - time.monotonic())
+        return st.next_probe - time.monotonic()
 
     def is_down(self, key) -> bool:
         with self._lock:
@@ -127,16 +170,8 @@ class Admission:
         with self._lock:
             st.probing = False
             if why is not None:
-                st.failures += 1
-                st.reason = why
-                st.next_probe = time.monotonic() + self._interval(st.failures)
-                log.info("downstream %s still down: %s; next probe in %.1fs", name, why,
-                         st.next_probe - time.monotonic())
-                raise DeferJob(st.next_probe - time.monotonic(), f"downstream {name} is down ({why})")
-            log.warning("downstream %s is back after %.1fs down; resuming its jobs", name,
-                        time.time() - (st.down_since or time.time()))
-            st.down_since, st.failures, st.reason, st.last_done = None, 0, "", time.monotonic()
-            m.REPLICATION_DOWNSTREAM_UP.labels(name).set(1)
+                raise DeferJob(self._still_down(st, name, why), f"downstream {name} is down ({why})")
+            self._back(st, name)
             st.running += 1
         self.on_up(name)
 
@@ -144,10 +179,13 @@ class Admission:
         with self._lock:
             st = self._state(key)
             st.running = max(0, st.running - 1)
-            if finished:
-                st.last_done = time.monotonic()
+            if finished:  # the downstream answered (with success or a rejection)
+                st.last_done = st.last_seen = time.monotonic()
                 if took is not None:
                     st.job_secs = 0.8 * st.job_secs + 0.2 * took
+                if not st.known:
+                    st.known = True
+                    self._publish(key[0])
 
     def trip(self, key, reason: str, retry_after: float | None = None) -> float:
         """Mark the downstream down after an outage-class failure; returns the delay to defer by."""
@@ -161,7 +199,8 @@ class Admission:
                 went_down = st.down_since
                 log.warning("downstream %s is down: %s; its jobs wait (probing every %.1f-%.1fs)", name, reason,
                             self._interval(0), self._interval(60))
-                m.REPLICATION_DOWNSTREAM_UP.labels(name).set(0)
+            st.known = True
+            self._publish(name)
             st.reason = reason
             delay = self._interval(st.failures)
             if retry_after is not None:
@@ -171,3 +210,47 @@ class Admission:
         if went_down is not None:
             self.on_down(name, went_down, reason)
         return wait
+
+    def claim_probe(self, key, idle: float) -> bool:
+        """Whether the watch should probe ``key`` now; if True it must report with :meth:`probed`.
+
+        Yes for a downstream never looked at, one that is down and due for its next probe, and
+        one that is up but that no job or probe has reached for ``idle`` seconds. No while a job
+        of it runs or another probe is under way (they answer the same question)."""
+        with self._lock:
+            st = self._state(key)
+            now = time.monotonic()
+            if st.probing or st.running:
+                return False
+            if st.down_since is not None:
+                due = now >= st.next_probe
+            else:
+                due = not st.known or now - st.last_seen >= idle
+            if due:
+                st.probing = True
+            return due
+
+    def probed(self, key, why: str | None) -> None:
+        """The answer of a probe claimed with :meth:`claim_probe`: None when it answered, else why not."""
+        name = key[0]
+        went_down = came_back = None
+        with self._lock:
+            st = self._state(key)
+            st.probing = False
+            if why is None:
+                came_back = st.down_since is not None
+                self._back(st, name)
+            elif st.down_since is None:
+                st.down_since, st.failures, st.reason = time.time(), 0, why
+                st.next_probe = time.monotonic() + self._interval(0)
+                st.known = True
+                log.warning("downstream %s is down: %s; its jobs wait (probing every %.1f-%.1fs)", name, why,
+                            self._interval(0), self._interval(60))
+                self._publish(name)
+                went_down = st.down_since
+            else:
+                self._still_down(st, name, why)
+        if came_back:
+            self.on_up(name)
+        if went_down is not None:
+            self.on_down(name, went_down, why)

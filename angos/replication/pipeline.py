@@ -30,6 +30,8 @@ downstream reported and the write this job sent (the loser). Failures raise
 :class:`ReplicationFailed` (a rejection a retry cannot change counts an attempt) or its subclass
 :class:`DownstreamUnavailable` (refused, timed out, 5xx, 408, 429: the
 downstream is down and the job waits for it without spending attempts).
+Every blob and manifest the downstream accepts adds its size to
+``angos_replication_sent_bytes_total{downstream}``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import metrics as m
 from ..oci import media_types as mt
 from ..oci.digest import Digest, is_digest
 from ..oci.manifest import parse_manifest
@@ -153,6 +156,10 @@ class Pipeline:
         self.remote = target.namespace
         self.on_referrer = on_referrer or (lambda subject: None)
 
+    def _sent(self, n: int) -> None:
+        """Count ``n`` bytes the downstream accepted (``angos_replication_sent_bytes_total``)."""
+        m.REPLICATION_SENT_BYTES.labels(self.ds.name).inc(n)
+
     def sync(self, reference: str, prune_at: str | None = None) -> Outcome:
         """Make ``reference`` on the downstream match its current local state (with ``prune_at``, a
         reference unknown here is deleted there, stamped with that time)."""
@@ -206,6 +213,7 @@ class Pipeline:
         self._ensure_content(rev, depth=0)
         resp = self.client.put_manifest(self.remote, reference, rev.body, rev.media_type, source_ts, origin)
         if resp.status_code in (200, 201, 202):
+            self._sent(len(rev.body))
             if rev.subject and "OCI-Subject" not in resp.headers:
                 self.on_referrer(rev.subject)
             return Outcome(PUSHED)
@@ -259,6 +267,7 @@ class Pipeline:
         resp = self.client.put_manifest(self.remote, str(rev.digest), rev.body, rev.media_type, None)
         if resp.status_code not in (200, 201, 202):
             raise failure(resp)
+        self._sent(len(rev.body))
         if rev.subject and "OCI-Subject" not in resp.headers:
             self.on_referrer(rev.subject)
 
@@ -279,6 +288,7 @@ class Pipeline:
                                        lambda: self.registry.blobs.open(self.ns, d))
         if resp.status_code not in (200, 201, 202):
             raise failure(resp)
+        self._sent(handle.size)
 
     def _mount_sources(self, d: Digest) -> list[str]:
         """Remote namespaces this downstream already received ``d`` in (siblings in the same repository)."""
@@ -366,6 +376,7 @@ class Pipeline:
                     resp = self.client.put_manifest(self.remote, d, rev.body, rev.media_type, None)
                     if resp.status_code not in (200, 201, 202):
                         raise failure(resp)
+                    self._sent(len(rev.body))
             elif head.status_code != 200:
                 raise failure(head)
         if current == wanted:
@@ -381,4 +392,5 @@ class Pipeline:
         resp = self.client.put_manifest(self.remote, tag, body, mt.OCI_INDEX, None)
         if resp.status_code not in (200, 201, 202):
             raise failure(resp)
+        self._sent(len(body))
         return Outcome(PUSHED)

@@ -35,6 +35,8 @@ them within :data:`HANDOVER_SECS`, the command drains them itself with
 ``max_concurrent_replication_jobs`` threads. A probe that fails (auth, 5xx,
 timeout) is logged at warning, counted ``skipped``, and the run continues;
 the exit code is 1 when anything was skipped or failed to enqueue.
+Every run that is not a dry run leaves its outcome in a small record on the
+metadata store, which the server publishes on its ``/metrics`` (:mod:`.runs`).
 """
 
 from __future__ import annotations
@@ -375,13 +377,34 @@ def run(cfg, dry_run: bool, out=print) -> int:
 
     report = Report()
     registry = build_registry(cfg)
-    actions = plan(cfg, registry, report)
     if dry_run:
-        for a in actions:
+        for a in plan(cfg, registry, report):
             out(a.line())
         out(report.summary())
         return 1 if report.skipped or report.failed else 0
-    queue = JobQueues(cfg)["replication"]
+    rc = 1  # what a run that raises counts as
+    try:
+        rc = _run(cfg, registry, report, JobQueues, out)
+    finally:
+        _record_run(registry, rc, report)
+    return rc
+
+
+def _record_run(registry, rc: int, report: Report) -> None:
+    """Leave the run's outcome where the server's /metrics can see it (:mod:`.runs`)."""
+    from . import runs
+
+    try:
+        runs.record(registry, rc, {"tags_checked": report.checked, "enqueued": report.enqueued,
+                                   "coalesced": report.coalesced, "skipped": report.skipped,
+                                   "failed": report.failed, "waiting": report.waiting})
+    except Exception:  # noqa: BLE001 - the run's own exit code still tells cron and systemd
+        log.error("could not record this reconcile run for the server's metrics", exc_info=True)
+
+
+def _run(cfg, registry, report: Report, queues, out) -> int:
+    actions = plan(cfg, registry, report)
+    queue = queues(cfg)["replication"]
     stamp = format_ts(now())
     keys = set()
     for a in actions:

@@ -49,7 +49,7 @@ class LockManager:
 
     def _acquired(self, started: float, ok: bool) -> None:
         m.LOCK_ACQUISITIONS.labels(self.backend, "acquired" if ok else "timeout").inc()
-        m.LOCK_DURATION.labels(self.backend).observe((time.monotonic() - started) * 1000)
+        m.LOCK_DURATION.labels(self.backend).observe(time.monotonic() - started)
 
     def check(self) -> None:
         """Raise when the lock backend is unreachable."""
@@ -232,7 +232,7 @@ class LeasedLocks(LockManager):
                     time.sleep(delay * random.uniform(0.5, 1.5))
         except self.unavailable_errors as exc:
             m.LOCK_ACQUISITIONS.labels(self.backend, "error").inc()
-            m.LOCK_DURATION.labels(self.backend).observe((time.monotonic() - started) * 1000)
+            m.LOCK_DURATION.labels(self.backend).observe(time.monotonic() - started)
             raise self._unavailable(exc) from None
         if not once:  # a refused try is an answer, not a timeout
             self._acquired(started, False)

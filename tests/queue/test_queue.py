@@ -155,6 +155,27 @@ def test_job_of_an_owner_whose_lease_expired_runs_again_counting_the_lost_run(qe
     assert len(_ends(qenv.out / "leased.log")) == 1
 
 
+def test_lock_keys_lists_waiting_running_and_dead_jobs_oldest_first_with_their_creation_time(qenv):
+    q = qenv.queue()
+    q.submit("test.flaky", "dead", {"dir": str(qenv.out), "terminal": True})
+    assert q.run_next() == "dead_lettered"
+    for key in ("a", "b", "c"):
+        q.submit("test.record", key, {})
+        time.sleep(0.002)  # distinct creation milliseconds, so "oldest first" has one answer
+    q.submit("test.record", "later", {}, delay=3600)  # deferred jobs wait too: they are listed
+    now = time.time()
+    running = q.store.claim_next("elsewhere/1/1/x", now, now + 60)  # running jobs are listed too
+    assert running.lock_key in ("a", "b", "c")
+    created = {j["lock_key"]: j for j in q.list_pending(n=100)[0]}
+    pending = q.lock_keys("pending")
+    assert [k for k, _ in pending] == ["a", "b", "c", "later"]
+    for key, at in pending:  # the creation time, to the millisecond, without reading the body
+        env, _ = q.get(created[key]["storage_key"])
+        assert at == int(env.created_at * 1000) / 1000
+    assert [k for k, _ in q.lock_keys("pending", cap=2)] == ["a", "b"]
+    assert [k for k, _ in q.lock_keys("failed")] == ["dead"]
+
+
 def test_pending_and_failed_counts_saturate(qenv):
     q = qenv.queue()
     for i in range(7):

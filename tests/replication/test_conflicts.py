@@ -94,6 +94,10 @@ def test_a_dropped_write_is_logged_once_on_each_side_with_both_digests_and_origi
     assert len(_log_lines(worker_log, ns, winner, loser)) == 1, worker_log
     # The receiver counts it by the losing write's origin (a's sender-side count lives in its worker).
     assert conflict_count(b, "instance-a", "receiver") == 1
+    # Each side's downstream row (status API and UI) counts the conflict with its peer.
+    for server, peer in ((a, "instance-b"), (b, "instance-a")):
+        rows = requests.get(server.url + "/_ext/_replication/downstreams").json()["downstreams"]
+        assert [r["conflicts"] for r in rows if r["downstream"] == peer] == [1], rows
 
     # The documented restore: copy the loser by digest onto the tag, where it was written.
     skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false",

@@ -140,7 +140,7 @@ def test_acquisitions_and_timeouts_are_counted_per_backend(two_managers):
                 pass
     assert sample("acquired") == acquired + 1
     assert sample("timeout") == timeouts + 1
-    assert REGISTRY.get_sample_value("lock_acquisition_duration_ms_count", {"backend": a.backend}) >= 2
+    assert REGISTRY.get_sample_value("lock_acquisition_duration_seconds_count", {"backend": a.backend}) >= 2
 
 
 def test_a_try_lock_answers_at_once_whether_the_lock_is_free(two_managers):
