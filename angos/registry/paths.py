@@ -25,6 +25,7 @@ Metadata store::
     blob-index/<alg>/<hex>/<ns entry>                     which namespaces hold a grant
     _jobs/...                                             the job queue (angos.queue)
     _replication/conflicts/<inverted time>-<id>           a conflict record (angos.replication.conflicts)
+    _auth/token-keys/<kid>                                a registry token signing key (angos.auth.token_keys)
 
 Every function takes already-validated names, tags, digests and upload ids;
 the validators in ``angos.oci`` guarantee none of them can contain ``..`` or
@@ -242,3 +243,11 @@ CONFLICTS = "_replication/conflicts"
 def conflict(record_id: str) -> str:
     """A conflict record; ``record_id`` is ``<17 digits>-<12 hex>`` (checked by the caller)."""
     return f"{CONFLICTS}/{record_id}"
+
+
+TOKEN_KEYS = "_auth/token-keys"
+
+
+def token_key(kid: str) -> str:
+    """A token signing key; ``kid`` is digits only (the start of its signing period, Unix seconds)."""
+    return f"{TOKEN_KEYS}/{kid}"
