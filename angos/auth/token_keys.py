@@ -19,10 +19,11 @@ Contract:
   last token it signed has expired. The server that creates a key deletes the
   keys whose ``expires_at`` passed more than :data:`GRACE` ago.
 - :meth:`TokenKeys.verifying_key` finds the key a token names: from memory,
-  else read from the store (a key another server has just made). Reads for
-  kids that are not in memory happen at most once per :data:`LOOKUP_INTERVAL`
-  per process, so tokens with made-up kids cannot turn into a stream of
-  storage requests; a refused token just makes its client fetch a new one.
+  else by listing the stored keys and reading those not yet in memory (keys
+  other servers made, or every live key after a restart). Such a refresh
+  happens at most once per :data:`LOOKUP_INTERVAL` per process, so tokens
+  with made-up kids cannot turn into a stream of storage requests; a refused
+  token just makes its client fetch a new one.
 - Storage failures propagate (``StorageUnavailable``, answered ``503``).
 
 ``clock`` (Unix seconds) is a parameter so tests can make keys of other periods.
@@ -45,7 +46,7 @@ from ..storage import NotFound
 log = logging.getLogger("angos.auth.token_keys")
 
 GRACE = 3600.0           # seconds an expired key is kept (clocks of servers sharing a store differ a little)
-LOOKUP_INTERVAL = 1.0    # at most one store read per second for kids not in memory
+LOOKUP_INTERVAL = 1.0    # at most one listing of the stored keys per second for kids not in memory
 MAX_KID_DIGITS = 12
 
 
@@ -102,7 +103,8 @@ class TokenKeys:
             if now < self._next_lookup:
                 return None
             self._next_lookup = now + LOOKUP_INTERVAL
-        return self._read(kid)
+        self._refresh()
+        return self._keys.get(kid)
 
     # ------------------------------------------------------------ storage
 
@@ -119,6 +121,13 @@ class TokenKeys:
         with self._lock:
             self._keys[kid] = key
         return key
+
+    def _refresh(self) -> None:
+        """Read every stored key not yet in memory: one listing finds all the keys other servers made
+        (after a restart, tokens of the current and the previous key arrive together)."""
+        for name in self.store.children(paths.TOKEN_KEYS):
+            if name.isdigit() and name not in self._keys:
+                self._read(name)
 
     def _load_or_create(self, kid: str, start: int) -> SigningKey:
         key = self._read(kid)
