@@ -31,9 +31,10 @@ request with ``Authorization: Bearer <token>``.
   sent: docker applies every challenge it understands, and a Basic one
   beside Bearer makes it stop with ``no basic auth credentials``.
 - The realm is ``[auth.token] realm`` when set, else this server's
-  ``/token`` as the client reached it: the request's scheme and ``Host``
-  (``X-Forwarded-Proto``/``X-Forwarded-Host`` from a trusted proxy); a
-  ``Host`` that is not a plain host[:port] falls back to the bind address.
+  ``/token`` as the client reached it: ``https`` with ``[server.tls]``, else
+  ``http``, and the request's ``Host`` (``X-Forwarded-Proto`` and
+  ``X-Forwarded-Host`` from a trusted proxy); a ``Host`` that is not a plain
+  host[:port] falls back to the bind address.
 
 Counted in ``auth_token_requests_total{result}``: ``identified``,
 ``anonymous``, ``failure``, ``throttled``.
@@ -144,14 +145,15 @@ def _scope(act: str | None, namespace: str | None) -> str | None:
 
 
 def _own_realm() -> str:
-    scheme, host = request.scheme, request.host
+    server = current_app.extensions["angos.config"].server
+    # From our own TLS setting, not request.scheme: gunicorn takes X-Forwarded-Proto from any
+    # loopback peer, trusted proxy or not.
+    scheme, host = ("https" if server.tls is not None else "http"), request.host
     if from_trusted_proxy():
-        scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip().lower()
+        forwarded = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip().lower()
+        scheme = forwarded if forwarded in ("http", "https") else scheme
         host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
-    if scheme not in ("http", "https"):
-        scheme = request.scheme
     if not _HOST.fullmatch(host or ""):
-        server = current_app.extensions["angos.config"].server
         bind = f"[{server.bind_address}]" if ":" in server.bind_address else server.bind_address
         host = f"{bind}:{server.port}"
     return f"{scheme}://{host}/token"

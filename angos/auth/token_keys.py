@@ -20,10 +20,11 @@ Contract:
   keys whose ``expires_at`` passed more than :data:`GRACE` ago.
 - :meth:`TokenKeys.verifying_key` finds the key a token names: from memory,
   else by listing the stored keys and reading those not yet in memory (keys
-  other servers made, or every live key after a restart). Such a refresh
-  happens at most once per :data:`LOOKUP_INTERVAL` per process, so tokens
-  with made-up kids cannot turn into a stream of storage requests; a refused
-  token just makes its client fetch a new one.
+  other servers made, or every live key after a restart). Such refreshes
+  are rate limited per process (:data:`LOOKUP_BURST`, then one per
+  :data:`LOOKUP_INTERVAL`), so tokens with made-up kids cannot turn into a
+  stream of storage requests; a refused token just makes its client fetch a
+  new one.
 - Storage failures propagate (``StorageUnavailable``, answered ``503``).
 
 ``clock`` (Unix seconds) is a parameter so tests can make keys of other periods.
@@ -46,7 +47,8 @@ from ..storage import NotFound
 log = logging.getLogger("angos.auth.token_keys")
 
 GRACE = 3600.0           # seconds an expired key is kept (clocks of servers sharing a store differ a little)
-LOOKUP_INTERVAL = 1.0    # at most one listing of the stored keys per second for kids not in memory
+LOOKUP_INTERVAL = 1.0    # one listing of the stored keys per second for kids not in memory,
+LOOKUP_BURST = 5         # after a burst of this many
 MAX_KID_DIGITS = 12
 
 
@@ -78,7 +80,7 @@ class TokenKeys:
         self.clock = clock
         self._keys: dict[str, SigningKey] = {}
         self._current: SigningKey | None = None
-        self._next_lookup = 0.0
+        self._lookups, self._lookups_at = float(LOOKUP_BURST), time.monotonic()
         self._lock = threading.Lock()
 
     def signing_key(self) -> SigningKey:
@@ -100,9 +102,11 @@ class TokenKeys:
             return None
         with self._lock:
             now = time.monotonic()
-            if now < self._next_lookup:
+            self._lookups = min(LOOKUP_BURST, self._lookups + (now - self._lookups_at) / LOOKUP_INTERVAL)
+            self._lookups_at = now
+            if self._lookups < 1:
                 return None
-            self._next_lookup = now + LOOKUP_INTERVAL
+            self._lookups -= 1
         self._refresh()
         return self._keys.get(kid)
 
