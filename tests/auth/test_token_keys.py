@@ -1,7 +1,7 @@
 """Registry tokens in-process: issuing, verifying, key rotation and keys shared through a store.
 
-:class:`angos.auth.token.TokenService` over a real filesystem store, with the
-clock as a parameter, so a test can stand in another signing period or after
+:class:`angos.auth.token.TokenService` over a real filesystem store (and, where
+servers share keys, an S3 bucket on moto as well), with the clock as a parameter, so a test can stand in another signing period or after
 a token's expiry without waiting (no timed assertions). The end-to-end flow
 over HTTP is tests/auth/test_token_flow.py.
 """
@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import uuid
 
 import pytest
 
@@ -53,6 +54,20 @@ class Clock:
 @pytest.fixture
 def store(tmp_path):
     return FsStore(str(tmp_path / "data"))
+
+
+@pytest.fixture(params=["fs", "s3"])
+def shared(request, tmp_path):
+    """Makes store objects that all reach one place: a filesystem root, or a moto S3 bucket and prefix
+    (as two servers sharing a metadata store each have their own)."""
+    if request.param == "fs":
+        return lambda: FsStore(str(tmp_path / "data"))
+    from tests.conftest import make_bucket
+    from tests.storage.conftest import s3_store
+
+    endpoint = request.getfixturevalue("moto_server")
+    bucket, prefix = make_bucket(endpoint), f"t-{uuid.uuid4().hex[:8]}"
+    return lambda: s3_store(endpoint, bucket, prefix)
 
 
 def claims(token: str) -> dict:
@@ -126,8 +141,10 @@ def test_a_token_expires_at_exp_even_once_remembered(tmp_path, store):
     assert err.value.reason == "expired"
 
 
-def test_rotation_signs_with_a_new_key_and_the_previous_one_verifies_until_its_tokens_expired(tmp_path, store):
+def test_rotation_signs_with_a_new_key_and_the_previous_one_verifies_until_its_tokens_expired(tmp_path, shared):
     from angos.auth.identity import Identity
+
+    store = shared()
 
     clock = Clock(T0 - 3600 + DAY - 10)  # ten seconds before the period ends
     svc = TokenService(config(tmp_path, "lifetime_secs = 600"), store, clock)
@@ -137,14 +154,16 @@ def test_rotation_signs_with_a_new_key_and_the_previous_one_verifies_until_its_t
     clock.now += 20  # the next period
     new, _, _ = svc.issue(Identity())
     assert header(new)["kid"] != old_kid and int(header(new)["kid"]) == int(old_kid) + DAY
-    other_server = TokenService(config(tmp_path, "lifetime_secs = 600"), store, clock)
+    other_server = TokenService(config(tmp_path, "lifetime_secs = 600"), shared(), clock)
     assert other_server.verify(old) == (None, None, (), ())  # rotated out, still live: read from the store
     assert other_server.verify(new) == (None, None, (), ())
     assert sorted(store.children(paths.TOKEN_KEYS)) == sorted([old_kid, header(new)["kid"]])
 
 
-def test_a_key_is_deleted_by_the_next_key_maker_once_its_last_token_expired(tmp_path, store):
+def test_a_key_is_deleted_by_the_next_key_maker_once_its_last_token_expired(tmp_path, shared):
     from angos.auth.identity import Identity
+
+    store = shared()
 
     start = T0 - 3600
     clock = Clock(start + 60)
@@ -171,12 +190,12 @@ def test_a_token_never_outlives_its_key(tmp_path, store):
     assert claims(token)["exp"] == key.expires_at and expires_in == 100 + 60
 
 
-def test_servers_sharing_a_store_make_one_key_per_period_and_accept_each_others_tokens(tmp_path, store):
+def test_servers_sharing_a_store_make_one_key_per_period_and_accept_each_others_tokens(tmp_path, shared):
     from angos.auth.identity import Identity
 
     clock = Clock(T0)
-    a = TokenService(config(tmp_path), store, clock)
-    b = TokenService(config(tmp_path), FsStore(str(tmp_path / "data")), clock)
+    a = TokenService(config(tmp_path), shared(), clock)
+    b = TokenService(config(tmp_path), shared(), clock)
     # both decide to make the period's key: one wins put_if_absent, the other adopts it
     ka = a.keys._load_or_create(str(T0 - 3600), T0 - 3600)
     kb = b.keys._load_or_create(str(T0 - 3600), T0 - 3600)
