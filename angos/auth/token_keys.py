@@ -3,10 +3,12 @@
 Contract:
 
 - Time is cut into signing periods of ``key_rotation_days``. The key of a
-  period is named by the period's start in Unix seconds (its ``kid``, digits
-  only) and stored at :func:`angos.registry.paths.token_key` as JSON
-  ``{kid, secret, sign_until, expires_at}`` (``secret``: base64 of 32 random
-  bytes; times: Unix seconds).
+  period is named by the period's start in Unix seconds and its length in
+  days (its ``kid``, ``<start>-<days>``: a changed rotation setting never
+  meets a key made for another period length) and stored at
+  :func:`angos.registry.paths.token_key` as JSON ``{kid, secret,
+  sign_until, expires_at}`` (``secret``: base64 of 32 random bytes; times:
+  Unix seconds).
 - :meth:`TokenKeys.signing_key` returns the current period's key. The first
   server that needs it creates it with ``put_if_absent``; a server that loses
   that race reads the winner's, so every server and worker process sharing the
@@ -36,6 +38,7 @@ import base64
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -49,7 +52,7 @@ log = logging.getLogger("angos.auth.token_keys")
 GRACE = 3600.0           # seconds an expired key is kept (clocks of servers sharing a store differ a little)
 LOOKUP_INTERVAL = 1.0    # one listing of the stored keys per second for kids not in memory,
 LOOKUP_BURST = 5         # after a burst of this many
-MAX_KID_DIGITS = 12
+_KID = re.compile(r"[0-9]{1,12}-[0-9]{1,4}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class SigningKey:
 class TokenKeys:
     def __init__(self, store, rotation_days: int, lifetime_secs: int, clock: Callable[[], float] = time.time):
         self.store = store
+        self.days = rotation_days
         self.period = rotation_days * 86400
         self.lifetime = lifetime_secs
         self.clock = clock
@@ -89,7 +93,7 @@ class TokenKeys:
         if current is not None and current.sign_until - self.period <= now < current.sign_until:
             return current
         start = int(now // self.period * self.period)
-        kid = str(start)
+        kid = f"{start}-{self.days}"
         key = self._keys.get(kid) or self._load_or_create(kid, start)
         self._current = key
         return key
@@ -98,7 +102,7 @@ class TokenKeys:
         key = self._keys.get(kid)
         if key is not None:
             return key
-        if not kid.isdigit() or len(kid) > MAX_KID_DIGITS:
+        if not _KID.fullmatch(kid):
             return None
         with self._lock:
             now = time.monotonic()
@@ -130,7 +134,7 @@ class TokenKeys:
         """Read every stored key not yet in memory: one listing finds all the keys other servers made
         (after a restart, tokens of the current and the previous key arrive together)."""
         for name in self.store.children(paths.TOKEN_KEYS):
-            if name.isdigit() and name not in self._keys:
+            if _KID.fullmatch(name) and name not in self._keys:
                 self._read(name)
 
     def _load_or_create(self, kid: str, start: int) -> SigningKey:
@@ -156,7 +160,7 @@ class TokenKeys:
         now = self.clock()
         try:
             for name in self.store.children(paths.TOKEN_KEYS):
-                if not name.isdigit():
+                if not _KID.fullmatch(name):
                     continue
                 try:
                     key = SigningKey.from_json(name, self.store.get(paths.token_key(name)))

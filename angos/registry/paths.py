@@ -249,5 +249,5 @@ TOKEN_KEYS = "_auth/token-keys"
 
 
 def token_key(kid: str) -> str:
-    """A token signing key; ``kid`` is digits only (the start of its signing period, Unix seconds)."""
+    """A token signing key; ``kid`` is ``<digits>-<digits>`` (its period's start and length in days)."""
     return f"{TOKEN_KEYS}/{kid}"

@@ -103,7 +103,7 @@ def test_an_identified_token_names_the_identity_and_verifies(tmp_path, store):
     svc = TokenService(config(tmp_path), store, Clock(T0))
     token, expires_in, issued_at = svc.issue(Identity(id="alice", username="alice", client_ip="127.0.0.1"))
     assert (expires_in, issued_at) == (300, T0)
-    assert header(token) == {"alg": "HS256", "typ": "JWT", "kid": str(T0 - 3600)}
+    assert header(token) == {"alg": "HS256", "typ": "JWT", "kid": f"{T0 - 3600}-1"}  # period start, days
     c = claims(token)
     assert (c["iss"], c["aud"], c["sub"], c["name"], c["iat"], c["exp"]) == ("angos", "angos", "alice", "alice",
                                                                               T0, T0 + 300)
@@ -153,11 +153,24 @@ def test_rotation_signs_with_a_new_key_and_the_previous_one_verifies_until_its_t
     old_kid = header(old)["kid"]
     clock.now += 20  # the next period
     new, _, _ = svc.issue(Identity())
-    assert header(new)["kid"] != old_kid and int(header(new)["kid"]) == int(old_kid) + DAY
+    assert header(new)["kid"] == f"{int(old_kid.split('-')[0]) + DAY}-1"
     other_server = TokenService(config(tmp_path, "lifetime_secs = 600"), shared(), clock)
     assert other_server.verify(old) == (None, None, (), ())  # rotated out, still live: read from the store
     assert other_server.verify(new) == (None, None, (), ())
     assert sorted(store.children(paths.TOKEN_KEYS)) == sorted([old_kid, header(new)["kid"]])
+
+
+def test_a_changed_rotation_setting_makes_a_key_of_its_own(tmp_path, store):
+    """A 30-day period may start on the day a 1-day key was made: that key must not be reused."""
+    from angos.auth.identity import Identity
+
+    start30 = T0 - T0 % (30 * DAY)
+    clock = Clock(start30 + 60)
+    daily, _, _ = TokenService(config(tmp_path), store, clock).issue(Identity())
+    clock.now = start30 + 5 * DAY  # the daily key stopped signing days ago
+    monthly, expires_in, _ = TokenService(config(tmp_path, "key_rotation_days = 30"), store, clock).issue(Identity())
+    assert (header(daily)["kid"], header(monthly)["kid"]) == (f"{start30}-1", f"{start30}-30")
+    assert expires_in == 300
 
 
 def test_a_key_is_deleted_by_the_next_key_maker_once_its_last_token_expired(tmp_path, shared):
@@ -168,14 +181,14 @@ def test_a_key_is_deleted_by_the_next_key_maker_once_its_last_token_expired(tmp_
     start = T0 - 3600
     clock = Clock(start + 60)
     TokenService(config(tmp_path), store, clock).issue(Identity())
-    first = str(start)
+    first = f"{start}-1"
     clock.now = start + 2 * DAY + 60  # two periods on: the first key's tokens died long ago
     TokenService(config(tmp_path), store, clock).issue(Identity())
     assert first not in store.children(paths.TOKEN_KEYS)
     # one period on, the previous key is kept: a token it signed may still be live
     clock.now = start + 3 * DAY + 60
     TokenService(config(tmp_path), store, clock).issue(Identity())
-    assert str(start + 2 * DAY) in store.children(paths.TOKEN_KEYS)
+    assert f"{start + 2 * DAY}-1" in store.children(paths.TOKEN_KEYS)
     assert GRACE < DAY
 
 
@@ -197,8 +210,8 @@ def test_servers_sharing_a_store_make_one_key_per_period_and_accept_each_others_
     a = TokenService(config(tmp_path), shared(), clock)
     b = TokenService(config(tmp_path), shared(), clock)
     # both decide to make the period's key: one wins put_if_absent, the other adopts it
-    ka = a.keys._load_or_create(str(T0 - 3600), T0 - 3600)
-    kb = b.keys._load_or_create(str(T0 - 3600), T0 - 3600)
+    ka = a.keys._load_or_create(f"{T0 - 3600}-1", T0 - 3600)
+    kb = b.keys._load_or_create(f"{T0 - 3600}-1", T0 - 3600)
     assert ka == kb
     ta, _, _ = a.issue(Identity(id="alice", username="alice"))
     tb, _, _ = b.issue(Identity())
@@ -227,7 +240,7 @@ def test_forged_tampered_or_foreign_tokens_are_refused(tmp_path, store, change, 
         "alg-none": lambda: resign(token, {**c, "sub": "alice"}, {**h, "alg": "none"}).rsplit(".", 1)[0] + ".",
         "alg-hs512": lambda: resign(token, None, {**h, "alg": "HS512"}, secret=key.secret),
         "other-service": lambda: resign(token, {**c, "aud": "elsewhere", "iss": "elsewhere"}, secret=key.secret),
-        "unknown-kid": lambda: resign(token, None, {**h, "kid": "123"}, secret=key.secret),
+        "unknown-kid": lambda: resign(token, None, {**h, "kid": "123-1"}, secret=key.secret),
         "garbage": lambda: "a.b.c\u00e9",
     }[change]()
     with pytest.raises(InvalidToken) as err:
@@ -253,10 +266,11 @@ def test_kids_not_in_memory_are_looked_up_in_the_store_at_a_bounded_rate(tmp_pat
 
     reader = TokenKeys(store, 1, 300, Clock(T0))
     for i in range(LOOKUP_BURST):
-        assert reader.verifying_key(str(900 + i)) is None  # made up: each one listing of the stored keys
+        assert reader.verifying_key(f"{900 + i}-1") is None  # made up: each one listing of the stored keys
     made = TokenKeys(store, 1, 300, Clock(T0)).signing_key()  # another server makes the period's key
     assert reader.verifying_key(made.kid) is None  # real, but the lookups are spent for now
-    assert reader.verifying_key("../../etc") is None and reader.verifying_key("1" * 13) is None  # never looked up
+    for bad in ("../../etc", "1" * 13 + "-1", "123"):
+        assert reader.verifying_key(bad) is None  # not a kid: never looked up
     reader._lookups = 1.0  # a second later
     assert reader.verifying_key(made.kid) == made
 
