@@ -287,3 +287,32 @@ def test_a_bad_token_setting_fails_the_config_with_its_key(tmp_path, line, messa
     with pytest.raises(ConfigError) as err:
         config(tmp_path, line)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_credentials_become_an_identity_whatever_their_kind(tmp_path, store):
+    """The one authenticate step the gate and the token endpoint share (angos.auth.authenticate)."""
+    from angos.auth import AccessControl
+    from angos.auth.authenticate import credential_kind
+    from angos.auth.identity import Identity
+    from angos.oci.errors import Unauthorized
+
+    cfg = config(tmp_path)
+    ac = AccessControl(cfg, tokens=TokenService(cfg, store, Clock(T0)))
+    basic = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
+    assert [credential_kind(h) for h in (None, "", "Basic Og==", " basic  Og== ", basic, "Bearer x", "Digest x")] == [
+        "none", "none", "none", "none", "basic", "bearer", "other"]
+    assert ac.authenticate("Basic Og==", "10.0.0.1").anonymous  # empty user and password: nobody
+    by_password = ac.authenticate(basic, "10.0.0.1")
+    token, _, _ = ac.tokens.issue(Identity(id="alice", username="alice", common_names=("builder",),
+                                           organizations=("Platform",)))
+    by_token = ac.authenticate(f"Bearer {token}", "10.0.0.1")
+    assert (by_token.id, by_token.username, by_token.client_ip) == (by_password.id, by_password.username, "10.0.0.1")
+    assert (by_token.common_names, by_token.organizations) == (("builder",), ("Platform",))
+    # a connection with a verified certificate of its own: that certificate counts, not the token's copy
+    live = ac.authenticate(f"Bearer {token}", "10.0.0.1", ("other",), ("Elsewhere",))
+    assert (live.id, live.common_names, live.organizations) == ("alice", ("other",), ("Elsewhere",))
+    for bad in ("Basic " + base64.b64encode(b"alice:").decode(), "Bearer " + token[:-2], "Digest x"):
+        with pytest.raises(Unauthorized):
+            ac.authenticate(bad, "10.0.0.1")
+    with pytest.raises(Unauthorized):  # without a token service, bearer tokens are refused
+        AccessControl(cfg).authenticate(f"Bearer {token}", "10.0.0.1")
