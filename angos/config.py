@@ -370,9 +370,39 @@ class RepositoryConfig:
     namespace: str | None = None
 
 
+def _service_name(value):
+    # Quoted into WWW-Authenticate headers and token claims: no quotes, spaces or control characters.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", value):
+        raise ValueError(f"expected letters, digits and . _ : - (at most 128), got {value!r}")
+    return value
+
+
+def _token_realm(value):
+    if not re.fullmatch(r"https?://[^/\s\"]+(/[^\s\"]*)?", value):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """``[auth.token]``: the registry token flow (angos.auth.token, angos.api.token)."""
+    # How long an issued token is good for. Docker treats anything under 60 s as 60 s.
+    lifetime_secs: int = field(default=300, metadata=check(
+        lambda v: v if 60 <= v <= 86400 else _fail("must be between 60 and 86400 (one day)")))
+    # A new signing key every this many days; the previous one keeps verifying its live tokens.
+    key_rotation_days: int = field(default=30, metadata=check(
+        lambda v: v if 1 <= v <= 3650 else _fail("must be between 1 and 3650")))
+    # The challenge's service="..." and the tokens' audience; servers sharing storage must agree.
+    service: str = field(default="angos", metadata=check(_service_name))
+    # Absolute URL of the token endpoint in challenges. Unset: this server's /token as the client
+    # reached it (scheme and Host, or X-Forwarded-Proto/-Host from a trusted proxy).
+    realm: str | None = field(default=None, metadata=check(_token_realm))
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     identity: dict[str, Identity] = field(default_factory=dict)
+    token: TokenConfig = field(default_factory=TokenConfig)
     # Wrong passwords must not starve right ones (angos.auth.throttle). Per worker process:
     # argon2 checks running at once (64 MiB each with `angos argon`'s parameters) and waiting
     # for a slot (beyond that: 429 TOOMANYREQUESTS); per client address: failed checks allowed

@@ -15,6 +15,10 @@ HTTP_DURATION = Histogram("http_request_duration_seconds", "HTTP request duratio
 HTTP_IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being served", multiprocess_mode="livesum")
 
 AUTH_ATTEMPTS = Counter("auth_attempts_total", "Authentication attempts", ["method", "result"])
+AUTH_TOKEN_REQUESTS = Counter("auth_token_requests_total", "GET /token answers: identified, anonymous, "
+                              "failure (wrong credentials), throttled", ["result"])
+AUTH_TOKEN_VERIFICATIONS = Counter("auth_token_verifications_total", "Bearer tokens checked: valid, invalid, "
+                                   "expired, revoked", ["result"])
 
 LOCK_ACQUISITIONS = Counter("lock_acquisitions_total", "Metadata lock acquisitions", ["backend", "result"])
 LOCK_DURATION = Histogram("lock_acquisition_duration_seconds", "Time to acquire a metadata lock in seconds",

@@ -7,12 +7,13 @@ from __future__ import annotations
 from flask import Flask
 
 from ..auth import AccessControl
+from ..auth.token import TokenService
 from ..registry import build_registry
 
 
 def create_app(cfg, registry=None) -> Flask:
     from . import (conflicts, errors, ext, gate, health, jobs, observability, origin, pull_through,
-                   replication_status)
+                   replication_status, token)
     from .v2 import BLUEPRINTS
 
     app = Flask("angos")
@@ -24,7 +25,9 @@ def create_app(cfg, registry=None) -> Flask:
     app.url_map.merge_slashes = False
     reg = registry or build_registry(cfg)
     app.extensions["angos.registry"] = reg
-    app.extensions["angos.access"] = AccessControl(cfg)
+    # Registry tokens (GET /token): signing keys live on the metadata store, shared by every server using it.
+    app.extensions["angos.tokens"] = TokenService(cfg, reg.meta_store)
+    app.extensions["angos.access"] = AccessControl(cfg, tokens=app.extensions["angos.tokens"])
     app.extensions["angos.config"] = cfg
 
     _wire_replication(app, reg)
@@ -37,6 +40,7 @@ def create_app(cfg, registry=None) -> Flask:
     app.before_request(pull_through.refuse_writes)
     errors.register(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(token.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(ext.bp)
     app.register_blueprint(conflicts.bp)

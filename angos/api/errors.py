@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app
+from flask import request
 from werkzeug.exceptions import HTTPException
 
 from ..oci.errors import NameUnknown, OciError, Unavailable, Unsupported
 from ..storage import StorageUnavailable
+from . import token
 from .http import oci_error_response
 
 log = logging.getLogger("angos.api")
@@ -24,8 +25,9 @@ def register(app) -> None:
     def _oci(exc: OciError):
         resp = oci_error_response(exc)
         if exc.status == 401:
-            realm = current_app.config.get("ANGOS_REALM", "Angos")
-            resp.headers["WWW-Authenticate"] = f'Basic realm="{realm}", charset="UTF-8"'
+            resp.headers["WWW-Authenticate"] = token.challenge()  # Bearer under /v2/, else Basic
+            if request.path.startswith("/v2"):
+                resp.headers["Docker-Distribution-API-Version"] = "registry/2.0"
         if exc.status == 416 and isinstance(exc.detail, dict) and "size" in exc.detail:
             resp.headers["Content-Range"] = f"bytes */{exc.detail['size']}"
         if exc.status == 429 and isinstance(exc.detail, dict) and "retry_after" in exc.detail:

@@ -2,14 +2,23 @@
 
 ``@action("get-blob")`` marks a view. ``check_access`` (a ``before_request``
 hook) resolves the caller and the request, asks the policy, and raises
-UNAUTHORIZED (anonymous caller, answered 401 with a Basic challenge) or
-DENIED (authenticated caller, 403) when it refuses. Views read the identity
-from ``g.identity``.
+UNAUTHORIZED (anonymous caller, answered 401 with a challenge:
+:func:`angos.api.token.challenge`) or DENIED (authenticated caller, 403)
+when it refuses. Views read the identity from ``g.identity``.
+
+Two exceptions to "the policy decides": ``GET /token`` (``get-token``)
+authenticates by itself and asks no policy (see :mod:`angos.api.token`), and
+a ``GET /v2/`` from a caller that sent no credentials at all (nor a client
+certificate) is challenged whenever some policy could refuse an anonymous
+caller, even where the policy would let it through: clients only log in, or
+fetch a token, after that challenge. A caller with an anonymous token, and
+every other request, gets the policy's answer.
 
 What the policy sees:
 
-- ``identity``: basic credentials (wrong ones are a 401 before any policy
-  runs), ``client_ip`` and, on TLS with a client CA, the verified client
+- ``identity``: from basic credentials or a registry token (wrong ones are
+  a 401 before any policy runs; :mod:`angos.auth.authenticate`),
+  ``client_ip`` and, on TLS with a client CA, the verified client
   certificate's common names and organizations.
 - ``identity.client_ip`` is the TCP peer, unless that peer is one of
   ``global.trusted_proxies``: then ``X-Forwarded-For`` is read right to left
@@ -43,6 +52,7 @@ import ipaddress
 
 from flask import current_app, g, request
 
+from ..auth.authenticate import credential_kind
 from ..auth.tls import peer_names
 from ..oci.errors import Denied, Unauthorized
 
@@ -81,6 +91,13 @@ def _parse_ip(value: str):
 
 def _trusted(ip, proxies) -> bool:
     return any(ip in net for net in proxies if net.version == ip.version)
+
+
+def from_trusted_proxy() -> bool:
+    """Whether the TCP peer is one of ``global.trusted_proxies`` (its forwarding headers count)."""
+    proxies = access().cfg.global_.trusted_proxies
+    peer = _parse_ip(request.remote_addr) if proxies and request.remote_addr else None
+    return peer is not None and _trusted(peer, proxies)
 
 
 def client_ip() -> str | None:
@@ -178,17 +195,25 @@ def check_access():
     if act == "start-upload" and "mount" in request.args:
         act = "mount-blob"  # one endpoint, two actions: the policy sees which
     g.action = act
+    if act == "get-token":
+        return None  # the token endpoint authenticates by itself and asks no policy (angos.api.token)
     ac = access()
     cns, orgs = client_certificate()
-    identity = ac.authenticate(request.headers.get("Authorization"), client_ip(), cns, orgs)
-    g.identity = identity
+    authorization = request.headers.get("Authorization")
     fields = request_fields(act)
+    g.request_fields = fields  # before authenticating: a 401's challenge names the scope from them
+    identity = ac.authenticate(authorization, client_ip(), cns, orgs)
+    g.identity = identity
+    if (act == "get-api-version" and identity.anonymous and ac.challenges_anonymous
+            and credential_kind(authorization) == "none"):
+        # How clients learn where to log in: docker and skopeo send credentials (or fetch a
+        # token) only after GET /v2/ challenged them, whatever the policy would say.
+        raise Unauthorized("authentication required")
     cache = current_app.extensions.get("angos.cache")
     if cache is not None and act in ("get-manifest", "get-blob"):
         fill = cache.would_fill(fields.get("namespace"), act, fields.get("reference"), fields.get("digest"))
         if fill is not None:
             fields["cache_fill"] = fill
-    g.request_fields = fields
     allowed = ac.is_allowed(identity, act, fields)
     if allowed and "tags" in fields:
         as_tag_push = {k: v for k, v in fields.items() if k != "digest"}

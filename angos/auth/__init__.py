@@ -1,8 +1,9 @@
 """Identities and access policy.
 
-``AccessControl(cfg)`` authenticates a request into an :class:`Identity` and
-decides whether an action is allowed under the global and repository
-policies (both must allow).
+``AccessControl(cfg)`` authenticates a request into an :class:`Identity`
+(:mod:`.authenticate`: basic credentials, registry tokens from :mod:`.token`,
+client certificates) and decides whether an action is allowed under the
+global and repository policies (both must allow).
 """
 
 from .access import AccessControl

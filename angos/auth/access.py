@@ -9,14 +9,11 @@ config reload builds a new one (which also empties the credentials cache).
   repository policies (:mod:`angos.auth.policy`). ``angos server`` builds one
   before forking so a bad file fails start-up with one line.
 - ``authenticate(authorization, client_ip, common_names, organizations)``
-  returns the caller's :class:`Identity`: basic credentials that verify give
-  ``id``/``username``; absent credentials give an anonymous identity (which
-  may still carry a verified client certificate's names); wrong credentials
-  raise :class:`~angos.oci.errors.Unauthorized`; an uncached check that may
-  not run now (throttled source, full queue) raises
-  :class:`~angos.oci.errors.TooManyRequests` with ``detail.retry_after``.
-  Counted in ``auth_attempts_total{method,result}`` (``success``,
-  ``failure``, ``throttled``).
+  returns the caller's :class:`Identity` through
+  :class:`~angos.auth.authenticate.Authenticator` (basic credentials, a
+  registry token when ``tokens`` is given, or nothing for anonymous; wrong
+  credentials raise :class:`~angos.oci.errors.Unauthorized`, a throttled
+  check :class:`~angos.oci.errors.TooManyRequests`).
 - ``is_allowed(identity, action, fields)`` runs the global policy (when
   ``[global.access_policy]`` exists), then the policy of the repository the
   namespace belongs to (when it has one); all that apply must allow, and a
@@ -44,9 +41,8 @@ from collections import OrderedDict
 import cel
 
 from ..config import _join
-from ..oci.errors import TooManyRequests, Unauthorized
-from .basic import BadCredentials, BasicAuth
-from .throttle import Busy
+from .authenticate import Authenticator
+from .basic import BasicAuth
 from .identity import Identity
 from .policy import Policy, identity_vars, request_vars
 
@@ -54,29 +50,13 @@ MAX_CONTEXTS = 4096
 MAX_DECISIONS = 16384
 
 
-class _Counters:
-    """``auth_attempts_total`` children, bound on first use.
-
-    ``angos.metrics`` (and so prometheus_client) must not be imported when
-    ``angos server`` validates the config in the master process: the client
-    picks its multiprocess value store at import time, before the server has
-    exported ``PROMETHEUS_MULTIPROC_DIR``.
-    """
-
-    def __getattr__(self, name):
-        from .. import metrics
-
-        self.basic_ok = metrics.AUTH_ATTEMPTS.labels("basic", "success")
-        self.basic_fail = metrics.AUTH_ATTEMPTS.labels("basic", "failure")
-        self.basic_busy = metrics.AUTH_ATTEMPTS.labels("basic", "throttled")
-        self.mtls_ok = metrics.AUTH_ATTEMPTS.labels("mtls", "success")
-        return object.__getattribute__(self, name)
-
-
 class AccessControl:
-    def __init__(self, cfg):
+    def __init__(self, cfg, tokens=None):
+        """``tokens``: a :class:`~angos.auth.token.TokenService` when bearer tokens are accepted."""
         self.cfg = cfg
         self.basic = BasicAuth(cfg.auth.identity, limits=cfg.auth)
+        self.tokens = tokens
+        self.authenticator = Authenticator(self.basic, tokens)
         # No [global.access_policy] table: no global policy (repository policies still apply).
         self.global_policy = (Policy.compile(cfg.global_.access_policy, "global.access_policy")
                               if cfg.global_.access_policy is not None else None)
@@ -89,27 +69,17 @@ class AccessControl:
         self._lock = threading.Lock()
         self._repo_cache: dict[str, Policy | None] = {}
         self._decisions: dict[tuple, bool] = {}
-        self._count = _Counters()
+        # Whether any policy could refuse an anonymous caller: only then is a credential-less
+        # GET /v2/ challenged (angos.api.gate), so clients learn where to get a token.
+        policies = [p for p in (self.global_policy, *self.repo_policies.values()) if p is not None]
+        self.challenges_anonymous = any(p.rules or not p.default_allow for p in policies)
 
     # ------------------------------------------------------------ authentication
 
     def authenticate(self, authorization: str | None, client_ip: str | None,
                      common_names: tuple[str, ...] = (), organizations: tuple[str, ...] = ()) -> Identity:
-        if common_names or organizations:
-            self._count.mtls_ok.inc()
-        ident_id = username = None
-        if authorization:
-            try:
-                ident_id, username = self.basic.verify(authorization, client_ip)
-            except BadCredentials as exc:
-                self._count.basic_fail.inc()
-                raise Unauthorized(f"invalid credentials: {exc}") from None
-            except Busy as exc:
-                self._count.basic_busy.inc()
-                raise TooManyRequests(str(exc), detail={"retry_after": exc.retry_after}) from None
-            self._count.basic_ok.inc()
-        return Identity(id=ident_id, username=username, client_ip=client_ip,
-                        common_names=common_names, organizations=organizations)
+        """The caller's identity (see :mod:`angos.auth.authenticate`)."""
+        return self.authenticator.authenticate(authorization, client_ip, common_names, organizations)
 
     # ------------------------------------------------------------ authorisation
 

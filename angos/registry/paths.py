@@ -30,6 +30,7 @@ Metadata store::
     _replication/downstreams/<ds entry>                   a downstream's up/down and last success/error
     _replication/reconcile-runs                           the last ``angos replicate`` runs
                                                           (angos.replication.runs)
+    _auth/token-keys/<kid>                                a registry token signing key (angos.auth.token_keys)
 
 Every function takes already-validated names, tags, digests and upload ids;
 the validators in ``angos.oci`` guarantee none of them can contain ``..`` or
@@ -286,3 +287,11 @@ def conflict(record_id: str) -> str:
 def reconcile_runs() -> str:
     """The record of the last ``angos replicate`` runs (one small JSON object per instance)."""
     return "_replication/reconcile-runs"
+
+
+TOKEN_KEYS = "_auth/token-keys"
+
+
+def token_key(kid: str) -> str:
+    """A token signing key; ``kid`` is ``<digits>-<digits>`` (its period's start and length in days)."""
+    return f"{TOKEN_KEYS}/{kid}"

@@ -93,14 +93,16 @@ def test_skopeo_login_then_push_uses_the_stored_credentials(server, tmp_path):
     assert r.headers["Docker-Content-Digest"] == digest
 
 
-def test_anonymous_push_gets_401_with_a_basic_challenge(server):
-    r = requests.post(f"{server.url}/v2/{uniq('anon')}/app/blobs/uploads/", timeout=30)
+def test_anonymous_push_gets_401_with_a_bearer_challenge_naming_the_token_endpoint(server):
+    ns = f"{uniq('anon')}/app"
+    r = requests.post(f"{server.url}/v2/{ns}/blobs/uploads/", timeout=30)
     assert_oci_error(r, 401, "UNAUTHORIZED")
-    assert r.headers["WWW-Authenticate"].startswith('Basic realm="')
+    assert r.headers["WWW-Authenticate"] == (f'Bearer realm="{server.url}/token",service="angos",'
+                                             f'scope="repository:{ns}:pull,push"')
     for auth in (None, ("alice", "wrong"), ("mallory", "alice-pw")):  # none, a wrong password, an unknown user
         v2 = requests.get(f"{server.url}/v2/", auth=auth, timeout=30)
         assert_oci_error(v2, 401, "UNAUTHORIZED")
-        assert v2.headers["WWW-Authenticate"].startswith('Basic realm="')
+        assert v2.headers["WWW-Authenticate"] == f'Bearer realm="{server.url}/token",service="angos"'
 
 
 def test_authenticated_but_denied_push_gets_403_denied(server):
@@ -133,7 +135,7 @@ def test_wrong_or_unverifiable_credentials_get_401_even_where_anonymous_would_be
     assert requests.get(f"{srv.url}/v2/", timeout=30).status_code == 200  # anonymous is fine here
     r = requests.get(f"{srv.url}/v2/", headers=h, auth=auth, timeout=30)
     assert r.status_code == 401
-    assert r.headers["WWW-Authenticate"].startswith("Basic ")
+    assert r.headers["WWW-Authenticate"].startswith('Bearer realm="')
     assert requests.get(f"{srv.url}/v2/", auth=("nobody", "x"), timeout=30).status_code == 401
 
 

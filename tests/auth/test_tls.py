@@ -105,7 +105,8 @@ def test_client_auth_optional_accepts_either_a_certificate_or_basic_credentials(
     srv = start_tls(module_server, tls_toml(pki, "optional") + identity_toml(alice="alice-pw") + ORG_POLICY, pki)
     ca = str(pki.ca)
     r = requests.get(srv.url + "/v2/", verify=ca, timeout=10)
-    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic ")
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == (
+        f'Bearer realm="{srv.url}/token",service="angos"')  # the realm keeps the https scheme
     assert requests.get(srv.url + "/v2/", verify=ca, auth=("alice", "alice-pw"), timeout=10).status_code == 200
     platform = pki.client("builder2", "Platform")
     assert requests.get(srv.url + "/v2/", verify=ca, cert=platform, timeout=10).status_code == 200

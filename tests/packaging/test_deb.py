@@ -168,7 +168,7 @@ class InstalledServer:
                                      start_new_session=True, umask=mask)
         log.close()
         try:
-            wait_http(f"http://{self.host}/v2/", self.proc, timeout=60, ok=(200,))
+            wait_http(f"http://{self.host}/healthz", self.proc, timeout=60, ok=(200,))
         except Exception:
             self.__exit__()
             raise RuntimeError(f"installed server did not come up:\n{self.log_path.read_text()[-3000:]}")
