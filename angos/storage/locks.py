@@ -15,11 +15,14 @@ pull-through fill asks "is anyone else fetching this blob?" that way):
 lock on a service under a lease (``redis_locks``, ``s3_locks``): greenlets of
 one process queue locally first, acquisition retries with jitter, a
 background renewer extends the lease while the lock is held, and release only
-ever removes the holder's own lease.
+ever removes the holder's own lease. A process that just released a lock waits
+one retry interval before taking it again, so other processes' waiters get their
+turn under steady contention (``_courtesy``).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -189,6 +192,31 @@ class LeasedLocks(LockManager):
         # Greenlets of this process wait here, so the service only sees contention between processes.
         self._local = MemoryLocks(timeout=max(60.0, cfg.max_retries * cfg.retry_delay_ms / 1000 * 4),
                                   instrument=False)
+        # When each key was last released here (bounded): see _courtesy.
+        self._released: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._released_guard = threading.Lock()
+
+    def _courtesy(self, key: str) -> None:
+        """Let other processes in before taking back a lock this process just released.
+
+        Greenlets of one process queue locally and the next one tries the service the moment the
+        lock is released, while other processes' waiters retry only every ``retry_delay_ms``: under
+        steady contention on one name they would lose every race until their retries ran out.
+        Waiting out one retry interval (plus jitter) after our own release gives them their turn."""
+        with self._released_guard:
+            released = self._released.get(key)
+        if released is None:
+            return
+        wait = 2 * self.cfg.retry_delay_ms / 1000 - (time.monotonic() - released)
+        if wait > 0:
+            time.sleep(wait)
+
+    def _note_release(self, key: str) -> None:
+        with self._released_guard:
+            self._released[key] = time.monotonic()
+            self._released.move_to_end(key)
+            while len(self._released) > 4096:
+                self._released.popitem(last=False)
 
     def _on_busy(self, key: str) -> None:
         pass
@@ -200,6 +228,8 @@ class LeasedLocks(LockManager):
     def lock(self, name: str, timeout: float | None = None):
         key = self._key(name)
         with self._local.lock(key, timeout):
+            if timeout != 0:  # a try answers "is it free?" at once, courtesy or not
+                self._courtesy(key)
             token = uuid.uuid4().hex
             handle = [self._acquire(name, key, token, once=timeout == 0)]
             stop = threading.Event()
@@ -216,6 +246,7 @@ class LeasedLocks(LockManager):
                 except self.unavailable_errors as exc:
                     log.warning("could not release lock %s on the %s: %s (it expires on its own)", name,
                                 self.service, exc)
+                self._note_release(key)
 
     def _acquire(self, name: str, key: str, token: str, once: bool = False):
         started = time.monotonic()

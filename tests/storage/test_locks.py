@@ -15,7 +15,7 @@ from angos.oci.errors import Unavailable
 from angos.storage.locks import LockTimeout
 from angos.storage.redis_locks import RedisLocks
 from angos.storage.s3_locks import S3Locks
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
 from .conftest import s3_store
 from .s3_proxy import start_stripping_proxy
@@ -229,3 +229,30 @@ def test_file_locks_exclude_processes_and_leave_no_files(tmp_path):
         assert p.exitcode == 0
     assert counter.read_text() == "1200"
     assert list(locks_dir.iterdir()) == []
+
+
+def test_a_process_hammering_a_lock_lets_another_process_in(redis_server):
+    """Greenlets of one process hand a lock to each other locally the moment it is released; a
+    second process retrying every few ms must still get its turn within its retry budget."""
+    busy = RedisLocks(RedisLock(url=redis_server, ttl=5, key_prefix="fair", max_retries=1000, retry_delay_ms=10))
+    other = RedisLocks(RedisLock(url=redis_server, ttl=5, key_prefix="fair", max_retries=40, retry_delay_ms=10))
+    stop = threading.Event()
+    rounds = []
+
+    def hammer():
+        while not stop.is_set():
+            with busy.lock("tag:ns:hot"):
+                time.sleep(0.02)  # the behaviour under test: the lock is held, then handed on at once
+            rounds.append(1)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(rounds) >= 8, what="the busy process to hand the lock on a few times")
+        with other.lock("tag:ns:hot"):  # 40 retries of ~10 ms: about half a second of waiting
+            pass
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
