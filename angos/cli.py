@@ -62,7 +62,7 @@ def _scrub_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifests", action="store_true", help="repair manifest revisions' reference markers")
     p.add_argument("--referrers", action="store_true", help="repair the referrers index")
     p.add_argument("--tombstones", action="store_true",
-                   help="forget deletes older than [global.replication] tombstone_horizon")
+                   help="forget deletes (and change-feed entries) older than [global.replication] tombstone_horizon")
     p.add_argument("--retention", action="store_true", help="apply retention policies (deletions replicate)")
     p.add_argument("--multipart", metavar="AGE", help="abort S3 multipart uploads older than AGE")
 
