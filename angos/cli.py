@@ -49,6 +49,8 @@ def _scrub_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", "--dry-run", action="store_true", help="report what would be done; change nothing")
     p.add_argument("--replicate", action="store_true",
                    help="reconcile every replicated namespace with its downstreams (enqueue pushes/deletes)")
+    p.add_argument("--full", action="store_true",
+                   help="with --replicate: compare every tag, even with peers whose change feeds could narrow it")
     p.add_argument("--replication-orphans", action="store_true",
                    help="delete replication jobs whose repository or downstream is no longer configured")
     p.add_argument("--cache-orphans", action="store_true",
@@ -69,6 +71,8 @@ def _scrub_args(p: argparse.ArgumentParser) -> None:
 
 def _replicate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", "--dry-run", action="store_true", help="print the actions; enqueue nothing")
+    p.add_argument("--full", action="store_true",
+                   help="compare every tag, even with peers whose change feeds could narrow it")
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:

@@ -43,6 +43,8 @@ def run(args, config_paths) -> int:
     for flag in ("orphan-grants", "uploads", "multipart"):
         if flag in selected:  # a typo in a duration fails before any phase changes anything
             parse_age(getattr(args, flag.replace("-", "_")), f"--{flag}")
+    if getattr(args, "full", False) and "replicate" not in selected:
+        raise AngosError("scrub: --full applies to --replicate only")
     cfg = load_config(config_paths)
     if cfg.metadata.lock_strategy.kind == "memory" and not args.dry_run and set(selected) - {"replicate"}:
         # Process-local locks cannot exclude a running server's writers: only the age gates protect them.
@@ -58,7 +60,7 @@ def run(args, config_paths) -> int:
 def _replicate(cfg, args) -> int:
     from ..replication import reconcile
 
-    return reconcile.run(cfg, dry_run=args.dry_run)
+    return reconcile.run(cfg, dry_run=args.dry_run, full=getattr(args, "full", False))
 
 
 def _horizon(cfg, args) -> int:

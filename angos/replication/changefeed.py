@@ -133,12 +133,13 @@ class ChangeFeed:
 
     # -- the feed's identity and trim point
 
-    def state(self) -> dict:
-        """``{"epoch", "trimmed_before"}``, made on first use."""
+    def state(self, create: bool = True) -> dict:
+        """``{"epoch", "trimmed_before"}``, made on first use (``create=False``: epoch None until then)."""
         try:
             return json.loads(self.meta.get(paths.change_meta()))
         except NotFound:
-            pass
+            if not create:
+                return {"epoch": None, "trimmed_before": None}
         except ValueError:
             log.error("%s is unreadable: starting a new epoch (readers fall back to full comparisons)",
                       paths.change_meta())
