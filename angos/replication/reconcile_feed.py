@@ -11,8 +11,9 @@ name, with the same last-writer-wins comparison as a full run
 :meth:`FeedPlanner.changes` answers ``None`` — compare every tag, as before
 the feed existed — when:
 
-- ``--full`` was asked, or no cursors were saved yet for this downstream (or
-  they were saved for another URL);
+- ``--full`` was asked, or no cursors were saved yet for this downstream, or
+  they were saved while its ``url``, ``namespace_filter`` or ``prune`` said
+  something else (tags the old settings left out were never compared);
 - the downstream serves no feed: not Angos (CNCF Distribution answers 404),
   its policy refuses ``list-changes``, or it cannot be reached;
 - either feed was trimmed past the saved cursor (``410 CURSOR_EXPIRED``:
@@ -57,9 +58,15 @@ PAGE = 1000             # feed entries per request (the server's cap)
 FEED_LIMIT = 100_000    # more changes than this on one side since the cursor: compare everything instead
 
 
+def scope(ds) -> str:
+    """The downstream settings that decide what a full run compares: cursors saved under others
+    say nothing about what this run must compare."""
+    return json.dumps([ds.url, list(ds.namespace_filter), bool(ds.prune)])
+
+
 @dataclass(frozen=True)
 class Cursors:
-    url: str                # the downstream's url these belong to
+    scope: str              # :func:`scope` of the downstream when they were taken
     local: str
     local_epoch: str
     remote: str
@@ -86,7 +93,7 @@ class FeedPlanner:
         """The tags to compare with ``ds`` per local namespace of ``targets``, or None for all of them."""
         pair = (repo_key, ds.name)
         base_url = next(iter(targets.values())).base_url
-        saved = None if self.full else self._load(pair, ds.url)
+        saved = None if self.full else self._load(pair, scope(ds))
         try:
             if saved is None:
                 doc = _fetch(client, base_url, None, 0)
@@ -121,7 +128,7 @@ class FeedPlanner:
         return changed
 
     def _cursors(self, ds, doc: dict) -> Cursors:
-        return Cursors(ds.url, self.head, self.epoch, doc["head"], doc["epoch"])
+        return Cursors(scope(ds), self.head, self.epoch, doc["head"], doc["epoch"])
 
     def _local_changes(self, since: str) -> list:
         if since not in self._local:
@@ -148,16 +155,16 @@ class FeedPlanner:
 
     # -- remembering
 
-    def _load(self, pair: tuple[str, str], url: str) -> Cursors | None:
+    def _load(self, pair: tuple[str, str], wanted: str) -> Cursors | None:
         try:
             doc = json.loads(self.meta.get(paths.change_cursors(*pair)))
-            cur = Cursors(doc["url"], doc["local"], doc["local_epoch"], doc["remote"], doc["remote_epoch"])
+            cur = Cursors(doc["scope"], doc["local"], doc["local_epoch"], doc["remote"], doc["remote_epoch"])
         except NotFound:
             return None
         except (ValueError, KeyError, TypeError):
             log.warning("replicate: the saved cursors of downstream %s are unreadable: comparing every tag", pair[1])
             return None
-        if cur.url != url or not (is_cursor(cur.local) and is_cursor(cur.remote)):
+        if cur.scope != wanted or not (is_cursor(cur.local) and is_cursor(cur.remote)):
             return None
         return cur
 
@@ -169,7 +176,11 @@ class FeedPlanner:
                          "done); the next run reads these changes again", pair[1], pair[0])
                 continue
             doc = {"repository": pair[0], "downstream": pair[1], **asdict(cur), "saved_at": format_ts(now())}
-            self.meta.put(paths.change_cursors(*pair), json.dumps(doc).encode())
+            try:
+                self.meta.put(paths.change_cursors(*pair), json.dumps(doc).encode())
+            except Exception as exc:  # noqa: BLE001 - the run did its work; the next one compares more
+                log.warning("replicate: could not save the cursors of downstream %s (%s): the next run "
+                            "starts from the ones saved before", pair[1], exc)
 
 
 def _fetch(client, base_url: str, since: str | None, n: int) -> dict:

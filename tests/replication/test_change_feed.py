@@ -256,3 +256,19 @@ def test_cursors_stay_put_when_a_job_dead_letters_so_the_next_run_sends_it_again
                          headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
                          ).headers.get("Docker-Content-Digest") == d
     assert replicate(source)["enqueued"] == "0"
+
+
+def test_a_changed_namespace_filter_compares_everything_once(angos_factory):
+    peer = angos_factory(extra=FAST)
+    source = angos_factory(config_text=source_config(
+        {"name": "peer", "url": peer.url, "mode": "reconcile-only", "namespace_filter": ["^nginx/a$"]}, extra=FAST))
+    push_image(source, "nginx/a", tag="v1")
+    push_image(source, "nginx/b", tag="v1")
+    assert replicate(source)["enqueued"] == "1"
+    past_grace(source, peer)  # nginx/b:v1 is now before any cursor: only a full run looks at it
+    assert replicate(source)["by_feed"] == "1"
+    source.config_path.write_text(source.config_path.read_text().replace('namespace_filter = ["^nginx/a$"]\n', ""))
+    widened = replicate(source)
+    assert (widened["in_full"], widened["tags_checked"], widened["enqueued"]) == ("1", "2", "1")
+    assert remote_digest(peer, "nginx/b", "v1") == remote_digest(source, "nginx/b", "v1") is not None
+    assert replicate(source)["by_feed"] == "1"
