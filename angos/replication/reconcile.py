@@ -53,7 +53,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urljoin
 
 from .. import metrics as m
 from ..oci.digest import Digest
@@ -63,6 +63,7 @@ from .client import ClientError, DownstreamClient
 from .jobs import ReferrersJob, SyncJob
 from .mapping import is_self_loop, matches_filter, remote_namespace
 from .pipeline import Pipeline, ReplicationFailed
+from .reconcile_feed import FeedPlanner, named_states
 
 log = logging.getLogger("angos.replication.reconcile")
 
@@ -317,7 +318,7 @@ def _remote_states(item: _Item) -> dict[str, dict] | None:
     """The downstream's tag states (an Angos peer), or None when it does not list them: only those
     of ``item.changed`` when set (asked by name, or the whole listing if that fails)."""
     if item.changed is not None:
-        named = _named_states(item)
+        named = named_states(item)
         if named is not None:
             return named
     states: dict[str, dict] = {}
@@ -338,37 +339,6 @@ def _remote_states(item: _Item) -> dict[str, dict] | None:
             return None  # not an Angos listing after all
         nxt = resp.links.get("next", {}).get("url")
         url = urljoin(url, nxt) if nxt else None
-    return states
-
-
-NAMES_PER_REQUEST = 100
-QUERY_CHARS = 4000      # well inside the request-line limits of servers (Angos: 8190)
-
-
-def _named_states(item: _Item) -> dict[str, dict] | None:
-    """The states of ``item.changed`` on the downstream, asked by name in a few requests; None when
-    it does not answer them (the caller lists the whole namespace instead)."""
-    states: dict[str, dict] = {}
-    batches, batch, size = [], [], 0
-    for tag in item.changed:
-        if batch and (len(batch) == NAMES_PER_REQUEST or size + len(tag) + 6 > QUERY_CHARS):
-            batches.append(batch)
-            batch, size = [], 0
-        batch.append(tag)
-        size += len(tag) + 6
-    if batch:
-        batches.append(batch)
-    for names in batches:
-        url = f"{item.target.base_url}/_ext/{item.remote}/_tags?" + urlencode([("name", t) for t in names])
-        try:
-            resp = item.client.request("GET", url, item.client.scope(item.remote, "pull"))
-            if resp.status_code != 200:
-                return None
-            for e in resp.json().get("tags"):
-                if e["name"] in names:
-                    states[e["name"]] = e
-        except (ClientError, ValueError, AttributeError, TypeError, KeyError):
-            return None
     return states
 
 
@@ -446,7 +416,6 @@ def run(cfg, dry_run: bool, out=print, full: bool = False) -> int:
     ``full`` compares every tag even where the change feeds could narrow it down."""
     from ..queue import JobQueues
     from ..registry import build_registry
-    from .reconcile_feed import FeedPlanner
 
     report = Report()
     registry = build_registry(cfg)
@@ -504,7 +473,11 @@ def _run(cfg, registry, report: Report, queues, out, feeds) -> int:
         log.warning("could not clear the dead letters of keys in sync", exc_info=True)
     if keys:
         report.waiting = wait(cfg, queue, set(keys))
-        report.troubled.update(keys[k] for k in _unsettled(queue, set(keys)))
+        try:
+            report.troubled.update(keys[k] for k in _unsettled(queue, set(keys)))
+        except Exception:  # noqa: BLE001 - not knowing how the jobs ended: keep every cursor
+            log.warning("could not read back how the jobs ended; the cursors stay", exc_info=True)
+            report.troubled.update(keys.values())
     feeds.commit(report.troubled)
     out(report.summary())
     return 1 if report.skipped or report.failed or report.waiting else 0

@@ -24,6 +24,8 @@ the feed existed — when:
 Otherwise it answers ``{local namespace: {tags}}``: the tags changed in the
 namespaces this downstream reconciles (downstream namespaces are mapped back
 through the URL's prefix; names that are not valid tags are ignored).
+:func:`named_states` then asks the downstream for just those tags' states
+(``GET /_ext/<namespace>/_tags?name=...``, up to 100 names a request).
 
 **Cursors are taken before anything is read**: this instance's head when the
 planner is built, the downstream's from its first feed answer (``head``: its
@@ -181,6 +183,37 @@ class FeedPlanner:
             except Exception as exc:  # noqa: BLE001 - the run did its work; the next one compares more
                 log.warning("replicate: could not save the cursors of downstream %s (%s): the next run "
                             "starts from the ones saved before", pair[1], exc)
+
+
+NAMES_PER_REQUEST = 100
+QUERY_CHARS = 4000      # well inside the request-line limits of servers (Angos: 8190)
+
+
+def named_states(item) -> dict[str, dict] | None:
+    """The states of the tags ``item.changed`` names on the downstream (a reconcile item), asked by
+    name in a few requests; None when it does not answer them (the caller lists the whole namespace)."""
+    states: dict[str, dict] = {}
+    batches, batch, size = [], [], 0
+    for tag in item.changed:
+        if batch and (len(batch) == NAMES_PER_REQUEST or size + len(tag) + 6 > QUERY_CHARS):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(tag)
+        size += len(tag) + 6
+    if batch:
+        batches.append(batch)
+    for names in batches:
+        url = f"{item.target.base_url}/_ext/{item.remote}/_tags?" + urlencode([("name", t) for t in names])
+        try:
+            resp = item.client.request("GET", url, item.client.scope(item.remote, "pull"))
+            if resp.status_code != 200:
+                return None
+            for e in resp.json().get("tags"):
+                if e["name"] in names:
+                    states[e["name"]] = e
+        except (ClientError, ValueError, AttributeError, TypeError, KeyError):
+            return None
+    return states
 
 
 def _fetch(client, base_url: str, since: str | None, n: int) -> dict:
