@@ -12,7 +12,19 @@ from angos.oci.errors import CursorExpired
 from angos.registry import paths
 from angos.replication.changefeed import ChangeFeed, stamp
 
-from ..storage.conftest import s3_bucket, store  # noqa: F401 - fixtures (fs and s3 backends)
+from angos.storage.fs import FsStore
+
+from ..conftest import make_bucket
+from ..storage.conftest import s3_store
+
+
+@pytest.fixture(params=["fs", "s3"])
+def store(request, tmp_path):
+    """A metadata store: a filesystem root, or S3 on the session's moto server (a bucket of its own)."""
+    if request.param == "fs":
+        return FsStore(str(tmp_path / "root"))
+    endpoint = request.getfixturevalue("moto_server")
+    return s3_store(endpoint, make_bucket(endpoint))
 
 
 def _plant(meta, secs_ago: float, tag: str) -> str:
@@ -62,8 +74,6 @@ def test_trim_removes_older_entries_and_records_the_point(store):
 
 
 def test_each_store_has_its_own_epoch_and_keeps_it(store, tmp_path):
-    from angos.storage.fs import FsStore
-
     feed = ChangeFeed(store)
     assert feed.state(create=False)["epoch"] is None  # nothing written by just looking
     epoch = feed.state()["epoch"]
