@@ -1,7 +1,8 @@
 """The change feed: an ordered, durable record of this instance's tag changes.
 
 Every tag push and tag delete this instance commits — from a client or
-replicated from a peer — is recorded by :class:`ChangeFeedListener`, a
+replicated from a peer, including a replicated delete of a tag it did not
+have, which leaves a tombstone — is recorded by :class:`ChangeFeedListener`, a
 registry event listener wired where the registry's events are (``create_app``
 and ``scrub --retention``). ``GET /_ext/_changes`` serves it and ``angos
 replicate`` reads it, its own and its peers', to compare only what changed
@@ -60,7 +61,7 @@ from dataclasses import dataclass
 
 from ..oci.errors import CursorExpired, Unsupported
 from ..registry import paths
-from ..registry.events import ManifestDeleted, ManifestPushed
+from ..registry.events import ManifestDeleted, ManifestPushed, TombstoneRecorded
 from ..storage import NotFound
 
 log = logging.getLogger("angos.replication.changefeed")
@@ -245,6 +246,8 @@ class ChangeFeedListener:
             op, digest, when = "push", event.digest, event.created_at
         elif isinstance(event, ManifestDeleted):
             op, digest, when = "delete", event.digest, event.deleted_at
+        elif isinstance(event, TombstoneRecorded):
+            op, digest, when = "delete", None, event.deleted_at
         else:
             return
         if ":" in event.reference:

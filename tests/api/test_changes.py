@@ -74,15 +74,21 @@ def test_pushes_and_deletes_are_listed_in_order_with_digest_and_author_time(ango
     assert len(changes(server, since=cursors[1][:STAMP]).json()["changes"]) == 2
 
 
-def test_replicated_writes_are_recorded_with_the_origins_author_time(angos_factory):
+def test_replicated_writes_are_recorded_with_the_origins_author_time_and_remembered_deletes_too(angos_factory):
     server = angos_factory(workers=1)
     digest, body, media_type, _ = push_image(server, "team/app")
     stamp = "2026-01-02T03:04:05.000006Z"
     r = requests.put(server.v2("team/app/manifests/r1"), data=body,
                      headers={"Content-Type": media_type, "X-Angos-Source-Timestamp": stamp})
     assert r.status_code == 201, r.text
-    [entry] = changes(server).json()["changes"]
-    assert (entry["tag"], entry["op"], entry["digest"], entry["author_time"]) == ("r1", "push", digest, stamp)
+    # A replicated delete of a tag this instance never had deletes nothing (404), but its tombstone
+    # now stands: a change like any other.
+    gone = "2026-01-02T03:04:06.000007Z"
+    r = requests.delete(server.v2("team/app/manifests/never"), headers={"X-Angos-Source-Timestamp": gone})
+    assert r.status_code == 404, r.text
+    pushed, buried = changes(server).json()["changes"]
+    assert (pushed["tag"], pushed["op"], pushed["digest"], pushed["author_time"]) == ("r1", "push", digest, stamp)
+    assert (buried["tag"], buried["op"], buried["digest"], buried["author_time"]) == ("never", "delete", None, gone)
 
 
 def test_paging_follows_next_and_n_is_capped_at_1000(angos_factory):
