@@ -68,9 +68,9 @@ log = logging.getLogger("angos.replication.changefeed")
 
 STAMP_DIGITS = 16
 BUCKET_DIGITS = 7
-_BUCKET = re.compile(rf"\d{{{BUCKET_DIGITS}}}")
-_ENTRY = re.compile(rf"\d{{{STAMP_DIGITS}}}-[0-9a-f]{{12}}")
-_CURSOR = re.compile(rf"\d{{{STAMP_DIGITS}}}(-[0-9a-f]{{12}})?")
+_BUCKET = re.compile(rf"[0-9]{{{BUCKET_DIGITS}}}")   # [0-9], not \d: other scripts' digits sort elsewhere
+_ENTRY = re.compile(rf"[0-9]{{{STAMP_DIGITS}}}-[0-9a-f]{{12}}")
+_CURSOR = re.compile(rf"[0-9]{{{STAMP_DIGITS}}}(-[0-9a-f]{{12}})?")
 ORIGIN = "0" * STAMP_DIGITS
 
 

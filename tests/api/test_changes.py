@@ -108,7 +108,7 @@ def test_paging_follows_next_and_n_is_capped_at_1000(angos_factory):
 
 def test_bad_cursor_and_bad_n_are_refused(angos_factory):
     server = angos_factory(workers=1)
-    for bad in ("abc", "123", "1" * 16 + "-XYZ", "../../etc", "1" * 17):
+    for bad in ("abc", "123", "1" * 16 + "-XYZ", "../../etc", "1" * 17, "\u0661" * 16):
         assert_oci_error(changes(server, since=bad), 400, "UNSUPPORTED")
     assert_oci_error(changes(server, n="-1"), 400, "UNSUPPORTED")
     assert_oci_error(changes(server, n="ten"), 400, "UNSUPPORTED")

@@ -118,6 +118,7 @@ def _pair(angos_factory, baseline):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about 70 s alone; several times that beside a loaded suite
 def test_after_a_10000_tag_baseline_replicate_sends_exactly_the_100_changes(angos_factory):
     ns, tags = "nginx/app", [f"t{i:05d}" for i in range(10_000)]
     a, b, (base, other) = _pair(angos_factory, lambda s: (tag_many(s, ns, tags),
@@ -226,6 +227,7 @@ def test_feed_path_maps_prefixed_namespaces_back_and_prunes_only_what_changed(an
     assert remote_digest(mirror, "mirror/app", "extra") is None
 
 
+@pytest.mark.slow
 def test_cursors_stay_put_when_a_job_dead_letters_so_the_next_run_sends_it_again(angos_factory):
     auth = ("replicator", "s3cret")
     peer = _locked_peer(angos_factory, "identity.id == 'replicator'")
