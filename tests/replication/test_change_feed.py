@@ -103,7 +103,7 @@ def _pair(angos_factory, baseline):
     ports = [free_port(), free_port()]
     servers = []
     for me, other in ((0, 1), (1, 0)):
-        text = MESH_CONFIG.format(port=ports[me], data="@DATA@") + DOWNSTREAM.format(
+        text = MESH_CONFIG.format(port=ports[me], data="@DATA@", name=f"instance-{'ab'[me]}") + DOWNSTREAM.format(
             name=f"instance-{'ab'[other]}", url=f"http://127.0.0.1:{ports[other]}", mode="reconcile-only") + FAST
         server = angos_factory(config_text=text, start=False)
         server.port, server.url, server.host = ports[me], f"http://127.0.0.1:{ports[me]}", f"127.0.0.1:{ports[me]}"
