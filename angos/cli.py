@@ -49,6 +49,8 @@ def _scrub_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", "--dry-run", action="store_true", help="report what would be done; change nothing")
     p.add_argument("--replicate", action="store_true",
                    help="reconcile every replicated namespace with its downstreams (enqueue pushes/deletes)")
+    p.add_argument("--full", action="store_true",
+                   help="with --replicate: compare every tag, even with peers whose change feeds could narrow it")
     p.add_argument("--replication-orphans", action="store_true",
                    help="delete replication jobs whose repository or downstream is no longer configured")
     p.add_argument("--cache-orphans", action="store_true",
@@ -62,13 +64,15 @@ def _scrub_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifests", action="store_true", help="repair manifest revisions' reference markers")
     p.add_argument("--referrers", action="store_true", help="repair the referrers index")
     p.add_argument("--tombstones", action="store_true",
-                   help="forget deletes older than [global.replication] tombstone_horizon")
+                   help="forget deletes (and change-feed entries) older than [global.replication] tombstone_horizon")
     p.add_argument("--retention", action="store_true", help="apply retention policies (deletions replicate)")
     p.add_argument("--multipart", metavar="AGE", help="abort S3 multipart uploads older than AGE")
 
 
 def _replicate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", "--dry-run", action="store_true", help="print the actions; enqueue nothing")
+    p.add_argument("--full", action="store_true",
+                   help="compare every tag, even with peers whose change feeds could narrow it")
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:

@@ -205,6 +205,10 @@ class ReplicationSettings:
     # The longest ``?wait=`` a replication status request may hold (longer asks are cut to this).
     max_status_wait_secs: int = field(default=300, metadata=check(
         lambda v: v if 0 < v <= 3600 else _fail("must be 1-3600")))
+    # How far back a reader of the change feed re-reads (angos.replication.changefeed): longer
+    # than any feed write takes to land plus the clock skew between hosts sharing the store.
+    change_feed_grace: float = field(default=120.0, metadata={
+        "parse": parse_duration, "check": lambda v: v if v >= 1 else _fail("must be at least 1s")})
 
 
 @dataclass(frozen=True)
@@ -647,6 +651,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("global.replication.retry_backoff_min_ms: must not exceed retry_backoff_max_ms")
     if rs.outage_probe_min_ms > rs.outage_probe_max_ms:
         raise ConfigError("global.replication.outage_probe_min_ms: must not exceed outage_probe_max_ms")
+    if rs.change_feed_grace >= rs.tombstone_horizon:
+        raise ConfigError("global.replication.change_feed_grace: must be shorter than tombstone_horizon")
     if cfg.server.tls is not None and cfg.server.tls.client_auth == "required" and not cfg.server.tls.client_ca_bundle:
         raise ConfigError("server.tls.client_ca_bundle: required when client_auth = \"required\"")
     _validate_repositories(cfg)

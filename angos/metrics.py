@@ -90,3 +90,6 @@ CACHE_UPSTREAM_DURATION = Histogram("angos_cache_upstream_request_duration_secon
                                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 CACHE_FILLS_IN_PROGRESS = Gauge("angos_cache_fills_in_progress", "Blobs being fetched from an upstream into storage",
                                 multiprocess_mode="livesum")
+
+CHANGE_FEED_WRITE_FAILURES = Counter("angos_change_feed_write_failures_total",
+                                     "Tag changes the change feed could not record (logged; the write itself succeeded)")

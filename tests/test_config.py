@@ -100,6 +100,11 @@ CASES = [
      ["global.replication.idle_probe_secs", "greater than zero"]),
     ("zero-backlog-refresh", BASE + "[global.replication]\nbacklog_refresh_secs = 0\n",
      ["global.replication.backlog_refresh_secs", "greater than zero"]),
+    ("short-change-feed-grace", BASE + '[global.replication]\nchange_feed_grace = "200ms"\n',
+     ["global.replication.change_feed_grace", "at least 1s"]),
+    ("change-feed-grace-past-horizon",
+     BASE + '[global.replication]\nchange_feed_grace = "2h"\ntombstone_horizon = "1h"\n',
+     ["global.replication.change_feed_grace", "shorter than tombstone_horizon"]),
 ]
 
 

@@ -12,7 +12,7 @@ from ..registry import build_registry
 
 
 def create_app(cfg, registry=None) -> Flask:
-    from . import (conflicts, errors, ext, gate, health, jobs, observability, origin, pull_through,
+    from . import (changes, conflicts, errors, ext, gate, health, jobs, observability, origin, pull_through,
                    replication_status, token)
     from .v2 import BLUEPRINTS
 
@@ -32,6 +32,7 @@ def create_app(cfg, registry=None) -> Flask:
 
     _wire_replication(app, reg)
     _wire_conflicts(app, reg)
+    _wire_change_feed(app, reg)
     _wire_cache(app, reg, cfg)
 
     observability.register(app)  # first, so request timing covers the access check too
@@ -45,6 +46,7 @@ def create_app(cfg, registry=None) -> Flask:
     app.register_blueprint(ext.bp)
     app.register_blueprint(conflicts.bp)
     app.register_blueprint(replication_status.bp)
+    app.register_blueprint(changes.bp)
     if cfg.ui.enabled:
         from . import ui
 
@@ -105,3 +107,10 @@ def _start_replication_gauges(cfg, reg, queues) -> None:
         runs.publish(reg)
 
     start_refresher(refresh, cfg.global_.replication.backlog_refresh_secs, "replication-gauges")
+
+
+def _wire_change_feed(app: Flask, reg) -> None:
+    """Registry events → the change feed ``GET /_ext/_changes`` serves (angos.replication.changefeed)."""
+    from ..replication.changefeed import wire
+
+    app.extensions["angos.changes"] = wire(reg)

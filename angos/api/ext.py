@@ -13,7 +13,10 @@
   ``Link``) → ``{"name", "tags": [{name, digest, created_at} | {name,
   deleted_at}]}``: every tag's state for last-writer-wins, tombstones
   included, in RFC 3339 author times (what ``angos replicate`` compares
-  between Angos peers). An unknown namespace lists nothing.
+  between Angos peers). An unknown namespace lists nothing. With ``name``
+  (repeatable, at most :data:`MAX_NAMES`) it lists just those tags' states,
+  in the order asked, leaving out names with none (what reconcile asks
+  about the tags a change feed names), without paging.
 
 The policy sees ``request.namespace`` (the repository key on ``list-namespaces``).
 Names are validated like OCI names, so ``..`` and friends are ``NAME_INVALID``.
@@ -22,8 +25,9 @@ Times are Unix seconds. See :mod:`angos.registry.inventory`.
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, request
 
+from ..oci.errors import Unsupported
 from ..oci.reference import validate_name
 from .gate import action
 from .http import json_response, paginate, pagination, registry
@@ -58,10 +62,18 @@ def uploads(namespace: str):
     return json_response({"uploads": registry().inventory.uploads(namespace)})
 
 
+MAX_NAMES = 100
+
+
 @bp.route("/<path:namespace>/_tags", methods=["GET"])
 @action("list-tags")
 def tag_states(namespace: str):
     validate_name(namespace)
+    names = request.args.getlist("name")
+    if names:
+        if len(names) > MAX_NAMES:
+            raise Unsupported(f"at most {MAX_NAMES} name parameters per request, got {len(names)}")
+        return json_response({"name": namespace, "tags": registry().inventory.tag_states_of(namespace, names)})
     n, last = pagination()
     states = registry().inventory.tag_states(namespace)
     names, link = paginate(sorted(states), n, last, f"/_ext/{namespace}/_tags")

@@ -38,7 +38,8 @@ Deletions go through :meth:`ManifestService.delete`, the same path as an
 HTTP DELETE, so they emit events; this process wires a
 :class:`~angos.replication.listener.ReplicationListener` to them, enqueues
 the replication deletes, and drains what it enqueued before exiting (as
-``--replicate`` does).
+``--replicate`` does). It records them in the change feed too, as the server
+records its own.
 
 ``--dry-run`` prints one line per deletion::
 
@@ -198,6 +199,9 @@ def run(cfg, dry_run: bool, out=print, registry=None) -> int:
     queue = None
     if not dry_run:
         queue = _wire_replication(cfg, reg, keys)
+        from ..replication.changefeed import wire
+
+        wire(reg)  # its deletes are tag changes like the server's: peers' reconciles read them
     now_secs = int(time.time())
     losers = ConflictLog(reg.meta_store).protected_losers(cfg.global_.replication.conflict_protection)
     for ns in namespaces(reg.meta_store):

@@ -7,8 +7,8 @@ surface it. ``angos replicate`` is ``angos scrub --replicate``.
 
 One module per phase: :mod:`angos.replication.reconcile` (``--replicate``),
 :mod:`.orphans` (``--replication-orphans``, ``--cache-orphans``),
-:mod:`.tags`, :mod:`.manifests`, :mod:`.referrers` (repairs), :mod:`.tombstones`
-(deletes older than the horizon),
+:mod:`.tags`, :mod:`.manifests`, :mod:`.referrers` (repairs), :mod:`.tombstones` and
+:mod:`.changes` (deletes and change-feed entries older than the horizon),
 :mod:`.retention`, :mod:`.grants` (``--orphan-grants``), :mod:`.uploads`,
 :mod:`.multipart` and :mod:`.blobs`. Every phase honours
 ``--dry-run`` (report, change nothing) and is safe while the server runs.
@@ -43,6 +43,8 @@ def run(args, config_paths) -> int:
     for flag in ("orphan-grants", "uploads", "multipart"):
         if flag in selected:  # a typo in a duration fails before any phase changes anything
             parse_age(getattr(args, flag.replace("-", "_")), f"--{flag}")
+    if getattr(args, "full", False) and "replicate" not in selected:
+        raise AngosError("scrub: --full applies to --replicate only")
     cfg = load_config(config_paths)
     if cfg.metadata.lock_strategy.kind == "memory" and not args.dry_run and set(selected) - {"replicate"}:
         # Process-local locks cannot exclude a running server's writers: only the age gates protect them.
@@ -58,7 +60,16 @@ def run(args, config_paths) -> int:
 def _replicate(cfg, args) -> int:
     from ..replication import reconcile
 
-    return reconcile.run(cfg, dry_run=args.dry_run)
+    return reconcile.run(cfg, dry_run=args.dry_run, full=getattr(args, "full", False))
+
+
+def _horizon(cfg, args) -> int:
+    """``--tombstones``: forget deletes, then change-feed entries, older than the tombstone horizon."""
+    from . import changes, tombstones
+    from .common import build_registry_for_scrub
+
+    reg = build_registry_for_scrub(cfg)
+    return tombstones.run(cfg, args.dry_run, registry=reg) | changes.run(cfg, args.dry_run, registry=reg)
 
 
 def _orphans(queue: str):
@@ -96,7 +107,7 @@ _PHASE_RUNNERS = {
     "tags": _plain("tags", "run_tags"),
     "manifests": _plain("manifests", "run_manifests"),
     "referrers": _plain("referrers", "run_referrers"),
-    "tombstones": _plain("tombstones"),
+    "tombstones": _horizon,
     "retention": _plain("retention"),
     "orphan-grants": _aged("orphan-grants", "grants"),
     "uploads": _aged("uploads", "uploads"),

@@ -69,6 +69,10 @@ BodyTimeout = _oci("BodyTimeout", "SIZE_INVALID", 408, "the request body stopped
 # a truncated body, a manifest over the size limit, an unexpected status): nothing of it is stored.
 BadGateway = _oci("BadGateway", "UNAVAILABLE", 502, "the upstream registry sent an unusable answer")
 # A write to a pull-through namespace: its content comes from the upstream only (deletes are allowed).
+# A change-feed cursor older than the feed's trim point (``GET /_ext/_changes``): the changes after
+# it are partly gone, so the reader must compare everything again. An Angos extension code, like
+# REPLICATION_SUPERSEDED: no spec code says "gone".
+CursorExpired = _oci("CursorExpired", "CURSOR_EXPIRED", 410, "the change feed was trimmed past this cursor")
 PullThroughReadOnly = _oci("PullThroughReadOnly", "UNSUPPORTED", 405,
                            "this namespace is a pull-through cache: push to its upstream instead")
 

@@ -49,6 +49,16 @@ class ReplicatedWriteRefused:
     loser_stored: bool = False  # the refused manifest's revision is stored on this instance
 
 
+@dataclass(frozen=True)
+class TombstoneRecorded:
+    """A replicated delete of a tag this instance does not have: nothing was deleted, but the delete
+    now stands here (a later, older push loses to it). Replication ignores it; the change feed
+    records it."""
+    namespace: str
+    reference: str          # the tag
+    deleted_at: str         # the delete's author time (RFC 3339)
+
+
 class Listeners:
     def __init__(self):
         self._listeners: list[Callable] = []

@@ -30,7 +30,7 @@ from ..oci.manifest import ParsedManifest, parse_manifest
 from ..oci.reference import is_valid_tag, validate_tag
 from ..storage import NotFound
 from . import paths
-from .events import ManifestDeleted, ManifestPushed, ReplicatedWriteRefused
+from .events import ManifestDeleted, ManifestPushed, ReplicatedWriteRefused, TombstoneRecorded
 from .tags import TagRecord, TagStore, immutable, local_wins, winner_detail
 from .timestamps import format_ts, now
 from .tombstones import Tombstone, TombstoneStore, tombstone_wins
@@ -317,8 +317,8 @@ class ManifestService:
         with self.locks.lock(f"tag:{ns}:{tag}"):
             current = self.tags.get(ns, tag)
             if current is None:
-                if source_ts is not None:
-                    self.tombstones.bury_tag(ns, tag, None, stamp, origin)
+                if source_ts is not None and self.tombstones.bury_tag(ns, tag, None, stamp, origin).deleted == stamp:
+                    self.listeners.emit(TombstoneRecorded(ns, tag, format_ts(stamp)))  # a change all the same
                 if not self.namespace_exists(ns):
                     raise NameUnknown(f"repository {ns} unknown")
                 raise ManifestUnknown(f"tag {ns}:{tag} unknown")

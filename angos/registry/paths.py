@@ -31,6 +31,9 @@ Metadata store::
     _replication/reconcile-runs                           the last ``angos replicate`` runs
                                                           (angos.replication.runs)
     _auth/token-keys/<kid>                                a registry token signing key (angos.auth.token_keys)
+    _changes/<bucket>/<stamp>-<suffix>                    one tag change (angos.replication.changefeed)
+    _changes/_meta                                        the feed's epoch and trim point
+    _changes/_cursors/<repo entry>/<sha256 of name>       reconcile's last cursors for one downstream
 
 Every function takes already-validated names, tags, digests and upload ids;
 the validators in ``angos.oci`` guarantee none of them can contain ``..`` or
@@ -295,3 +298,25 @@ TOKEN_KEYS = "_auth/token-keys"
 def token_key(kid: str) -> str:
     """A token signing key; ``kid`` is ``<digits>-<digits>`` (its period's start and length in days)."""
     return f"{TOKEN_KEYS}/{kid}"
+
+
+CHANGES = "_changes"
+
+
+def change_bucket(bucket: str) -> str:
+    """A directory of change-feed entries; ``bucket`` is the first digits of their stamps."""
+    return f"{CHANGES}/{bucket}"
+
+
+def change_entry(bucket: str, name: str) -> str:
+    return f"{CHANGES}/{bucket}/{name}"
+
+
+def change_meta() -> str:
+    return f"{CHANGES}/_meta"
+
+
+def change_cursors(repo_key: str, downstream: str) -> str:
+    """Where reconcile keeps the cursors it last saw for one downstream of one repository.
+    Downstream names are free text, so the file is named by their hash (the body holds the name)."""
+    return f"{CHANGES}/_cursors/{ns_entry(repo_key)}/{hashlib.sha256(downstream.encode()).hexdigest()}"

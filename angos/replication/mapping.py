@@ -40,6 +40,19 @@ def remote_namespace(repo_key: str, namespace: str, url: str) -> Target:
     return Target(base, prefix + namespace[len(repo_key):])
 
 
+def local_namespace(repo_key: str, remote: str, url: str) -> str | None:
+    """The local namespace of ``repo_key`` that :func:`remote_namespace` maps onto ``remote``
+    through ``url``; None when no namespace of the repository lands there."""
+    _, prefix = split_url(url)
+    if not prefix:
+        return remote if remote == repo_key or remote.startswith(repo_key + "/") else None
+    if remote == prefix:
+        return repo_key
+    if remote.startswith(prefix + "/"):
+        return repo_key + remote[len(prefix):]
+    return None
+
+
 def matches_filter(namespace: str, patterns: tuple[str, ...]) -> bool:
     return not patterns or any(re.search(p, namespace) for p in patterns)
 

@@ -21,6 +21,11 @@ through the same queue and handler as the event path:
   fallback index is compared with the local referrers and rebuilt when it
   differs.
 
+An Angos downstream that serves a change feed is compared only on the tags
+that changed on either side since the last clean run
+(:mod:`.reconcile_feed` decides which, per downstream, and keeps the
+cursors); ``--full`` compares everything. The comparison itself is the same.
+
 ``--dry-run`` prints one line per action, sorted, and enqueues nothing::
 
     EnqueueReplicationPush downstream=<name> namespace=<remote ns> tag=<tag>
@@ -58,6 +63,7 @@ from .client import ClientError, DownstreamClient
 from .jobs import ReferrersJob, SyncJob
 from .mapping import is_self_loop, matches_filter, remote_namespace
 from .pipeline import Pipeline, ReplicationFailed
+from .reconcile_feed import FeedPlanner, named_states
 
 log = logging.getLogger("angos.replication.reconcile")
 
@@ -100,6 +106,9 @@ class Report:
     skipped: int = 0
     failed: int = 0
     waiting: int = 0        # jobs still queued when the command stopped waiting (a downstream down)
+    by_feed: int = 0        # downstreams compared on their change feeds' tags only
+    in_full: int = 0        # downstreams compared tag by tag
+    troubled: set = field(default_factory=set)  # (repository, downstream) with a skip, failure or job left
     actions: list[Action] = field(default_factory=list)
     in_sync: set = field(default_factory=set)   # lock keys found in sync (their dead letters are moot)
     started: float = field(default_factory=time.monotonic)
@@ -107,7 +116,7 @@ class Report:
     def summary(self) -> str:
         return (f"replicate: namespaces={self.namespaces} tags_checked={self.checked} enqueued={self.enqueued} "
                 f"coalesced={self.coalesced} skipped={self.skipped} failed={self.failed} waiting={self.waiting} "
-                f"elapsed={time.monotonic() - self.started:.1f}s")
+                f"by_feed={self.by_feed} in_full={self.in_full} elapsed={time.monotonic() - self.started:.1f}s")
 
 
 class _Progress:
@@ -150,6 +159,11 @@ class _Item:
     target: object
     tags: dict          # local tag -> TagRecord
     tombstones: dict    # local tag -> Tombstone (within the horizon)
+    changed: tuple | None = None    # only these tags (named by the change feeds); None: every tag
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return self.repository, self.ds.name
 
     def action(self, op: str, tag: str, prune: bool = False) -> Action:
         return Action(op, self.order, self.repository, self.ds.name, self.namespace, self.remote, tag, prune)
@@ -158,24 +172,27 @@ class _Item:
         return SyncJob(self.repository, self.ds.name, self.namespace, tag).lock_key
 
 
-def _local_state(cfg, registry, ns: str) -> tuple[dict, dict]:
+def _local_state(cfg, registry, ns: str, names=None) -> tuple[dict, dict]:
+    """Tag records and tombstones (within the horizon) of ``ns``: every one, or those of ``names``."""
     manifests = registry.manifests
     tags = {}
-    for tag in manifests.tags.names(ns):
+    for tag in manifests.tags.names(ns) if names is None else names:
         rec = manifests.tags.get(ns, tag)
         if rec is not None:
             tags[tag] = rec
     horizon = time.time() - cfg.global_.replication.tombstone_horizon
     tombs = {}
-    for tag in manifests.tombstones.tag_names(ns):
+    for tag in manifests.tombstones.tag_names(ns) if names is None else names:
         tomb = manifests.tombstones.tag(ns, tag)
         if tomb is not None and tag not in tags and tomb.deleted is not None and tomb.deleted.timestamp() >= horizon:
             tombs[tag] = tomb
     return tags, tombs
 
 
-def plan(cfg, registry, report: Report, progress: _Progress | None = None) -> list[Action]:
-    """Probe every downstream and return the actions that would converge it."""
+def plan(cfg, registry, report: Report, progress: _Progress | None = None, feeds=None) -> list[Action]:
+    """Probe every downstream and return the actions that would converge it. ``feeds`` (a
+    :class:`~.reconcile_feed.FeedPlanner`) narrows an Angos downstream to the tags its change
+    feeds name; without it, or when it declines, every tag is compared."""
     progress = progress or _Progress()
     clients: dict = {}
     namespaces_seen = set()
@@ -186,18 +203,32 @@ def plan(cfg, registry, report: Report, progress: _Progress | None = None) -> li
         for order, ds in enumerate(repo.downstream):
             if not ds.reconcile:
                 continue
+            targets = {}
             for ns in members:
                 if not matches_filter(ns, ds.namespace_filter):
                     continue
                 target = remote_namespace(repo_key, ns, ds.url)
-                if is_self_loop(target, ns, cfg.server.bind_address, cfg.server.port):
-                    continue
-                key = (target.base_url, ds)
-                if key not in clients:  # one pooled client (and token cache) per downstream
-                    clients[key] = DownstreamClient(target.base_url, ds)
-                tags, tombs = _local_state(cfg, registry, ns)
+                if not is_self_loop(target, ns, cfg.server.bind_address, cfg.server.port):
+                    targets[ns] = target
+            if not targets:
+                continue
+            base_url = next(iter(targets.values())).base_url
+            if (base_url, ds) not in clients:  # one pooled client (and token cache) per downstream
+                clients[(base_url, ds)] = DownstreamClient(base_url, ds)
+            client = clients[(base_url, ds)]
+            changed = feeds.changes(repo_key, ds, client, targets) if feeds is not None else None
+            if changed is None:
+                report.in_full += 1
+            else:
+                report.by_feed += 1
+            for ns, target in targets.items():
+                names = None if changed is None else changed.get(ns)
+                if changed is not None and not names:
+                    continue  # nothing changed in this namespace on either side
+                tags, tombs = _local_state(cfg, registry, ns, names)
                 namespaces_seen.add(ns)
-                work.append(_Item(repo_key, order, ds, ns, target.namespace, clients[key], target, tags, tombs))
+                work.append(_Item(repo_key, order, ds, ns, target.namespace, client, target, tags, tombs,
+                                  None if names is None else tuple(sorted(names))))
     report.namespaces = len(namespaces_seen)
 
     actions: dict[tuple, Action] = {}
@@ -239,7 +270,8 @@ def plan(cfg, registry, report: Report, progress: _Progress | None = None) -> li
         if item.ds.prune:
             _prune(item, registry, report, lock, record, None if remote is None else
                    [t for t, st in remote.items() if "digest" in st])
-        _reconcile_fallbacks(item, registry, report, lock, record)
+        if item.changed is None:  # Angos peers (the feed path) serve the referrers API: no fallback tags
+            _reconcile_fallbacks(item, registry, report, lock, record)
 
     def probe_tag(item: _Item, tag: str, digest: str) -> None:
         try:
@@ -253,7 +285,7 @@ def plan(cfg, registry, report: Report, progress: _Progress | None = None) -> li
                 return
             raise ClientError(f"HEAD {item.remote}:{tag} answered {status}")
         except ClientError as exc:
-            _skip(report, lock, item.ds.name, item.remote, tag, exc)
+            _skip(report, lock, item, tag, exc)
         finally:
             checked()
 
@@ -267,7 +299,7 @@ def plan(cfg, registry, report: Report, progress: _Progress | None = None) -> li
             else:
                 raise ClientError(f"HEAD {item.remote}:{tag} answered {resp.status_code}")
         except ClientError as exc:
-            _skip(report, lock, item.ds.name, item.remote, tag, exc)
+            _skip(report, lock, item, tag, exc)
         finally:
             checked()
 
@@ -283,7 +315,12 @@ def plan(cfg, registry, report: Report, progress: _Progress | None = None) -> li
 
 
 def _remote_states(item: _Item) -> dict[str, dict] | None:
-    """The downstream's tag states (an Angos peer), or None when it does not list them."""
+    """The downstream's tag states (an Angos peer), or None when it does not list them: only those
+    of ``item.changed`` when set (asked by name, or the whole listing if that fails)."""
+    if item.changed is not None:
+        named = named_states(item)
+        if named is not None:
+            return named
     states: dict[str, dict] = {}
     url = f"{item.target.base_url}/_ext/{item.remote}/_tags?n=1000"
     while url:
@@ -328,12 +365,13 @@ def _compare_tag(item: _Item, tag: str, rec, state: dict | None, record, in_sync
         record(item.action("push", tag))
 
 
-def _skip(report: Report, lock, downstream: str, remote: str, tag: str | None, exc: Exception) -> None:
+def _skip(report: Report, lock, item: _Item, tag: str | None, exc: Exception) -> None:
     with lock:
         report.skipped += 1
+        report.troubled.add(item.pair)
     m.REPLICATION_RECONCILE.labels("skipped").inc()
-    what = f"{remote}:{tag}" if tag else remote
-    log.warning("reconcile probe skipped: downstream=%s %s: %s", downstream, what, exc)
+    what = f"{item.remote}:{tag}" if tag else item.remote
+    log.warning("reconcile probe skipped: downstream=%s %s: %s", item.ds.name, what, exc)
 
 
 def _prune(item: _Item, registry, report: Report, lock, record, remote_tags: list[str] | None) -> None:
@@ -341,8 +379,11 @@ def _prune(item: _Item, registry, report: Report, lock, record, remote_tags: lis
         try:
             remote_tags = item.client.list_tags(item.remote)
         except ClientError as exc:
-            _skip(report, lock, item.ds.name, item.remote, None, exc)
+            _skip(report, lock, item, None, exc)
             return
+    if item.changed is not None:  # the feed path: only the tags it names, never the rest of the listing
+        named = set(item.changed)
+        remote_tags = [t for t in remote_tags if t in named]
     for tag in remote_tags:
         if tag in item.tags:
             continue
@@ -362,7 +403,7 @@ def _reconcile_fallbacks(item: _Item, registry, report: Report, lock, record) ->
         try:
             current = pipeline.remote_fallback(subject)
         except (ClientError, ReplicationFailed) as exc:
-            _skip(report, lock, item.ds.name, item.remote, str(subject), exc)
+            _skip(report, lock, item, str(subject), exc)
             return
         if current is None:
             return  # the downstream serves the referrers API: no fallback tags to keep
@@ -370,21 +411,23 @@ def _reconcile_fallbacks(item: _Item, registry, report: Report, lock, record) ->
             record(item.action("referrers", str(subject)))
 
 
-def run(cfg, dry_run: bool, out=print) -> int:
-    """The whole command: plan, print or enqueue, wait for the jobs, summarise. Returns the exit code."""
+def run(cfg, dry_run: bool, out=print, full: bool = False) -> int:
+    """The whole command: plan, print or enqueue, wait for the jobs, summarise. Returns the exit code.
+    ``full`` compares every tag even where the change feeds could narrow it down."""
     from ..queue import JobQueues
     from ..registry import build_registry
 
     report = Report()
     registry = build_registry(cfg)
+    feeds = FeedPlanner(cfg, registry, full=full, dry_run=dry_run)  # first: it takes the cursors
     if dry_run:
-        for a in plan(cfg, registry, report):
+        for a in plan(cfg, registry, report, feeds=feeds):
             out(a.line())
         out(report.summary())
         return 1 if report.skipped or report.failed else 0
     rc = 1  # what a run that raises counts as
     try:
-        rc = _run(cfg, registry, report, JobQueues, out)
+        rc = _run(cfg, registry, report, JobQueues, out, feeds)
     finally:
         _record_run(registry, rc, report)
     return rc
@@ -402,21 +445,22 @@ def _record_run(registry, rc: int, report: Report) -> None:
         log.error("could not record this reconcile run for the server's metrics", exc_info=True)
 
 
-def _run(cfg, registry, report: Report, queues, out) -> int:
-    actions = plan(cfg, registry, report)
+def _run(cfg, registry, report: Report, queues, out, feeds) -> int:
+    actions = plan(cfg, registry, report, feeds=feeds)
     queue = queues(cfg)["replication"]
     stamp = format_ts(now())
-    keys = set()
+    keys: dict[str, tuple[str, str]] = {}   # lock key -> (repository, downstream)
     for a in actions:
         job = a.job(stamp)
         try:
             created = queue.submit(job.kind, job.lock_key, job.payload())
         except Exception as exc:  # noqa: BLE001 - count, log, carry on with the rest
             report.failed += 1
+            report.troubled.add((a.repository, a.downstream))
             m.REPLICATION_RECONCILE.labels("failed").inc()
             log.error("enqueue failed for %s: %s", a.line(), exc)
             continue
-        keys.add(job.lock_key)
+        keys[job.lock_key] = (a.repository, a.downstream)
         if created:
             report.enqueued += 1
         else:
@@ -428,9 +472,26 @@ def _run(cfg, registry, report: Report, queues, out) -> int:
     except Exception:  # noqa: BLE001 - stale dead letters are cosmetic; never fail the run for them
         log.warning("could not clear the dead letters of keys in sync", exc_info=True)
     if keys:
-        report.waiting = wait(cfg, queue, keys)
+        report.waiting = wait(cfg, queue, set(keys))
+        try:
+            report.troubled.update(keys[k] for k in _unsettled(queue, set(keys)))
+        except Exception:  # noqa: BLE001 - not knowing how the jobs ended: keep every cursor
+            log.warning("could not read back how the jobs ended; the cursors stay", exc_info=True)
+            report.troubled.update(keys.values())
+    feeds.commit(report.troubled)
     out(report.summary())
     return 1 if report.skipped or report.failed or report.waiting else 0
+
+
+def _unsettled(queue, keys: set[str]) -> set[str]:
+    """Keys of ours still queued or running, or dead-lettered: what the next run must look at again."""
+    left, _ = _outstanding(queue, keys)
+    after = None
+    while True:
+        page, after = queue.list_failed(after, 1000)
+        left.update(j["lock_key"] for j in page if j["lock_key"] in keys)
+        if not after:
+            return left
 
 
 def _outstanding(queue, keys: set[str]) -> tuple[set[str], set[str]]:
