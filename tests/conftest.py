@@ -374,6 +374,33 @@ def moto_server(tmp_path_factory):
         proc.kill()
 
 
+def s3_source_config(endpoint: str, bucket: str, downstream_url: str, downstream_extra: str = "") -> str:
+    """A one-worker, allow-all server storing everything in ``bucket`` on ``endpoint`` (key prefix
+    ``reg``), whose repository ``nginx`` replicates to ``downstream_url`` as downstream ``peer``."""
+    return f"""
+[server]
+bind_address = "127.0.0.1"
+port = @PORT@
+workers = 1
+
+[global.access_policy]
+default = "allow"
+
+[blob_store.s3]
+endpoint = "{endpoint}"
+bucket = "{bucket}"
+access_key_id = "test"
+secret_key = "test"
+key_prefix = "reg"
+
+[repository."nginx"]
+
+[[repository."nginx".downstream]]
+name = "peer"
+url = "{downstream_url}"
+{downstream_extra}"""
+
+
 def make_bucket(endpoint: str, name: str | None = None) -> str:
     """Create a fresh bucket on ``endpoint`` and return its name."""
     import uuid

@@ -10,7 +10,7 @@ import hashlib
 import boto3
 import requests
 
-from tests.conftest import make_bucket, wait_for
+from tests.conftest import make_bucket, s3_source_config, wait_for
 from tests.replication.conftest import remote_digest
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
@@ -30,29 +30,8 @@ def _push(server, ns: str, tag: str, seed: str) -> str:
 def test_replication_jobs_live_in_the_bucket_and_drain_when_the_downstream_returns(angos_factory, moto_server):
     bucket = make_bucket(moto_server)
     peer = angos_factory(start=False)
-    source = angos_factory(config_text=f"""
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-workers = 1
-
-[global.access_policy]
-default = "allow"
-
-[blob_store.s3]
-endpoint = "{moto_server}"
-bucket = "{bucket}"
-access_key_id = "test"
-secret_key = "test"
-key_prefix = "reg"
-
-[repository."nginx"]
-
-[[repository."nginx".downstream]]
-name = "peer"
-url = "http://127.0.0.1:{peer.port}"
-mode = "event-only"
-""")
+    source = angos_factory(config_text=s3_source_config(moto_server, bucket, f"http://127.0.0.1:{peer.port}",
+                                                        'mode = "event-only"\n'))
     client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1", aws_access_key_id="test",
                           aws_secret_access_key="test")
 

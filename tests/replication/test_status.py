@@ -348,34 +348,13 @@ def test_the_policy_sees_its_own_action(angos_factory):
 def test_on_s3_the_records_live_in_the_bucket(angos_factory, moto_server):
     import boto3
 
-    from ..conftest import make_bucket
+    from ..conftest import make_bucket, s3_source_config
 
     bucket = make_bucket(moto_server)
     peer = angos_factory()
     # S3 only, one worker, the default process-local lock: the drain runs inside the web worker
     # that also holds the waiters.
-    source = angos_factory(config_text=f"""
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-workers = 1
-
-[global.access_policy]
-default = "allow"
-
-[blob_store.s3]
-endpoint = "{moto_server}"
-bucket = "{bucket}"
-access_key_id = "test"
-secret_key = "test"
-key_prefix = "reg"
-
-[repository."nginx"]
-
-[[repository."nginx".downstream]]
-name = "peer"
-url = "{peer.url}"
-""")
+    source = angos_factory(config_text=s3_source_config(moto_server, bucket, peer.url))
     ns = "nginx/s3"
     d = push(source, ns, "v1", "one")
     code, doc = status(source, ns, "v1", wait="60s")
