@@ -17,12 +17,11 @@ import threading
 import time
 
 import requests
-from argon2 import PasswordHasher
 
 from ..conftest import ROOT, wait_for
 from ..api.helpers import push_image
 from .conftest import remote_digest, source_config
-from .test_failures import OCI, _small_manifest
+from .test_failures import OCI, _locked_peer, _small_manifest
 
 HELD = """
 [global.job_queue]
@@ -243,23 +242,7 @@ def test_superseded_names_what_the_downstream_holds_then_converges(mesh):
 
 
 def test_failed_with_the_error_when_the_downstream_refuses(angos_factory):
-    pw = PasswordHasher().hash("s3cret")
-    peer = angos_factory(config_text=f"""\
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-
-[blob_store.fs]
-root_dir = "@DATA@"
-
-[auth.identity.replicator]
-username = "replicator"
-password = "{pw}"
-
-[global.access_policy]
-default = "deny"
-rules = ["identity.id == 'replicator' && request.action != 'put-manifest'"]
-""")
+    peer = _locked_peer(angos_factory, "identity.id == 'replicator' && request.action != 'put-manifest'")
     source = angos_factory(config_text=source_config(
         {"name": "peer", "url": peer.url, "username": "replicator", "password": "s3cret"},
         extra="[global.replication]\nmax_attempts = 2\nretry_backoff_min_ms = 50\nretry_backoff_max_ms = 100\n"))
