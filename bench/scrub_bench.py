@@ -52,6 +52,16 @@ from bench.servers import free_port, wait_url  # noqa: E402 - after the sys.path
 OCI = "application/vnd.oci.image.manifest.v1+json"
 
 
+def _stop(server) -> None:
+    """Stop a server process group started by this bench (SIGTERM, then SIGKILL after 30 s)."""
+    if server is not None and server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
 def _config(data: Path, port: int, downstream: str | None = None, workers: int = 2) -> str:
     text = (f'[server]\nbind_address = "127.0.0.1"\nport = {port}\nworkers = {workers}\n\n'
             f'[blob_store.fs]\nroot_dir = "{data}"\n\n[global.access_policy]\ndefault = "allow"\n\n'
@@ -141,12 +151,7 @@ def probe_bench(args) -> int:
               f"{'met' if total < 10000 or elapsed < 60 else 'MISSED'}")
         return 0
     finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+        _stop(server)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -293,12 +298,7 @@ def feed_bench(namespaces: int, per_ns: int) -> int:
               f"{'met' if full / feed >= 50 else 'MISSED'} for the whole command")
         return 0
     finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+        _stop(server)
         shutil.rmtree(work, ignore_errors=True)
 
 
