@@ -202,6 +202,10 @@ class OidcVerifier:
                                        f"{', '.join(prov.allowed_algorithms)})")
         if kid is not None and not isinstance(kid, str):
             raise OidcError("invalid", "malformed token (kid)")
+        if _unverified_issuer(token) != prov.issuer_url:
+            # Checked again with the signature below; first, so another issuer's token (its kid
+            # unknown here) never makes this provider fetch its keys again.
+            raise OidcError("wrong_claims", f"issuer is not {prov.issuer_url}")
         try:
             key = self.keys[name].key(kid, alg)
         except KeyError_ as exc:
