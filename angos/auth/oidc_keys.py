@@ -162,9 +162,14 @@ class IssuerKeys:
     def _get_json(self, url: str, what: str) -> dict:
         import requests
 
+        prov = self.provider
+        # verify= and cert= on the call itself: as session attributes, REQUESTS_CA_BUNDLE would override them.
+        tls = {"verify": prov.server_ca_bundle or True}
+        if prov.client_certificate_bundle:
+            tls["cert"] = (prov.client_certificate_bundle, prov.client_private_key)
         try:
             with self.session().get(url, timeout=TIMEOUT, stream=True, allow_redirects=False,
-                                    headers={"Accept": "application/json"}) as resp:
+                                    headers={"Accept": "application/json"}, **tls) as resp:
                 if resp.status_code != 200:
                     raise KeyError_("unavailable", f"{what} {url} answered {resp.status_code}")
                 body = resp.raw.read(MAX_DOCUMENT + 1, decode_content=True)
@@ -186,12 +191,7 @@ class IssuerKeys:
         if self._session is None:  # made on first use: never in the master process, never before a fork
             import requests
 
-            s = requests.Session()
-            prov = self.provider
-            s.verify = prov.server_ca_bundle or True
-            if prov.client_certificate_bundle:
-                s.cert = (prov.client_certificate_bundle, prov.client_private_key)
-            self._session = s
+            self._session = requests.Session()
         return self._session
 
 

@@ -237,7 +237,7 @@ def test_a_token_that_fails_a_check_is_refused_with_401_and_counted(server, issu
     doc = assert_oci_error(r, 401, "UNAUTHORIZED")
     message = doc["errors"][0]["message"]
     assert words in message, message
-    assert token not in r.text and token.split(".")[-1] not in message  # the token never echoes back
+    assert all(part not in r.text for part in token.split(".") if len(part) > 8)  # the token never echoes back
     assert delta(before, oidc_counts(server)) == {(provider, result): 1.0}
     assert not any(token in line for line in server.logs().splitlines())
 
