@@ -19,10 +19,10 @@ Credentials and what they give:
   (and no id or username). A refused token raises ``Unauthorized``; an
   issuer whose keys cannot be fetched :class:`~angos.oci.errors.Unavailable`
   (503: the token may be fine).
-- ``Bearer <token>``: a token the OIDC verifier remembers, or one whose
-  (unverified) ``iss`` is a configured issuer, is an OIDC token as above;
-  anything else goes to :class:`~angos.auth.token.TokenService`, whose
-  tokens name their own service as ``iss`` (the service name cannot be an
+- ``Bearer <token>``: a token whose (unverified) ``iss`` is this registry's
+  service goes to :class:`~angos.auth.token.TokenService`; with OIDC
+  providers configured, any other is an OIDC token as above, checked by the
+  providers whose issuer is its ``iss`` (a service name cannot be an
   ``https://`` URL, so the two never overlap). A registry token gives the
   identity it was issued for: id, username, OIDC provider and claims (its
   certificate names when this connection has no verified certificate of its

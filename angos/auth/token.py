@@ -13,8 +13,9 @@ token flow (``GET /token``, :mod:`angos.api.token`). Contract:
   carries an OIDC caller's identity (``p``: the provider's name, ``c``: the
   token's whole claim map, ``v``: a fingerprint of what the provider accepts),
   so a bearer registry token made from an OIDC login gives the policy the
-  same ``identity.oidc`` as the OIDC token itself. There are no grants: the CEL policy decides every request made with a token, exactly
-  as it would for the same identity's basic credentials.
+  same ``identity.oidc`` as the OIDC token itself. There are no grants: the
+  CEL policy decides every request made with a token, exactly as it would
+  for the same identity's basic credentials.
 - :meth:`issue` returns ``(token, expires_in, issued_at)``; ``exp`` is
   ``iat + lifetime_secs``, capped at the key's ``expires_at`` (so the key
   outlives every token it signed) and, for an OIDC caller, at the time its
