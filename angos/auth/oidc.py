@@ -53,7 +53,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from .identity import Oidc
-from .oidc_keys import IssuerKeys, KeyError_
+from .oidc_keys import IssuerKeys, KeyLookupError
 
 log = logging.getLogger("angos.auth.oidc")
 
@@ -208,7 +208,7 @@ class OidcVerifier:
             raise OidcError("wrong_claims", f"issuer is not {prov.issuer_url}")
         try:
             key = self.keys[name].key(kid, alg)
-        except KeyError_ as exc:
+        except KeyLookupError as exc:
             raise OidcError(exc.reason, str(exc)) from None
         try:
             claims = jwt.decode(token, key=key, algorithms=[alg], issuer=prov.issuer_url,

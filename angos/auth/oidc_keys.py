@@ -20,7 +20,7 @@ public keys for :mod:`angos.auth.oidc`. Contract:
   provider, so tokens naming made-up ``kid`` values cannot turn the
   registry into a flood of requests to the issuer. A token without a
   ``kid`` is checked with the only signing key when the set has exactly one.
-- Errors are :class:`KeyError_` with a ``reason``: ``unknown_key`` (no such
+- Errors are :class:`KeyLookupError` with a ``reason``: ``unknown_key`` (no such
   key, or the key does not fit the token's algorithm) or ``unavailable`` (the
   issuer could not be reached, answered badly, or sent no usable key). A
   failed scheduled refresh keeps the keys already held (logged) and is tried
@@ -48,7 +48,7 @@ UNKNOWN_KID_REFRESH = 30.0
 RETRY_AFTER = 10.0
 
 
-class KeyError_(Exception):
+class KeyLookupError(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
@@ -85,8 +85,8 @@ class IssuerKeys:
                 entry = self._find(kid)
             if entry is None:
                 if kid is None:
-                    raise KeyError_("unknown_key", "the token names no key (kid) and the issuer publishes several")
-                raise KeyError_("unknown_key", f"the issuer publishes no key {kid[:100]!r}")
+                    raise KeyLookupError("unknown_key", "the token names no key (kid) and the issuer publishes several")
+                raise KeyLookupError("unknown_key", f"the issuer publishes no key {kid[:100]!r}")
             return self._prepare(kid, alg, entry)
 
     def _find(self, kid: str | None) -> dict | None:
@@ -105,11 +105,11 @@ class IssuerKeys:
             return found
         declared = entry.get("alg")
         if declared is not None and declared != alg:
-            raise KeyError_("unknown_key", f"the issuer's key {kid!r} is for {str(declared)[:20]}, not {alg}")
+            raise KeyLookupError("unknown_key", f"the issuer's key {kid!r} is for {str(declared)[:20]}, not {alg}")
         try:
             found = jwt.PyJWK(entry, algorithm=alg).key
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
-            raise KeyError_("unknown_key", f"the issuer's key {kid!r} cannot check {alg} signatures") from None
+            raise KeyLookupError("unknown_key", f"the issuer's key {kid!r} cannot check {alg} signatures") from None
         self._prepared[(kid, alg)] = found
         return found
 
@@ -119,12 +119,12 @@ class IssuerKeys:
         """Fetch the key set; True when it was replaced. Raises ``unavailable`` only with no keys held."""
         if now < self._next_try:
             if self._keys is None:
-                raise KeyError_("unavailable", f"OIDC provider {self.name!r}: its keys could not be fetched; "
+                raise KeyLookupError("unavailable", f"OIDC provider {self.name!r}: its keys could not be fetched; "
                                                f"retrying in {self._next_try - now:.0f}s")
             return False
         try:
             keys = self._fetch()
-        except KeyError_ as exc:
+        except KeyLookupError as exc:
             self._next_try = now + RETRY_AFTER
             if self._keys is None:
                 log.warning("OIDC provider %s: %s", self.name, exc)
@@ -141,7 +141,7 @@ class IssuerKeys:
         doc = self._get_json(uri, "JWKS")
         entries = doc.get("keys")
         if not isinstance(entries, list):
-            raise KeyError_("unavailable", f"the JWKS document at {uri} has no \"keys\" array")
+            raise KeyLookupError("unavailable", f"the JWKS document at {uri} has no \"keys\" array")
         keys: dict = {}
         for entry in entries:
             if not isinstance(entry, dict) or entry.get("use", "sig") != "sig" or entry.get("kty") == "oct":
@@ -149,14 +149,14 @@ class IssuerKeys:
             kid = entry.get("kid")
             keys[kid if isinstance(kid, str) else None] = entry
         if not keys:
-            raise KeyError_("unavailable", f"the JWKS document at {uri} holds no usable signing key")
+            raise KeyLookupError("unavailable", f"the JWKS document at {uri} holds no usable signing key")
         return keys
 
     def _discover(self) -> str:
         url = self.provider.issuer_url.rstrip("/") + "/.well-known/openid-configuration"
         uri = self._get_json(url, "discovery").get("jwks_uri")
         if not isinstance(uri, str) or not uri.startswith("https://"):
-            raise KeyError_("unavailable", f"the discovery document at {url} names no https:// jwks_uri")
+            raise KeyLookupError("unavailable", f"the discovery document at {url} names no https:// jwks_uri")
         return uri
 
     def _get_json(self, url: str, what: str) -> dict:
@@ -171,20 +171,20 @@ class IssuerKeys:
             with self.session().get(url, timeout=TIMEOUT, stream=True, allow_redirects=False,
                                     headers={"Accept": "application/json"}, **tls) as resp:
                 if resp.status_code != 200:
-                    raise KeyError_("unavailable", f"{what} {url} answered {resp.status_code}")
+                    raise KeyLookupError("unavailable", f"{what} {url} answered {resp.status_code}")
                 body = resp.raw.read(MAX_DOCUMENT + 1, decode_content=True)
         except requests.RequestException as exc:
-            raise KeyError_("unavailable", f"{what} {url}: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise KeyLookupError("unavailable", f"{what} {url}: {type(exc).__name__}: {_first_line(exc)}") from None
         except OSError as exc:  # e.g. a CA bundle or client certificate file that cannot be read
-            raise KeyError_("unavailable", f"{what} {url}: {exc}") from None
+            raise KeyLookupError("unavailable", f"{what} {url}: {exc}") from None
         if len(body) > MAX_DOCUMENT:
-            raise KeyError_("unavailable", f"{what} {url}: document larger than {MAX_DOCUMENT} bytes")
+            raise KeyLookupError("unavailable", f"{what} {url}: document larger than {MAX_DOCUMENT} bytes")
         try:
             doc = json.loads(body)
         except ValueError:
-            raise KeyError_("unavailable", f"{what} {url}: not JSON") from None
+            raise KeyLookupError("unavailable", f"{what} {url}: not JSON") from None
         if not isinstance(doc, dict):
-            raise KeyError_("unavailable", f"{what} {url}: not a JSON object")
+            raise KeyLookupError("unavailable", f"{what} {url}: not a JSON object")
         return doc
 
     def session(self):
