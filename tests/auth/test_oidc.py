@@ -332,10 +332,13 @@ def test_skopeo_pushes_with_the_provider_name_and_a_jwt_as_credentials(server, i
            f"oci:{tmp_path / 'layout'}:v1", f"docker://{server.host}/{ref}")
     r = Client(server.url, "admin", "admin-pw").head(ref.replace(":", "/manifests/"))
     assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == digest
+    other = f"myorg/{uniq('skopeo')}:v1"
     refused = skopeo("copy", "--dest-tls-verify=false", "--dest-creds",
                      f"github-actions:{gh.token(github_claims(gh, 'evilorg/app'))}", f"oci:{tmp_path / 'layout'}:v1",
-                     f"docker://{server.host}/myorg/{uniq('skopeo')}:v1", check=False)
-    assert refused.returncode != 0 and "denied" in refused.stderr.lower(), refused.stderr
+                     f"docker://{server.host}/{other}", check=False)
+    # Logged in (the token is valid), then refused by the policy: 403 on its first look at the repository.
+    assert refused.returncode != 0 and "403 (forbidden)" in refused.stderr.lower(), refused.stderr
+    assert Client(server.url, "admin", "admin-pw").head(other.replace(":", "/manifests/")).status_code == 404
 
 
 # ---------------------------------------------------------------- in-process: cache and refresh
