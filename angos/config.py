@@ -397,10 +397,76 @@ class TokenConfig:
     realm: str | None = field(default=None, metadata=check(_token_realm))
 
 
+# Signature algorithms an OIDC issuer may use: asymmetric only. ``none`` would accept unsigned
+# tokens, and an HMAC algorithm (HS*) would verify with the issuer's *public* key as the secret,
+# so anyone holding that key (everyone) could sign (angos.auth.oidc).
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
+
+
+def _jwt_algorithms(values):
+    if not values:
+        raise ValueError("name at least one algorithm")
+    for v in values:
+        if v.lower() == "none":
+            raise ValueError("'none' would accept unsigned tokens; it is never allowed")
+        if v.upper().startswith("HS"):
+            raise ValueError(f"{v!r} is an HMAC algorithm: checked with the issuer's public key, anyone could sign; "
+                             f"use the issuer's asymmetric algorithm ({', '.join(JWT_ALGORITHMS)})")
+        if v not in JWT_ALGORITHMS:
+            raise ValueError(f"unknown algorithm {v!r}; valid: {', '.join(JWT_ALGORITHMS)}")
+    return tuple(values)
+
+
+def _https_url(value):
+    if not re.fullmatch(r"https://[^/\s\"?#]+(/[^\s\"?#]*)?", value):
+        raise ValueError(f"expected an https:// URL without query or fragment, got {value!r}")
+    return value
+
+
+def _required_claims(value):
+    """``{claim = value}`` or ``{claim = [accepted, values]}``; values are strings, integers or booleans."""
+    if not isinstance(value, dict):
+        raise ValueError("expected a table of claim = value or claim = [values]")
+    out = {}
+    for name, want in value.items():
+        values = want if isinstance(want, list) else [want]
+        if not values or not all(isinstance(v, (str, int, bool)) for v in values):
+            raise ValueError(f"claim {name!r}: expected a string, integer or boolean, or a non-empty array of them")
+        out[name] = tuple(values)
+    return out
+
+
+@dataclass(frozen=True)
+class OidcProvider:
+    """``[auth.oidc.<name>]``: an issuer whose JWTs identify callers (angos.auth.oidc). The table's
+    name is the Basic username that carries such a token as its password."""
+    # "github": GitHub Actions, whose issuer is the default; "generic": any issuer, named by `issuer`.
+    provider: str = field(default="generic", metadata=check(_one_of("generic", "github")))
+    issuer: str | None = field(default=None, metadata=check(_https_url))
+    # Unset: the jwks_uri of <issuer>/.well-known/openid-configuration.
+    jwks_uri: str | None = field(default=None, metadata=check(_https_url))
+    required_audience: str | None = None
+    required_claims: dict = field(default_factory=dict, metadata={"parse": _required_claims})
+    allowed_algorithms: tuple[str, ...] = field(default=("RS256",), metadata=check(_jwt_algorithms))
+    clock_skew_tolerance: int = field(default=60, metadata=check(
+        lambda v: v if 0 <= v <= 3600 else _fail("must be between 0 and 3600 seconds")))
+    jwks_refresh_interval: int = field(default=3600, metadata=check(
+        lambda v: v if 30 <= v <= 604800 else _fail("must be between 30 and 604800 seconds (a week)")))
+    server_ca_bundle: str | None = None
+    client_certificate_bundle: str | None = None
+    client_private_key: str | None = None
+
+    @property
+    def issuer_url(self) -> str:
+        return self.issuer or GITHUB_ACTIONS_ISSUER  # config_load refuses a generic provider without one
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     identity: dict[str, Identity] = field(default_factory=dict)
     token: TokenConfig = field(default_factory=TokenConfig)
+    oidc: dict[str, OidcProvider] = field(default_factory=dict)
     # Wrong passwords must not starve right ones (angos.auth.throttle). Per worker process:
     # argon2 checks running at once (64 MiB each with `angos argon`'s parameters) and waiting
     # for a slot (beyond that: 429 TOOMANYREQUESTS); per client address: failed checks allowed

@@ -217,6 +217,23 @@ def _validate(cfg: Config) -> None:
     if cfg.server.tls is not None and cfg.server.tls.client_auth == "required" and not cfg.server.tls.client_ca_bundle:
         raise ConfigError("server.tls.client_ca_bundle: required when client_auth = \"required\"")
     _validate_repositories(cfg)
+    _validate_oidc(cfg)
+
+
+def _validate_oidc(cfg: Config) -> None:
+    usernames = {ident.username: ident_id for ident_id, ident in cfg.auth.identity.items()}
+    for name, prov in cfg.auth.oidc.items():
+        where = _join("auth.oidc", name)
+        # The name is the Basic username that carries a token: one that basic auth could also mean is ambiguous.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
+            raise ConfigError(f"{where}: a provider name is a login username: 1-63 letters, digits, '.', '_' or '-'")
+        if name in usernames:
+            raise ConfigError(f"{where}: {name!r} is also the username of auth.identity.{usernames[name]}; "
+                              f"basic credentials with that username would be ambiguous")
+        if prov.provider == "generic" and prov.issuer is None:
+            raise ConfigError(f"{where}.issuer: required (an https:// URL) unless provider = \"github\"")
+        if (prov.client_certificate_bundle is None) != (prov.client_private_key is None):
+            raise ConfigError(f"{where}: client_certificate_bundle and client_private_key go together")
 
 
 def _validate_repositories(cfg: Config) -> None:

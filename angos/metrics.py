@@ -19,6 +19,10 @@ AUTH_TOKEN_REQUESTS = Counter("auth_token_requests_total", "GET /token answers: 
                               "failure (wrong credentials), throttled", ["result"])
 AUTH_TOKEN_VERIFICATIONS = Counter("auth_token_verifications_total", "Bearer tokens checked: valid, invalid, "
                                    "expired, revoked", ["result"])
+# Labels are bound for every configured provider and result at the first OIDC check (angos.auth.oidc).
+AUTH_OIDC_VERIFICATIONS = Counter("auth_oidc_verifications_total", "OIDC tokens checked, by provider and result: "
+                                  "valid, invalid, expired, wrong_claims, unknown_key, unavailable",
+                                  ["provider", "result"])
 
 LOCK_ACQUISITIONS = Counter("lock_acquisitions_total", "Metadata lock acquisitions", ["backend", "result"])
 LOCK_DURATION = Histogram("lock_acquisition_duration_seconds", "Time to acquire a metadata lock in seconds",

@@ -9,8 +9,9 @@ request with ``Authorization: Bearer <token>``.
 
 - ``GET /token`` (action ``get-token``) authenticates the caller through the
   same :class:`~angos.auth.authenticate.Authenticator` as every request
-  (basic credentials with argon2 and the per-source throttle, a client
-  certificate, or nothing for anonymous) and answers ``{token,
+  (basic credentials with argon2 and the per-source throttle, an OIDC token
+  as the basic password of its provider's name or as a bearer token, a
+  client certificate, or nothing for anonymous) and answers ``{token,
   access_token, expires_in, issued_at}`` (:class:`~angos.auth.token.TokenService`).
   Wrong credentials answer ``401`` with a Basic challenge (the endpoint
   itself takes basic credentials), a throttled source ``429``. A registry
@@ -84,7 +85,8 @@ _count = _Counts()
 @action("get-token")
 def issue():
     authorization = request.headers.get("Authorization")
-    if credential_kind(authorization) == "bearer":
+    if credential_kind(authorization) == "bearer" and (
+            not access().oidc or tokens().ours(authorization.strip().partition(" ")[2].strip())):
         _count.failure.inc()
         raise Unauthorized("a registry token is not exchanged for another: send basic credentials or none")
     _check_scopes(request.args.getlist("scope"))

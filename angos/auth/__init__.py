@@ -1,8 +1,8 @@
 """Identities and access policy.
 
 ``AccessControl(cfg)`` authenticates a request into an :class:`Identity`
-(:mod:`.authenticate`: basic credentials, registry tokens from :mod:`.token`,
-client certificates) and decides whether an action is allowed under the
+(:mod:`.authenticate`: basic credentials, OIDC tokens from :mod:`.oidc`,
+registry tokens from :mod:`.token`, client certificates) and decides whether an action is allowed under the
 global and repository policies (both must allow).
 """
 

@@ -10,8 +10,9 @@ config reload builds a new one (which also empties the credentials cache).
   before forking so a bad file fails start-up with one line.
 - ``authenticate(authorization, client_ip, common_names, organizations)``
   returns the caller's :class:`Identity` through
-  :class:`~angos.auth.authenticate.Authenticator` (basic credentials, a
-  registry token when ``tokens`` is given, or nothing for anonymous; wrong
+  :class:`~angos.auth.authenticate.Authenticator` (basic credentials, an
+  OIDC token of an ``[auth.oidc.<name>]`` provider (:mod:`angos.auth.oidc`),
+  a registry token when ``tokens`` is given, or nothing for anonymous; wrong
   credentials raise :class:`~angos.oci.errors.Unauthorized`, a throttled
   check :class:`~angos.oci.errors.TooManyRequests`).
 - ``is_allowed(identity, action, fields)`` runs the global policy (when
@@ -44,6 +45,7 @@ from ..config import _join
 from .authenticate import Authenticator
 from .basic import BasicAuth
 from .identity import Identity
+from .oidc import OidcVerifier
 from .policy import Policy, identity_vars, request_vars
 
 MAX_CONTEXTS = 4096
@@ -56,7 +58,8 @@ class AccessControl:
         self.cfg = cfg
         self.basic = BasicAuth(cfg.auth.identity, limits=cfg.auth)
         self.tokens = tokens
-        self.authenticator = Authenticator(self.basic, tokens)
+        self.oidc = OidcVerifier(cfg.auth.oidc)  # builds no connection: the keys are fetched on first use
+        self.authenticator = Authenticator(self.basic, tokens, self.oidc)
         # No [global.access_policy] table: no global policy (repository policies still apply).
         self.global_policy = (Policy.compile(cfg.global_.access_policy, "global.access_policy")
                               if cfg.global_.access_policy is not None else None)

@@ -13,30 +13,41 @@ Credentials and what they give:
   :class:`~angos.oci.errors.Unauthorized`; a throttled or queued-out check
   raises :class:`~angos.oci.errors.TooManyRequests` with
   ``detail.retry_after``.
-- ``Bearer <registry token>``: :class:`~angos.auth.token.TokenService`. The
-  token's identity (id, username; its certificate names when this connection
-  has no verified certificate of its own). An invalid, expired or revoked
-  token raises ``Unauthorized``.
+- ``Basic <provider>:<jwt>``, the username being the name of an
+  ``[auth.oidc.<provider>]`` table: the JWT is checked by
+  :class:`~angos.auth.oidc.OidcVerifier` and the identity has ``oidc`` set
+  (and no id or username). A refused token raises ``Unauthorized``; an
+  issuer whose keys cannot be fetched :class:`~angos.oci.errors.Unavailable`
+  (503: the token may be fine).
+- ``Bearer <token>``: a token whose (unverified) ``iss`` is this registry's
+  service goes to :class:`~angos.auth.token.TokenService`; with OIDC
+  providers configured, any other is an OIDC token as above, checked by the
+  providers whose issuer is its ``iss`` (a service name cannot be an
+  ``https://`` URL, so the two never overlap). A registry token gives the
+  identity it was issued for: id, username, OIDC provider and claims (its
+  certificate names when this connection has no verified certificate of its
+  own). An invalid, expired or revoked token raises ``Unauthorized``.
 - anything else (another scheme, a bearer value no verifier knows): ``Unauthorized``,
   never silently anonymous.
 
 :func:`credential_kind` names the kind without verifying (the gate challenges
-``GET /v2/`` only for callers that sent nothing). Another credential kind (an
-OIDC JWT as the Basic password with the provider name as username, or as a
-Bearer value) is one more branch in :meth:`Authenticator.authenticate` that
-returns an Identity.
+``GET /v2/`` only for callers that sent nothing).
 
 Counted in ``auth_attempts_total{method,result}`` (``basic``/``mtls``:
 ``success``, ``failure``, ``throttled``) and
 ``auth_token_verifications_total{result}`` (``valid``, ``invalid``,
-``expired``, ``revoked``).
+``expired``, ``revoked``); OIDC tokens in
+``auth_oidc_verifications_total{provider,result}`` (:mod:`angos.auth.oidc`).
 """
 
 from __future__ import annotations
 
-from ..oci.errors import TooManyRequests, Unauthorized
+import base64
+import binascii
+
+from ..oci.errors import TooManyRequests, Unauthorized, Unavailable
 from .basic import BadCredentials, BasicAuth
-from .identity import Identity
+from .identity import Identity, Oidc
 from .throttle import Busy
 
 EMPTY_BASIC = "Og=="  # base64 of ":"
@@ -75,11 +86,23 @@ def credential_kind(authorization: str | None) -> str:
     return "other"
 
 
+def basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """``Basic`` credentials' (username, password), unverified; None when they are malformed."""
+    try:
+        decoded = base64.b64decode(authorization.strip().partition(" ")[2].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
 class Authenticator:
-    def __init__(self, basic: BasicAuth, tokens=None):
-        """``tokens``: the :class:`~angos.auth.token.TokenService` (None: bearer tokens are refused)."""
+    def __init__(self, basic: BasicAuth, tokens=None, oidc=None):
+        """``tokens``: the :class:`~angos.auth.token.TokenService` (None: registry tokens are refused);
+        ``oidc``: the :class:`~angos.auth.oidc.OidcVerifier` (None or empty: no OIDC provider)."""
         self.basic = basic
         self.tokens = tokens
+        self.oidc = oidc or None
         self._count = _Counters()
 
     def authenticate(self, authorization: str | None, client_ip: str | None,
@@ -87,19 +110,27 @@ class Authenticator:
         if common_names or organizations:
             self._count.mtls_ok.inc()
         kind = credential_kind(authorization)
-        ident_id = username = None
+        ident_id = username = oidc = None
         if kind == "basic":
-            ident_id, username = self._basic(authorization, client_ip)
+            creds = basic_credentials(authorization) if self.oidc is not None else None
+            if creds is not None and creds[0] in self.oidc.providers:
+                oidc = self._oidc(creds[0], creds[1])
+            else:
+                ident_id, username = self._basic(authorization, client_ip)
         elif kind == "bearer":
-            ident_id, username, cns, orgs = self._bearer(authorization.strip().partition(" ")[2].strip())
-            if not (common_names or organizations):
-                common_names, organizations = cns, orgs
+            token = authorization.strip().partition(" ")[2].strip()
+            if self.oidc is not None and (self.tokens is None or not self.tokens.ours(token)):
+                oidc = self._oidc(None, token)
+            else:
+                ident_id, username, cns, orgs, oidc = self._bearer(token)
+                if not (common_names or organizations):
+                    common_names, organizations = cns, orgs
         elif kind == "other":
             self._count.basic_fail.inc()
             scheme = authorization.strip().partition(" ")[0]
             raise Unauthorized(f"invalid credentials: unsupported authorization scheme {scheme!r}")
         return Identity(id=ident_id, username=username, client_ip=client_ip,
-                        common_names=common_names, organizations=organizations)
+                        common_names=common_names, organizations=organizations, oidc=oidc)
 
     def _basic(self, authorization: str, client_ip: str | None) -> tuple[str, str]:
         try:
@@ -112,6 +143,23 @@ class Authenticator:
             raise TooManyRequests(str(exc), detail={"retry_after": exc.retry_after}) from None
         self._count.basic_ok.inc()
         return found
+
+    def _oidc(self, provider: str | None, token: str) -> Oidc:
+        """Basic with a provider's name (``provider``), or a bearer token that is not a registry token."""
+        from .oidc import OidcError
+
+        try:
+            if provider is not None:
+                return self.oidc.verify_basic(provider, token)
+            return self.oidc.verify_bearer(token)
+        except OidcError as exc:
+            if exc.reason == "foreign":  # no issuer we know: counted as the registry token it is not
+                self._count.token["invalid"].inc()
+                raise Unauthorized("invalid token: neither a token of this registry nor one of a configured "
+                                   "OIDC issuer") from None
+            if exc.reason == "unavailable":
+                raise Unavailable(f"OIDC provider unavailable: {exc}") from None
+            raise Unauthorized(f"invalid OIDC token: {exc}") from None
 
     def _bearer(self, token: str) -> tuple:
         from .token import InvalidToken

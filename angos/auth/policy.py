@@ -21,7 +21,9 @@ Contract (SPEC section 6):
   the outcome never depends on the order rules are written in: a broken rule
   denies even when an earlier rule already matched.
 - :func:`identity_vars` and :func:`request_vars` build the two CEL variables.
-  ``identity.*`` fields are always present (null / empty lists when unset);
+  ``identity.*`` fields are always present (null / empty lists when unset;
+  ``identity.oidc`` is null unless an OIDC token identified the caller, so
+  rules guard it: ``identity.oidc != null && identity.oidc.claims[...]``);
   optional ``request.*`` fields are absent when they do not apply, so
   ``has(request.from)`` distinguishes a mount from anything else.
 
@@ -42,7 +44,7 @@ import time
 import cel
 
 from ..config import ConfigError
-from .celtypes import BOOL, INT, STRING, CelTypeError, check, list_of, nullable, record
+from .celtypes import BOOL, DYN, INT, STRING, CelTypeError, check, list_of, map_of, nullable, record
 
 log = logging.getLogger("angos.auth.policy")
 
@@ -59,6 +61,12 @@ VARIABLES = {
             "common_names": list_of(STRING),
             "organizations": list_of(STRING),
         }),
+        # null unless an OIDC token identified the caller; then the provider's name and every claim
+        # of the token (values of any JSON type: rules index them, e.g. claims['repository']).
+        "oidc": nullable(record("identity.oidc", {
+            "provider": STRING,
+            "claims": map_of(STRING, DYN),
+        })),
     }),
     "request": record("request", {
         "action": STRING,
@@ -171,6 +179,10 @@ def identity_vars(identity) -> dict:
         "certificate": {
             "common_names": list(identity.common_names),
             "organizations": list(identity.organizations),
+        },
+        "oidc": None if identity.oidc is None else {
+            "provider": identity.oidc.provider,
+            "claims": identity.oidc.claims,
         },
     }
 

@@ -9,18 +9,25 @@ token flow (``GET /token``, :mod:`angos.api.token`). Contract:
   ``iat``, ``exp``, ``jti`` (random), and for an identified caller ``sub``
   (the identity id), ``name`` (its username) and ``ver`` (a fingerprint of
   the identity's password hash); ``cn`` and ``o`` carry a verified client
-  certificate's common names and organizations when there was one. There are
-  no grants: the CEL policy decides every request made with a token, exactly
-  as it would for the same identity's basic credentials.
+  certificate's common names and organizations when there was one; ``oidc``
+  carries an OIDC caller's identity (``p``: the provider's name, ``c``: the
+  token's whole claim map, ``v``: a fingerprint of what the provider accepts),
+  so a bearer registry token made from an OIDC login gives the policy the
+  same ``identity.oidc`` as the OIDC token itself. There are no grants: the
+  CEL policy decides every request made with a token, exactly as it would
+  for the same identity's basic credentials.
 - :meth:`issue` returns ``(token, expires_in, issued_at)``; ``exp`` is
   ``iat + lifetime_secs``, capped at the key's ``expires_at`` (so the key
-  outlives every token it signed).
-- :meth:`verify` returns ``(id, username, common_names, organizations)`` or
+  outlives every token it signed) and, for an OIDC caller, at the time its
+  OIDC token stops being accepted (a token never outlives its credentials).
+- :meth:`verify` returns ``(id, username, common_names, organizations, oidc)``
+  (``oidc``: an :class:`~angos.auth.identity.Oidc` or None) or
   raises :class:`InvalidToken` with a ``reason``: ``invalid`` (malformed,
   another algorithm, unknown key, bad signature, another service),
   ``expired``, or ``revoked`` (the identity is gone, its username changed or
-  its password hash changed: a token never outlives the credentials it was
-  issued for, after a configuration reload). :meth:`ours` tells whether a
+  its password hash changed, or the OIDC provider is gone or accepts other
+  tokens than it did: a token never outlives the credentials it was issued
+  for, after a configuration reload). :meth:`ours` tells whether a
   bearer value looks like one of these tokens (its ``iss`` is our service),
   so other bearer credentials (OIDC) can be told apart later.
 - A verified token is remembered until it expires (at most
@@ -44,16 +51,16 @@ import threading
 import time
 from typing import Callable
 
-from .identity import Identity
+from .identity import Identity, Oidc
 from .token_keys import TokenKeys
 
 MAX_CACHE = 10_000
-MAX_TOKEN_LENGTH = 8192
+MAX_TOKEN_LENGTH = 16384  # an OIDC caller's claims ride along (angos.auth.oidc bounds their token at 8192)
 LEEWAY = 60  # seconds a token's iat may lie ahead (clocks of servers sharing keys differ a little)
 
 _SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
-Verified = tuple  # (id, username, common_names, organizations)
+Verified = tuple  # (id, username, common_names, organizations, oidc)
 
 
 class InvalidToken(Exception):
@@ -84,6 +91,9 @@ class TokenService:
         self.keys = TokenKeys(store, settings.key_rotation_days, settings.lifetime_secs, clock)
         self._identities = {ident_id: (ident.username, password_fingerprint(ident.password))
                             for ident_id, ident in cfg.auth.identity.items()}
+        from .oidc import provider_fingerprint
+
+        self._providers = {name: provider_fingerprint(prov) for name, prov in cfg.auth.oidc.items()}
         self._cache: dict[str, tuple[float, Verified]] = {}
         self._lock = threading.Lock()
 
@@ -93,6 +103,8 @@ class TokenService:
         key = self.keys.signing_key()
         now = int(self.clock())
         exp = int(min(now + self.lifetime, key.expires_at))
+        if identity.oidc is not None:
+            exp = min(exp, max(now + 1, int(identity.oidc.expires_at)))
         claims: dict = {"iss": self.service, "aud": self.service, "iat": now, "exp": exp,
                         "jti": os.urandom(12).hex()}
         if identity.id is not None:
@@ -102,6 +114,9 @@ class TokenService:
             claims["cn"] = list(identity.common_names)
         if identity.organizations:
             claims["o"] = list(identity.organizations)
+        if identity.oidc is not None:
+            claims["oidc"] = {"p": identity.oidc.provider, "c": identity.oidc.claims,
+                              "v": self._providers[identity.oidc.provider]}
         header = {"alg": "HS256", "typ": "JWT", "kid": key.kid}
         signing_input = (_b64(json.dumps(header, separators=(",", ":")).encode()) + "."
                          + _b64(json.dumps(claims, separators=(",", ":")).encode()))
@@ -125,7 +140,9 @@ class TokenService:
                 return hit[1]
             raise InvalidToken("expired", "token expired")
         claims = self._check(token, now)
-        found = (claims.get("sub"), claims.get("name"), tuple(claims.get("cn", ())), tuple(claims.get("o", ())))
+        oidc = claims.get("oidc")
+        found = (claims.get("sub"), claims.get("name"), tuple(claims.get("cn", ())), tuple(claims.get("o", ())),
+                 None if oidc is None else Oidc.of(oidc["p"], oidc["c"], float(claims["exp"])))
         with self._lock:
             if len(self._cache) >= MAX_CACHE:
                 self._evict(now)
@@ -163,6 +180,12 @@ class TokenService:
             entry = self._identities.get(sub)
             if entry is None or entry != (claims.get("name"), claims.get("ver")):
                 raise InvalidToken("revoked", "the token's identity no longer exists or has new credentials")
+        oidc = claims.get("oidc")
+        if oidc is not None:
+            if not (isinstance(oidc, dict) and isinstance(oidc.get("p"), str) and isinstance(oidc.get("c"), dict)):
+                raise InvalidToken("invalid", "malformed token")
+            if self._providers.get(oidc["p"]) != oidc.get("v"):
+                raise InvalidToken("revoked", "the token's OIDC provider no longer exists or accepts other tokens")
         for name in ("cn", "o"):
             value = claims.get(name, [])
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

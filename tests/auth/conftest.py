@@ -14,6 +14,9 @@
 - ``make_pki(dir)``: a CA, a server certificate for 127.0.0.1, client
   certificates with chosen organizations and one from an unrelated CA, all
   generated with ``cryptography``.
+- ``oidc_pki`` / ``issuer_server(require_client_cert=False)`` (module scoped): local OIDC
+  issuers over HTTPS on 127.0.0.1 (tests/auth/oidc_issuer.py), their certificates from
+  ``oidc_pki``; every issuer server stops when the module ends.
 """
 
 from __future__ import annotations
@@ -83,6 +86,27 @@ def module_server(tmp_path_factory):
 
     yield make
     stop_all(servers)
+
+
+@pytest.fixture(scope="module")
+def oidc_pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("oidc-pki"))
+
+
+@pytest.fixture(scope="module")
+def issuer_server(oidc_pki):
+    from .oidc_issuer import IssuerServer
+
+    servers: list = []
+
+    def make(require_client_cert: bool = False):
+        server = IssuerServer(oidc_pki, require_client_cert)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
 
 
 def digest_of(data: bytes) -> str:

@@ -108,7 +108,7 @@ def test_an_identified_token_names_the_identity_and_verifies(tmp_path, store):
     assert (c["iss"], c["aud"], c["sub"], c["name"], c["iat"], c["exp"]) == ("angos", "angos", "alice", "alice",
                                                                               T0, T0 + 300)
     assert "grants" not in c and "access" not in c and "ip" not in c  # who, never what or from where
-    assert svc.verify(token) == ("alice", "alice", (), ())
+    assert svc.verify(token) == ("alice", "alice", (), (), None)
     assert svc.ours(token) and not svc.ours("not.a.token")
 
 
@@ -117,9 +117,9 @@ def test_an_anonymous_token_carries_no_subject_and_certificate_names_when_there_
 
     svc = TokenService(config(tmp_path), store, Clock(T0))
     anon, _, _ = svc.issue(Identity())
-    assert "sub" not in claims(anon) and svc.verify(anon) == (None, None, (), ())
+    assert "sub" not in claims(anon) and svc.verify(anon) == (None, None, (), (), None)
     cert, _, _ = svc.issue(Identity(common_names=("builder",), organizations=("Platform",)))
-    assert svc.verify(cert) == (None, None, ("builder",), ("Platform",))
+    assert svc.verify(cert) == (None, None, ("builder",), ("Platform",), None)
 
 
 def test_a_token_expires_at_exp_even_once_remembered(tmp_path, store):
@@ -128,9 +128,9 @@ def test_a_token_expires_at_exp_even_once_remembered(tmp_path, store):
     clock = Clock(T0)
     svc = TokenService(config(tmp_path), store, clock)
     token, _, _ = svc.issue(Identity())
-    assert svc.verify(token) == (None, None, (), ())  # now remembered
+    assert svc.verify(token) == (None, None, (), (), None)  # now remembered
     clock.now = T0 + 299
-    assert svc.verify(token) == (None, None, (), ())
+    assert svc.verify(token) == (None, None, (), (), None)
     clock.now = T0 + 300
     with pytest.raises(InvalidToken) as err:
         svc.verify(token)
@@ -155,8 +155,8 @@ def test_rotation_signs_with_a_new_key_and_the_previous_one_verifies_until_its_t
     new, _, _ = svc.issue(Identity())
     assert header(new)["kid"] == f"{int(old_kid.split('-')[0]) + DAY}-1"
     other_server = TokenService(config(tmp_path, "lifetime_secs = 600"), shared(), clock)
-    assert other_server.verify(old) == (None, None, (), ())  # rotated out, still live: read from the store
-    assert other_server.verify(new) == (None, None, (), ())
+    assert other_server.verify(old) == (None, None, (), (), None)  # rotated out, still live: read from the store
+    assert other_server.verify(new) == (None, None, (), (), None)
     assert sorted(store.children(paths.TOKEN_KEYS)) == sorted([old_kid, header(new)["kid"]])
 
 
@@ -215,7 +215,7 @@ def test_servers_sharing_a_store_make_one_key_per_period_and_accept_each_others_
     assert ka == kb
     ta, _, _ = a.issue(Identity(id="alice", username="alice"))
     tb, _, _ = b.issue(Identity())
-    assert b.verify(ta) == ("alice", "alice", (), ()) and a.verify(tb) == (None, None, (), ())
+    assert b.verify(ta) == ("alice", "alice", (), (), None) and a.verify(tb) == (None, None, (), (), None)
 
 
 @pytest.mark.parametrize("change, reason", [
