@@ -37,6 +37,7 @@ class EventWebhooks:
         self.config = config
         self.enqueue = enqueue
         self._subs: Subscriptions | None = None
+        self.subscriptions()  # now, so every webhook's delivery counters exist (at 0) from start-up
 
     def subscriptions(self) -> Subscriptions:
         cfg = self.config()
