@@ -275,6 +275,36 @@ def test_async_deliveries_survive_a_restart_with_the_receiver_down(angos_factory
         receiver.stop()
 
 
+def test_a_refused_async_delivery_is_retried_then_dead_lettered_and_a_retry_sends_the_same_event(angos_factory):
+    receiver = Receiver(TOKEN, status=400).start()
+    try:
+        server = angos_factory(extra=_async_config(receiver.url).replace('timeout = "5s"', 'max_retries = 1'))
+        ns = uniq("app")
+        body, digest, _ = _image(server, ns)
+        assert _put(server, ns, "v1", body).status_code == 201
+
+        def dead_letters():
+            r = requests.get(server.url + "/_ext/_jobs/failed?queue=webhooks")
+            assert r.status_code == 200, r.text
+            failed = r.json()["failed"]
+            return failed if len(failed) == 2 else None
+
+        failed = wait_for(dead_letters, what="both deliveries dead-lettered")
+        assert all(j["attempts"] == 2 and "answered HTTP 400" in j["last_error"] for j in failed), failed
+        refused = receiver.of("manifest.push", ns)
+        assert len(refused) == 2 and refused[0].body == refused[1].body  # the same bytes on every attempt
+
+        receiver.status = 204
+        job = next(j for j in failed if j["payload"]["event"]["kind"] == "manifest.push")
+        r = requests.post(server.url + f"/_ext/_jobs/failed/{job['storage_key']}/retry?queue=webhooks")
+        assert r.status_code == 204, r.text
+        wait_for(lambda: len(receiver.of("manifest.push", ns)) == 3, what="the retried delivery")
+        again = receiver.of("manifest.push", ns)[-1]
+        assert again.body == refused[0].body and again.doc["digest"] == digest and again.signature_ok
+    finally:
+        receiver.stop()
+
+
 def test_a_hanging_async_receiver_does_not_slow_pushes(angos_factory):
     receiver = Receiver(TOKEN).start()
     receiver.hang()
