@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Callable
 
 from ..oci.digest import Digest
 from ..storage import NotFound, build_locks, build_store
@@ -65,22 +66,26 @@ class Registry:
                 exclusions = repo.immutable_tags_exclusions  # a repository list replaces the global one
         return WritePolicy(enabled, exclusions, g.allow_missing_manifest_references)
 
-    def record_pull(self, ns: str, d: Digest, reference: str | None = None, actor: Actor | None = None) -> None:
+    def record_pull(self, ns: str, d: Digest, reference: str | None = None,
+                    actor: Callable[[], Actor | None] | None = None) -> None:
         """A manifest GET of ``reference`` (resolved to ``d``) about to be served: vet it, record the
-        pull time (``update_pull_time``), report it."""
+        pull time (``update_pull_time``), report it. ``actor()`` says who pulls; it is called only
+        when some watcher wants pulls, so the hot path builds nothing nobody watches."""
         pulled = None
-        if self.listeners.wants("manifest.pull"):  # the hot path builds nothing nobody watches
+        if self.listeners.wants("manifest.pull"):
             reference = reference or str(d)
-            pulled = Activity("manifest.pull", ns, actor, str(d), reference, None if ":" in reference else reference)
+            pulled = Activity("manifest.pull", ns, actor() if actor else None, str(d), reference,
+                              None if ":" in reference else reference)
             self.listeners.vet(pulled)
         if self.cfg.global_.update_pull_time:
             self.meta_store.put(paths.pull_time(ns, d), json.dumps({"pulled_at": format_ts(now())}).encode())
         self.listeners.emit(pulled)
 
-    def record_blob_pull(self, ns: str, d: Digest, actor: Actor | None = None) -> None:
-        """A blob GET about to be served: vet and report it (nothing is stored)."""
+    def record_blob_pull(self, ns: str, d: Digest, actor: Callable[[], Actor | None] | None = None) -> None:
+        """A blob GET about to be served: vet and report it (nothing is stored); ``actor`` as for
+        :meth:`record_pull`."""
         if self.listeners.wants("blob.pull"):
-            pulled = Activity("blob.pull", ns, actor, str(d))
+            pulled = Activity("blob.pull", ns, actor() if actor else None, str(d))
             self.listeners.vet(pulled)
             self.listeners.emit(pulled)
 

@@ -79,7 +79,7 @@ def get_blob(name: str, digest: str):
         served = cache.get_blob(name, d, head=request.method == "HEAD")
         if served.handle is None:
             if request.method == "GET":
-                reg.record_blob_pull(name, d, current_actor())
+                reg.record_blob_pull(name, d, current_actor)
             return _from_upstream(cache, name, d, served)
         handle = served.handle
     else:
@@ -93,7 +93,7 @@ def get_blob(name: str, digest: str):
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{handle.size}"
     if request.method == "GET":
-        reg.record_blob_pull(name, d, current_actor())
+        reg.record_blob_pull(name, d, current_actor)
     if request.method == "HEAD" or length == 0:
         resp = current_app.response_class(b"", status=status)
         resp.headers.update(headers)

@@ -72,7 +72,7 @@ def get_manifest(name: str, reference: str):
     else:
         rev = reg.manifests.get(name, _reference(reference))
     if request.method == "GET":
-        reg.record_pull(name, rev.digest, reference, current_actor())
+        reg.record_pull(name, rev.digest, reference, current_actor)
         if redirect_allowed(reg.cfg.global_.enable_manifest_redirect):
             url = reg.manifests.redirect_url(name, rev)  # served with rev.media_type as Content-Type
             if url:
