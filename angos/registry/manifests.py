@@ -394,7 +394,7 @@ class ManifestService:
         untagging = {name: self.listeners.activity("tag.delete", ns, actor, digest=str(d), reference=str(d), tag=name)
                      for name, _ in pointing}
         self.listeners.vet(deleted, *untagging.values())
-        events = []
+        events, untagged = [], []
         for name, _ in pointing:
             with self.locks.lock(f"tag:{ns}:{name}"):
                 rec = self.tags.get(ns, name)
@@ -403,11 +403,11 @@ class ManifestService:
                     self.tombstones.bury_tag(ns, name, rec.digest, tag_stamp, origin)
                     self.tags.delete(ns, name)
                     events.append(ManifestDeleted(ns, name, rec.digest, format_ts(tag_stamp)))
-                    events.append(untagging.get(name))
+                    untagged.append(untagging.get(name))
         self.tombstones.bury_digest(ns, d, rev.subject, stamp, origin)
         self._drop_revision(ns, d, rev)
         events.append(ManifestDeleted(ns, str(d), str(d), format_ts(stamp), rev.subject))
-        events.append(deleted)
+        events += [deleted, *untagged]  # the operation, then the tags that went with it (as vetted)
         for ev in events:
             self.listeners.emit(ev)
 
