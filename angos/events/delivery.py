@@ -3,8 +3,9 @@
 :func:`attempt` POSTs a body and classifies the result: ``delivered`` (any
 2xx), ``failed`` (another answer: the receiver said no) or ``unreachable``
 (no answer within ``timeout``, a connection error, or an answer saying the
-receiver is not there now: 408, 429, 502, 503, 504). Redirects are not
-followed and response bodies are never read. Each attempt counts in
+receiver is not there now: 408, 429, 502, 503, 504). ``timeout`` bounds the
+connection and each wait for the answer. Redirects are not followed; at most
+64 KiB of a response body is read (so the connection can be reused), never kept. Each attempt counts in
 ``angos_event_webhook_deliveries_total{webhook,outcome}`` and
 ``angos_event_webhook_delivery_duration_seconds{webhook}``.
 
@@ -61,7 +62,10 @@ def attempt(name: str, hook, kind: str, event_id: str, body: bytes) -> Result:
     try:
         resp = session().post(hook.url, data=body, headers=headers(hook.token, kind, event_id, body),
                               timeout=hook.timeout, allow_redirects=False, stream=True)
-        resp.close()
+        try:
+            _discard(resp)
+        finally:
+            resp.close()
     except requests.Timeout:
         result = Result("unreachable", None, f"event webhook {name!r} did not answer within {hook.timeout:g}s")
     except requests.RequestException as exc:
@@ -78,6 +82,19 @@ def attempt(name: str, hook, kind: str, event_id: str, body: bytes) -> Result:
     if not result.ok:
         log.debug("%s %s (event %s): %s", kind, result.outcome, event_id, result.error)
     return result
+
+
+def _discard(resp, limit: int = 65536) -> None:
+    """Read a small answer to its end, so keep-alive can reuse the connection; a larger one is cut
+    (closing the response then drops the connection instead)."""
+    seen = 0
+    try:
+        for block in resp.iter_content(8192):
+            seen += len(block)
+            if seen > limit:
+                return
+    except requests.RequestException:
+        pass  # the status is what counts; a broken body only costs the connection
 
 
 def deliver(name: str, hook, kind: str, event_id: str, body: bytes) -> Result:
