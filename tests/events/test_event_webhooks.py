@@ -305,22 +305,32 @@ def test_a_refused_async_delivery_is_retried_then_dead_lettered_and_a_retry_send
         receiver.stop()
 
 
-def test_a_hanging_async_receiver_does_not_slow_pushes(angos_factory):
+def test_a_hanging_async_receiver_slows_neither_pushes_nor_replication(angos_factory):
     receiver = Receiver(TOKEN).start()
     receiver.hang()
     try:
-        server = angos_factory(extra=_async_config(receiver.url, timeout="60s"))
-        ns = uniq("app")
-        body, _, _ = _image(server, ns)
-        assert _put(server, ns, "first", body).status_code == 201
-        wait_for(lambda: receiver.seen >= 1, what="a delivery held open by the receiver")
-        for i in range(3):
+        peer = angos_factory()
+        server = angos_factory(extra=_async_config(receiver.url, timeout="60s") + f"""
+            [repository."r"]
+            [[repository."r".downstream]]
+            name = "peer"
+            url = "{peer.url}"
+            """)
+        ns = f"r/{uniq('app')}"
+        for tag in ("first", "second"):  # two deliveries each: the webhooks pool's 4 threads all held
             body, _, _ = _image(server, ns)
+            assert _put(server, ns, tag, body).status_code == 201
+        wait_for(lambda: receiver.seen >= 4, what="four deliveries held open by the receiver")
+        for i in range(3):
+            body, digest, _ = _image(server, ns)
             started = time.monotonic()
             assert _put(server, ns, f"v{i}", body).status_code == 201
             # A synchronous delivery would take the hook's 60 s timeout; this bound only rules that out.
             assert time.monotonic() - started < 15
-        assert receiver.seen >= 1 and not receiver.deliveries  # still held: nothing has been answered
+        # Replication has its own pool: the last push reaches the peer while every webhook thread waits.
+        wait_for(lambda: requests.head(peer.v2(f"{ns}/manifests/v2"), headers={"Accept": OCI_MANIFEST}).headers
+                 .get("Docker-Content-Digest") == digest, timeout=60, what="the push replicated to the peer")
+        assert receiver.seen >= 4 and not receiver.deliveries  # still held: nothing has been answered
     finally:
         receiver.stop()
 
