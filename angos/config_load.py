@@ -244,7 +244,8 @@ def _validate_event_webhooks(cfg: Config) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
             raise ConfigError(f"{where}: a webhook name is 1-64 letters, digits, '.', '_' or '-'")
         if not re.fullmatch(r"https?://[^/\s]+(/[^\s]*)?", hook.url):
-            raise ConfigError(f"{where}.url: expected an http:// or https:// URL, got {hook.url!r}")
+            # Not echoed: a webhook URL often carries a secret in its path (Slack, Teams...).
+            raise ConfigError(f"{where}.url: expected an http:// or https:// URL")
     lists = [("global.event_webhooks", cfg.global_.event_webhooks)]
     lists += [(f"{_join('repository', key)}.event_webhooks", repo.event_webhooks)
               for key, repo in cfg.repository.items() if repo.event_webhooks]

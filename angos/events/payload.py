@@ -5,7 +5,7 @@ and every retry: receivers dedupe on it), ``timestamp`` (RFC 3339 UTC),
 ``kind``, ``namespace``, ``repository`` (the configured repository key the
 namespace belongs to), ``digest``, ``reference``, ``tag`` and ``actor``
 (``kind``: ``user``, ``anonymous`` or ``internal``; ``id``, ``username``,
-``client_ip``; ``origin`` for replication). Fields that do not apply are
+``client_ip``; ``provider`` for an OIDC caller; ``origin`` for replication). Fields that do not apply are
 absent, never null. Serialised with sorted keys and no spaces, so a queued
 delivery sends the same bytes on every attempt.
 
@@ -31,7 +31,8 @@ def event_document(act: Activity, repository: str | None) -> dict:
     if act.actor is not None:
         a = act.actor
         doc["actor"] = {k: v for k, v in (("kind", a.kind), ("id", a.id), ("username", a.username),
-                                          ("client_ip", a.client_ip), ("origin", a.origin)) if v is not None}
+                                          ("client_ip", a.client_ip), ("provider", a.provider),
+                                          ("origin", a.origin)) if v is not None}
     return {k: v for k, v in doc.items() if v is not None}
 
 

@@ -78,14 +78,16 @@ ACTIVITY_KINDS = ("manifest.push", "manifest.pull", "manifest.delete", "blob.pus
 
 @dataclass(frozen=True)
 class Actor:
-    """Who did it. ``kind`` is ``user`` (an identity or a client certificate), ``anonymous``, or
-    ``internal`` for what the registry does by itself: ``id`` is then ``replication`` (a write a peer
-    replicated here, authored on ``origin``), ``retention`` or ``cache-fill``."""
+    """Who did it. ``kind`` is ``user`` (an identity, an OIDC token from ``provider`` whose subject is
+    ``username``, or a client certificate), ``anonymous``, or ``internal`` for what the registry does
+    by itself: ``id`` is then ``replication`` (a write a peer replicated here, authored on ``origin``),
+    ``retention`` or ``cache-fill``."""
     kind: str
     id: str | None = None
     username: str | None = None
     client_ip: str | None = None
     origin: str | None = None
+    provider: str | None = None
 
     @classmethod
     def internal(cls, why: str, origin: str | None = None) -> "Actor":
