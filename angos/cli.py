@@ -27,12 +27,12 @@ COMMANDS = {
                            "ask a running server whether a tag has reached its downstreams (exit 0 in sync, "
                            "1 not, 2 error)"),
 }
-QUEUES = ("replication", "cache")
+QUEUES = ("replication", "cache", "webhooks")
 
 
 def _worker_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--queue", action="append", choices=QUEUES, dest="queues", metavar="{replication,cache}",
-                   help="queue to drain (repeatable; default: both)")
+    p.add_argument("--queue", action="append", choices=QUEUES, dest="queues", metavar="{replication,cache,webhooks}",
+                   help="queue to drain (repeatable; default: all)")
     p.add_argument("--poll-interval", default="50ms", metavar="DURATION",
                    help="idle poll and scheduler interval, e.g. 50ms or 1s (default 50ms)")
     p.add_argument("--metrics-address", metavar="HOST:PORT",

@@ -234,6 +234,10 @@ class GlobalConfig:
     retention_policy: RetentionPolicy = field(default_factory=RetentionPolicy)
     job_queue: JobQueueConfig | None = None
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
+    # [event_webhook.<name>] tables reporting on every repository (a repository's own list replaces it).
+    event_webhooks: tuple[str, ...] = ()
+    # Threads draining the webhooks queue (async event webhook deliveries) per draining process.
+    max_concurrent_webhook_jobs: int = field(default=4, metadata=check(_positive))
 
 
 @dataclass(frozen=True)
@@ -366,6 +370,46 @@ class RepositoryConfig:
     # The registry host this repository stands for in distribution-spec registry proxying:
     # ``GET /v2/<x>/...?ns=<namespace>`` is served from ``<repository>/<x>`` (e.g. "docker.io").
     namespace: str | None = None
+    # Event webhooks for this repository's namespaces; set (even to []), it replaces global.event_webhooks.
+    event_webhooks: tuple[str, ...] | None = None
+
+
+def _event_kinds(values):
+    from .registry.events import ACTIVITY_KINDS  # the registry names what it reports
+
+    if not values:
+        raise ValueError("must list at least one event")
+    for v in values:
+        if v not in ACTIVITY_KINDS:
+            raise ValueError(f"unknown event {v!r}; valid: {', '.join(ACTIVITY_KINDS)}")
+    return tuple(dict.fromkeys(values))
+
+
+def _webhook_token(value):
+    # Sent as "Authorization: Bearer <token>": a header value, so no spaces or control characters.
+    if not re.fullmatch(r"[\x21-\x7e]+", value):
+        raise ValueError("must be non-empty printable ASCII without spaces")
+    return value
+
+
+@dataclass(frozen=True)
+class EventWebhook:
+    """``[event_webhook.<name>]``: an HTTP receiver of registry activities (angos.events). ``required``
+    and ``optional`` deliver during the client's request (``required`` before the operation, which its
+    failure refuses); ``async`` deliveries are jobs on the ``webhooks`` queue."""
+    url: str
+    policy: str = field(metadata=check(_one_of("required", "optional", "async")))
+    events: tuple[str, ...] = field(metadata=check(_event_kinds))
+    # The Bearer credential and the HMAC-SHA256 key of X-Registry-Signature-256.
+    token: str | None = field(default=None, metadata=check(_webhook_token))
+    # One attempt's limit (connect and answer); a synchronous hook holds the client this long per attempt.
+    timeout: float = field(default=5.0, metadata={
+        "parse": parse_duration, "check": lambda v: v if 0 < v <= 60 else _fail("must be more than 0s and at most 60s")})
+    # Further attempts after a failed one: 100 ms, 200 ms, 400 ms ... apart when synchronous; async
+    # deliveries spend them only on answers (an unreachable receiver makes its jobs wait instead).
+    max_retries: int = field(default=0, metadata=check(lambda v: v if 0 <= v <= 16 else _fail("must be 0-16")))
+    # Regexes searched in the namespace; any match reports it. Empty: every namespace.
+    repository_filter: tuple[str, ...] = field(default=(), metadata=check(_regexes))
 
 
 def _service_name(value):
@@ -491,6 +535,7 @@ class Config:
     global_: GlobalConfig = field(default_factory=GlobalConfig, metadata={"key": "global"})
     auth: AuthConfig = field(default_factory=AuthConfig)
     repository: dict[str, RepositoryConfig] = field(default_factory=dict)
+    event_webhook: dict[str, EventWebhook] = field(default_factory=dict)
     ui: UiConfig = field(default_factory=UiConfig)
     sources: tuple[str, ...] = field(default=(), metadata={"internal": True})
 

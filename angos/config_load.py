@@ -218,6 +218,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("server.tls.client_ca_bundle: required when client_auth = \"required\"")
     _validate_repositories(cfg)
     _validate_oidc(cfg)
+    _validate_event_webhooks(cfg)
 
 
 def _validate_oidc(cfg: Config) -> None:
@@ -234,6 +235,25 @@ def _validate_oidc(cfg: Config) -> None:
             raise ConfigError(f"{where}.issuer: required (an https:// URL) unless provider = \"github\"")
         if (prov.client_certificate_bundle is None) != (prov.client_private_key is None):
             raise ConfigError(f"{where}: client_certificate_bundle and client_private_key go together")
+
+
+def _validate_event_webhooks(cfg: Config) -> None:
+    """Names are metric labels and job keys; every reference must name a defined webhook."""
+    for name, hook in cfg.event_webhook.items():
+        where = _join("event_webhook", name)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+            raise ConfigError(f"{where}: a webhook name is 1-64 letters, digits, '.', '_' or '-'")
+        if not re.fullmatch(r"https?://[^/\s]+(/[^\s]*)?", hook.url):
+            # Not echoed: a webhook URL often carries a secret in its path (Slack, Teams...).
+            raise ConfigError(f"{where}.url: expected an http:// or https:// URL")
+    lists = [("global.event_webhooks", cfg.global_.event_webhooks)]
+    lists += [(f"{_join('repository', key)}.event_webhooks", repo.event_webhooks)
+              for key, repo in cfg.repository.items() if repo.event_webhooks]
+    for where, names in lists:
+        for i, name in enumerate(names):
+            if name not in cfg.event_webhook:
+                defined = ", ".join(sorted(cfg.event_webhook)) or "none"
+                raise ConfigError(f"{where}[{i}]: no [event_webhook.{name}] table (defined: {defined})")
 
 
 def _validate_repositories(cfg: Config) -> None:

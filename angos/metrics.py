@@ -95,5 +95,14 @@ CACHE_UPSTREAM_DURATION = Histogram("angos_cache_upstream_request_duration_secon
 CACHE_FILLS_IN_PROGRESS = Gauge("angos_cache_fills_in_progress", "Blobs being fetched from an upstream into storage",
                                 multiprocess_mode="livesum")
 
+# Event webhooks (angos.events): one count and one duration per delivery attempt, wherever it runs (a web
+# worker for required/optional webhooks, the draining process for async ones).
+EVENT_WEBHOOK_DELIVERIES = Counter("angos_event_webhook_deliveries_total", "Event webhook delivery attempts by "
+                                   "webhook and outcome (delivered, failed, unreachable)", ["webhook", "outcome"])
+EVENT_WEBHOOK_DURATION = Histogram("angos_event_webhook_delivery_duration_seconds", "Time one event webhook "
+                                   "delivery attempt took, until the receiver answered or the attempt failed",
+                                   ["webhook"],
+                                   buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+
 CHANGE_FEED_WRITE_FAILURES = Counter("angos_change_feed_write_failures_total",
                                      "Tag changes the change feed could not record (logged; the write itself succeeded)")

@@ -495,8 +495,9 @@ def run_server(cfg, config_paths) -> int:
     return 0
 
 
-def _drain_pools(cfg) -> tuple[int, int]:
-    return cfg.global_.max_concurrent_replication_jobs, cfg.global_.max_concurrent_cache_jobs
+def _drain_pools(cfg) -> tuple[int, int, int]:
+    g = cfg.global_
+    return g.max_concurrent_replication_jobs, g.max_concurrent_cache_jobs, g.max_concurrent_webhook_jobs
 
 
 def _downstreams(cfg) -> set[str]:

@@ -1,8 +1,8 @@
-"""``angos worker [--queue replication|cache]... [--poll-interval 50ms]``: drain the job queues.
+"""``angos worker [--queue replication|cache|webhooks]... [--poll-interval 50ms]``: drain the job queues.
 
 Requires ``[global.job_queue]``: with it the server only enqueues and one or
 more workers (on any host sharing the queue backend) run the jobs. Without
-``--queue`` both queues are drained, each on its own pool. ``--poll-interval``
+``--queue`` every queue is drained, each on its own pool. ``--poll-interval``
 is how often an idle SQLite worker looks for due jobs (and the scheduler
 tick); the default of 50 ms keeps enqueue→start latency low at well under 1%
 CPU. Redis workers block on the queue and start jobs at once.
@@ -37,14 +37,14 @@ from .queue.envelope import QUEUES
 log = logging.getLogger("angos.worker")
 
 # Modules that register job kinds; replication and cache add themselves here.
-JOB_MODULES: tuple[str, ...] = ("angos.replication.tasks", "angos.cache.tasks")
+JOB_MODULES: tuple[str, ...] = ("angos.replication.tasks", "angos.cache.tasks", "angos.events.tasks")
 
 DEFAULT_POLL = "50ms"
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--queue", action="append", choices=QUEUES, dest="queues", metavar="{replication,cache}",
-                   help="queue to drain (repeatable; default: both)")
+    p.add_argument("--queue", action="append", choices=QUEUES, dest="queues", metavar="{replication,cache,webhooks}",
+                   help="queue to drain (repeatable; default: all)")
     p.add_argument("--poll-interval", default=DEFAULT_POLL, metavar="DURATION",
                    help=f"idle poll and scheduler interval, e.g. 50ms or 1s (default {DEFAULT_POLL})")
     p.add_argument("--metrics-address", metavar="HOST:PORT",

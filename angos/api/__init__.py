@@ -34,6 +34,7 @@ def create_app(cfg, registry=None) -> Flask:
     _wire_conflicts(app, reg)
     _wire_change_feed(app, reg)
     _wire_cache(app, reg, cfg)
+    _wire_event_webhooks(app, reg)
 
     observability.register(app)  # first, so request timing covers the access check too
     app.before_request(origin.refuse_cross_site)  # before credentials are even looked at
@@ -107,6 +108,13 @@ def _start_replication_gauges(cfg, reg, queues) -> None:
         runs.publish(reg)
 
     start_refresher(refresh, cfg.global_.replication.backlog_refresh_secs, "replication-gauges")
+
+
+def _wire_event_webhooks(app: Flask, reg) -> None:
+    """Registry activities → event webhooks (angos.events; nothing is wired without webhooks)."""
+    from ..events import wire
+
+    wire(reg, lambda: app.extensions["angos.config"], app.extensions["angos.queues"])
 
 
 def _wire_change_feed(app: Flask, reg) -> None:

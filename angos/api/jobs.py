@@ -1,6 +1,6 @@
 """``/_ext/_jobs``: list, retry and delete jobs of the durable queues (SPEC 10).
 
-Routes (``?queue=cache|replication``, default ``cache``; ``n`` 1-1000, default
+Routes (``?queue=cache|replication|webhooks``, default ``cache``; ``n`` 1-1000, default
 100; ``after`` = the ``next`` cursor of the previous page):
 
 - ``GET /_ext/_jobs`` → ``{"jobs": [...], "next": ...}``: pending and running
@@ -72,7 +72,7 @@ def _setup(state) -> None:
     if jq is not None:
         from ..queue.gauges import start_refresher
 
-        start_refresher(lambda: [queues[name].refresh_gauges() for name in ("replication", "cache")],
+        start_refresher(lambda: [queues[name].refresh_gauges() for name in QUEUES],
                         jq.pending_refresh_interval_secs)
 
 

@@ -41,6 +41,7 @@ from .. import metrics as m
 from ..oci.digest import Digest, is_digest
 from ..oci.errors import BadGateway, DigestInvalid, ManifestInvalid, ManifestUnknown, OciError
 from ..oci.manifest import parse_manifest
+from ..registry.events import CACHE_FILL
 from ..registry.manifests import Revision, WritePolicy
 from ..registry.tags import immutable
 from .flight import SingleFlight
@@ -139,7 +140,7 @@ class ManifestCache:
         try:
             parsed = parse_manifest(body, content_type)
             tags = None if is_digest(reference) else [reference]
-            self.registry.manifests.put(ns, str(d), body, content_type, FILL_POLICY, tags)
+            self.registry.manifests.put(ns, str(d), body, content_type, FILL_POLICY, tags, actor=CACHE_FILL)
         except (ManifestInvalid, DigestInvalid) as exc:
             raise BadGateway(f"upstream {answer.where()} sent an invalid manifest for {reference}: "
                              f"{exc.message}") from None

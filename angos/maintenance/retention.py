@@ -35,7 +35,8 @@ Semantics (rules say what to **keep**):
   does.
 
 Deletions go through :meth:`ManifestService.delete`, the same path as an
-HTTP DELETE, so they emit events; this process wires a
+HTTP DELETE, so they emit events (event webhooks report them with the internal
+actor ``retention``); this process wires a
 :class:`~angos.replication.listener.ReplicationListener` to them, enqueues
 the replication deletes, and drains what it enqueued before exiting (as
 ``--replicate`` does). It records them in the change feed too, as the server
@@ -59,6 +60,7 @@ import cel
 from ..oci.digest import Digest
 from ..oci.errors import AngosError
 from ..registry import paths
+from ..registry.events import RETENTION
 from ..registry.timestamps import parse_ts
 from ..replication.conflicts import ConflictLog
 from ..storage import NotFound
@@ -202,6 +204,12 @@ def run(cfg, dry_run: bool, out=print, registry=None) -> int:
         from ..replication.changefeed import wire
 
         wire(reg)  # its deletes are tag changes like the server's: peers' reconciles read them
+        from ..events import wire as wire_webhooks
+        from ..queue import JobQueues
+
+        # Reported like a client's deletes, with the internal actor "retention"; async deliveries are
+        # queued for the server's drain or the workers.
+        wire_webhooks(reg, lambda: cfg, JobQueues(cfg))
     now_secs = int(time.time())
     losers = ConflictLog(reg.meta_store).protected_losers(cfg.global_.replication.conflict_protection)
     for ns in namespaces(reg.meta_store):
@@ -227,7 +235,7 @@ def run(cfg, dry_run: bool, out=print, registry=None) -> int:
             if dry_run:
                 continue
             try:
-                reg.manifests.delete(ns, c.tag if c.tag is not None else str(c.digest))
+                reg.manifests.delete(ns, c.tag if c.tag is not None else str(c.digest), actor=RETENTION)
             except Exception as exc:  # noqa: BLE001 - e.g. deleted concurrently; report and go on
                 phase.problem("retention: deleting %s:%s failed: %s", ns, c.name, exc)
     if queue is not None and keys:

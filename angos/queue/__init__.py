@@ -1,9 +1,9 @@
-"""The durable job queues (``replication`` and ``cache``) on Huey. SPEC section 10.
+"""The durable job queues (``replication``, ``cache`` and ``webhooks``) on Huey. SPEC section 10.
 
 - :func:`make_huey` builds a queue's Huey instance (SQLite file under
   ``<metadata fs root>/_jobs/`` or Redis); :class:`JobQueue` wraps it with
   envelopes, coalescing by ``lock_key``, backoff, dead-letter, leases and
-  the admin operations; :class:`JobQueues` holds both queues of a config.
+  the admin operations; :class:`JobQueues` holds every queue of a config.
 - :mod:`.kinds` is where job kinds register their handlers; the queue never
   imports the packages that define them.
 - :mod:`.consumer` drains queues in a process (``angos worker``, and the

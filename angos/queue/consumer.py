@@ -38,6 +38,7 @@ from huey.consumer import Consumer, Scheduler
 from .. import sdnotify
 from ..reload import file_state
 from .core import JobQueue, queue_config
+from .envelope import QUEUES
 from .kinds import load_job_modules, registered_kinds, run_drain_hooks
 
 log = logging.getLogger("angos.queue.consumer")
@@ -74,7 +75,8 @@ class AngosConsumer(Consumer):
 
 def pool_size(cfg, queue: str) -> int:
     g = cfg.global_
-    return g.max_concurrent_replication_jobs if queue == "replication" else g.max_concurrent_cache_jobs
+    return {"replication": g.max_concurrent_replication_jobs,
+            "webhooks": g.max_concurrent_webhook_jobs}.get(queue, g.max_concurrent_cache_jobs)
 
 
 def _die_with_parent() -> None:
@@ -120,7 +122,7 @@ def start_in_worker(cfg, queues, job_modules=(), poll_interval: float = 0.05) ->
     _quiet_huey()
     load_job_modules(job_modules)
     timeout = float(min(queue_config(cfg).drain_timeout_secs, max(cfg.server.shutdown_drain_secs - 1, 1)))
-    jqs = [queues[name] for name in ("replication", "cache")]
+    jqs = [queues[name] for name in QUEUES]
     consumers = [AngosConsumer(q.huey, pool_size(cfg, q.name), poll_interval, timeout, worker_type="greenlet")
                  for q in jqs]
     for c in consumers:
@@ -142,7 +144,7 @@ def start_in_worker(cfg, queues, job_modules=(), poll_interval: float = 0.05) ->
         keeper.kill()
 
     atexit.register(stop)
-    log.info("draining replication, cache inside the web worker (pid %s; process-local metadata lock)",
+    log.info("draining replication, cache, webhooks inside the web worker (pid %s; process-local metadata lock)",
              os.getpid())
 
 

@@ -223,19 +223,22 @@ class JobQueue:
 
     # ------------------------------------------------------------ producers
 
-    def submit(self, kind: str, lock_key: str, payload: dict | None = None, delay: float = 0.0) -> bool:
-        """Enqueue; True if a new job was created, False if ``lock_key`` was already pending. Raises on failure."""
-        env = Envelope.new(kind, lock_key, payload or {}, self.qcfg.max_attempts, delay)
+    def submit(self, kind: str, lock_key: str, payload: dict | None = None, delay: float = 0.0,
+               max_attempts: int | None = None) -> bool:
+        """Enqueue; True if a new job was created, False if ``lock_key`` was already pending. Raises on failure.
+        ``max_attempts`` overrides the queue's for this job (a webhook's own ``max_retries + 1``)."""
+        env = Envelope.new(kind, lock_key, payload or {}, max_attempts or self.qcfg.max_attempts, delay)
         created = self._call(self.store.add, env, self._wake_msg())
         m.JOB_QUEUE_ENQUEUED.labels(self.name, "miss" if created else "hit").inc()
         if created:
             log.debug("enqueued %s %s lock_key=%s", self.name, kind, lock_key)
         return created
 
-    def enqueue(self, kind: str, lock_key: str, payload: dict | None = None, delay: float = 0.0) -> bool:
+    def enqueue(self, kind: str, lock_key: str, payload: dict | None = None, delay: float = 0.0,
+                max_attempts: int | None = None) -> bool:
         """Like :meth:`submit` but never raises: a failure is logged, counted and returns False."""
         try:
-            return self.submit(kind, lock_key, payload, delay)
+            return self.submit(kind, lock_key, payload, delay, max_attempts)
         except Exception:  # noqa: BLE001 - an enqueue must never fail the request that triggered it
             m.JOB_QUEUE_ENQUEUE_FAILURES.labels(self.name).inc()
             log.exception("enqueue to %s failed (kind=%s lock_key=%s)", self.name, kind, lock_key)
@@ -436,7 +439,7 @@ def _describe(exc: BaseException) -> str:
 
 
 class JobQueues:
-    """Both queues of one configuration, opened on first use (one per process)."""
+    """Every queue of one configuration, opened on first use (one per process)."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -456,7 +459,8 @@ class JobQueues:
                 q.siblings = self._queues
             return q
 
-    def enqueue(self, queue: str, kind: str, lock_key: str, payload: dict | None = None, delay: float = 0.0) -> bool:
+    def enqueue(self, queue: str, kind: str, lock_key: str, payload: dict | None = None, delay: float = 0.0,
+                max_attempts: int | None = None) -> bool:
         """Never raises (see :meth:`JobQueue.enqueue`)."""
         try:
             q = self[queue]
@@ -464,4 +468,4 @@ class JobQueues:
             m.JOB_QUEUE_ENQUEUE_FAILURES.labels(queue).inc()
             log.exception("cannot open job queue %s", queue)
             return False
-        return q.enqueue(kind, lock_key, payload, delay)
+        return q.enqueue(kind, lock_key, payload, delay, max_attempts)

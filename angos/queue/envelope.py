@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 
 STORAGE_KEY = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-QUEUES = ("replication", "cache")
+QUEUES = ("replication", "cache", "webhooks")
 
 
 def created_at_of(storage_key: str) -> float:

@@ -11,6 +11,8 @@ grant is written *after* its entry and revoked *before* it. Whichever write
 fails, what is left is an entry without a grant, which only keeps bytes alive
 longer (``scrub --blobs`` drops it), never a grant whose bytes a sibling's
 delete could remove.
+
+A mount is the ``blob.push`` activity (event webhooks), vetted before the grant.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..oci.digest import Digest
 from ..oci.errors import BlobReferenced, BlobUnknown
 from ..storage import NotFound
 from . import paths
+from .events import Actor, Listeners
 from .timestamps import format_ts, now
 
 
@@ -34,10 +37,11 @@ class BlobHandle:
 
 
 class BlobService:
-    def __init__(self, blobs, meta, locks):
+    def __init__(self, blobs, meta, locks, listeners: Listeners | None = None):
         self.blobs = blobs
         self.meta = meta
         self.locks = locks
+        self.listeners = listeners if listeners is not None else Listeners()
 
     # -- grants
 
@@ -112,19 +116,22 @@ class BlobService:
 
     # -- mount
 
-    def mount(self, ns: str, d: Digest, source: str | None, can_read_source) -> bool:
+    def mount(self, ns: str, d: Digest, source: str | None, can_read_source, actor: Actor | None = None) -> bool:
         """Grant ``d`` to ``ns`` if the caller can read it somewhere; else False.
 
         ``source`` None means "any namespace the caller may read". ``can_read_source(ns)``
-        is the caller's get-blob permission check.
+        is the caller's get-blob permission check. ``actor`` is who asked (event webhooks).
         """
         candidates = [source] if source else self.namespaces_holding(d)
         for src in candidates:
             if src and self.has_grant(src, d) and can_read_source(src):
+                pushed = self.listeners.activity("blob.push", ns, actor, digest=str(d))
+                self.listeners.vet(pushed)
                 with self.locks.lock(f"blob:{d}"):
                     if not self.blobs.exists(paths.blob_data(d)):
                         return False
                     self.grant(ns, d)
+                self.listeners.emit(pushed)
                 return True
         return False
 

@@ -9,6 +9,13 @@ after the commit and only when local state changed, except
 :class:`~.events.ReplicatedWriteRefused`, emitted once for each replicated
 write refused as superseded (what the conflict log records).
 
+Activities (:class:`~.events.Activity`, for event webhooks) are vetted before
+anything is written and emitted after the commit: ``manifest.push`` for every
+accepted PUT (a re-push too) plus ``tag.create`` for each tag it creates or
+moves; ``manifest.delete`` for every DELETE plus ``tag.delete`` for each tag
+that goes with it. Their actor is the caller's, except for replicated writes,
+whose actor is internal (``replication``, with the write's origin).
+
 Every tag record and tombstone keeps its write's origin: :attr:`instance_name`
 (``global.instance_name``) for a client write, the ``origin`` a replicated write
 names (its ``X-Angos-Source-Instance``), or None when it names none.
@@ -30,7 +37,7 @@ from ..oci.manifest import ParsedManifest, parse_manifest
 from ..oci.reference import is_valid_tag, validate_tag
 from ..storage import NotFound
 from . import paths
-from .events import ManifestDeleted, ManifestPushed, ReplicatedWriteRefused, TombstoneRecorded
+from .events import Actor, ManifestDeleted, ManifestPushed, ReplicatedWriteRefused, TombstoneRecorded
 from .tags import TagRecord, TagStore, immutable, local_wins, winner_detail
 from .timestamps import format_ts, now
 from .tombstones import Tombstone, TombstoneStore, tombstone_wins
@@ -133,9 +140,10 @@ class ManifestService:
 
     def put(self, ns: str, reference: str, body: bytes, content_type: str | None, policy: WritePolicy,
             extra_tags: list[str] | None = None, source_ts: datetime | None = None,
-            origin: str | None = None) -> PutResult:
+            origin: str | None = None, actor: Actor | None = None) -> PutResult:
         """``source_ts`` marks a replicated write (its author time) and ``origin`` names the instance it
-        was authored on; a client write's origin is this instance."""
+        was authored on; a client write's origin is this instance. ``actor`` is who asked (reported to
+        event webhooks; a replicated write's actor is always the internal ``replication``)."""
         if len(body) > self.max_manifest_size:
             raise TooLarge(f"manifest exceeds the maximum size of {self.max_manifest_size} bytes")
         by_digest = is_digest(reference)
@@ -169,16 +177,32 @@ class ManifestService:
         # stranded untagged revision's reference markers would keep its blobs alive forever
         # (scrub --orphan-grants reclaims only unreferenced blobs), and a refused request must
         # not have written some tags. A hint read without the locks; _set_tags decides under them.
+        moving = []
         for t in tags:
             current = self.tags.get(ns, t)
             self._refuse(ns, t, current, d, author, policy, replicated,
                          self.tombstones.tag(ns, t) if current is None else None, origin)
+            if current is None or current.digest != str(d):
+                moving.append(t)
+        if replicated:
+            actor = Actor.internal("replication", origin)
+        # Vetted before anything is stored: a refusing watcher (a required webhook) leaves no trace.
+        pushed = self.listeners.activity("manifest.push", ns, actor, digest=str(d), reference=reference,
+                                         tag=None if by_digest else reference)
+        creating = {t: self.listeners.activity("tag.create", ns, actor, digest=str(d), reference=reference, tag=t)
+                    for t in moving}
+        self.listeners.vet(pushed, *creating.values())
         created_rev = self._store_revision(ns, d, parsed, body)
         result = PutResult(d, str(parsed.subject.digest) if parsed.subject else None, list(tags))
-        events = [ManifestPushed(ns, t, str(d), rec.created_at)
-                  for t, rec in self._set_tags(ns, tags, d, author, policy, replicated, origin)]
+        written = self._set_tags(ns, tags, d, author, policy, replicated, origin)
+        events = [ManifestPushed(ns, t, str(d), rec.created_at) for t, rec in written]
         if by_digest and created_rev:
             events.append(ManifestPushed(ns, str(d), str(d), format_ts(author)))
+        events.append(pushed)
+        for t, _ in written:
+            # A tag another writer moved between the vet and the lock is reported all the same.
+            events.append(creating.get(t) or self.listeners.activity("tag.create", ns, actor, digest=str(d),
+                                                                       reference=reference, tag=t))
         for ev in events:
             self.listeners.emit(ev)
         return result
@@ -302,18 +326,37 @@ class ManifestService:
 
     # -- deletes
 
-    def delete(self, ns: str, reference: str, source_ts: datetime | None = None, origin: str | None = None) -> None:
+    def delete(self, ns: str, reference: str, source_ts: datetime | None = None, origin: str | None = None,
+               actor: Actor | None = None) -> None:
         """Delete a tag or a manifest. A replicated delete (``source_ts``, authored on ``origin``) older
         than the local tag is refused as superseded; one that finds nothing to delete still records its
-        tombstone (a stale push arriving later from a third node must lose to it) and answers unknown."""
+        tombstone (a stale push arriving later from a third node must lose to it) and answers unknown.
+        ``actor`` is who asked (a replicated delete's actor is the internal ``replication``)."""
         stamp = self._author_time(source_ts)
         origin = origin if source_ts is not None else self.instance_name
+        if source_ts is not None:
+            actor = Actor.internal("replication", origin)
         if is_digest(reference):
-            self._delete_digest(ns, Digest.parse(reference), source_ts, stamp, origin)
+            self._delete_digest(ns, Digest.parse(reference), source_ts, stamp, origin, actor)
         else:
-            self._delete_tag(ns, validate_tag(reference), source_ts, stamp, origin)
+            self._delete_tag(ns, validate_tag(reference), source_ts, stamp, origin, actor)
 
-    def _delete_tag(self, ns: str, tag: str, source_ts, stamp: datetime, origin: str | None = None) -> None:
+    def _vet_tag_delete(self, ns: str, tag: str, actor: Actor | None):
+        """The activities of deleting ``tag``, vetted (outside its lock: a watcher may take seconds)
+        when the tag exists now; (None, None) otherwise."""
+        if not (self.listeners.wants("manifest.delete") or self.listeners.wants("tag.delete")):
+            return None, None
+        current = self.tags.get(ns, tag)
+        if current is None:
+            return None, None
+        acts = (self.listeners.activity("manifest.delete", ns, actor, digest=current.digest, reference=tag, tag=tag),
+                self.listeners.activity("tag.delete", ns, actor, digest=current.digest, reference=tag, tag=tag))
+        self.listeners.vet(*acts)
+        return acts
+
+    def _delete_tag(self, ns: str, tag: str, source_ts, stamp: datetime, origin: str | None = None,
+                    actor: Actor | None = None) -> None:
+        activities = self._vet_tag_delete(ns, tag, actor)
         with self.locks.lock(f"tag:{ns}:{tag}"):
             current = self.tags.get(ns, tag)
             if current is None:
@@ -331,8 +374,11 @@ class ManifestService:
             self.tombstones.bury_tag(ns, tag, current.digest, stamp, origin)
             self.tags.delete(ns, tag)
         self.listeners.emit(ManifestDeleted(ns, tag, current.digest, format_ts(stamp)))
+        for act in activities:
+            self.listeners.emit(act)
 
-    def _delete_digest(self, ns: str, d: Digest, source_ts, stamp: datetime, origin: str | None = None) -> None:
+    def _delete_digest(self, ns: str, d: Digest, source_ts, stamp: datetime, origin: str | None = None,
+                       actor: Actor | None = None) -> None:
         rev = self.revision(ns, d)
         if rev is None:
             if not self.namespace_exists(ns):
@@ -344,7 +390,11 @@ class ManifestService:
                 if local_wins(rec, stamp, None):
                     raise self._superseded(ns, name, f"tag {name} pointing at {d} is newer than the replicated delete",
                                            (rec.digest, rec.created_at, rec.origin), (None, format_ts(stamp), origin))
-        events = []
+        deleted = self.listeners.activity("manifest.delete", ns, actor, digest=str(d), reference=str(d))
+        untagging = {name: self.listeners.activity("tag.delete", ns, actor, digest=str(d), reference=str(d), tag=name)
+                     for name, _ in pointing}
+        self.listeners.vet(deleted, *untagging.values())
+        events, untagged = [], []
         for name, _ in pointing:
             with self.locks.lock(f"tag:{ns}:{name}"):
                 rec = self.tags.get(ns, name)
@@ -353,9 +403,11 @@ class ManifestService:
                     self.tombstones.bury_tag(ns, name, rec.digest, tag_stamp, origin)
                     self.tags.delete(ns, name)
                     events.append(ManifestDeleted(ns, name, rec.digest, format_ts(tag_stamp)))
+                    untagged.append(untagging.get(name))
         self.tombstones.bury_digest(ns, d, rev.subject, stamp, origin)
         self._drop_revision(ns, d, rev)
         events.append(ManifestDeleted(ns, str(d), str(d), format_ts(stamp), rev.subject))
+        events += [deleted, *untagged]  # the operation, then the tags that went with it (as vetted)
         for ev in events:
             self.listeners.emit(ev)
 

@@ -11,6 +11,10 @@ Completion moves the upload object to its content-addressed key under the
 move leaves only the upload session (cleaned by ``scrub --uploads``), never a
 partial blob.
 
+A completed upload is the ``blob.push`` activity (event webhooks): vetted once
+the digest checks out and before the blob becomes visible (a refusal leaves
+the session as it was before the closing request), emitted after.
+
 Sessions are bounded (:mod:`.upload_limits`): a namespace has at most
 ``max_upload_sessions_per_namespace`` open (429 beyond), and a session idle
 for ``upload_session_idle_timeout`` answers ``BLOB_UPLOAD_UNKNOWN`` to its
@@ -32,6 +36,7 @@ from ..oci.errors import (BlobUploadUnknown, DigestInvalid, RangeInvalid,
                           SizeInvalid, TooLarge)
 from ..storage import NotFound
 from . import paths
+from .events import Actor, Listeners
 from .hashing import overlapped
 from .timestamps import format_ts, now
 from .upload_limits import SessionLimits, new_upload_id
@@ -49,7 +54,8 @@ class UploadService:
     HASH_CACHE = 1024
 
     def __init__(self, blobs, meta, locks, blob_service, max_blob_size: int, max_sessions: int = 1000,
-                 idle_timeout: float = 3600.0):
+                 idle_timeout: float = 3600.0, listeners: Listeners | None = None):
+        self.listeners = listeners if listeners is not None else Listeners()
         self.blobs = blobs
         self.meta = meta
         self.locks = locks
@@ -199,8 +205,9 @@ class UploadService:
             self._hashers.popitem(last=False)
 
     def complete(self, ns: str, upload_id: str, digest: Digest, chunks: Iterable[bytes] | None,
-                 content_range: tuple[int, int] | None, length: int | None) -> Digest:
+                 content_range: tuple[int, int] | None, length: int | None, actor: Actor | None = None) -> Digest:
         info, _ = self.live(ns, upload_id)
+        pushed = self.listeners.activity("blob.push", ns, actor, digest=str(digest))
         with self.locks.lock(f"upload:{upload_id}"):
             before = None
             if chunks is not None and (length is None or length > 0 or content_range is not None):
@@ -209,7 +216,12 @@ class UploadService:
             size = self.offset(upload_id)
             hasher = self._take_hasher(upload_id, size, digest.algorithm)
             actual = hasher.hexdigest()
-            if actual != digest.hex:
+            try:
+                if actual != digest.hex:
+                    raise DigestInvalid(f"digest {digest} does not match the uploaded content "
+                                        f"({digest.algorithm}:{actual})")
+                self.listeners.vet(pushed)
+            except Exception:
                 if before is not None and before != size:
                     # A refused close leaves the session as it was, so the client can retry
                     # the same PUT; the final chunk it carried is dropped.
@@ -217,9 +229,9 @@ class UploadService:
                     self._hashers.pop(upload_id, None)
                 else:
                     self._keep_hasher(upload_id, size, hasher)
-                raise DigestInvalid(f"digest {digest} does not match the uploaded content "
-                                    f"({digest.algorithm}:{actual})")
+                raise
             self._finalize(ns, upload_id, digest, info)
+        self.listeners.emit(pushed)
         return digest
 
     def _finalize(self, ns: str, upload_id: str, digest: Digest, info: dict) -> None:
@@ -233,12 +245,13 @@ class UploadService:
         self.blobs.delete_prefix(paths.upload_dir(upload_id))
         self._forget(ns, upload_id, info)
 
-    def monolithic(self, ns: str, digest: Digest, chunks: Iterable[bytes], length: int | None) -> Digest:
+    def monolithic(self, ns: str, digest: Digest, chunks: Iterable[bytes], length: int | None,
+                   actor: Actor | None = None) -> Digest:
         """Single-request upload (POST ?digest= or a direct PUT): stream, hash and store in one pass.
         Its session lives for this request only, so it is not counted against the cap."""
         upload_id = self.start(ns, digest.algorithm, counted=False)
         try:
-            self.complete(ns, upload_id, digest, chunks, None, length)
+            self.complete(ns, upload_id, digest, chunks, None, length, actor)
         except BaseException:
             self.blobs.delete_prefix(paths.upload_dir(upload_id))
             self._hashers.pop(upload_id, None)

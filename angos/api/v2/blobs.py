@@ -23,6 +23,7 @@ from flask import Blueprint, current_app, request
 from ...oci.digest import Digest
 from ...oci.errors import OciError, RangeNotSatisfiable
 from ...oci.reference import validate_name
+from ..actors import current_actor
 from ..gate import action
 from ..http import CHUNK, empty, redirect, redirect_allowed, registry
 from ..pull_through import cache_for
@@ -77,6 +78,8 @@ def get_blob(name: str, digest: str):
     if cache is not None:  # pull-through: stored, or fetched once and streamed (angos.cache.blobs)
         served = cache.get_blob(name, d, head=request.method == "HEAD")
         if served.handle is None:
+            if request.method == "GET":
+                reg.record_blob_pull(name, d, current_actor)
             return _from_upstream(cache, name, d, served)
         handle = served.handle
     else:
@@ -89,6 +92,8 @@ def get_blob(name: str, digest: str):
     if rng:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{handle.size}"
+    if request.method == "GET":
+        reg.record_blob_pull(name, d, current_actor)
     if request.method == "HEAD" or length == 0:
         resp = current_app.response_class(b"", status=status)
         resp.headers.update(headers)

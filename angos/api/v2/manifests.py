@@ -18,6 +18,7 @@ from ...oci.digest import is_digest
 from ...oci.errors import ManifestInvalid, TooLarge, Unsupported
 from ...oci.reference import validate_name, validate_tag
 from ...registry.timestamps import parse_source_ts
+from ..actors import current_actor
 from ..gate import action, allows_fill, granted
 from ..http import empty, read_bounded, redirect, redirect_allowed, registry
 from ..pull_through import cache_for, stale_warning
@@ -71,7 +72,7 @@ def get_manifest(name: str, reference: str):
     else:
         rev = reg.manifests.get(name, _reference(reference))
     if request.method == "GET":
-        reg.record_pull(name, rev.digest)
+        reg.record_pull(name, rev.digest, reference, current_actor)
         if redirect_allowed(reg.cfg.global_.enable_manifest_redirect):
             url = reg.manifests.redirect_url(name, rev)  # served with rev.media_type as Content-Type
             if url:
@@ -103,7 +104,7 @@ def put_manifest(name: str, reference: str):
     policy = dataclasses.replace(reg.write_policy(name),
                                  may_repoint=lambda tag: granted("repoint-immutable-tag", namespace=name, reference=tag))
     result = reg.manifests.put(name, reference, body, request.headers.get("Content-Type"), policy, extra_tags,
-                               source_ts, _source_instance(source_ts))
+                               source_ts, _source_instance(source_ts), current_actor())
     headers = {"Location": f"/v2/{name}/manifests/{result.digest}", "Docker-Content-Digest": str(result.digest)}
     resp = empty(201, headers)
     if result.subject:
@@ -118,5 +119,6 @@ def put_manifest(name: str, reference: str):
 def delete_manifest(name: str, reference: str):
     validate_name(name)
     source_ts = _source_ts()
-    registry().manifests.delete(name, _reference(reference), source_ts, _source_instance(source_ts))
+    registry().manifests.delete(name, _reference(reference), source_ts, _source_instance(source_ts),
+                                current_actor())
     return empty(202)

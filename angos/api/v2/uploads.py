@@ -9,6 +9,7 @@ from flask import Blueprint, request
 from ...oci.digest import Digest
 from ...oci.errors import DigestInvalid, Unsupported
 from ...oci.reference import validate_name
+from ..actors import current_actor
 from ..gate import action, can
 from ..http import body_chunks, content_length, empty, has_body, parse_content_range, registry
 
@@ -38,13 +39,13 @@ def start_upload(name: str):
         source = request.args.get("from") or None
         if source is not None:
             validate_name(source)
-        if reg.blobs.mount(name, d, source, lambda ns: can("get-blob", namespace=ns, digest=str(d))):
+        if reg.blobs.mount(name, d, source, lambda ns: can("get-blob", namespace=ns, digest=str(d)), current_actor()):
             return _created(name, d)
         # Not mountable by this caller: fall back to an ordinary upload session (202).
     digest = request.args.get("digest")
     if digest is not None and mount is None:
         d = Digest.parse(digest)
-        reg.uploads.monolithic(name, d, body_chunks(), content_length())
+        reg.uploads.monolithic(name, d, body_chunks(), content_length(), current_actor())
         return _created(name, d)
     algorithm = request.args.get("digest-algorithm", "sha256")
     upload_id = reg.uploads.start(name, algorithm)
@@ -78,7 +79,7 @@ def complete_upload(name: str, uuid: str):
     d = Digest.parse(digest)
     rng = parse_content_range(request.headers.get("Content-Range"))
     chunks = body_chunks() if has_body() or rng is not None else None
-    registry().uploads.complete(name, uuid, d, chunks, rng, content_length())
+    registry().uploads.complete(name, uuid, d, chunks, rng, content_length(), current_actor())
     return _created(name, d)
 
 
