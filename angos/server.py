@@ -19,6 +19,8 @@
   :class:`SendfileGeventWorker` replaces that one method with ``os.sendfile`` on
   the socket, waiting for writability through gevent, so a large download
   neither copies through Python nor blocks other greenlets.
+- Once the workers answer, the master logs ``ready on http://<address>:<port>``
+  (:mod:`angos.ready`), the line ``make run`` users wait for.
 - systemd: with ``$NOTIFY_SOCKET`` set (``Type=notify``) gunicorn's master
   reports ``READY=1`` once it listens; angos adds ``STATUS=``,
   ``RELOADING=1``/``READY=1`` around a reload and ``STOPPING=1`` when a stop
@@ -472,6 +474,9 @@ def run_server(cfg, config_paths) -> int:
         # gunicorn itself has just sent READY=1 (the sockets listen; connections wait in the
         # backlog until the workers forked next accept them); say what we serve.
         sdnotify.notify(f"STATUS=serving on {cfg.server.bind_address}:{cfg.server.port}")
+        from .ready import announce
+
+        announce(cfg)  # logs "ready on http://..." once the workers answer /readyz (angos.ready)
 
     drained_with = [cfg]
 
