@@ -29,7 +29,7 @@ config.toml:
 	$(PY) -m angos.devconfig > config.toml
 
 # The server logs "ready on http://127.0.0.1:8000" once it answers (angos/ready.py); until then
-# clients are refused or wait. README "Try it" shows how a script waits for it.
+# connections are refused or wait. README "Try it" shows how a script waits (for /readyz).
 run: $(STAMP) config.toml
 	@echo "Starting angos with ./config.toml; it logs 'ready on http://...' when it answers"
 	$(VENV)/bin/angos -c config.toml server

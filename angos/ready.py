@@ -1,114 +1,83 @@
 """One log line when a starting server answers: ``ready on http://127.0.0.1:8000``.
 
-``angos server`` (and so ``make run``) says when requests will be served, so a
-person at a terminal, or a script reading the log, need not guess. The
-gunicorn master calls :func:`announce` from its ``when_ready`` hook: the
-sockets listen by then, but no worker has built the app yet (the first run of
-``make run`` also spends minutes on the venv before that). A daemon thread
-asks the server's own ``GET /readyz`` on the listening address (loopback for
-a wildcard bind) until it answers, then logs one INFO line on
-``angos.server``:
+``angos server`` (and so ``make run``, whose first run also spends minutes on
+the venv) says when requests will be served, so a person at a terminal need
+not guess. The gunicorn master makes a :class:`ReadyLine` before any worker
+forks. Each worker calls :meth:`ReadyLine.worker_up` once it has built the
+app, just before it starts accepting (connections made meanwhile wait in the
+listening socket's backlog, so from then on they are answered); the first
+such call makes the master log one INFO line on ``angos.server``. Workers
+that replace others later (a reload, a crash) change nothing: the line is
+about the start.
 
-- ``200``: ``ready on <url>``;
-- ``401``/``403``, a policy that wants credentials for the probe:
-  ``answering on <url>`` and why readiness is not known;
-- ``503`` (storage or the lock backend not usable yet): one WARNING with the
-  reason the first time, then it keeps asking;
-- no answer yet (workers still starting): it keeps asking, every
-  :data:`INTERVAL` seconds, for at most :data:`PATIENCE` seconds, then logs a
-  WARNING and stops.
+Why a pipe and not a request to ``/readyz``: asking the server over HTTP
+would count in its request metrics and access log, hold one of the loopback
+address's connection slots, and, when storage is broken at that moment, add a
+``503`` and a warning of its own. ``/readyz`` stays the probe for storage and
+locks (README "Try it" waits for it); this line only says that the workers
+answer.
 
-With ``[server.tls] client_auth = "required"`` a probe without a client
-certificate is refused during the handshake, so nothing is asked: the line
-says ``listening on <url>``. The probe never delays or fails start-up, and a
-reload does not repeat it (``when_ready`` runs once per master).
+The URL names the listening address, with loopback in place of a wildcard
+bind (``0.0.0.0``, ``::``) and the real address in parentheses.
 """
 
 from __future__ import annotations
 
-import http.client
 import logging
-import ssl
+import os
 import threading
-import time
 
 log = logging.getLogger("angos.server")
 
-INTERVAL = 0.2          # seconds between probes while the workers start
-PATIENCE = 600.0        # seconds after which the probe gives up (the line is informative only)
-PROBE_TIMEOUT = 5.0     # one probe's connect and read timeout
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
-def probe_target(cfg) -> tuple[str, str, int, bool]:
-    """``(url shown, host probed, port, tls)`` for this configuration's listener."""
+def ready_url(cfg) -> str:
+    """Where this configuration's server is reached from this host, e.g. ``http://127.0.0.1:8000``."""
     bind = cfg.server.bind_address.strip("[]")
     host = _WILDCARDS.get(bind, bind)
-    tls = cfg.server.tls is not None
     shown = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls else 'http'}://{shown}:{cfg.server.port}", host, cfg.server.port, tls
+    return f"{'https' if cfg.server.tls is not None else 'http'}://{shown}:{cfg.server.port}"
 
 
-def describe(cfg) -> str:
-    """What follows the URL in the line: the real bind address when the URL names loopback for it."""
-    bind = cfg.server.bind_address.strip("[]")
-    return f" (listening on {cfg.server.bind_address} port {cfg.server.port})" if bind in _WILDCARDS else ""
+def ready_line(cfg) -> str:
+    """The line logged once the first worker answers."""
+    line = f"ready on {ready_url(cfg)}"
+    if cfg.server.bind_address.strip("[]") in _WILDCARDS:
+        line += f" (listening on {cfg.server.bind_address} port {cfg.server.port})"
+    return line
 
 
-def ask(host: str, port: int, tls: bool, timeout: float = PROBE_TIMEOUT) -> tuple[int, str] | None:
-    """``(status, body)`` of one ``GET /readyz``, or None when nothing answered."""
-    if tls:
-        # Our own listener on this host: what matters is that it answers, not whose name is
-        # on the certificate (it may well not name the loopback address).
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-    else:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", "/readyz", headers={"Connection": "close", "User-Agent": "angos-ready-probe"})
-        resp = conn.getresponse()
-        return resp.status, resp.read(2048).decode("utf-8", "replace").strip()
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
+class ReadyLine:
+    """A pipe from the workers to the master: made in the master before workers fork."""
 
+    def __init__(self, cfg):
+        self.line = ready_line(cfg)
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)  # a worker never waits on it (the master drains it)
 
-def watch(cfg, clock=time.monotonic, sleep=time.sleep) -> str | None:
-    """Probe until the server answers; log and return the line (None when it gave up)."""
-    url, host, port, tls = probe_target(cfg)
-    where = url + describe(cfg)
-    if tls and cfg.server.tls.client_auth == "required":
-        line = f"listening on {where} (client certificates required: readiness not probed)"
-        log.info(line)
-        return line
-    deadline = clock() + PATIENCE
-    warned = False
-    while clock() < deadline:
-        answer = ask(host, port, tls)
-        if answer is not None:
-            status, body = answer
-            if status == 200:
-                line = f"ready on {where}"
-                log.info(line)
-                return line
-            if status in (401, 403):
-                line = (f"answering on {where} (/readyz answered {status}: the access policy wants "
-                        "credentials for it, so readiness is not known)")
-                log.info(line)
-                return line
-            if not warned:
-                log.warning("not ready yet on %s: /readyz answered %s %s", url, status, body[:300])
-                warned = True
-        sleep(INTERVAL)
-    log.warning("no ready answer from %s/readyz after %.0f s; still serving what it can", url, PATIENCE)
-    return None
+    def start(self) -> threading.Thread:
+        """In the master: log the line at the first worker's word, then keep the pipe drained."""
+        thread = threading.Thread(target=self._listen, name="angos-ready-line", daemon=True)
+        thread.start()
+        return thread
 
+    def _listen(self) -> None:
+        announced = False
+        while True:
+            try:
+                chunk = os.read(self._read, 512)
+            except OSError:
+                return
+            if not chunk:
+                return
+            if not announced:
+                log.info(self.line)
+                announced = True
 
-def announce(cfg) -> threading.Thread:
-    """Start the probe in a daemon thread of the calling (master) process."""
-    thread = threading.Thread(target=watch, args=(cfg,), name="angos-ready-probe", daemon=True)
-    thread.start()
-    return thread
+    def worker_up(self) -> None:
+        """In a worker, once its app is built; never raises (the line is informative only)."""
+        try:
+            os.write(self._write, b".")
+        except OSError:
+            pass
