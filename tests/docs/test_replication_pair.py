@@ -180,3 +180,12 @@ def test_documented_hashes_are_of_the_documented_passwords():
     for name in ("a", "b"):
         downstream = block(DOC, "toml", first=f"# {name}.toml")
         assert f'password = "{identities["replicator"][1]}"' in downstream
+
+
+def test_the_two_host_commands_are_the_tested_one_box_commands_with_host_names():
+    """The two-host snippet cannot run here; it must be the tested one with the hosts put in."""
+    two_hosts = block(DOC, "sh", containing="oci-archive:image.tar docker://angos-a:8000/").strip().splitlines()
+    one_box = block(DOC, "sh", containing="-c a.toml server &").strip().splitlines()[-3:]
+    as_one_box = [line.replace("angos-a:8000", "127.0.0.1:8000").replace("angos-b:8000", "127.0.0.1:8001")
+                  for line in two_hosts]
+    assert as_one_box == one_box
