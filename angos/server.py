@@ -481,7 +481,8 @@ def run_server(cfg, config_paths) -> int:
         ready.start()
 
     def post_worker_init(worker):
-        ready.worker_up()  # the app is built and the worker accepts next: the master logs "ready on"
+        if worker.alive:  # not one told to stop while it booted: it would exit instead of serving
+            ready.worker_up()  # the app is built and the worker accepts next: the master logs "ready on"
 
     drained_with = [cfg]
 
