@@ -18,6 +18,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(VENV)/bin/python setup.cfg
+	@echo "Installing angos and its dependencies into $(VENV) (the first time takes a few minutes)"
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
@@ -27,7 +28,10 @@ venv: $(STAMP)
 config.toml:
 	$(PY) -m angos.devconfig > config.toml
 
+# The server logs "ready on http://127.0.0.1:8000" once it answers (angos/ready.py); until then
+# connections are refused or wait. README "Try it" shows how a script waits (for /readyz).
 run: $(STAMP) config.toml
+	@echo "Starting angos with ./config.toml; it logs 'ready on http://...' when it answers"
 	$(VENV)/bin/angos -c config.toml server
 
 sysdeps:

@@ -19,6 +19,9 @@
   :class:`SendfileGeventWorker` replaces that one method with ``os.sendfile`` on
   the socket, waiting for writability through gevent, so a large download
   neither copies through Python nor blocks other greenlets.
+- When the first worker has built the app, the master logs ``ready on
+  http://<address>:<port>`` (:mod:`angos.ready`), the line ``make run`` users
+  wait for.
 - systemd: with ``$NOTIFY_SOCKET`` set (``Type=notify``) gunicorn's master
   reports ``READY=1`` once it listens; angos adds ``STATUS=``,
   ``RELOADING=1``/``READY=1`` around a reload and ``STOPPING=1`` when a stop
@@ -453,6 +456,9 @@ def run_server(cfg, config_paths) -> int:
         os.kill(os.getpid(), signal.SIGHUP)
 
     watcher = ConfigWatcher(config_paths, cfg, validate=_validate_live, notify=notify)
+    from .ready import ReadyLine
+
+    ready = ReadyLine(cfg)
 
     def when_ready(server):
         watcher.start()
@@ -472,6 +478,11 @@ def run_server(cfg, config_paths) -> int:
         # gunicorn itself has just sent READY=1 (the sockets listen; connections wait in the
         # backlog until the workers forked next accept them); say what we serve.
         sdnotify.notify(f"STATUS=serving on {cfg.server.bind_address}:{cfg.server.port}")
+        ready.start()
+
+    def post_worker_init(worker):
+        if worker.alive:  # not one told to stop while it booted: it would exit instead of serving
+            ready.worker_up()  # the app is built and the worker accepts next: the master logs "ready on"
 
     drained_with = [cfg]
 
@@ -489,7 +500,7 @@ def run_server(cfg, config_paths) -> int:
         sdnotify.notify("READY=1")
 
     hooks = {"child_exit": child_exit, "on_exit": on_exit, "post_fork": post_fork, "when_ready": when_ready,
-             "on_reload": on_reload}
+             "on_reload": on_reload, "post_worker_init": post_worker_init}
     app = AngosApplication(cfg, config_paths, hooks, watcher)
     app.run()
     return 0

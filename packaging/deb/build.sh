@@ -24,7 +24,7 @@ mkdir -p "$SRC"
 
 # Only what the package is made of; never the dev venv, caches or test data.
 tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
-    -cf - angos setup.cfg pyproject.toml README.md systemd packaging/requirements.txt \
+    -cf - angos setup.cfg pyproject.toml README.md docs systemd packaging/requirements.txt \
     packaging/build-requirements.txt packaging/deb/config.toml packaging/deb/job-queue-configured \
     | tar -C "$SRC" -xf -
 cp -r "$ROOT/packaging/deb/debian" "$SRC/debian"

@@ -10,7 +10,8 @@ with bubblewrap (:mod:`tests.sandbox`: read-only ``/``, only
 ``/var/lib/angos`` writable, private ``/tmp``, hidden homes, working directory
 ``/``, the unit's umask):
 
-- install: user, directories, conffile, enabled units (verified as installed);
+- install: user, directories, conffile, enabled units (verified as installed),
+  the README and docs/ under /usr/share/doc/angos;
   the venv runs Debian's python3 with exactly the pinned versions;
 - the server on the shipped default config (plus a second ``-c`` file that
   only moves the port) takes a push and serves the pull with skopeo, and
@@ -288,6 +289,13 @@ def test_installed_package_serves_as_angos_purge_drops_config_reinstall_and_upgr
     site = Path("/opt/venvs/angos/lib/python3.11/site-packages/angos/api/ui_files")
     assert (site / "jobs.html").is_file() and (site / "ui.css").is_file()
     assert {name: versions.get(name) for name in pins} == pins
+    # The README and the shipped config point to docs/: every guide is installed beside the
+    # README, compressed the way debhelper compresses the README (files over 4 KiB).
+    doc = Path("/usr/share/doc/angos")
+    assert (doc / "README.md.gz").is_file()
+    for guide in sorted((ROOT / "docs").iterdir()):
+        shipped = doc / "docs" / guide.name
+        assert shipped.is_file() or shipped.with_name(guide.name + ".gz").is_file(), guide.name
     # The worker unit's ExecCondition, as installed: no [global.job_queue] in the
     # shipped config, so the (enabled) worker is skipped rather than failed.
     cond = run("runuser", "-u", "angos", "--", "/usr/libexec/angos/job-queue-configured", str(CONFIG),
