@@ -261,7 +261,7 @@ class Webhook:
                 return
             suppressed, self._suppressed, self._last_warn = self._suppressed, 0, now
         more = f" ({suppressed} more failures since the last warning)" if suppressed else ""
-        log.warning("authorization webhook %r " + msg + "; request denied (fail closed, not cached)%s",
+        log.warning("authorization webhook %r: " + msg + "; request denied (fail closed, not cached)%s",
                     self.name, *args, more)
 
 
