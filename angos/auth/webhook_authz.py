@@ -10,8 +10,8 @@ policy allowed, so a policy deny never reaches the service.
 The call: ``GET <url>`` with no body; everything travels in headers (the shape forward-auth
 services such as nginx ``auth_request`` or Traefik ``ForwardAuth`` expect):
 
-- ``X-Forwarded-Method``, ``-Proto``, ``-Host``, ``-Uri``: the client's request as it reached us;
-  ``X-Forwarded-For``: ``identity.client_ip``.
+- ``X-Forwarded-Method``, ``-Proto``, ``-Host``, ``-Uri``: the client's request as it reached us
+  (the raw request target, query included); ``X-Forwarded-For``: ``identity.client_ip``.
 - ``X-Registry-<Field>`` for every ``request.*`` field the policy saw (``request.artifact_type`` is
   ``X-Registry-Artifact-Type``): strings as they are, numbers in decimal, booleans ``true``/``false``,
   lists (``request.tags``) as JSON arrays.
@@ -62,6 +62,16 @@ _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 def _text(value: str) -> str:
     return quote(value, safe=_SAFE)
+
+
+def _as_received(value: str) -> str:
+    """A value from the client's request line or headers: as it came when it is printable ASCII
+    (a raw URI already is), percent-encoded otherwise."""
+    return value if value.isascii() and value.isprintable() else _text(value)
+
+
+def _reason(exc: BaseException) -> str:
+    return (getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)).replace("\n", " ")
 
 
 def _field_value(value) -> str:
@@ -128,13 +138,19 @@ class Webhook:
     def check_files(self) -> None:
         """Load the CA bundle and client certificate now: unreadable files fail start-up in one line."""
         cfg, where = self.cfg, _join("auth.webhook", self.name)
-        try:
-            ctx = ssl.create_default_context(cafile=cfg.server_ca_bundle)
-            if cfg.client_certificate_bundle:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if cfg.server_ca_bundle:
+            try:
+                ctx.load_verify_locations(cafile=cfg.server_ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"{where}.server_ca_bundle: cannot load {cfg.server_ca_bundle!r}: "
+                                  f"{_reason(exc)}") from None
+        if cfg.client_certificate_bundle:
+            try:
                 ctx.load_cert_chain(cfg.client_certificate_bundle, cfg.client_private_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"{where}: cannot load server_ca_bundle or the client certificate and key: "
-                              f"{exc.strerror or exc}") from None
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"{where}.client_certificate_bundle: cannot load {cfg.client_certificate_bundle!r} "
+                                  f"with the key {cfg.client_private_key!r}: {_reason(exc)}") from None
 
     # ------------------------------------------------------------ the decision
 
@@ -180,7 +196,7 @@ class Webhook:
         if origin:
             for part in ("method", "proto", "host", "uri"):
                 if origin.get(part):
-                    out["X-Forwarded-" + part.capitalize()] = _text(str(origin[part]))
+                    out["X-Forwarded-" + part.capitalize()] = _as_received(str(origin[part]))
         if identity.client_ip:
             out["X-Forwarded-For"] = identity.client_ip
         for name, value in fields.items():
