@@ -75,11 +75,10 @@ class AccessControl:
         self._lock = threading.Lock()
         self._repo_cache: dict[str, Policy | None] = {}
         self._decisions: dict[tuple, bool] = {}
-        # Whether any policy (or webhook) could refuse an anonymous caller: only then is a credential-less
-        # GET /v2/ challenged (angos.api.gate), so clients learn where to get a token.
-        policies = [p for p in (self.global_policy, *self.repo_policies.values()) if p is not None]
         self.webhooks = Webhooks(cfg)
-        # An authorization webhook may refuse anonymous callers too.
+        # Whether any policy or authorization webhook could refuse an anonymous caller: only then is a
+        # credential-less GET /v2/ challenged (angos.api.gate), so clients learn where to get a token.
+        policies = [p for p in (self.global_policy, *self.repo_policies.values()) if p is not None]
         self.challenges_anonymous = any(p.rules or not p.default_allow for p in policies) or self.webhooks.active
 
     # ------------------------------------------------------------ authentication
