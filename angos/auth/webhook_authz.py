@@ -122,9 +122,12 @@ class _Metrics:
 class Webhook:
     """One ``[auth.webhook.<name>]``: :meth:`allows` decides, remembering decisive answers."""
 
-    def __init__(self, name: str, cfg):
+    def __init__(self, name: str, cfg, pool_size: int = 64):
+        """``pool_size``: connections kept open for reuse (the worker's concurrent request limit, so
+        a burst does not open and drop connections, nor log urllib3's "pool is full")."""
         self.name = name
         self.cfg = cfg
+        self.pool_size = pool_size
         self.timeout = cfg.timeout_ms / 1000.0
         self._session = None  # made on the first call: a validating master never opens a pool
         self._cache: OrderedDict[tuple, tuple[float, bool]] = OrderedDict()
@@ -262,8 +265,7 @@ class Webhook:
 
         session = requests.Session()
         session.trust_env = False  # no proxy or CA bundle from the environment: the configuration decides
-        # Connections are reused across requests; a burst beyond the pool opens (and drops) extra ones.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=32, max_retries=0)
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self._session = session
@@ -312,7 +314,8 @@ class Webhooks:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.hooks = {name: Webhook(name, wc) for name, wc in cfg.auth.webhook.items()}
+        pool = cfg.global_.max_concurrent_requests
+        self.hooks = {name: Webhook(name, wc, pool) for name, wc in cfg.auth.webhook.items()}
         self._global = cfg.global_.authorization_webhook or None
         self._by_repo = {key: repo.authorization_webhook or None for key, repo in cfg.repository.items()
                          if repo.authorization_webhook is not None}
