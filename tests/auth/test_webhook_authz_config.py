@@ -63,6 +63,10 @@ BAD = [
     (HOOK + 'bearer_token = "t"\nbasic_auth = { username = "u", password = "p" }\n',
      "auth.webhook.check: bearer_token and basic_auth are two ways to authenticate; choose one"),
     (HOOK + 'basic_auth = { username = "u" }\n', "auth.webhook.check.basic_auth.password: required key is missing"),
+    (HOOK + 'basic_auth = { username = "a:b", password = "p" }\n',
+     "auth.webhook.check.basic_auth.username: must not contain ':'"),
+    (HOOK + 'bearer_token = "two words"\n', "auth.webhook.check.bearer_token: must be printable ASCII without spaces"),
+    (HOOK + 'bearer_token = ""\n', "auth.webhook.check.bearer_token: must be printable ASCII without spaces"),
     (HOOK + 'client_certificate_bundle = "/c.pem"\n',
      "auth.webhook.check: client_certificate_bundle and client_private_key go together"),
     (HOOK + 'client_private_key = "/k.pem"\n',
@@ -89,6 +93,9 @@ def test_secrets_stay_out_of_the_configuration_repr():
     assert "tok-s3cret" not in shown and "pw-s3cret" not in shown
     assert cfg.auth.webhook["check"].bearer_token == "tok-s3cret"
     assert cfg.auth.webhook["other"].basic_auth.password == "pw-s3cret"
+    with pytest.raises(ConfigError) as exc:
+        load(HOOK + 'bearer_token = "tok s3cret"\n')
+    assert "s3cret" not in str(exc.value)
 
 
 def test_defaults_and_durations():
