@@ -2,12 +2,13 @@
 
 The service (:class:`Receiver`, a threaded ``http.server``) records every call's path and headers
 and answers per namespace: a status, or a function of the call's headers (200 when unset); calls to
-``/slow`` are held until the test ends. One server (one gunicorn worker, so one decision cache) has
+a held path wait until it is released (``/slow``: until the module ends). One server (one gunicorn worker, so one decision cache) has
 a global webhook and repositories that override it:
 
 - ``main`` (global): cache_ttl 60 s, forwards ``X-Tenant``, authenticates with a bearer token;
 - ``other/*`` → ``short`` (cache_ttl 1 s); ``fresh/*`` → ``fresh`` (cache_ttl 0);
   ``slow/*`` → ``slow`` (timeout_ms 300 against a service that never answers in time);
+  ``held/*`` → ``held`` (timeout_ms 30000, cache_ttl 0; the test releases the service);
   ``open/*`` → none (``authorization_webhook = ""``).
 
 The global policy allows everything but ``celdeny/*``. Every test works in namespaces of its own,
@@ -32,12 +33,13 @@ from .conftest import OCI_MANIFEST, Client, identity_toml, make_pki, oci_layout,
 
 
 class Receiver:
-    """A tiny authorization service: records calls, answers per namespace, holds ``/slow`` calls."""
+    """A tiny authorization service: records calls, answers per namespace, holds calls to the
+    paths in ``holds`` until their event is set."""
 
     def __init__(self, tls: ssl.SSLContext | None = None):
         self.calls: list[tuple[str, object, str | None]] = []  # (path, headers, client certificate CN)
         self.answers: dict[str | None, object] = {}
-        self.release = threading.Event()
+        self.holds: dict[str, threading.Event] = {"/slow": threading.Event()}
         self._lock = threading.Lock()
         recv = self
 
@@ -49,8 +51,9 @@ class Receiver:
                 cn = dict(x[0] for x in cert["subject"]).get("commonName") if cert else None
                 with recv._lock:
                     recv.calls.append((self.path, self.headers, cn))
-                if self.path.startswith("/slow"):
-                    recv.release.wait(60)  # far beyond the webhook's timeout_ms
+                held = recv.holds.get(self.path)
+                if held is not None:
+                    held.wait(60)  # far beyond the webhook's timeout_ms, unless the test releases it
                 answer = recv.answers.get(self.headers.get("X-Registry-Namespace"), 200)
                 status = answer(self.headers) if callable(answer) else answer
                 self.send_response(status)
@@ -79,7 +82,8 @@ class Receiver:
                     and (ns is None or h.get("X-Registry-Namespace") == ns)]
 
     def stop(self) -> None:
-        self.release.set()
+        for held in self.holds.values():
+            held.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -129,6 +133,14 @@ authorization_webhook = "fresh"
 [repository."slow"]
 authorization_webhook = "slow"
 
+[auth.webhook.held]
+url = "{held}"
+timeout_ms = 30000
+cache_ttl = 0
+
+[repository."held"]
+authorization_webhook = "held"
+
 [repository."open"]
 authorization_webhook = ""
 """
@@ -136,7 +148,7 @@ authorization_webhook = ""
 
 @pytest.fixture(scope="module")
 def server(module_server, receiver):
-    hooks = HOOKS.format(**{n: receiver.url("/" + n) for n in ("main", "short", "fresh", "slow")})
+    hooks = HOOKS.format(**{n: receiver.url("/" + n) for n in ("main", "short", "fresh", "slow", "held")})
     return module_server(identity_toml(alice="alice-pw") + hooks, workers=1)
 
 
@@ -225,6 +237,24 @@ def test_a_webhook_that_does_not_answer_in_time_denies(server, receiver, alice):
     assert delta(before, results(server, "slow")) == {"transport_error": 1}
     wait_for(lambda: "authorization webhook 'slow': no answer (timed out after 300 ms)" in server.logs(),
              timeout=10, what="the fail-closed warning")
+
+
+def test_a_waiting_webhook_call_does_not_hold_up_other_requests(server, receiver, alice):
+    # One gunicorn worker: if the call blocked it, the second request could not be served until the
+    # first one's webhook answered (never, before the release below).
+    ns, other = f"held/{uniq('wait')}", f"team/{uniq('meanwhile')}"
+    receiver.holds["/held"] = release = threading.Event()
+    first: dict = {}
+    waiting = threading.Thread(target=lambda: first.setdefault("r", alice.get(f"{ns}/tags/list")), daemon=True)
+    waiting.start()
+    try:
+        wait_for(lambda: receiver.seen("/held", ns), timeout=30, what="the held webhook call")
+        assert Client(server.url, "alice", "alice-pw").get(f"{other}/tags/list").status_code == 404
+        assert "r" not in first  # still waiting for its webhook while the other request was served
+    finally:
+        release.set()
+    waiting.join(30)
+    assert first["r"].status_code == 404  # the late 200 allowed it
 
 
 def test_an_unreachable_webhook_denies_and_the_log_keeps_its_secrets(module_server, alice_hash_config):
