@@ -9,6 +9,7 @@ a global webhook and repositories that override it:
 - ``other/*`` → ``short`` (cache_ttl 1 s); ``fresh/*`` → ``fresh`` (cache_ttl 0);
   ``slow/*`` → ``slow`` (timeout_ms 300 against a service that never answers in time);
   ``held/*`` → ``held`` (timeout_ms 30000, cache_ttl 0; the test releases the service);
+  ``trickle/*`` → ``trickle`` (timeout_ms 500 against a service sending its headers a byte at a time);
   ``open/*`` → none (``authorization_webhook = ""``).
 
 The global policy allows everything but ``celdeny/*``. Every test works in namespaces of its own,
@@ -51,6 +52,8 @@ class Receiver:
                 cn = dict(x[0] for x in cert["subject"]).get("commonName") if cert else None
                 with recv._lock:
                     recv.calls.append((self.path, self.headers, cn))
+                if self.path == "/trickle":
+                    return self._trickle()
                 held = recv.holds.get(self.path)
                 if held is not None:
                     held.wait(60)  # far beyond the webhook's timeout_ms, unless the test releases it
@@ -59,6 +62,20 @@ class Receiver:
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def _trickle(self):
+                # A byte every 50 ms: each read gets data well within any read timeout, so only a
+                # bound on the whole call stops waiting for the end of the headers.
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+                for _ in range(1200):
+                    if recv.holds["/slow"].wait(0.05):
+                        break
+                    try:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                    except OSError:
+                        break  # Angos gave up and closed the connection
+                self.close_connection = True
 
             def log_message(self, *args):
                 pass
@@ -141,6 +158,13 @@ cache_ttl = 0
 [repository."held"]
 authorization_webhook = "held"
 
+[auth.webhook.trickle]
+url = "{trickle}"
+timeout_ms = 500
+
+[repository."trickle"]
+authorization_webhook = "trickle"
+
 [repository."open"]
 authorization_webhook = ""
 """
@@ -148,7 +172,7 @@ authorization_webhook = ""
 
 @pytest.fixture(scope="module")
 def server(module_server, receiver):
-    hooks = HOOKS.format(**{n: receiver.url("/" + n) for n in ("main", "short", "fresh", "slow", "held")})
+    hooks = HOOKS.format(**{n: receiver.url("/" + n) for n in ("main", "short", "fresh", "slow", "held", "trickle")})
     return module_server(identity_toml(alice="alice-pw") + hooks, workers=1)
 
 
@@ -237,6 +261,15 @@ def test_a_webhook_that_does_not_answer_in_time_denies(server, receiver, alice):
     assert delta(before, results(server, "slow")) == {"transport_error": 1}
     wait_for(lambda: "authorization webhook 'slow': no answer (timed out after 300 ms)" in server.logs(),
              timeout=10, what="the fail-closed warning")
+
+
+def test_timeout_ms_bounds_the_whole_call_even_when_the_service_keeps_sending(server, receiver, alice):
+    ns = f"trickle/{uniq('trickle')}"
+    before = results(server, "trickle")
+    r = alice.get(f"{ns}/tags/list")  # the service would take a minute to finish its headers
+    assert r.status_code == 403
+    assert len(receiver.seen("/trickle", ns)) == 1
+    assert delta(before, results(server, "trickle")) == {"transport_error": 1}
 
 
 def test_a_waiting_webhook_call_does_not_hold_up_other_requests(server, receiver, alice):
