@@ -512,7 +512,8 @@ server_ca_bundle = "{tmp_path}/missing.pem"
 """, workers=1, start=False)
     server.start(wait=False)
     assert server.proc.wait(60) != 0
-    assert f"auth.webhook.broken.server_ca_bundle: cannot load '{tmp_path}/missing.pem'" in server.logs()
+    assert server.logs().strip().splitlines() == [
+        f"angos: auth.webhook.broken.server_ca_bundle: cannot load '{tmp_path}/missing.pem': No such file or directory"]
 
 
 def test_skopeo_copies_through_an_allowing_webhook_and_is_stopped_by_a_refusing_one(server, receiver, tmp_path):
