@@ -19,6 +19,7 @@ them has been answered (the call happens inside the request, so none can still b
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -451,6 +452,34 @@ cache_ttl = 0
     os.replace(tmp, server.config_path)
     wait_for(lambda: requests.get(server.v2(f"{ns}/tags/list"), timeout=30).status_code == 404
              and receiver.seen("/after", ns), timeout=60, what="a call to the reloaded webhook URL")
+
+
+def test_an_oidc_caller_is_described_by_its_provider_and_claims(module_server, receiver, issuer_server, oidc_pki):
+    issuer = issuer_server().issuer("ci")
+    server = module_server(f"""
+[global]
+authorization_webhook = "claims"
+
+[auth.webhook.claims]
+url = "{receiver.url('/claims')}"
+
+[auth.oidc.ci]
+issuer = "{issuer.url}"
+required_audience = "angos-test"
+server_ca_bundle = "{oidc_pki.ca}"
+""", workers=1)
+    ns, other = f"team/{uniq('oidc')}", f"team/{uniq('oidc-no')}"
+    receiver.answers[other] = lambda h: 403 if '"repository":"org/app"' in h.get("X-Registry-OIDC-Claims", "") else 200
+    token = issuer.token(repository="org/app")
+    r = requests.get(server.v2(f"{ns}/tags/list"), headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code == 404
+    h, = receiver.seen("/claims", ns)
+    assert h.get("X-Registry-OIDC-Provider") == "ci"
+    claims = json.loads(h.get("X-Registry-OIDC-Claims"))
+    assert claims["repository"] == "org/app" and claims["iss"] == issuer.url and claims["aud"] == "angos-test"
+    assert h.get("X-Registry-Identity-ID") is None  # an OIDC subject is never an [auth.identity] id
+    r = requests.get(server.v2(f"{other}/tags/list"), auth=("ci", token), timeout=30)  # the JWT as a password
+    assert r.status_code == 403
 
 
 # ---------------------------------------------------------------- TLS and real clients

@@ -8,11 +8,10 @@ identity and request fields (the server tests in test_webhook_authz.py check the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from angos.auth import AccessControl, Identity
+from angos.auth.identity import Oidc
 from angos.auth.webhook_authz import Webhooks
 from angos.config import ConfigError, load_config_text
 
@@ -153,23 +152,6 @@ def test_unreadable_tls_files_fail_the_start_up_check_in_one_line(tmp_path):
     assert "\n" not in str(exc.value)
 
 
-@dataclass(frozen=True)
-class _Oidc:  # the shape angos.auth.oidc gives identity.oidc
-    provider: str
-    claims_json: str
-
-    @property
-    def claims(self):
-        import json
-
-        return json.loads(self.claims_json)
-
-
-@dataclass(frozen=True)
-class _OidcIdentity(Identity):
-    oidc: _Oidc | None = None
-
-
 def test_the_call_carries_request_fields_identity_and_only_the_listed_headers():
     cfg = load(HOOK + 'forward_headers = ["X-Tenant"]\nbearer_token = "hook-token"\n')
     hook = Webhooks(cfg).hooks["check"]
@@ -192,7 +174,7 @@ def test_the_call_carries_request_fields_identity_and_only_the_listed_headers():
     for value in sent.values():
         value.encode("ascii")  # every value is plain ASCII, safe in any HTTP stack
 
-    oidc = _OidcIdentity(oidc=_Oidc("github", '{"repository":"org/r\u00e9po","sub":"repo:org/x"}'))
+    oidc = Identity(oidc=Oidc.of("github", {"sub": "repo:org/x", "repository": "org/r\u00e9po"}, 0.0))
     sent = hook._request_headers(oidc, {"action": "get-manifest"}, (), None)
     assert sent["X-Registry-OIDC-Provider"] == "github"
     assert sent["X-Registry-OIDC-Claims"] == '{"repository":"org/r\\u00e9po","sub":"repo:org/x"}'
