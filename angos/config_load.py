@@ -219,7 +219,7 @@ def _validate(cfg: Config) -> None:
     _validate_repositories(cfg)
     _validate_oidc(cfg)
     _validate_event_webhooks(cfg)
-    _validate_webhooks(cfg)
+    _validate_authorization_webhooks(cfg)
 
 
 def _validate_oidc(cfg: Config) -> None:
@@ -257,7 +257,7 @@ def _validate_event_webhooks(cfg: Config) -> None:
                 raise ConfigError(f"{where}[{i}]: no [event_webhook.{name}] table (defined: {defined})")
 
 
-def _validate_webhooks(cfg: Config) -> None:
+def _validate_authorization_webhooks(cfg: Config) -> None:
     """``[auth.webhook.<name>]`` tables, and every ``authorization_webhook`` naming one of them."""
     from .config import INSTANCE_NAME
 

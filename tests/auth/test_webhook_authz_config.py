@@ -39,7 +39,7 @@ BAD = [
     ('[repository."app"]\nauthorization_webhook = "nope"\n',
      'repository.app.authorization_webhook: no [auth.webhook.nope] is configured (configured: none)'),
     ('[auth.webhook.check]\nurl = "ftp://auth.example.com/"\n',
-     "auth.webhook.check.url: expected an http:// or https:// URL, got 'ftp://auth.example.com/'"),
+     "auth.webhook.check.url: expected an http:// or https:// URL"),
     ('[auth.webhook.check]\ntimeout_ms = 100\n', "auth.webhook.check.url: required key is missing"),
     (HOOK + 'timeout_ms = 0\n', "auth.webhook.check.timeout_ms: must be between 1 and 60000"),
     (HOOK + 'timeout_ms = "1s"\n', "auth.webhook.check.timeout_ms: expected an integer, got '1s'"),
@@ -64,8 +64,8 @@ BAD = [
     (HOOK + 'basic_auth = { username = "u" }\n', "auth.webhook.check.basic_auth.password: required key is missing"),
     (HOOK + 'basic_auth = { username = "a:b", password = "p" }\n',
      "auth.webhook.check.basic_auth.username: must not contain ':'"),
-    (HOOK + 'bearer_token = "two words"\n', "auth.webhook.check.bearer_token: must be printable ASCII without spaces"),
-    (HOOK + 'bearer_token = ""\n', "auth.webhook.check.bearer_token: must be printable ASCII without spaces"),
+    (HOOK + 'bearer_token = "two words"\n', "auth.webhook.check.bearer_token: must be non-empty printable ASCII without spaces"),
+    (HOOK + 'bearer_token = ""\n', "auth.webhook.check.bearer_token: must be non-empty printable ASCII without spaces"),
     (HOOK + 'client_certificate_bundle = "/c.pem"\n',
      "auth.webhook.check: client_certificate_bundle and client_private_key go together"),
     (HOOK + 'client_private_key = "/k.pem"\n',
@@ -83,6 +83,12 @@ def test_bad_webhook_configuration_is_refused_with_its_key(extra, message):
         load(extra)
     assert message in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_a_bad_url_is_not_echoed():  # a URL may carry a secret in its path or query
+    with pytest.raises(ConfigError) as exc:
+        load('[auth.webhook.check]\nurl = "ftp://auth.example.com/?key=s3cret"\n')
+    assert "s3cret" not in str(exc.value)
 
 
 def test_secrets_stay_out_of_the_configuration_repr():
