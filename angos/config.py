@@ -228,6 +228,8 @@ class GlobalConfig:
     upload_session_idle_timeout: float = field(default=3600.0, metadata={
         "parse": parse_duration, "check": lambda v: v if v >= 1 else _fail("must be at least 1s")})
     trusted_proxies: tuple = field(default=(), metadata=check(_networks))
+    # An [auth.webhook.<name>] asked after the access policy allows ("" or unset: none).
+    authorization_webhook: str | None = None
     # Absent means "no global policy" (only repository policies apply); a present
     # table without `default` denies unless a rule allows (secure by default).
     access_policy: AccessPolicy | None = None
@@ -372,6 +374,8 @@ class RepositoryConfig:
     namespace: str | None = None
     # Event webhooks for this repository's namespaces; set (even to []), it replaces global.event_webhooks.
     event_webhooks: tuple[str, ...] | None = None
+    # An [auth.webhook.<name>] for this repository's namespaces instead of the global one ("": none).
+    authorization_webhook: str | None = None
 
 
 def _event_kinds(values):
@@ -506,9 +510,69 @@ class OidcProvider:
         return self.issuer or GITHUB_ACTIONS_ISSUER  # config_load refuses a generic provider without one
 
 
+def _http_url(value):
+    if not re.fullmatch(r"https?://[^/\s]+(/[^\s]*)?", value):
+        raise ValueError("expected an http:// or https:// URL")  # not echoed: a URL may carry a secret
+    return value
+
+
+# An HTTP header name (RFC 9110 token).
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Headers an authorization webhook request sets itself, or that describe the connection: never
+# copied from the client's request.
+_OWN_HEADERS = ("x-registry-", "x-forwarded-")
+_CONNECTION_HEADERS = frozenset({"host", "connection", "content-length", "transfer-encoding", "te", "upgrade",
+                                 "keep-alive", "proxy-connection", "trailer", "expect"})
+
+
+def _forward_headers(values):
+    seen = set()
+    for v in values:
+        low = v.lower()
+        if not HEADER_NAME.fullmatch(v):
+            raise ValueError(f"{v!r} is not a valid header name")
+        if low.startswith(_OWN_HEADERS) or low in _CONNECTION_HEADERS:
+            raise ValueError(f"{v!r} cannot be forwarded (the webhook request sets it, or it describes the "
+                             f"connection)")
+        if low in seen:
+            raise ValueError(f"{v!r} is listed twice")
+        seen.add(low)
+    if len(values) > 32:
+        raise ValueError("at most 32 headers")
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class WebhookBasicAuth:
+    username: str = field(metadata=check(lambda v: v if ":" not in v else _fail("must not contain ':'")))
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AuthorizationWebhook:
+    """``[auth.webhook.<name>]``: an HTTP service asked after the access policy allows
+    (angos.auth.webhook_authz). Named by ``authorization_webhook`` in ``[global]`` or a repository."""
+    url: str = field(metadata=check(_http_url))
+    # The whole call (connect, send, the answer's status line and headers); longer is a transport error.
+    timeout_ms: int = field(default=1000, metadata=check(
+        lambda v: v if 1 <= v <= 60000 else _fail("must be between 1 and 60000")))
+    # How long an allow (2xx) or deny (401/403) answer is remembered; 0 asks on every request.
+    cache_ttl: float = field(default=60.0, metadata={
+        "parse": parse_duration, "check": lambda v: v if v <= 86400 else _fail("must be at most 1d")})
+    # Headers of the client's request copied onto the webhook request (when the client sent them).
+    forward_headers: tuple[str, ...] = field(default=(), metadata=check(_forward_headers))
+    # How Angos authenticates to the webhook: a Bearer token, or basic credentials (not both).
+    bearer_token: str | None = field(default=None, repr=False, metadata=check(_webhook_token))
+    basic_auth: WebhookBasicAuth | None = None
+    server_ca_bundle: str | None = None
+    client_certificate_bundle: str | None = None
+    client_private_key: str | None = None
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     identity: dict[str, Identity] = field(default_factory=dict)
+    webhook: dict[str, AuthorizationWebhook] = field(default_factory=dict)
     token: TokenConfig = field(default_factory=TokenConfig)
     oidc: dict[str, OidcProvider] = field(default_factory=dict)
     # Wrong passwords must not starve right ones (angos.auth.throttle). Per worker process:

@@ -219,6 +219,7 @@ def _validate(cfg: Config) -> None:
     _validate_repositories(cfg)
     _validate_oidc(cfg)
     _validate_event_webhooks(cfg)
+    _validate_authorization_webhooks(cfg)
 
 
 def _validate_oidc(cfg: Config) -> None:
@@ -254,6 +255,32 @@ def _validate_event_webhooks(cfg: Config) -> None:
             if name not in cfg.event_webhook:
                 defined = ", ".join(sorted(cfg.event_webhook)) or "none"
                 raise ConfigError(f"{where}[{i}]: no [event_webhook.{name}] table (defined: {defined})")
+
+
+def _validate_authorization_webhooks(cfg: Config) -> None:
+    """``[auth.webhook.<name>]`` tables, and every ``authorization_webhook`` naming one of them."""
+    from .config import INSTANCE_NAME
+
+    for name, hook in cfg.auth.webhook.items():
+        where = _join("auth.webhook", name)
+        if not INSTANCE_NAME.fullmatch(name):  # a metric label and a log word
+            raise ConfigError(f"{where}: a webhook name is 1-63 letters, digits, '.', '_' or '-' starting with a "
+                              f"letter or digit")
+        if (hook.client_certificate_bundle is None) != (hook.client_private_key is None):
+            raise ConfigError(f"{where}: client_certificate_bundle and client_private_key go together")
+        if hook.bearer_token is not None and hook.basic_auth is not None:
+            raise ConfigError(f"{where}: bearer_token and basic_auth are two ways to authenticate; choose one")
+        if ((hook.bearer_token is not None or hook.basic_auth is not None)
+                and any(h.lower() == "authorization" for h in hook.forward_headers)):
+            raise ConfigError(f"{where}.forward_headers: cannot forward the client's Authorization header when "
+                              f"bearer_token or basic_auth sets the webhook's own")
+    refs = [("global.authorization_webhook", cfg.global_.authorization_webhook)]
+    refs += [(_join("repository", key) + ".authorization_webhook", repo.authorization_webhook)
+             for key, repo in cfg.repository.items()]
+    for where, name in refs:
+        if name and name not in cfg.auth.webhook:
+            known = ", ".join(repr(n) for n in sorted(cfg.auth.webhook)) or "none"
+            raise ConfigError(f"{where}: no [auth.webhook.{name}] is configured (configured: {known})")
 
 
 def _validate_repositories(cfg: Config) -> None:

@@ -23,6 +23,13 @@ AUTH_TOKEN_VERIFICATIONS = Counter("auth_token_verifications_total", "Bearer tok
 AUTH_OIDC_VERIFICATIONS = Counter("auth_oidc_verifications_total", "OIDC tokens checked, by provider and result: "
                                   "valid, invalid, expired, wrong_claims, unknown_key, unavailable",
                                   ["provider", "result"])
+# Authorization webhooks (angos.auth.webhook_authz): calls made and answers served from the cache.
+AUTH_WEBHOOK_REQUESTS = Counter("auth_webhook_requests_total", "Authorization webhook decisions by webhook and "
+                                "result (allow, deny, unavailable, transport_error, cached_allow, cached_deny)",
+                                ["webhook", "result"])
+AUTH_WEBHOOK_DURATION = Histogram("auth_webhook_duration_seconds", "Authorization webhook calls (not cached "
+                                  "answers) in seconds, failures included", ["webhook"],
+                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 LOCK_ACQUISITIONS = Counter("lock_acquisitions_total", "Metadata lock acquisitions", ["backend", "result"])
 LOCK_DURATION = Histogram("lock_acquisition_duration_seconds", "Time to acquire a metadata lock in seconds",

@@ -382,7 +382,8 @@ def run(args, config_paths) -> int:
         from .config import load_config
 
         cfg = load_config(config_paths)
-        AccessControl(cfg)  # validate policies once, before forking workers
+        # Validate policies once, before forking workers; unreadable webhook TLS files fail here too.
+        AccessControl(cfg).webhooks.check_files()
         if cfg.server.tls is not None:
             from .auth.tls import ReloadingTLS
 
@@ -519,7 +520,7 @@ def _validate_live(cfg) -> None:
     """What start-up checks beyond the config schema, for a configuration arriving live."""
     from .auth import AccessControl
 
-    AccessControl(cfg)
+    AccessControl(cfg).webhooks.check_files()
     if cfg.server.tls is not None:
         from .auth.tls import ReloadingTLS
 

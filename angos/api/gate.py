@@ -41,6 +41,10 @@ What the policy sees:
   policy also allows ``put-manifest`` with each of those tags as
   ``request.reference`` (as a push by that tag would be asked), so a rule
   about tag names cannot be bypassed by pushing by digest.
+- After the policy allows, the authorization webhook that applies to the
+  namespace (:mod:`angos.auth.webhook_authz`) is asked with the same identity
+  and fields; its refusal is answered like a policy's (401 anonymous, else
+  403). :func:`can`, :func:`allows_fill` and :func:`granted` ask it too.
 - ``POST .../blobs/uploads/?mount=`` is the ``mount-blob`` action, not
   ``start-upload``. :func:`can` lets a view ask about another action for the
   same caller (a mount checks ``get-blob`` on its source namespace).
@@ -218,6 +222,8 @@ def check_access():
     if allowed and "tags" in fields:
         as_tag_push = {k: v for k, v in fields.items() if k != "digest"}
         allowed = all(ac.is_allowed(identity, act, {**as_tag_push, "reference": t}) for t in fields["tags"])
+    if allowed:
+        allowed = _webhook_allows(identity, fields)  # after the policy: a policy deny never calls it
     if not allowed:
         if identity.anonymous:
             raise Unauthorized(f"authentication required for {act}")
@@ -225,17 +231,43 @@ def check_access():
     return None
 
 
+def _webhook_allows(identity, fields: dict) -> bool:
+    """The word of the authorization webhook that applies to the namespace (True when none does).
+    Asked at most once per request for the same fields (a page of changes asks per namespace)."""
+    hook = access().webhooks.for_namespace(fields.get("namespace"))
+    if hook is None:
+        return True
+    memo = g.setdefault("webhook_decisions", {})
+    key = (hook.name, tuple(sorted(fields.items())))
+    if key not in memo:
+        memo[key] = hook.allows(identity, fields, request.headers, _origin())
+    return memo[key]
+
+
+def _origin() -> dict:
+    """The client's request as the webhook's ``X-Forwarded-*`` headers describe it."""
+    scheme = "https" if access().cfg.server.tls is not None else "http"
+    uri = request.environ.get("RAW_URI") or request.full_path.rstrip("?")
+    return {"method": request.method, "proto": scheme, "host": request.host, "uri": uri}
+
+
 def allows_fill() -> bool:
-    """Whether the policy lets this pull-through read fetch from the upstream (``cache_fill`` true)."""
-    return access().is_allowed(g.identity, g.action, {**g.request_fields, "cache_fill": True})
+    """Whether the policy (and webhook) let this pull-through read fetch from the upstream
+    (``cache_fill`` true)."""
+    fields = {**g.request_fields, "cache_fill": True}
+    return access().is_allowed(g.identity, g.action, fields) and _webhook_allows(g.identity, fields)
 
 
 def can(act: str, **fields) -> bool:
-    """Ask the policy about another action for the current caller (e.g. mount's source read)."""
-    return access().is_allowed(g.identity, act, {"action": act, **fields})
+    """Ask the policy (and webhook) about another action for the current caller (e.g. mount's
+    source read, so a mount cannot read what the webhook refuses)."""
+    fields = {"action": act, **fields}
+    return access().is_allowed(g.identity, act, fields) and _webhook_allows(g.identity, fields)
 
 
 def granted(act: str, **fields) -> bool:
     """Whether a rule *explicitly* allows ``act``: a deny-by-default policy applies and lets it through.
-    For operator overrides (``repoint-immutable-tag``) that an allow-all policy must not grant."""
-    return access().grants_explicitly(g.identity, act, {"action": act, **fields})
+    For operator overrides (``repoint-immutable-tag``) that an allow-all policy must not grant. The
+    webhook, when one applies, must allow it too."""
+    fields = {"action": act, **fields}
+    return access().grants_explicitly(g.identity, act, fields) and _webhook_allows(g.identity, fields)

@@ -20,6 +20,8 @@ config reload builds a new one (which also empties the credentials cache).
   namespace belongs to (when it has one); all that apply must allow, and a
   request no policy applies to is allowed. ``fields`` are the request fields
   (``action`` included). ``evaluate`` is the same decision without the memo.
+- ``webhooks``: the authorization webhooks (:mod:`angos.auth.webhook_authz`)
+  the access gate asks after the policy allows.
 
 Cost: a rule is a pure function of ``identity`` and ``request`` and the
 policies never change for this object, so decisions are memoised per
@@ -47,6 +49,7 @@ from .basic import BasicAuth
 from .identity import Identity
 from .oidc import OidcVerifier
 from .policy import Policy, identity_vars, request_vars
+from .webhook_authz import Webhooks
 
 MAX_CONTEXTS = 4096
 MAX_DECISIONS = 16384
@@ -72,10 +75,11 @@ class AccessControl:
         self._lock = threading.Lock()
         self._repo_cache: dict[str, Policy | None] = {}
         self._decisions: dict[tuple, bool] = {}
-        # Whether any policy could refuse an anonymous caller: only then is a credential-less
-        # GET /v2/ challenged (angos.api.gate), so clients learn where to get a token.
+        self.webhooks = Webhooks(cfg)
+        # Whether any policy or authorization webhook could refuse an anonymous caller: only then is a
+        # credential-less GET /v2/ challenged (angos.api.gate), so clients learn where to get a token.
         policies = [p for p in (self.global_policy, *self.repo_policies.values()) if p is not None]
-        self.challenges_anonymous = any(p.rules or not p.default_allow for p in policies)
+        self.challenges_anonymous = any(p.rules or not p.default_allow for p in policies) or self.webhooks.active
 
     # ------------------------------------------------------------ authentication
 
