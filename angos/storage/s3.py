@@ -462,6 +462,15 @@ class S3Store(ObjectStore):
             if PART_MARK not in full:
                 yield self._rel(full)
 
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """One LIST request per 1000 objects: the listing carries the sizes."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self._errors(prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._dir(prefix)):
+                for obj in page.get("Contents", ()):
+                    if PART_MARK not in obj["Key"]:
+                        yield self._rel(obj["Key"]), obj["Size"]
+
     def children(self, prefix: str) -> list[str]:
         base = self._dir(prefix)
         names = set()
