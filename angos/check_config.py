@@ -37,7 +37,7 @@ def run(args, config_paths) -> int:
         cfg = load_config(config_paths)
         validate(cfg)
     except ConfigError as exc:
-        print(f"angos: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"angos: {str(exc).replace(chr(10), ' ')}", file=sys.stderr)  # one line, as start-up prints it
         return 1
     print(f"angos: configuration ok ({', '.join(config_paths)}): {summary(cfg)}")
     if args.print_config:
