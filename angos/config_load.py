@@ -67,10 +67,13 @@ def _default_metadata_root(data: dict) -> dict:
     fs = meta.get("fs") if isinstance(meta, dict) else None
     if not isinstance(fs, dict) or "root_dir" in fs:
         return data
-    blob_fs = data.get("blob_store", {}).get("fs") if isinstance(data.get("blob_store"), dict) else None
-    if not isinstance(blob_fs, dict) or "root_dir" not in blob_fs:
+    blob = data.get("blob_store")
+    blob_fs = blob.get("fs") if isinstance(blob, dict) else None
+    if isinstance(blob, dict) and blob_fs is None and "s3" in blob:
         raise ConfigError("metadata_store.fs.root_dir: required key is missing (it defaults to the blob store's "
                           "root only when the blob store is [blob_store.fs])")
+    if not isinstance(blob_fs, dict) or "root_dir" not in blob_fs:
+        return data  # the blob store's own problem is reported first
     return {**data, "metadata_store": {**meta, "fs": {**fs, "root_dir": blob_fs["root_dir"]}}}
 
 

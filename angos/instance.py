@@ -67,7 +67,7 @@ class Claim:
             _write(fh, fingerprint(cfg), self.describe)
 
 
-def claim(cfg, config_paths=(), port: int | None = None) -> Claim | None:
+def claim(cfg, config_paths=()) -> Claim | None:
     """Take the data directory for this server, or raise AngosError (one line) when another server with a
     different configuration runs on it. None when there is nothing to check."""
     if cfg.global_.shared_data_directory or cfg.metadata.fs is None:
@@ -77,7 +77,7 @@ def claim(cfg, config_paths=(), port: int | None = None) -> Claim | None:
     directory = make_jobs_dir(cfg)
     mine = fingerprint(cfg)
     describe = {"pid": os.getpid(), "instance_name": cfg.global_.instance_name,
-                "listen": f"{cfg.server.bind_address}:{port or cfg.server.port}",
+                "listen": f"{cfg.server.bind_address}:{cfg.server.port}",
                 "config": [os.path.abspath(p) for p in config_paths]}
     try:
         lock_fd = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT, 0o640)
