@@ -8,8 +8,8 @@ value of any key whose name says it holds one (``password``, ``secret_key``,
 anything with ``secret``, ``token`` or ``credential`` in its name, such as an
 identity's argon2 hash, a downstream's or upstream's password, S3 secret keys
 and the secrets later tables add under such names) and the password in any
-``scheme://user:password@host`` URL (Redis). File paths of keys and
-certificates are not secrets and are shown.
+``scheme://user:password@host`` URL (Redis), and any inline PEM block. File
+paths of keys and certificates are not secrets and are shown.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _value(obj, redact: bool, key: str = ""):
     if isinstance(obj, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
         return str(obj)
     if isinstance(obj, str) and redact:
-        if _SECRET_KEY.search(key):
+        if _SECRET_KEY.search(key) or "-----BEGIN" in obj:  # or an inline PEM key, whatever its key's name
             return REDACTED
         return _URL_PASSWORD.sub(lambda mt: f"{mt.group(1)}:{REDACTED}@", obj)
     return obj
@@ -110,4 +110,4 @@ def _scalar(v) -> str:
         return "[" + ", ".join(_scalar(x) for x in v) + "]"
     if isinstance(v, dict):  # an inline table inside an array (no such key today)
         return "{" + ", ".join(f"{_key(k)} = {_scalar(x)}" for k, x in v.items()) + "}"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+    return _string(str(v))  # a value type a later table brings: shown, if not loadable
