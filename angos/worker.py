@@ -79,8 +79,10 @@ def run(args, config_paths) -> int:
                          "[global.job_queue] with backend = \"sqlite\", or backend = \"redis\" and url = "
                          "\"redis://host:6379/0\"); without it the server drains the queues itself")
     queues = tuple(dict.fromkeys(args.queues or QUEUES))
-    from . import process_metrics
+    from . import __version__, process_metrics
+    from . import metrics as m
 
+    m.BUILD_INFO.labels(__version__).set(1)  # on --metrics-address too
     process_metrics.start()  # the in-process drain's memory and CPU count on the server's /metrics
     if getattr(args, "metrics_address", None):
         serve_metrics(args.metrics_address)
