@@ -120,7 +120,7 @@ def test_process_series_sum_the_workers_and_keep_a_killed_workers_cpu_time(angos
     cpu = wait_for(lambda: metric(server, "process_cpu_seconds_total"), what="cpu seconds")
     victim = workers[0]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2,
+    wait_for(lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2, timeout=120,
              what="gunicorn to replace the killed worker")
     requests.get(server.url + "/healthz", timeout=30)
     assert metric(server, "process_cpu_seconds_total") >= cpu  # a counter never goes back
