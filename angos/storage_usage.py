@@ -4,8 +4,8 @@ One server process at a time (the leader of :func:`angos.queue.gauges.start_refr
 counts the blob store every ``[global] storage_usage_refresh_secs`` (300 by
 default; 0 turns it off) with :meth:`angos.registry.Registry.blob_usage`: one
 listing of ``blobs/`` and no reads, so on a filesystem one ``stat`` per blob
-(about a second per 100,000 blobs with a warm cache) and on S3 one LIST request
-per 1000 blobs. The count yields to other requests as it goes, and its duration
+(100,000 blobs: 2 to 5 s on a busy two-core test machine) and on S3 one LIST
+request per 1000 blobs. The count yields to other requests as it goes, and its duration
 is published as ``angos_storage_scan_duration_seconds`` so the cost can be
 watched. Counted incrementally instead, every push, mount, garbage collection and
 scrub would have to agree on one shared number across processes and hosts, and
