@@ -50,6 +50,9 @@ DEEP_CASES = [
      ["auth.identity.ci", "argon2"]),
     ("missing-tls-files", BASE + '[server.tls]\nserver_certificate_bundle = "@DATA@/none.pem"\n'
      'server_private_key = "@DATA@/none.key"\n', ["server.tls", "cannot load"]),
+    ("authorization-webhook-ca-missing", BASE + '[global]\nauthorization_webhook = "hook"\n\n[auth.webhook.hook]\n'
+     'url = "https://127.0.0.1:9/authz"\nserver_ca_bundle = "@DATA@/none.pem"\n',
+     ["auth.webhook.hook.server_ca_bundle", "cannot load"]),
     ("bad-downstream-url", BASE + '[[repository."team".downstream]]\nname = "peer"\nurl = "ftp://peer"\n',
      ["repository.team.downstream[0].url", "ftp://peer"]),
     ("metadata-root-without-fs-blobs", BASE.split("[blob_store.fs]")[0]
