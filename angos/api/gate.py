@@ -9,9 +9,10 @@ when it refuses. Views read the identity from ``g.identity``.
 The probes ``/healthz`` and ``/readyz`` answer everyone without asking the
 policy or looking at credentials: they reveal nothing, and a load balancer
 or a Kubernetes probe has none to send. ``/metrics`` (``metrics``) answers
-clients in ``server.metrics_allow`` (loopback by default; the address is
-``identity.client_ip``'s, so a trusted proxy cannot lend its own) without
-credentials; anyone else gets the policy's answer.
+clients in ``server.metrics_allow`` (loopback by default) without
+credentials; anyone else gets the policy's answer. The address is the one
+``identity.client_ip`` holds, so a client a trusted proxy forwards is judged
+by its own address, not by the proxy's.
 
 Two more exceptions to "the policy decides": ``GET /token`` (``get-token``)
 authenticates by itself and asks no policy (see :mod:`angos.api.token`), and
