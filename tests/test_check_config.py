@@ -86,7 +86,7 @@ SECRETS = {"hash": None, "downstream": "ds-Pa55word", "upstream": "up-Pa55word",
            "redis": "redis-Pa55word"}
 
 
-def _secret_config(tmp_path) -> str:
+def _secret_config() -> str:
     SECRETS["hash"] = argon_hash("operator password")
     return f"""\
 [server]
@@ -140,7 +140,7 @@ password = "{SECRETS['upstream']}"
 
 def test_print_shows_the_effective_configuration_with_every_secret_redacted(tmp_path):
     base = tmp_path / "base.toml"
-    base.write_text(_secret_config(tmp_path))
+    base.write_text(_secret_config())
     override = tmp_path / "override.toml"
     override.write_text("[server]\nport = 9000\n")
     res = run_angos(["-c", str(base), "-c", str(override), "check-config", "--print"], tmp_path)
@@ -165,7 +165,7 @@ def test_the_printed_configuration_without_redaction_loads_back_into_the_same_on
     from angos.config_toml import to_toml
 
     base = tmp_path / "base.toml"
-    base.write_text(_secret_config(tmp_path) + '\n[ui]\nenabled = true\nname = "Reg \\"one\\" \\u00e9"\n')
+    base.write_text(_secret_config() + '\n[ui]\nenabled = true\nname = "Reg \\"one\\" \\u00e9"\n')
     cfg = load_config([str(base)])
     again = build_config(tomllib.loads(to_toml(cfg, redact=False)))
     assert again == dataclasses.replace(cfg, sources=())
