@@ -21,6 +21,8 @@ COMMANDS = {
     "server": ("angos.server", "serve the registry over HTTP"),
     "worker": ("angos.worker", "drain the durable job queues (requires [global.job_queue])"),
     "argon": ("angos.auth.argon_cli", "hash a password (argon2id) for [auth.identity.<id>]"),
+    "check-config": ("angos.check_config", "validate the configuration as server start-up does (exit 0 ok, 1 not); "
+                     "--print shows the effective configuration, secrets redacted"),
     "scrub": ("angos.maintenance.scrub", "maintenance: reconcile replication, clean orphans, repair, reclaim"),
     "replicate": ("angos.maintenance.scrub", "reconcile replicated repositories (same as scrub --replicate)"),
     "replication-status": ("angos.replication.status_cli",
@@ -34,7 +36,7 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", action="append", choices=QUEUES, dest="queues", metavar="{replication,cache,webhooks}",
                    help="queue to drain (repeatable; default: all)")
     p.add_argument("--poll-interval", default="50ms", metavar="DURATION",
-                   help="idle poll and scheduler interval, e.g. 50ms or 1s (default 50ms)")
+                   help="idle poll and scheduler interval, e.g. 50ms or 2s (default 50ms)")
     p.add_argument("--metrics-address", metavar="HOST:PORT",
                    help="serve this worker's Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9102)")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
@@ -82,8 +84,14 @@ def _status_args(p: argparse.ArgumentParser) -> None:
     configure_parser(p)
 
 
+def _check_config_args(p: argparse.ArgumentParser) -> None:
+    from .check_config import configure_parser  # imports nothing heavy at module level
+
+    configure_parser(p)
+
+
 ARGUMENTS = {"worker": _worker_args, "argon": _argon_args, "scrub": _scrub_args, "replicate": _replicate_args,
-             "replication-status": _status_args}
+             "replication-status": _status_args, "check-config": _check_config_args}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,8 +46,10 @@ def parse_size(value) -> int:
     raise ValueError(f"expected a size such as 5MiB, got {value!r}")
 
 
-def parse_duration(value) -> float:
-    """``"30m"`` → 1800.0 seconds; ``"1h30m"`` works too; plain numbers are seconds."""
+def parse_duration(value, examples: str = "30m, 24h or 2d") -> float:
+    """``"30m"`` → 1800.0 seconds; ``"1h30m"`` works too; plain numbers are seconds.
+    ``examples`` goes into the error message, so it can fit the option being parsed
+    (``--poll-interval`` takes milliseconds, ``--orphan-grants`` days)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0:
             raise ValueError("must not be negative")
@@ -56,7 +58,7 @@ def parse_duration(value) -> float:
         parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)", value.strip())
         if parts and "".join(a + b for a, b in parts) == value.strip():
             return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    raise ValueError(f"expected a duration such as 30m, 24h or 2d, got {value!r}")
+    raise ValueError(f"expected a duration such as {examples}, got {value!r}")
 
 
 def _positive(value):
@@ -145,6 +147,10 @@ class ServerConfig:
     header_timeout_secs: int = field(default=20, metadata=check(_positive))
     body_timeout_secs: int = field(default=60, metadata=check(_positive))
     max_connections_per_ip: int = field(default=64, metadata=check(_positive))
+    # Networks whose clients may read /metrics without credentials (angos.api.gate); anyone else
+    # gets what the access policy says about the "metrics" action. [] leaves it all to the policy.
+    metrics_allow: tuple = field(default_factory=lambda: _networks(("127.0.0.1/32", "::1/128")),
+                                 metadata=check(_networks))
     tls: TlsConfig | None = None
 
 
@@ -240,6 +246,14 @@ class GlobalConfig:
     event_webhooks: tuple[str, ...] = ()
     # Threads draining the webhooks queue (async event webhook deliveries) per draining process.
     max_concurrent_webhook_jobs: int = field(default=4, metadata=check(_positive))
+    # Several servers with different repositories or downstreams on one filesystem data directory
+    # share one job queue and undo each other's work: start-up refuses that (angos.instance)
+    # unless the directory is shared on purpose.
+    shared_data_directory: bool = False
+    # How often one server process counts the blob store for angos_storage_blobs / _blob_bytes
+    # (angos.storage_usage); 0 turns the scan off.
+    storage_usage_refresh_secs: int = field(default=300, metadata=check(
+        lambda v: v if v >= 0 else _fail("must not be negative")))
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,26 @@ def load_config_text(text: str) -> Config:
 
 
 def build_config(data: dict) -> Config:
-    cfg = _build(Config, data, "")
+    cfg = _build(Config, _default_metadata_root(data), "")
     _validate(cfg)
     return cfg
+
+
+def _default_metadata_root(data: dict) -> dict:
+    """A ``[metadata_store.fs]`` table without ``root_dir`` (say, only a ``lock_strategy``) means the
+    blob store's root, as the documentation says; with blobs on S3 there is no root to take."""
+    meta = data.get("metadata_store")
+    fs = meta.get("fs") if isinstance(meta, dict) else None
+    if not isinstance(fs, dict) or "root_dir" in fs:
+        return data
+    blob = data.get("blob_store")
+    blob_fs = blob.get("fs") if isinstance(blob, dict) else None
+    if isinstance(blob, dict) and blob_fs is None and "s3" in blob:
+        raise ConfigError("metadata_store.fs.root_dir: required key is missing (it defaults to the blob store's "
+                          "root only when the blob store is [blob_store.fs])")
+    if not isinstance(blob_fs, dict) or "root_dir" not in blob_fs:
+        return data  # the blob store's own problem is reported first
+    return {**data, "metadata_store": {**meta, "fs": {**fs, "root_dir": blob_fs["root_dir"]}}}
 
 
 def _key(f: dataclasses.Field) -> str:

@@ -113,3 +113,48 @@ EVENT_WEBHOOK_DURATION = Histogram("angos_event_webhook_delivery_duration_second
 
 CHANGE_FEED_WRITE_FAILURES = Counter("angos_change_feed_write_failures_total",
                                      "Tag changes the change feed could not record (logged; the write itself succeeded)")
+
+# What runs: 1, labelled with the version (join on it to see which servers run which release).
+BUILD_INFO = Gauge("angos_build_info", "Always 1; the version label is the running Angos version", ["version"],
+                   multiprocess_mode="max")
+
+# Bytes through the OCI API per configured repository key ("_other" for namespaces no repository
+# claims): bounded by the configuration, whatever names clients use (angos.api.observability).
+PUSHED_BYTES = Counter("angos_pushed_bytes", "Request body bytes received by blob uploads and manifest "
+                       "pushes, per configured repository", ["repository"])
+PULLED_BYTES = Counter("angos_pulled_bytes", "Blob and manifest bytes answered to GET requests (not those "
+                       "served by a redirect to S3), per configured repository", ["repository"])
+
+# The blob store's size, counted every [global] storage_usage_refresh_secs by one server process
+# (angos.storage_usage). "mostrecent": the last count stays visible when its counter exits.
+STORAGE_BLOBS = Gauge("angos_storage_blobs", "Blobs in the blob store at the last count",
+                      multiprocess_mode="mostrecent")
+STORAGE_BLOB_BYTES = Gauge("angos_storage_blob_bytes", "Bytes of the blobs in the blob store at the last count",
+                           multiprocess_mode="mostrecent")
+STORAGE_SCAN_DURATION = Gauge("angos_storage_scan_duration_seconds", "How long the last count of the blob "
+                              "store took", multiprocess_mode="mostrecent")
+
+# Process and Python runtime series summed over the server's processes (angos.process_metrics).
+# registry=None: they are read from the multiprocess files only, and must not collide with the
+# ProcessCollector a process without PROMETHEUS_MULTIPROC_DIR registers under the same names.
+PROCESS_RESIDENT_MEMORY = Gauge("process_resident_memory_bytes", "Resident memory size in bytes, summed over "
+                                "the server's worker processes", multiprocess_mode="livesum", registry=None)
+PROCESS_VIRTUAL_MEMORY = Gauge("process_virtual_memory_bytes", "Virtual memory size in bytes, summed over the "
+                               "server's worker processes", multiprocess_mode="livesum", registry=None)
+PROCESS_OPEN_FDS = Gauge("process_open_fds", "Open file descriptors, summed over the server's worker processes",
+                         multiprocess_mode="livesum", registry=None)
+PROCESS_MAX_FDS = Gauge("process_max_fds", "The lowest per-process limit on open file descriptors",
+                        multiprocess_mode="livemin", registry=None)
+PROCESS_START_TIME = Gauge("process_start_time_seconds", "Start time of the server's first worker process since "
+                           "unix epoch in seconds", multiprocess_mode="min", registry=None)
+PROCESS_CPU = Counter("process_cpu_seconds", "User and system CPU time spent in seconds by the server's worker "
+                      "processes, those that exited included", registry=None)
+PYTHON_GC_COLLECTED = Counter("python_gc_objects_collected", "Objects collected during gc", ["generation"],
+                              registry=None)
+PYTHON_GC_UNCOLLECTABLE = Counter("python_gc_objects_uncollectable", "Uncollectable objects found during GC",
+                                  ["generation"], registry=None)
+PYTHON_GC_COLLECTIONS = Counter("python_gc_collections", "Number of times this generation was collected",
+                                ["generation"], registry=None)
+PYTHON_INFO = Gauge("python_info", "Python platform information",
+                    ["implementation", "major", "minor", "patchlevel", "version"], multiprocess_mode="max",
+                    registry=None)

@@ -66,6 +66,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.ggevent import GeventWorker
 
 from . import sdnotify
+from .oci.errors import AngosError
 
 log = logging.getLogger("angos.server")
 
@@ -378,16 +379,11 @@ def run(args, config_paths) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     master = os.getpid()
     try:
-        from .auth import AccessControl
         from .config import load_config
+        from .startup_checks import validate
 
         cfg = load_config(config_paths)
-        # Validate policies once, before forking workers; unreadable webhook TLS files fail here too.
-        AccessControl(cfg).webhooks.check_files()
-        if cfg.server.tls is not None:
-            from .auth.tls import ReloadingTLS
-
-            ReloadingTLS(cfg.server.tls)  # unreadable certificates fail start-up with one line
+        validate(cfg)  # policies, hashes, TLS files: once, before forking workers (as check-config does)
         if cfg.metadata.lock_strategy.kind == "s3":
             from .storage.s3_locks import probe_before_fork
 
@@ -401,6 +397,11 @@ def run(args, config_paths) -> int:
 
 
 def run_server(cfg, config_paths) -> int:
+    from .instance import claim
+
+    # Before anything else touches the data directory: a server with other repositories or
+    # downstreams already running on it refuses this one (angos.instance).
+    instance = claim(cfg, config_paths)
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="angos-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     drain = None
@@ -494,6 +495,11 @@ def run_server(cfg, config_paths) -> int:
         # downstream removed (its live metric series belong to the child and must go with it),
         # needs a new child (it finishes its running jobs first).
         new = watcher.current
+        if instance is not None and new is not drained_with[0]:
+            try:
+                instance.update(new)  # the record follows the configuration the server now runs
+            except (OSError, AngosError) as exc:
+                log.warning("could not record the new configuration in the data directory: %s", exc)
         if drain is not None and (_drain_pools(new) != _drain_pools(drained_with[0])
                                   or _downstreams(drained_with[0]) - _downstreams(new)):
             drain.restart()
@@ -518,10 +524,6 @@ def _downstreams(cfg) -> set[str]:
 
 def _validate_live(cfg) -> None:
     """What start-up checks beyond the config schema, for a configuration arriving live."""
-    from .auth import AccessControl
+    from .startup_checks import validate
 
-    AccessControl(cfg).webhooks.check_files()
-    if cfg.server.tls is not None:
-        from .auth.tls import ReloadingTLS
-
-        ReloadingTLS(cfg.server.tls)
+    validate(cfg)

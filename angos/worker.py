@@ -58,7 +58,7 @@ def run(args, config_paths) -> int:
     from .queue.layout import jobs_dir
 
     try:
-        poll = parse_duration(args.poll_interval)
+        poll = parse_duration(args.poll_interval, examples="50ms, 500ms or 2s")
     except ValueError as exc:
         raise AngosError(f"--poll-interval: {exc}") from None
     if poll <= 0:
@@ -79,6 +79,11 @@ def run(args, config_paths) -> int:
                          "[global.job_queue] with backend = \"sqlite\", or backend = \"redis\" and url = "
                          "\"redis://host:6379/0\"); without it the server drains the queues itself")
     queues = tuple(dict.fromkeys(args.queues or QUEUES))
+    from . import __version__, process_metrics
+    from . import metrics as m
+
+    m.BUILD_INFO.labels(__version__).set(1)  # on --metrics-address too
+    process_metrics.start()  # the in-process drain's memory and CPU count on the server's /metrics
     if getattr(args, "metrics_address", None):
         serve_metrics(args.metrics_address)
     return run_consumers(cfg, queues, poll, JOB_MODULES, parent_pid=parent,

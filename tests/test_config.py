@@ -105,6 +105,15 @@ CASES = [
     ("change-feed-grace-past-horizon",
      BASE + '[global.replication]\nchange_feed_grace = "2h"\ntombstone_horizon = "1h"\n',
      ["global.replication.change_feed_grace", "shorter than tombstone_horizon"]),
+    ("bad-metrics-allow", BASE.replace("workers = 1", 'workers = 1\nmetrics_allow = ["localhost"]'),
+     ["server.metrics_allow", "'localhost'"]),
+    ("negative-storage-usage-refresh", BASE + "[global]\nstorage_usage_refresh_secs = -1\n",
+     ["global.storage_usage_refresh_secs", "negative"]),
+    ("shared-data-directory-not-a-bool", BASE + '[global]\nshared_data_directory = "yes"\n',
+     ["global.shared_data_directory", "true or false"]),
+    ("metadata-root-nothing-to-default-to", BASE.split("[blob_store.fs]")[0]
+     + '[blob_store.s3]\nbucket = "b"\n\n[metadata_store.fs]\nlock_strategy = "file"\n',
+     ["metadata_store.fs.root_dir", "required", "[blob_store.fs]"]),
 ]
 
 
@@ -220,3 +229,12 @@ def test_merge_happens_before_validation(tmp_path):
     with pytest.raises(ConfigError, match="server.bind_address"):
         load_config([str(a)])
     assert load_config([str(a), str(b)]).server.bind_address == "::1"
+
+
+def test_a_metadata_fs_table_without_root_dir_uses_the_blob_store_root(tmp_path):
+    path = write(tmp_path, "c.toml", BASE + '\n[metadata_store.fs]\nlock_strategy = "memory"\n')
+    cfg = load_config([str(path)])
+    assert cfg.metadata.fs.root_dir == str(tmp_path / "data")
+    assert cfg.metadata.lock_strategy.kind == "memory"
+    explicit = write(tmp_path, "d.toml", BASE + f'\n[metadata_store.fs]\nroot_dir = "{tmp_path / "meta"}"\n')
+    assert load_config([str(explicit)]).metadata.fs.root_dir == str(tmp_path / "meta")

@@ -35,6 +35,7 @@ def create_app(cfg, registry=None) -> Flask:
     _wire_change_feed(app, reg)
     _wire_cache(app, reg, cfg)
     _wire_event_webhooks(app, reg)
+    _start_storage_usage(cfg, reg)
 
     observability.register(app)  # first, so request timing covers the access check too
     app.before_request(origin.refuse_cross_site)  # before credentials are even looked at
@@ -115,6 +116,13 @@ def _wire_event_webhooks(app: Flask, reg) -> None:
     from ..events import wire
 
     wire(reg, lambda: app.extensions["angos.config"], app.extensions["angos.queues"])
+
+
+def _start_storage_usage(cfg, reg) -> None:
+    """The blob store's size on /metrics, counted periodically by one worker (angos.storage_usage)."""
+    from .. import storage_usage
+
+    storage_usage.start(cfg, reg)
 
 
 def _wire_change_feed(app: Flask, reg) -> None:

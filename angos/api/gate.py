@@ -6,7 +6,15 @@ UNAUTHORIZED (anonymous caller, answered 401 with a challenge:
 :func:`angos.api.token.challenge`) or DENIED (authenticated caller, 403)
 when it refuses. Views read the identity from ``g.identity``.
 
-Two exceptions to "the policy decides": ``GET /token`` (``get-token``)
+The probes ``/healthz`` and ``/readyz`` answer everyone without asking the
+policy or looking at credentials: they reveal nothing, and a load balancer
+or a Kubernetes probe has none to send. ``/metrics`` (``metrics``) answers
+clients in ``server.metrics_allow`` (loopback by default) without
+credentials; anyone else gets the policy's answer. The address is the one
+``identity.client_ip`` holds, so a client a trusted proxy forwards is judged
+by its own address, not by the proxy's.
+
+Two more exceptions to "the policy decides": ``GET /token`` (``get-token``)
 authenticates by itself and asks no policy (see :mod:`angos.api.token`), and
 a ``GET /v2/`` from a caller that sent no credentials at all (nor a client
 certificate) is challenged whenever some policy could refuse an anonymous
@@ -63,6 +71,7 @@ from ..oci.errors import Denied, Unauthorized
 _URL_FIELDS = {"name": "namespace", "namespace": "namespace", "repository": "namespace", "digest": "digest",
                "reference": "reference", "uuid": "uuid"}
 _JOB_ACTIONS = frozenset({"list-jobs", "list-failed-jobs", "retry-job", "delete-job"})
+_PROBES = frozenset({"healthz", "readyz"})
 
 
 def action(name: str):
@@ -130,6 +139,17 @@ def client_ip() -> str | None:
         if ip is not None:
             return str(ip)
     return remote
+
+
+def may_scrape_freely() -> bool:
+    """Whether the client is in ``server.metrics_allow`` (it reads /metrics without credentials)."""
+    nets = access().cfg.server.metrics_allow
+    ip = _parse_ip(client_ip() or "") if nets else None
+    if ip is None:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
+    return _trusted(ip, nets)
 
 
 def client_certificate() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -201,6 +221,8 @@ def check_access():
     g.action = act
     if act == "get-token":
         return None  # the token endpoint authenticates by itself and asks no policy (angos.api.token)
+    if act in _PROBES or (act == "metrics" and may_scrape_freely()):
+        return None  # no credentials read, no policy asked (see the module docstring)
     ac = access()
     cns, orgs = client_certificate()
     authorization = request.headers.get("Authorization")

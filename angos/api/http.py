@@ -18,7 +18,7 @@ import re
 import socket
 from urllib.parse import urlencode
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 from ..oci.errors import BodyTimeout, OciError, RangeInvalid, SizeInvalid, TooLarge, Unsupported
 
@@ -50,7 +50,14 @@ def body_chunks():
 
     A body that stops arriving for ``server.body_timeout_secs`` (the socket's timeout,
     set by the server worker) raises :class:`BodyTimeout` (408), and the connection's
-    read side is shut so the rest of that body is never waited for."""
+    read side is shut so the rest of that body is never waited for. What was received
+    is counted in ``g.body_bytes`` (``angos_pushed_bytes_total``)."""
+    for block in _received_chunks():
+        g.body_bytes = g.get("body_bytes", 0) + len(block)
+        yield block
+
+
+def _received_chunks():
     try:
         direct = _gunicorn_length_body(request.environ.get("wsgi.input"))
         if direct is not None:

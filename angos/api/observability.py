@@ -1,7 +1,16 @@
 """Request metrics and the ``/metrics`` endpoint (prometheus-flask-exporter).
 
 ``route`` labels are the action names of SPEC section 6, so label cardinality
-stays bounded whatever names clients use.
+stays bounded whatever names clients use. Bytes pushed and pulled are counted
+per configured repository key (``_other`` for a namespace no repository
+claims), for the same reason: pushed bytes are the request bodies of
+``start-upload`` (monolithic), ``update-upload``, ``complete-upload`` and
+``put-manifest`` as :func:`angos.api.http.body_chunks` received them; pulled
+bytes are the ``Content-Length`` of ``GET`` answers of ``get-blob`` and
+``get-manifest`` (200 and 206; a ``307`` to S3 sends no bytes from here).
+
+Also published here: ``angos_build_info{version}`` and, in multiprocess mode,
+the process and Python runtime series (:mod:`angos.process_metrics`).
 """
 
 from __future__ import annotations
@@ -9,18 +18,55 @@ from __future__ import annotations
 import os
 import time
 
-from flask import g, request
+from flask import current_app, g, request
 
+from .. import __version__, process_metrics
 from .. import metrics as m
 from .gate import action
 
+_PUSHES = frozenset({"start-upload", "update-upload", "complete-upload", "put-manifest"})
+_PULLS = frozenset({"get-blob", "get-manifest"})
+OTHER = "_other"  # not a valid repository key (names start with a letter or digit), so never a clash
+
+
+def repository_label(cfg, namespace: str | None) -> str:
+    key = cfg.repository_for(namespace)[0] if namespace else None
+    return key or OTHER
+
+
+def _count_bytes(response) -> None:
+    act = getattr(g, "action", None)
+    if act in _PUSHES:
+        received = getattr(g, "body_bytes", 0)
+        if received:
+            m.PUSHED_BYTES.labels(_repository()).inc(received)
+    elif act in _PULLS and request.method == "GET" and response.status_code in (200, 206):
+        sent = response.content_length
+        if sent:
+            m.PULLED_BYTES.labels(_repository()).inc(sent)
+
+
+def _repository() -> str:
+    fields = getattr(g, "request_fields", None) or {}
+    return repository_label(current_app.extensions["angos.config"], fields.get("namespace"))
+
 
 def register(app) -> None:
+    cfg = app.extensions["angos.config"]
+    m.BUILD_INFO.labels(__version__).set(1)
+    for key in (*cfg.repository, OTHER):
+        # Every configured repository's series exist from start-up, at 0.
+        m.PUSHED_BYTES.labels(key)
+        m.PULLED_BYTES.labels(key)
+    process_metrics.start()
+
     @app.before_request
     def _start():
         g.started = time.perf_counter()
         m.HTTP_IN_FLIGHT.inc()
         g.in_flight = True
+        if request.path == "/metrics" and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            process_metrics.update()  # the answering worker's own values are current, not up to 5 s old
 
     @app.after_request
     def _record(response):
@@ -29,6 +75,7 @@ def register(app) -> None:
         started = getattr(g, "started", None)
         if started is not None:
             m.HTTP_DURATION.labels(request.method, route).observe(time.perf_counter() - started)
+        _count_bytes(response)
         return response
 
     @app.teardown_request

@@ -16,7 +16,9 @@ dead worker's values disappear with it. Two users:
   says (``api/jobs.py`` wires them);
 - in every mode, the per-downstream replication gauges
   (:mod:`angos.replication.backlog`, :mod:`angos.replication.runs`), wired
-  by ``create_app``.
+  by ``create_app``;
+- the blob store's size (:mod:`angos.storage_usage`), whose gauges keep the
+  last count (``mostrecent``) rather than vanishing with their publisher.
 """
 
 from __future__ import annotations

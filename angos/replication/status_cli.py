@@ -72,7 +72,7 @@ def _run(args) -> int:
         validate_name(ns)
         if tag:
             validate_tag(tag)
-        wait = parse_duration(args.wait) if args.wait else 0.0
+        wait = parse_duration(args.wait, examples="30s, 2m or 5m") if args.wait else 0.0
     except (OciError, ValueError) as exc:
         raise _Failure(str(exc)) from None
     user, password = os.environ.get("ANGOS_USERNAME"), os.environ.get("ANGOS_PASSWORD")

@@ -109,5 +109,15 @@ class ObjectStore(ABC):
     @abstractmethod
     def truncate(self, key: str, size: int) -> None: ...
 
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """``(key, size)`` of every object under ``prefix``, like :meth:`list` (objects that
+        vanish during the listing are left out). Backends override it where the listing
+        carries sizes already."""
+        for key in self.list(prefix):
+            try:
+                yield key, self.stat(key).size
+            except NotFound:
+                continue
+
     def check(self) -> None:
         """Raise StorageUnavailable when the backend cannot serve requests."""

@@ -221,6 +221,27 @@ class FsStore(ObjectStore):
                     continue
                 yield name if rel == "." else f"{rel}/{name}"
 
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """One ``stat`` per file (from ``scandir``), no second lookup per key."""
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        pending = [base]
+        while pending:
+            directory = pending.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except OSError as exc:
+                if exc.errno in _ABSENT:
+                    continue
+                raise
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    elif not is_temporary(entry.name):
+                        yield os.path.relpath(entry.path, self.root), entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue
+
     def children(self, prefix: str) -> list[str]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         try:

@@ -462,6 +462,28 @@ class S3Store(ObjectStore):
             if PART_MARK not in full:
                 yield self._rel(full)
 
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """One LIST request per 1000 objects: the listing carries the sizes. An append object's
+        earlier parts (``<key>~partNNNNNN``) are listed after it and added to it; ``open`` holds
+        the keys that later ones may still add to (those that are a prefix of the current key),
+        so memory stays bounded by how deeply key names nest, not by how many there are."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        open_: list[list] = []  # [full key, size], each a prefix of the next
+        with self._errors(prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._dir(prefix)):
+                for obj in page.get("Contents", ()):
+                    full = obj["Key"]
+                    while open_ and not full.startswith(open_[-1][0]):
+                        done = open_.pop()
+                        yield self._rel(done[0]), done[1]
+                    if open_ and full.startswith(open_[-1][0] + PART_MARK):
+                        open_[-1][1] += obj["Size"]
+                    elif PART_MARK not in full:
+                        open_.append([full, obj["Size"]])
+        while open_:
+            done = open_.pop()
+            yield self._rel(done[0]), done[1]
+
     def children(self, prefix: str) -> list[str]:
         base = self._dir(prefix)
         names = set()

@@ -87,6 +87,22 @@ def test_list_is_recursive_and_children_lists_one_level(store):
     assert list(store.list("l/none")) == []
 
 
+def test_sizes_lists_every_object_under_a_prefix_with_its_size(store):
+    store.put("s/a/one", b"1")
+    store.put("s/a/b/three", b"333")
+    store.put("s/two", b"22")
+    store.put("t/outside", b"xxxx")
+    store.put("s/appended", b"")
+    for piece in (4 * MiB, 3 * MiB + 1, 6 * MiB, 7):  # on S3, an object of several parts
+        store.append("s/appended", _blocks(b"5" * piece, 300_000))
+    store.put("s/appendedx", b"x")  # sorts between the object and its parts on S3
+    appended = 13 * MiB + 8
+    assert store.stat("s/appended").size == appended
+    assert sorted(store.sizes("s")) == [("s/a/b/three", 3), ("s/a/one", 1), ("s/appended", appended),
+                                        ("s/appendedx", 1), ("s/two", 2)]
+    assert list(store.sizes("nothing/here")) == []
+
+
 def test_write_stream_stores_many_chunks_and_returns_the_size(store):
     data = os.urandom(3 * MiB + 17)
     assert store.write_stream("s/obj", _blocks(data)) == len(data)
