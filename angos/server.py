@@ -65,8 +65,9 @@ import termios
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.ggevent import GeventWorker
 
-from . import sdnotify
+from . import logs, sdnotify
 from .oci.errors import AngosError
+from .server_log import config_summary, tls_probe_answered
 
 log = logging.getLogger("angos.server")
 
@@ -173,7 +174,8 @@ class SendfileGeventWorker(GeventWorker):
             # header timeout; timeout_ctx then lifts it while a head is awaited (the head has
             # its own deadline) and sets the body timeout for serving the request.
             client.settimeout(self._header_timeout)
-            AsyncWorker.handle(self, listener, client, addr)
+            if self.cfg.is_ssl or not tls_probe_answered(client, ip):
+                AsyncWorker.handle(self, listener, client, addr)
         finally:
             self._clients.pop(me, None)
             self._conns.closed(me)
@@ -191,6 +193,7 @@ class SendfileGeventWorker(GeventWorker):
         me = gevent.getcurrent()
         client = self._clients.get(me)
         self._conns.waiting(me)
+        logs.REQUEST_ID.set(None)  # what is logged until the next request's id is set belongs to no request
         try:
             if not self.alive:
                 self._end_idle(me)
@@ -274,14 +277,21 @@ class AngosApplication(BaseApplication):
         self.config_paths = list(config_paths)
         self.hooks = hooks or {}
         self.watcher = watcher
+        self._started = False
         super().__init__()
 
     def load_config(self):
         # gunicorn calls this at start and on every reload (SIGHUP, or the watcher's
         # own HUP after a file change): take the newest *validated* configuration.
-        if self.watcher is not None:
+        # At start the configuration was just loaded and validated by run(): say what it is.
+        if not self._started:
+            self._started = True
+            log.info("configuration loaded from %s: %s", ", ".join(self.config_paths), config_summary(self.angos_cfg))
+        elif self.watcher is not None:
             self.watcher.reload_now()
             self.angos_cfg = self.watcher.current
+        # The master's format and access-log switch; workers forked from now on inherit them.
+        logs.apply_config(self.angos_cfg)
         server = self.angos_cfg.server
         settings = {
             "bind": [f"{_host(server.bind_address)}:{server.port}"],
@@ -292,7 +302,8 @@ class AngosApplication(BaseApplication):
             "graceful_timeout": server.shutdown_drain_secs,
             "keepalive": server.keepalive_secs,
             "preload_app": False,
-            "accesslog": None,
+            "accesslog": None,  # angos.server_log writes the access line instead
+            "logger_class": "angos.server_log.GunicornLogger",
             "proc_name": "angos-server",
             "limit_request_line": 8190,
         }
@@ -383,6 +394,7 @@ def run(args, config_paths) -> int:
         from .startup_checks import validate
 
         cfg = load_config(config_paths)
+        logs.apply_config(cfg)
         validate(cfg)  # policies, hashes, TLS files: once, before forking workers (as check-config does)
         if cfg.metadata.lock_strategy.kind == "s3":
             from .storage.s3_locks import probe_before_fork
