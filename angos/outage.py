@@ -85,6 +85,16 @@ def outage(what: str) -> Outage:
     return found
 
 
+def redis_outage(url: str | None) -> Outage:
+    """The outage of the Redis server at ``url``: one per server, whoever uses it (queue, locks, wake-ups)."""
+    return outage(f"Redis at {redis_address(url)}")
+
+
+def s3_outage(bucket: str, endpoint: str | None) -> Outage:
+    """The outage of one S3 bucket (its endpoint named when not AWS's default)."""
+    return outage(f"S3 bucket {bucket}" + (f" at {endpoint}" if endpoint else ""))
+
+
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:300] + "…"

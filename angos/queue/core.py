@@ -456,10 +456,10 @@ def _persist(fn, *args):
 def _backend_name(cfg, qcfg) -> str:
     """How outage reports name this queue's backend (never a password)."""
     if qcfg.backend == "redis":
-        return f"the job queue's Redis at {redis_address(qcfg.url)}"
+        return f"Redis at {redis_address(qcfg.url)}"  # the same name as angos.outage.redis_outage
     if jobs_on_s3(cfg):
         s3 = cfg.metadata.s3
-        return f"the job store in S3 bucket {s3.bucket}" + (f" at {s3.endpoint}" if s3.endpoint else "")
+        return f"S3 bucket {s3.bucket}" + (f" at {s3.endpoint}" if s3.endpoint else "")  # as s3_outage names it
     return f"the job queue database in {jobs_dir(cfg)}"
 
 
