@@ -1,22 +1,33 @@
-"""Logging filters from ``ANGOS_LOG`` and ``RUST_LOG`` (SPEC 2).
+"""Logging: filters from ``ANGOS_LOG`` and ``RUST_LOG`` (SPEC 2), the line formats, a quiet server log.
 
 ``parse_filters`` turns ``info,angos.replication=debug`` into a root level and
 per-logger levels; ``RUST_LOG`` spellings (``angos::replication``) read the
 same. ``setup_logging`` runs in a child process so the global logging state
 of the test run is untouched; the child's stderr shows what got through.
+
+The format tests do the same for ``text`` and ``json`` lines. The server tests
+read a real server's log: a clean skopeo round trip (TLS verification off), a
+reload and a graceful stop leave no WARNING or ERROR line, and gunicorn's own
+lines come out in angos' format. The access line has its own tests
+(tests/api/test_access_log.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
+import requests
 
 from angos.logs import parse_filters
+
+from .conftest import skopeo, wait_for
+from .images import layout_digest, single_platform_image
 
 
 @pytest.mark.parametrize("spec,root,modules", [
@@ -181,3 +192,54 @@ def test_logging_settings_default_to_text_with_the_access_log_on():
 
     cfg = load_config_text('[server]\nbind_address = "127.0.0.1"\n[blob_store.fs]\nroot_dir = "/tmp/unused"\n')
     assert (cfg.global_.log_format, cfg.server.access_log) == ("text", True)
+
+
+# ------------------------------------------------------------------ a running server's log
+
+
+NOISE = re.compile(r"(^|[\s\[])(WARNING|ERROR|CRITICAL)([\s\]:]|$)")
+
+
+def test_clean_round_trip_reload_and_stop_log_no_warning_or_error(angos_factory, tmp_path):
+    """skopeo with TLS verification off (it tries https first on this plain-HTTP port), a
+    configuration reload and a graceful stop, each with an idle keep-alive connection open:
+    nothing in the log may look like a fault."""
+    server = angos_factory(env={"ANGOS_LOG": "info,angos.server=debug"})
+    image = single_platform_image(tmp_path / "src", tag="v1")
+    remote = f"docker://{server.host}/quiet/app:v1"
+    skopeo("copy", "--dest-tls-verify=false", image.oci_ref, remote)
+    skopeo("copy", "--src-tls-verify=false", remote, f"oci:{tmp_path / 'out'}:v1")
+    assert layout_digest(tmp_path / "out", "v1") == image.digest
+    # skopeo's TLS probe was recognised and said for what it is, at DEBUG.
+    assert "TLS handshake from 127.0.0.1 on this plain-HTTP port" in server.logs()
+
+    with requests.Session() as idle:  # its connection stays open, idle, across the reload
+        assert idle.get(server.url + "/v2/", timeout=30).status_code == 200
+        old = set(server.worker_pids())
+        server.config_path.write_text(server.config_path.read_text() + '\n[global]\nmax_manifest_size = "6MiB"\n')
+        wait_for(lambda: "configuration reloaded" in server.logs(), timeout=30, what="the reload")
+        wait_for(lambda: len(server.worker_pids()) == 2 and not set(server.worker_pids()) & old, timeout=60,
+                 what="the old workers to be replaced")
+    with requests.Session() as idle:  # and one on the new workers, across the stop
+        assert idle.get(server.url + "/v2/", timeout=30).status_code == 200
+        assert server.stop() == 0
+
+    log = server.logs()
+    assert [line for line in log.splitlines() if NOISE.search(line) or line.startswith("Traceback")] == [], log
+    loaded = [line for line in log.splitlines() if "configuration loaded from" in line]
+    assert len(loaded) == 1, log
+    assert all(part in loaded[0] for part in (f"listening on http://127.0.0.1:{server.port}",
+                                              f"blobs on fs {server.workdir / 'data'}", "0 repositories",
+                                              "0 downstreams", "0 upstreams", "jobs drained by this server"))
+    assert log.count("configuration reloaded") == 1, log  # the edit, not the start
+
+
+def test_gunicorn_lines_share_the_json_format(angos_factory):
+    server = angos_factory(env={"ANGOS_LOG_FORMAT": "json"})
+    assert server.stop() == 0
+    import json
+
+    docs = [json.loads(line) for line in server.logs().splitlines()]  # every line is one JSON object
+    loggers = {d["logger"] for d in docs}
+    assert "gunicorn.error" in loggers and "angos.server" in loggers, loggers
+    assert any(d["logger"] == "gunicorn.error" and d["msg"].startswith("Listening at") for d in docs), docs
