@@ -36,6 +36,7 @@ import time
 from huey.consumer import Consumer, Scheduler, Worker
 
 from .. import sdnotify
+from ..logs import use_format
 from ..outage import is_unreachable
 from ..outage import outage as _outage
 from ..reload import file_state
@@ -254,6 +255,7 @@ class _ConfigWatcher:
                 old[0].backend, old[0].url, old[1]):
             log.warning("the job queue backend changed in the configuration; restart the worker to use it")
         self.cfg = new
+        use_format(new.global_.log_format)
         log.info("configuration reloaded")
         return new
 
