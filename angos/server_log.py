@@ -42,13 +42,14 @@ MAX_AGENT = 256
 
 class GunicornLogger(Logger):
     def setup(self, cfg):
+        level = self.error_log.level  # what ANGOS_LOG said for gunicorn.error (NOTSET: the default level)
         super().setup(cfg)
         # Drop the handlers gunicorn just installed and let records reach the root handler.
         for log in (self.error_log, self.access_log):
             for handler in list(log.handlers):
                 log.removeHandler(handler)
         self.error_log.propagate = True
-        self.error_log.setLevel(logging.NOTSET)  # the ANGOS_LOG filters decide, as for every logger
+        self.error_log.setLevel(level)  # not gunicorn's loglevel: the ANGOS_LOG filters decide
         self.access_log.propagate = False
 
     @property
