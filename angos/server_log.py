@@ -116,8 +116,9 @@ def config_summary(cfg) -> str:
         parts.append(f"metadata on {meta}")
     repos = cfg.repository
     parts.append(f"{len(repos)} repositor{'y' if len(repos) == 1 else 'ies'}")
-    parts.append(f"{sum(len(r.downstream) for r in repos.values())} downstreams")
-    parts.append(f"{sum(len(r.upstream) for r in repos.values())} upstreams")
+    for kind in ("downstream", "upstream"):
+        n = sum(len(getattr(r, kind)) for r in repos.values())
+        parts.append(f"{n} {kind}{'' if n == 1 else 's'}")
     jq = cfg.global_.job_queue
     if jq is None:
         parts.append("jobs drained by this server")
