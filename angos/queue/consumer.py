@@ -144,7 +144,6 @@ class AngosConsumer(Consumer):
         """Signals belong to the process hosting the consumers (several per process, or a web worker)."""
 
 
-
 def pool_size(cfg, queue: str) -> int:
     g = cfg.global_
     return {"replication": g.max_concurrent_replication_jobs,
