@@ -33,6 +33,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import sys
 import time
 
@@ -64,10 +65,14 @@ def _utc(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 
 
+# Printable ASCII but space, '"', '=' and backslash: such a value needs no quotes.
+_PLAIN = re.compile(r'[!#-<>-\[\]-~]+')
+
+
 def _logfmt_value(value) -> str:
     """A value for a ``key=value`` pair: bare when plain, else a JSON string (quotes, escapes, no newlines)."""
     text = "-" if value is None else str(value)
-    if text and all(c.isprintable() and c not in ' "=\\' for c in text):
+    if _PLAIN.fullmatch(text):
         return text
     return json.dumps(text, ensure_ascii=False)
 
