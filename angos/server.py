@@ -323,7 +323,8 @@ class AngosApplication(BaseApplication):
         from .api import create_app
         from .logs import setup_logging
 
-        setup_logging()
+        setup_logging(self.angos_cfg.global_.log_format)
+        logs.apply_config(self.angos_cfg)  # this worker's configuration decides its format and access log
         # The master's configuration, validated before this worker was forked: a file
         # edited into an invalid state since then cannot break a new worker.
         return create_app(self.angos_cfg)

@@ -231,7 +231,7 @@ def test_clean_round_trip_reload_and_stop_log_no_warning_or_error(angos_factory,
     assert all(part in loaded[0] for part in (f"listening on http://127.0.0.1:{server.port}",
                                               f"blobs on fs {server.workdir / 'data'}", "0 repositories",
                                               "0 downstreams", "0 upstreams", "jobs drained by this server"))
-    assert log.count("configuration reloaded") == 1, log  # the edit, not the start
+    assert log.count("configuration reloaded from") == 1, log  # the edit, not the start
 
 
 def test_gunicorn_lines_share_the_json_format(angos_factory):
