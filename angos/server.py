@@ -222,6 +222,15 @@ class SendfileGeventWorker(GeventWorker):
         # this is a signal handler).
         gevent.spawn(release_waiters)
 
+    def handle_quit(self, sig, frame):
+        """SIGINT or SIGQUIT: Ctrl-C in a terminal reaches every process of the server, and the
+        master passes its own SIGINT on as SIGQUIT. gunicorn's gevent worker would exit with
+        ``sys.exit`` from a greenlet, which gevent reports with a ``SystemExit`` traceback once the
+        worker is already on its way out. Stop as on SIGTERM instead: idle connections end at once,
+        requests in flight finish (the master still kills a worker after ``graceful_timeout``)."""
+        self.cfg.worker_int(self)
+        self.handle_exit(sig, frame)
+
     def _has_request(self, glet) -> bool:
         """Whether a waiting connection already has bytes of its next request in the kernel."""
         client = self._clients.get(glet)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -243,3 +244,15 @@ def test_gunicorn_lines_share_the_json_format(angos_factory):
     loggers = {d["logger"] for d in docs}
     assert "gunicorn.error" in loggers and "angos.server" in loggers, loggers
     assert any(d["logger"] == "gunicorn.error" and d["msg"].startswith("Listening at") for d in docs), docs
+
+
+def test_ctrl_c_stops_the_server_quietly(angos_factory):
+    """Ctrl-C in a terminal (``make run``) sends SIGINT to every process of the server at once."""
+    server = angos_factory()
+    with requests.Session() as idle:
+        assert idle.get(server.url + "/v2/", timeout=30).status_code == 200
+        os.killpg(server.proc.pid, signal.SIGINT)
+        assert server.proc.wait(60) == 0
+    log = server.logs()
+    assert "Shutting down: Master" in log
+    assert [line for line in log.splitlines() if NOISE.search(line) or "Traceback" in line] == [], log
