@@ -45,6 +45,11 @@
   the address's longest-idle connection making room for a new one, and ``429
   TOOMANYREQUESTS`` when all of them are busy; when the pool fills up, the
   longest-idle connection is closed so the worker keeps accepting.
+- Logging (:mod:`angos.server_log`): gunicorn's log goes through angos' handler
+  and format; the access line is gunicorn's per-request hook. A TLS
+  ClientHello on a plain-HTTP port (clients probing https first) is answered
+  400 with one DEBUG line before gunicorn would parse it as a bad request.
+  SIGINT (Ctrl-C) stops a worker like SIGTERM (see :meth:`handle_quit`).
 """
 
 from __future__ import annotations
