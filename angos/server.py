@@ -72,7 +72,8 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from . import logs, sdnotify
 from .oci.errors import AngosError
-from .server_log import config_summary, tls_probe_answered
+from .server_log import tls_probe_answered
+from .startup_checks import summary as config_summary
 
 log = logging.getLogger("angos.server")
 

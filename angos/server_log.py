@@ -1,5 +1,5 @@
 """What ``angos server`` logs about itself: gunicorn's log in angos' format, the access line,
-and the start-up summary.
+and the TLS probes of clients that try https first.
 
 - :class:`GunicornLogger` is gunicorn's ``logger_class``. gunicorn's error log
   (``gunicorn.error``: start, workers booting, signals) gets no handler of its
@@ -20,9 +20,8 @@ and the start-up summary.
   What the app knows (id, address, identity, action) it leaves in the environ
   (:mod:`angos.api.request_id`); a request gunicorn refused before the app saw
   it (a malformed head) still gets a line, with ``-`` for those.
-- :func:`config_summary` is the one line ``configuration loaded`` prints at
-  start: listen address, storage, repositories, downstreams, upstreams and
-  queue mode.
+- :func:`tls_probe_answered` answers a TLS ClientHello on a plain-HTTP port
+  (clients trying https first) before gunicorn would log it as a bad request.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import logging
 from gunicorn.glogging import Logger
 
 from . import logs
-from .outage import redis_address
 
 access_log = logging.getLogger("angos.access")
 
@@ -101,51 +99,6 @@ def access_fields(resp, req, environ, request_time) -> dict:
         "duration_secs": round(request_time.total_seconds(), 6),
         "user_agent": agent[:MAX_AGENT],
     }
-
-
-def config_summary(cfg) -> str:
-    """One line: where it listens, what it stores where, how many repositories, downstreams and
-    upstreams, and who drains the job queues."""
-    server = cfg.server
-    scheme = "https" if server.tls is not None else "http"
-    parts = [f"listening on {scheme}://{_host(server.bind_address)}:{server.port} "
-             f"({server.workers} worker{'s' if server.workers != 1 else ''})"]
-    parts.append(f"blobs on {_store(cfg.blob_store)}")
-    meta = _store(cfg.metadata_store) if cfg.metadata_store is not None else None
-    if meta not in (None, "fs", _store(cfg.blob_store)):
-        parts.append(f"metadata on {meta}")
-    repos = cfg.repository
-    parts.append(f"{len(repos)} repositor{'y' if len(repos) == 1 else 'ies'}")
-    for kind in ("downstream", "upstream"):
-        n = sum(len(getattr(r, kind)) for r in repos.values())
-        parts.append(f"{n} {kind}{'' if n == 1 else 's'}")
-    jq = cfg.global_.job_queue
-    if jq is None:
-        parts.append("jobs drained by this server")
-    elif jq.backend == "redis":
-        parts.append(f"jobs queued in redis at {redis_address(jq.url)} for angos worker")
-    else:
-        parts.append("jobs queued in sqlite for angos worker")
-    return ", ".join(parts)
-
-
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address and not address.startswith("[") else address
-
-
-def _store(store) -> str:
-    """``fs /var/lib/angos`` or ``s3 bucket at endpoint`` (never credentials)."""
-    fs = getattr(store, "fs", None)
-    if fs is not None:
-        return f"fs {fs.root_dir}" if fs.root_dir else "fs"
-    s3 = getattr(store, "s3", None)
-    if s3 is not None:
-        prefix = f"/{s3.key_prefix}" if s3.key_prefix else ""
-        where = f" at {s3.endpoint}" if s3.endpoint else ""
-        return f"s3 bucket {s3.bucket}{prefix}{where}"
-    return "?"
-
-
 
 
 # The first byte of every TLS record carrying a handshake (a ClientHello); no HTTP method starts with it.
