@@ -151,6 +151,8 @@ class ServerConfig:
     # gets what the access policy says about the "metrics" action. [] leaves it all to the policy.
     metrics_allow: tuple = field(default_factory=lambda: _networks(("127.0.0.1/32", "::1/128")),
                                  metadata=check(_networks))
+    # One angos.access line per request (angos.server_log); false leaves only the other logs.
+    access_log: bool = True
     tls: TlsConfig | None = None
 
 
@@ -236,6 +238,8 @@ class GlobalConfig:
     trusted_proxies: tuple = field(default=(), metadata=check(_networks))
     # An [auth.webhook.<name>] asked after the access policy allows ("" or unset: none).
     authorization_webhook: str | None = None
+    # Line format of every command's log (angos.logs); $ANGOS_LOG_FORMAT overrides it.
+    log_format: str = field(default="text", metadata=check(_one_of("text", "json")))
     # Absent means "no global policy" (only repository policies apply); a present
     # table without `default` denies unless a rule allows (secure by default).
     access_policy: AccessPolicy | None = None

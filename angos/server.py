@@ -45,6 +45,11 @@
   the address's longest-idle connection making room for a new one, and ``429
   TOOMANYREQUESTS`` when all of them are busy; when the pool fills up, the
   longest-idle connection is closed so the worker keeps accepting.
+- Logging (:mod:`angos.server_log`): gunicorn's log goes through angos' handler
+  and format; the access line is gunicorn's per-request hook. A TLS
+  ClientHello on a plain-HTTP port (clients probing https first) is answered
+  400 with one DEBUG line before gunicorn would parse it as a bad request.
+  SIGINT (Ctrl-C) stops a worker like SIGTERM (see :meth:`handle_quit`).
 """
 
 from __future__ import annotations
@@ -65,8 +70,10 @@ import termios
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.ggevent import GeventWorker
 
-from . import sdnotify
+from . import logs, sdnotify
 from .oci.errors import AngosError
+from .server_log import tls_probe_answered
+from .startup_checks import summary as config_summary
 
 log = logging.getLogger("angos.server")
 
@@ -173,7 +180,8 @@ class SendfileGeventWorker(GeventWorker):
             # header timeout; timeout_ctx then lifts it while a head is awaited (the head has
             # its own deadline) and sets the body timeout for serving the request.
             client.settimeout(self._header_timeout)
-            AsyncWorker.handle(self, listener, client, addr)
+            if self.cfg.is_ssl or not tls_probe_answered(client, ip):
+                AsyncWorker.handle(self, listener, client, addr)
         finally:
             self._clients.pop(me, None)
             self._conns.closed(me)
@@ -191,6 +199,7 @@ class SendfileGeventWorker(GeventWorker):
         me = gevent.getcurrent()
         client = self._clients.get(me)
         self._conns.waiting(me)
+        logs.REQUEST_ID.set(None)  # what is logged until the next request's id is set belongs to no request
         try:
             if not self.alive:
                 self._end_idle(me)
@@ -218,6 +227,15 @@ class SendfileGeventWorker(GeventWorker):
         # Replication status long polls answer now instead of holding the stop up (from a greenlet:
         # this is a signal handler).
         gevent.spawn(release_waiters)
+
+    def handle_quit(self, sig, frame):
+        """SIGINT or SIGQUIT: Ctrl-C in a terminal reaches every process of the server, and the
+        master passes its own SIGINT on as SIGQUIT. gunicorn's gevent worker would exit with
+        ``sys.exit`` from a greenlet, which gevent reports with a ``SystemExit`` traceback once the
+        worker is already on its way out. Stop as on SIGTERM instead: idle connections end at once,
+        requests in flight finish (the master still kills a worker after ``graceful_timeout``)."""
+        self.cfg.worker_int(self)
+        self.handle_exit(sig, frame)
 
     def _has_request(self, glet) -> bool:
         """Whether a waiting connection already has bytes of its next request in the kernel."""
@@ -274,14 +292,21 @@ class AngosApplication(BaseApplication):
         self.config_paths = list(config_paths)
         self.hooks = hooks or {}
         self.watcher = watcher
+        self._started = False
         super().__init__()
 
     def load_config(self):
         # gunicorn calls this at start and on every reload (SIGHUP, or the watcher's
         # own HUP after a file change): take the newest *validated* configuration.
-        if self.watcher is not None:
+        # At start the configuration was just loaded and validated by run(): say what it is.
+        if not self._started:
+            self._started = True
+            log.info("configuration loaded from %s: %s", ", ".join(self.config_paths), config_summary(self.angos_cfg))
+        elif self.watcher is not None:
             self.watcher.reload_now()
             self.angos_cfg = self.watcher.current
+        # The master's format and access-log switch; workers forked from now on inherit them.
+        logs.apply_config(self.angos_cfg)
         server = self.angos_cfg.server
         settings = {
             "bind": [f"{_host(server.bind_address)}:{server.port}"],
@@ -292,7 +317,8 @@ class AngosApplication(BaseApplication):
             "graceful_timeout": server.shutdown_drain_secs,
             "keepalive": server.keepalive_secs,
             "preload_app": False,
-            "accesslog": None,
+            "accesslog": None,  # angos.server_log writes the access line instead
+            "logger_class": "angos.server_log.GunicornLogger",
             "proc_name": "angos-server",
             "limit_request_line": 8190,
         }
@@ -312,7 +338,8 @@ class AngosApplication(BaseApplication):
         from .api import create_app
         from .logs import setup_logging
 
-        setup_logging()
+        setup_logging(self.angos_cfg.global_.log_format)
+        logs.apply_config(self.angos_cfg)  # this worker's configuration decides its format and access log
         # The master's configuration, validated before this worker was forked: a file
         # edited into an invalid state since then cannot break a new worker.
         return create_app(self.angos_cfg)
@@ -383,6 +410,7 @@ def run(args, config_paths) -> int:
         from .startup_checks import validate
 
         cfg = load_config(config_paths)
+        logs.apply_config(cfg)
         validate(cfg)  # policies, hashes, TLS files: once, before forking workers (as check-config does)
         if cfg.metadata.lock_strategy.kind == "s3":
             from .storage.s3_locks import probe_before_fork

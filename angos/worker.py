@@ -54,6 +54,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args, config_paths) -> int:
     from .config import load_config, parse_duration
+    from .logs import use_format
     from .queue.consumer import run_consumers
     from .queue.layout import jobs_dir
 
@@ -68,6 +69,7 @@ def run(args, config_paths) -> int:
     paths = [os.path.abspath(p) for p in config_paths]
     stamp = file_state(paths)  # before reading, so an edit during start-up is still noticed
     cfg = load_config(config_paths)
+    use_format(cfg.global_.log_format)
     parent = None
     if args.in_process:
         parent = int(os.environ.get("ANGOS_DRAIN_PARENT", os.getppid()))

@@ -13,7 +13,7 @@ from ..registry import build_registry
 
 def create_app(cfg, registry=None) -> Flask:
     from . import (changes, conflicts, errors, ext, gate, health, jobs, observability, origin, pull_through,
-                   replication_status, token)
+                   replication_status, request_id, token)
     from .v2 import BLUEPRINTS
 
     app = Flask("angos")
@@ -38,6 +38,7 @@ def create_app(cfg, registry=None) -> Flask:
     _start_storage_usage(cfg, reg)
 
     observability.register(app)  # first, so request timing covers the access check too
+    request_id.register(app)  # who and what, for the access line
     app.before_request(origin.refuse_cross_site)  # before credentials are even looked at
     app.before_request(gate.check_access)
     app.before_request(pull_through.refuse_writes)
@@ -55,6 +56,8 @@ def create_app(cfg, registry=None) -> Flask:
         app.register_blueprint(ui.bp)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
+    # Outermost: every request (routed or not) gets its id before anything logs.
+    app.wsgi_app = request_id.RequestIds(app.wsgi_app)
     return app
 
 

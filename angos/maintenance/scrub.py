@@ -31,6 +31,7 @@ PHASES = ["replicate", "replication-orphans", "cache-orphans", "tags", "manifest
 
 def run(args, config_paths) -> int:
     from ..config import load_config
+    from ..logs import use_format
 
     if args.command == "replicate":
         args.replicate = True
@@ -46,6 +47,7 @@ def run(args, config_paths) -> int:
     if getattr(args, "full", False) and "replicate" not in selected:
         raise AngosError("scrub: --full applies to --replicate only")
     cfg = load_config(config_paths)
+    use_format(cfg.global_.log_format)
     if cfg.metadata.lock_strategy.kind == "memory" and not args.dry_run and set(selected) - {"replicate"}:
         # Process-local locks cannot exclude a running server's writers: only the age gates protect them.
         logging.getLogger("angos.maintenance").warning(

@@ -33,9 +33,12 @@ import signal
 import threading
 import time
 
-from huey.consumer import Consumer, Scheduler
+from huey.consumer import Consumer, Scheduler, Worker
 
 from .. import sdnotify
+from ..logs import use_format
+from ..outage import is_unreachable
+from ..outage import outage as _outage
 from ..reload import file_state
 from .core import JobQueue, queue_config
 from .envelope import QUEUES
@@ -47,17 +50,80 @@ HOUSEKEEPING_SECS = 2.0
 
 
 class _FastScheduler(Scheduler):
-    """Huey's scheduler clamps its tick to >= 1 s; retries back off from 100 ms, so tick at the poll interval."""
+    """Huey's scheduler clamps its tick to >= 1 s; retries back off from 100 ms, so tick at the poll interval.
 
-    def __init__(self, huey, stop_flag, interval, periodic):
+    A backend outage is reported to the queue's :class:`angos.outage.Outage` (one line, not a
+    traceback per tick) and the next tick waits for its backoff."""
+
+    def __init__(self, huey, stop_flag, interval, periodic, outage):
         super().__init__(huey, stop_flag, 1, periodic)
         self.interval = interval
+        self.outage = outage
+
+    def loop(self, now=None):
+        current = self._next_loop
+        self._next_loop += self.interval
+        if self._next_loop < time.monotonic():
+            self._next_loop = time.monotonic()  # fell behind (e.g. a suspend): skip a tick, as Huey does
+            return
+        try:
+            tasks = self.huey.read_schedule(now)
+        except Exception as exc:  # noqa: BLE001 - the scheduler must outlive any backend failure
+            if is_unreachable(exc):
+                self.stop_flag.wait(self.outage.failed(exc))
+                self._next_loop = time.monotonic()
+                return
+            self._logger.exception("Error reading schedule.")
+            tasks = []
+        else:
+            self.outage.ok()
+        for task in tasks:
+            try:
+                self.huey.enqueue(task)
+            except Exception as exc:  # noqa: BLE001 - as Huey: report it and go on with the others
+                if is_unreachable(exc):
+                    self.outage.failed(exc)
+                else:
+                    self._logger.exception("Error enqueueing %s.", task)
+        self.sleep_for_interval(current, self.interval)
+
+
+class _Worker(Worker):
+    """Huey's worker loop (angos sets no ``max_tasks``), with a backend outage reported once to
+    the queue's :class:`angos.outage.Outage` instead of a traceback per poll, and waited out
+    with its backoff. Other errors are logged as Huey does."""
+
+    def __init__(self, *args, outage, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outage = outage
+
+    def loop(self, now=None):
+        try:
+            task = self.huey.dequeue()
+        except Exception as exc:  # noqa: BLE001 - the worker must outlive any backend failure
+            if is_unreachable(exc):
+                self.stop_flag.wait(self.outage.failed(exc))
+            else:
+                self._logger.exception("Error reading from queue")
+                self.sleep()
+            return
+        self.outage.ok()
+        if task is None:
+            if not self.huey.storage.blocking:
+                self.sleep()
+            return
+        self.delay = self.default_delay
+        try:
+            self.huey.execute(task, now)
+        except Exception:  # noqa: BLE001 - as Huey: one task's failure never stops the worker
+            self._logger.exception("Unhandled error during execution of task %s.", task.id)
 
 
 class AngosConsumer(Consumer):
     def __init__(self, huey, workers: int, poll_interval: float, shutdown_timeout: float,
-                 worker_type: str = "thread"):
+                 worker_type: str = "thread", outage=None):
         self._poll = poll_interval
+        self._outage = outage or _outage("the job queue backend")
         # Huey's worker sleeps only when a poll finds nothing (SQLite) or the queue errors (both).
         # SQLite: a fixed short poll. Redis pops block, so sleeping means Redis is failing: back off.
         blocking = getattr(huey.storage, "blocking", False)
@@ -67,7 +133,12 @@ class AngosConsumer(Consumer):
                          shutdown_timeout=shutdown_timeout, graceful_signal="TERM")
 
     def _create_scheduler(self):
-        return _FastScheduler(huey=self.huey, stop_flag=self.stop_flag, interval=self._poll, periodic=False)
+        return _FastScheduler(huey=self.huey, stop_flag=self.stop_flag, interval=self._poll, periodic=False,
+                              outage=self._outage)
+
+    def _create_worker(self):
+        return _Worker(huey=self.huey, stop_flag=self.stop_flag, default_delay=self.default_delay,
+                       max_delay=self.max_delay, backoff=self.backoff, outage=self._outage)
 
     def _set_signal_handlers(self):
         """Signals belong to the process hosting the consumers (several per process, or a web worker)."""
@@ -99,12 +170,17 @@ def _housekeep(jqs, stopping) -> None:
             if time.monotonic() - getattr(q, "_renewed", 0.0) >= q.lease_secs / 3:
                 q.heartbeat()
                 q._renewed = time.monotonic()
+                q.outage.ok()
             if not stopping and time.monotonic() - getattr(q, "_housekept", 0.0) >= HOUSEKEEPING_SECS:
                 q._housekept = time.monotonic()
                 q.reclaim()
                 q.top_up()
-        except Exception:  # noqa: BLE001 - keep the lease loop alive through backend hiccups
-            log.exception("job queue housekeeping failed for %s", q.name)
+                q.outage.ok()
+        except Exception as exc:  # noqa: BLE001 - keep the lease loop alive through backend hiccups
+            if is_unreachable(exc):
+                q.outage.failed(exc)  # one line per outage; the next pass tries again
+            else:
+                log.exception("job queue housekeeping failed for %s", q.name)
 
 
 def start_in_worker(cfg, queues, job_modules=(), poll_interval: float = 0.05) -> None:
@@ -123,8 +199,8 @@ def start_in_worker(cfg, queues, job_modules=(), poll_interval: float = 0.05) ->
     load_job_modules(job_modules)
     timeout = float(min(queue_config(cfg).drain_timeout_secs, max(cfg.server.shutdown_drain_secs - 1, 1)))
     jqs = [queues[name] for name in QUEUES]
-    consumers = [AngosConsumer(q.huey, pool_size(cfg, q.name), poll_interval, timeout, worker_type="greenlet")
-                 for q in jqs]
+    consumers = [AngosConsumer(q.huey, pool_size(cfg, q.name), poll_interval, timeout, worker_type="greenlet",
+                               outage=q.outage) for q in jqs]
     for c in consumers:
         c.start()  # AngosConsumer leaves the web worker's signal handlers alone
     for q in jqs:
@@ -178,6 +254,7 @@ class _ConfigWatcher:
                 old[0].backend, old[0].url, old[1]):
             log.warning("the job queue backend changed in the configuration; restart the worker to use it")
         self.cfg = new
+        use_format(new.global_.log_format)
         log.info("configuration reloaded")
         return new
 
@@ -193,7 +270,8 @@ def run_consumers(cfg, queues, poll_interval: float, job_modules=(), parent_pid:
     timeout = float(queue_config(cfg).drain_timeout_secs)
     # The server's drain (parent_pid set) never creates a missing data root; the server's workers do.
     jqs = [JobQueue(cfg, name, poll_interval=poll_interval, create_root=parent_pid is None) for name in queues]
-    consumers = [AngosConsumer(q.huey, pool_size(cfg, q.name), poll_interval, timeout) for q in jqs]
+    consumers = [AngosConsumer(q.huey, pool_size(cfg, q.name), poll_interval, timeout, outage=q.outage)
+                 for q in jqs]
 
     stop = threading.Event()
 

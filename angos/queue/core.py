@@ -50,6 +50,7 @@ from .. import metrics as m
 from ..config import JobQueueConfig
 from ..native import under_gevent
 from ..oci.errors import AngosError
+from ..outage import is_unreachable, one_line, outage, redis_address
 from .envelope import QUEUES, Envelope, backoff_secs, created_at_of
 from .kinds import DeferJob, JobContext, TerminalJobError, handler_for
 from .layout import jobs_dir, jobs_on_s3, queue_db
@@ -204,6 +205,8 @@ class JobQueue:
             self.store = SqliteJobStore(st.filename, st.name, sync_full=sync,
                                         busy_timeout=2.0 if self._gevent else 5.0, per_call=self._gevent)
             self._threadpool = self._gevent
+        # Every loop over this queue's backend reports outages here: one line down, one line back.
+        self.outage = outage(_backend_name(cfg, self.qcfg))
         self.context = JobContext(cfg=cfg, queue=queue, enqueue=self._enqueue_from_handler)
         self.siblings: dict[str, "JobQueue"] = {queue: self}
         self._failed: tuple[float, dict[str, list[str]]] = (-FAILED_INDEX_SECS, {})
@@ -238,11 +241,18 @@ class JobQueue:
                 max_attempts: int | None = None) -> bool:
         """Like :meth:`submit` but never raises: a failure is logged, counted and returns False."""
         try:
-            return self.submit(kind, lock_key, payload, delay, max_attempts)
-        except Exception:  # noqa: BLE001 - an enqueue must never fail the request that triggered it
+            created = self.submit(kind, lock_key, payload, delay, max_attempts)
+        except Exception as exc:  # noqa: BLE001 - an enqueue must never fail the request that triggered it
             m.JOB_QUEUE_ENQUEUE_FAILURES.labels(self.name).inc()
-            log.exception("enqueue to %s failed (kind=%s lock_key=%s)", self.name, kind, lock_key)
+            if is_unreachable(exc):
+                self.outage.failed(exc)  # once per outage; each lost job still gets its own line below
+                log.warning("enqueue to %s failed (kind=%s lock_key=%s): %s", self.name, kind, lock_key,
+                            one_line(exc))
+            else:
+                log.exception("enqueue to %s failed (kind=%s lock_key=%s)", self.name, kind, lock_key)
             return False
+        self.outage.ok()
+        return created
 
     def _enqueue_from_handler(self, queue: str, kind: str, lock_key: str, payload: dict | None = None,
                               delay: float = 0.0) -> bool:
@@ -256,7 +266,15 @@ class JobQueue:
     def run_next(self) -> str | None:
         """The Huey task behind every wake-up: run one due job, if any. Returns its outcome."""
         now = time.time()
-        job = self.store.claim_next(self.owner, now, now + self.lease_secs)
+        try:
+            job = self.store.claim_next(self.owner, now, now + self.lease_secs)
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            # This wake-up is spent; top_up issues it again once the store answers.
+            self.outage.failed(exc)
+            return None
+        self.outage.ok()
         if job is None:
             return None
         handler = handler_for(job.kind)
@@ -426,11 +444,23 @@ def _persist(fn, *args):
     for attempt in range(10):
         try:
             return fn(*args)
-        except Exception:  # noqa: BLE001 - retried, then re-raised
+        except Exception as exc:  # noqa: BLE001 - retried, then re-raised
             if attempt == 9:
                 raise
-            log.warning("recording a job outcome failed; retrying", exc_info=True)
+            # One line per outcome (a traceback only for what is not a plain outage), then quiet retries.
+            log.log(logging.WARNING if attempt == 0 else logging.DEBUG, "recording a job outcome failed; "
+                    "retrying: %s", one_line(exc), exc_info=not is_unreachable(exc))
             time.sleep(0.2 * (attempt + 1))
+
+
+def _backend_name(cfg, qcfg) -> str:
+    """How outage reports name this queue's backend (never a password)."""
+    if qcfg.backend == "redis":
+        return f"Redis at {redis_address(qcfg.url)}"  # the same name as angos.outage.redis_outage
+    if jobs_on_s3(cfg):
+        s3 = cfg.metadata.s3
+        return f"S3 bucket {s3.bucket}" + (f" at {s3.endpoint}" if s3.endpoint else "")  # as s3_outage names it
+    return f"the job queue database in {jobs_dir(cfg)}"
 
 
 def _describe(exc: BaseException) -> str:

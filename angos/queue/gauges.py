@@ -29,6 +29,8 @@ import os
 import threading
 from typing import Callable
 
+from ..outage import is_unreachable, outage
+
 log = logging.getLogger("angos.queue.gauges")
 
 
@@ -58,13 +60,21 @@ def start_refresher(refresh: Callable[[], object], interval: float, name: str = 
     daemon thread (a greenlet under gevent); returns it."""
     leader = _Leader(name)
 
+    label = name.replace("-", " ")
+    # The backend's own address is in the error text; the outage makes it one line, not one per tick.
+    down = outage(f"the backend of the {label}")
+
     def loop():
         while True:
             try:
                 if leader.held():
                     refresh()
-            except Exception:  # noqa: BLE001 - a failed refresh keeps the last values; try again next tick
-                log.exception("refreshing the %s failed", name.replace("-", " "))
+                    down.ok()
+            except Exception as exc:  # noqa: BLE001 - a failed refresh keeps the last values; try again next tick
+                if is_unreachable(exc):
+                    down.failed(exc)
+                else:
+                    log.exception("refreshing the %s failed", label)
             stop.wait(interval)
 
     stop = threading.Event()

@@ -40,6 +40,8 @@ import time
 import uuid
 import weakref
 
+from ..outage import redis_outage
+
 log = logging.getLogger("angos.replication.notify")
 
 CHANNEL = "angos:replication:status"
@@ -285,6 +287,7 @@ class Waiters:
                 client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=5, health_check_interval=30)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(CHANNEL)
+                redis_outage(self.redis_url).ok()
                 self.wake_all()  # wake-ups sent while unsubscribed are lost: everyone re-checks once
                 pause = 1.0
                 while True:
@@ -294,7 +297,8 @@ class Waiters:
                         if key is not None:
                             self.wake(*key)
             except redis.RedisError as exc:
-                log.warning("replication status listener lost Redis (%s); retrying in %.0fs", exc, pause)
+                # One line per outage of this Redis (shared with the job queue and locks using it).
+                redis_outage(self.redis_url).failed(exc)
                 time.sleep(pause)
                 pause = min(pause * 2, 30.0)
 

@@ -179,12 +179,15 @@ class LeasedLocks(LockManager):
     - ``_release(key, token, handle)``: remove the lease if it is still ours;
     - ``cfg`` with ``max_retries`` and ``retry_delay_ms``;
     - ``unavailable_errors`` (exception types meaning "service unreachable"),
-      ``service`` (a name for messages) and ``renew_interval`` (seconds).
+      ``service`` (a name for messages) and ``renew_interval`` (seconds);
+    - optionally ``outage`` (an :class:`angos.outage.Outage`): acquisitions report to it, so an
+      unreachable service is logged once (and its return once) however many requests get 503.
     """
 
     unavailable_errors: tuple = ()
     service = "lock service"
     renew_interval = 1.0
+    outage = None
 
     def __init__(self, cfg):
         # ``cfg`` has ``max_retries`` and ``retry_delay_ms``, read at each acquisition.
@@ -256,12 +259,16 @@ class LeasedLocks(LockManager):
                 handle = self._try_acquire(key, token)
                 if handle is not None:
                     self._acquired(started, True)
+                    if self.outage is not None:
+                        self.outage.ok()
                     return handle
                 self._on_busy(key)
                 if attempt < retries:
                     # Jitter, so waiters do not retry in lock step.
                     time.sleep(delay * random.uniform(0.5, 1.5))
         except self.unavailable_errors as exc:
+            if self.outage is not None:
+                self.outage.failed(exc)
             m.LOCK_ACQUISITIONS.labels(self.backend, "error").inc()
             m.LOCK_DURATION.labels(self.backend).observe(time.monotonic() - started)
             raise self._unavailable(exc) from None

@@ -14,10 +14,12 @@ sees contention between processes.
 
 Redis unreachable: acquisition raises :class:`angos.oci.errors.Unavailable`
 (HTTP 503) before anything is written; ``check()`` (``/readyz``) raises too.
+The outage is logged once, and its end once (:mod:`angos.outage`).
 """
 
 from __future__ import annotations
 
+from ..outage import redis_outage
 from .locks import LeasedLocks
 
 _RELEASE = """
@@ -42,6 +44,7 @@ class RedisLocks(LeasedLocks):
         self.prefix = cfg.key_prefix
         self.renew_interval = max(self.ttl_ms / 3000, 0.05)
         self.unavailable_errors = (redis.ConnectionError, redis.TimeoutError)
+        self.outage = redis_outage(cfg.url)
         self._client = client or redis.Redis.from_url(cfg.url, socket_connect_timeout=2, socket_timeout=5,
                                                       health_check_interval=30)
         self._release_script = self._client.register_script(_RELEASE)

@@ -31,6 +31,7 @@ import time
 import uuid
 
 from ..config import ConfigError
+from ..outage import s3_outage
 from .base import NotFound, StorageUnavailable
 from .locks import LeasedLocks
 from .s3 import S3Store
@@ -49,6 +50,7 @@ class S3Locks(LeasedLocks):
         super().__init__(lock_cfg)
         self.renew_interval = lock_cfg.ttl_secs / 3
         self.store = store or S3Store.from_config(store_cfg)
+        self.outage = s3_outage(self.store.bucket, self.store.endpoint)
         if probe:
             self.verify_conditional_writes()
 

@@ -256,3 +256,25 @@ def test_a_process_hammering_a_lock_lets_another_process_in(redis_server):
         stop.set()
         for t in threads:
             t.join(10)
+
+
+def test_redis_lock_outage_is_logged_once_and_its_end_once(redis_process, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="angos.outage")
+    locks = RedisLocks(RedisLock(url=redis_process.url, ttl=5, key_prefix="down", max_retries=1, retry_delay_ms=10))
+    with locks.lock("before"):
+        pass
+    redis_process.stop()
+    for i in range(5):  # five requests' worth of acquisitions while Redis is gone: each one a 503
+        with pytest.raises(Unavailable):
+            with locks.lock(f"during-{i}"):
+                pass
+    redis_process.start()
+    with locks.lock("after"):
+        pass
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "angos.outage"]
+    address = redis_process.url.split("//", 1)[1].split("/", 1)[0]
+    assert [level for level, _ in lines] == ["WARNING", "INFO"], lines
+    assert lines[0][1].startswith(f"Redis at {address} is unreachable (")
+    assert lines[1][1].startswith(f"Redis at {address} is reachable again (down for ")
