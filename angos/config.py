@@ -289,6 +289,9 @@ class FsStore:
     root_dir: str
     sync_to_disk: bool = False
     lock_strategy: LockStrategy | None = None
+    # Large uploads bypass the page cache (angos.storage.direct); false writes them buffered, which
+    # trades upload speed on VMs whose host reclaims free memory for a first pull served from memory.
+    direct_io: bool = True
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Protocol per server, as each client of that server would do it:
   Distribution 2.8 has no single-POST upload, so it gets POST then
   ``PUT ?digest=`` with the body (the time covers both requests);
 - GET: one request for the whole blob, body discarded by the client;
+- first GET after PUT: the same GET, sent as soon as the PUT is answered;
 - chunked: POST, then PATCHes with ``Content-Range``, then an empty
   ``PUT ?digest=``.
 
@@ -54,8 +55,12 @@ def _prepare(recycle: bool, blob: BlobFile, size: int) -> None:
 
 
 def measure_put(servers: dict, blob: BlobFile, repeats: int, metric: Metric, cpu: Metric | None, log,
-                recycle: bool = False) -> str:
-    """Returns the digest of the last blob uploaded (present on both servers)."""
+                recycle: bool = False, first_get: tuple[Metric, Metric] | None = None) -> str:
+    """Returns the digest of the last blob uploaded (present on both servers).
+
+    With ``first_get`` (throughput, CPU), each upload is followed at once by a GET of the whole
+    blob from the same server: the first pull after a push (what replication, CI pipelines and
+    "push then deploy" do), whatever state the upload left the page cache in."""
     digest = ""
     for i in range(repeats):
         digest = blob.variant(i)
@@ -70,6 +75,11 @@ def measure_put(servers: dict, blob: BlobFile, repeats: int, metric: Metric, cpu
                 if c.blob_size(REPO, digest) != blob.size:
                     raise RuntimeError(f"{label}: stored blob has the wrong size")
             _record(metric, cpu, label, i, blob.size, sw, log)
+            if first_get is not None:
+                with Client(srv.port) as c:
+                    with Stopwatch(srv) as sw:
+                        c.download(f"/v2/{REPO}/blobs/{digest}", blob.size)
+                _record(first_get[0], first_get[1], label, i, blob.size, sw, log)
     return digest
 
 

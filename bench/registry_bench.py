@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--recycle-memory", action="store_true",
                    help="before each timed upload write and delete a scratch file of its size, so uploads "
                         "write into recycled memory (see docs/performance.md)")
+    p.add_argument("--buffered-uploads", action="store_true",
+                   help="run angos with [blob_store.fs] direct_io = false (uploads through the page cache)")
     args = p.parse_args(argv)
     args.measure = [m.strip() for m in args.measure.split(",") if m.strip()]
     unknown = set(args.measure) - set(MEASUREMENTS)
@@ -70,6 +72,8 @@ def header(sizes: dict, args) -> str:
     mode = "quick (smoke run, not for the record)" if args.quick else "full"
     if args.recycle_memory:
         mode += ", uploads into recycled memory"
+    if args.buffered_uploads:
+        mode += ", angos uploads buffered (direct_io = false)"
     return "\n".join([
         f"Run: {now}, mode {mode}, median of {sizes['repeat']} repetitions",
         f"Machine: {m['nproc']} CPUs, {m['cpu']}, kernel {m['kernel']}, load average at start {m['load']}",
@@ -109,6 +113,7 @@ def run(args) -> list[Metric]:
     metrics = {
         "blob-get": Metric(f"Blob GET ({sizes['blob'] // MiB} MiB)", "MiB/s", True, 1.0),
         "blob-put": Metric(f"Blob monolithic PUT ({sizes['blob'] // MiB} MiB)", "MiB/s", True, 2.5),
+        "first-get": Metric(f"Blob GET right after its PUT ({sizes['blob'] // MiB} MiB)", "MiB/s", True, 1.0),
         "chunked": Metric(f"Chunked upload ({sizes['chunked'] // MiB} MiB in {sizes['chunk'] // MiB} MiB PATCHes)",
                           "MiB/s", True),
         "rps": Metric(f"Manifest GET, {args.connections} connections", "req/s", True, 0.8),
@@ -121,18 +126,19 @@ def run(args) -> list[Metric]:
     cpu = {
         "blob-get": Metric("Blob GET", "s/GiB", False),
         "blob-put": Metric("Blob monolithic PUT", "s/GiB", False),
+        "first-get": Metric("Blob GET right after its PUT", "s/GiB", False),
         "chunked": Metric("Chunked upload", "s/GiB", False),
         "rps": Metric("Manifest GET", "ms/req", False),
         "push": Metric("skopeo push", "s", False),
         "pull": Metric("skopeo pull", "s", False),
     }
-    order = ["blob-get", "blob-put", "chunked", "rps", "p50", "p99", "push", "pull"]
+    order = ["blob-get", "blob-put", "first-get", "chunked", "rps", "p50", "p99", "push", "pull"]
 
     with contextlib.ExitStack() as stack:
         root = tempfile.mkdtemp(prefix="angos-bench-", dir=args.tmpdir)
         stack.callback(shutil.rmtree, root, True)
         srv = {
-            "angos": stack.enter_context(servers.Angos(root, workers=args.workers)),
+            "angos": stack.enter_context(servers.Angos(root, workers=args.workers, direct_io=not args.buffered_uploads)),
             "distribution": stack.enter_context(servers.Distribution(root)),
         }
         log(f"angos on {srv['angos'].url}, distribution on {srv['distribution'].url}, data under {root}")
@@ -147,7 +153,7 @@ def run(args) -> list[Metric]:
         if "blob-put" in wanted:
             log("blob monolithic PUT")
             digest = blobs.measure_put(srv, blob, reps, metrics["blob-put"], cpu["blob-put"], log,
-                                       args.recycle_memory)
+                                       args.recycle_memory, (metrics["first-get"], cpu["first-get"]))
         elif "blob-get" in wanted:
             log("blob upload for GET (not measured)")
             digest = blobs.measure_put(srv, blob, 1, Metric("setup", "MiB/s", True), None, lambda _m: None)

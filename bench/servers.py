@@ -180,7 +180,7 @@ class Angos(_Server):
     name = "angos"
     health_path = "/healthz"
 
-    def __init__(self, parent_dir: str | None = None, workers: int = 2):
+    def __init__(self, parent_dir: str | None = None, workers: int = 2, direct_io: bool = True):
         super().__init__(parent_dir)
         self.workers = workers
         self.config_path = self.workdir / "config.toml"
@@ -195,6 +195,7 @@ class Angos(_Server):
 
             [blob_store.fs]
             root_dir = "{self.data_dir}"
+            direct_io = {str(direct_io).lower()}
             """))
 
     def command(self) -> list[str]:

@@ -18,7 +18,7 @@ BACKENDS = {"fs": FsStore}
 def build_store(store_cfg) -> ObjectStore:
     backend = store_cfg.backend
     if backend == "fs":
-        return FsStore(store_cfg.fs.root_dir, store_cfg.fs.sync_to_disk)
+        return FsStore(store_cfg.fs.root_dir, store_cfg.fs.sync_to_disk, store_cfg.fs.direct_io)
     if backend == "s3":
         from .s3 import S3Store  # imported lazily: boto3 is slow to import
 

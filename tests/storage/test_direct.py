@@ -152,3 +152,19 @@ def test_a_large_upload_through_the_server_is_exact_and_bypasses_the_page_cache(
     assert blob.stat().st_size == len(body)
     assert resident_pages(blob) < (len(body) // 4096) // 8  # most of the 6144 pages went direct
     assert http.get(angos.v2(f"{ns}/blobs/{digest}")).content == body
+
+
+def test_direct_io_false_writes_uploads_through_the_page_cache(angos_factory):
+    """``[blob_store.fs] direct_io = false``: the operator's choice of a first pull served from memory."""
+    import hashlib
+
+    server = angos_factory(extra="direct_io = false\n")  # appended to the [blob_store.fs] table
+    body = os.urandom(8 << 20)
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    r = requests.post(server.v2("buffered/app/blobs/uploads/"), params={"digest": digest}, data=body,
+                      headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    blob = server.workdir / "data" / "blobs" / "sha256" / digest[7:9] / digest[7:]
+    assert resident_pages(blob) == len(body) // 4096  # every page is still in memory for the first pull
+    assert requests.get(server.v2(f"buffered/app/blobs/{digest}")).content == body
+
