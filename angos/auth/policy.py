@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
 
 import cel
 
 from ..config import ConfigError
+from ..log_throttle import Throttled
 from .celtypes import BOOL, DYN, INT, STRING, CelTypeError, check, list_of, map_of, nullable, record
 
 log = logging.getLogger("angos.auth.policy")
@@ -101,7 +100,7 @@ def _compile_error(where: str, source: str, exc: Exception) -> ConfigError:
 class Rule:
     """One compiled rule and where it came from (for error messages and logs)."""
 
-    __slots__ = ("where", "source", "program", "_lock", "_last_warn", "_suppressed")
+    __slots__ = ("where", "source", "program", "_warned")
 
     def __init__(self, where: str, source: str):
         self.where = where
@@ -114,17 +113,12 @@ class Rule:
             check(source, VARIABLES)
         except CelTypeError as exc:
             raise ConfigError(f"{where}: invalid CEL rule {source!r}: {exc}") from None
-        self._lock = threading.Lock()
-        self._last_warn = 0.0
-        self._suppressed = 0
+        self._warned = Throttled(WARN_INTERVAL)
 
     def warn(self, reason: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last_warn < WARN_INTERVAL:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed, self._last_warn = self._suppressed, 0, now
+        suppressed = self._warned.allow()
+        if suppressed is None:
+            return
         more = f" ({suppressed} similar failures suppressed)" if suppressed else ""
         log.warning("access policy rule %s %r denied the request (fail closed): %s%s",
                     self.where, self.source, reason, more)

@@ -50,6 +50,7 @@ from collections import OrderedDict
 from urllib.parse import quote
 
 from ..config import ConfigError, _join
+from ..log_throttle import Throttled
 
 log = logging.getLogger("angos.auth.webhook")
 
@@ -133,8 +134,7 @@ class Webhook:
         self._cache: OrderedDict[tuple, tuple[float, bool]] = OrderedDict()
         self._lock = threading.Lock()
         self._metrics = _Metrics(name)
-        self._last_warn = 0.0
-        self._suppressed = 0
+        self._warned = Throttled(WARN_INTERVAL)
 
     # ------------------------------------------------------------ start-up checks
 
@@ -272,12 +272,9 @@ class Webhook:
         return session
 
     def _warn(self, msg: str, *args) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last_warn < WARN_INTERVAL:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed, self._last_warn = self._suppressed, 0, now
+        suppressed = self._warned.allow()
+        if suppressed is None:
+            return
         more = f" ({suppressed} more failures since the last warning)" if suppressed else ""
         log.warning("authorization webhook %r: " + msg + "; request denied (fail closed, not cached)%s",
                     self.name, *args, more)
