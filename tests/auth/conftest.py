@@ -210,8 +210,9 @@ def oci_layout(root: Path, tag: str) -> str:
 
 
 def auth_attempts(get) -> dict[tuple[str, str], float]:
-    """``auth_attempts_total`` by (method, result), read with ``get(url_path)`` (a callable that
-    carries whatever credentials the server wants for /metrics: that read is itself an attempt)."""
+    """``auth_attempts_total`` by (method, result), read with ``get(url_path)``. Tests read from
+    127.0.0.1, a ``server.metrics_allow`` network by default: the read authenticates nothing, so
+    it is no attempt, whatever credentials it carries."""
     out = {}
     for line in get("/metrics").text.splitlines():
         if line.startswith("auth_attempts_total{"):

@@ -99,7 +99,9 @@ rules = ["request.action != 'get-replication-status' || identity.id == 'alice'"]
 
 def _ci_step() -> str:
     text = (ROOT / "docs" / "replication.md").read_text()
-    steps = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "replication-status" in b and "skopeo" in b]
+    # The CI step is the one pushing a build's OCI layout (the pair walkthroughs push an archive).
+    steps = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S)
+             if "replication-status" in b and "skopeo" in b and "oci:./image:v1" in b]
     assert len(steps) == 1, steps
     return steps[0]
 
