@@ -158,3 +158,24 @@ PYTHON_GC_COLLECTIONS = Counter("python_gc_collections", "Number of times this g
 PYTHON_INFO = Gauge("python_info", "Python platform information",
                     ["implementation", "major", "minor", "patchlevel", "version"], multiprocess_mode="max",
                     registry=None)
+
+
+def _seed_process_limits() -> None:
+    """Set this process's start time and fd limit as soon as the gauges exist. In multiprocess mode
+    an unlabelled gauge starts at 0 in every process that imports this module, and a 0 would be the
+    minimum these two series report until (or, for a process that exits first, long after) the
+    process publishes its own values (angos.process_metrics)."""
+    from prometheus_client import ProcessCollector
+
+    try:
+        for family in ProcessCollector(registry=None).collect():
+            for sample in family.samples:
+                if sample.name == "process_start_time_seconds":
+                    PROCESS_START_TIME.set(sample.value)
+                elif sample.name == "process_max_fds":
+                    PROCESS_MAX_FDS.set(sample.value)
+    except OSError:  # no /proc: the series stay as prometheus_client made them
+        pass
+
+
+_seed_process_limits()

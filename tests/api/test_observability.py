@@ -126,6 +126,22 @@ def test_process_series_sum_the_workers_and_keep_a_killed_workers_cpu_time(angos
     assert metric(server, "process_cpu_seconds_total") >= cpu  # a counter never goes back
 
 
+def test_a_process_that_exits_before_publishing_leaves_no_zero_start_time_or_fd_limit(tmp_path):
+    """Any process importing angos.metrics under PROMETHEUS_MULTIPROC_DIR gets these two gauges at
+    once; they must hold its own values then, not 0, or ``min`` would report 0 from then on."""
+    import sys
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    subprocess.run([sys.executable, "-c", "import angos.metrics"], env=env, check=True, timeout=60)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    assert 0 < registry.get_sample_value("process_start_time_seconds") <= time.time()
+    assert registry.get_sample_value("process_max_fds") > 0
+
+
 def _blobs_on_disk(server) -> tuple[int, int]:
     files = [p for p in (server.workdir / "data" / "blobs").rglob("*") if p.is_file()]
     return len(files), sum(p.stat().st_size for p in files)
