@@ -180,7 +180,9 @@ class SendfileGeventWorker(GeventWorker):
             # header timeout; timeout_ctx then lifts it while a head is awaited (the head has
             # its own deadline) and sets the body timeout for serving the request.
             client.settimeout(self._header_timeout)
-            if self.cfg.is_ssl or not tls_probe_answered(client, ip):
+            # A stopping worker skips the TLS-probe peek: waiting there, outside gunicorn's request
+            # loop, let a reload drop a fresh connection's request now and then (test_reload).
+            if self.cfg.is_ssl or not self.alive or not tls_probe_answered(client, ip):
                 AsyncWorker.handle(self, listener, client, addr)
         finally:
             self._clients.pop(me, None)
