@@ -12,6 +12,7 @@ client go to files under the test's temporary directory, never to the machine's 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -133,6 +134,9 @@ class Dockerd:
         self.dir = Path(tempfile.mkdtemp(prefix="angos-dockerd-", dir="/tmp"))
         self.sock = self.dir / "docker.sock"
         self.log = self.dir / "dockerd.log"
+        # containerd namespaces allow letters and digits joined by single ".", "_" or "-";
+        # mkdtemp's random suffix may put "_" right after the prefix's "-".
+        self.namespace = "angos-" + re.sub(r"[^A-Za-z0-9]+", "-", self.dir.name).strip("-")
         self.proc: subprocess.Popen | None = None
         self.cli = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
 
@@ -142,8 +146,8 @@ class Dockerd:
                 ["dockerd", "--storage-driver", "vfs", "--iptables=false", "--ip-masq=false", "--bridge=none",
                  "--data-root", str(self.dir / "root"), "--exec-root", str(self.dir / "exec"),
                  "--pidfile", str(self.dir / "dockerd.pid"), "--host", f"unix://{self.sock}",
-                 "--containerd-namespace", f"angos-{self.dir.name}",
-                 "--containerd-plugins-namespace", f"angos-{self.dir.name}-plugins",
+                 "--containerd-namespace", self.namespace,
+                 "--containerd-plugins-namespace", f"{self.namespace}-plugins",
                  "--insecure-registry", "127.0.0.0/8"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
