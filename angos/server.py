@@ -64,6 +64,7 @@ import shutil
 import signal
 import socket
 import struct
+import sys
 import tempfile
 import termios
 
@@ -221,14 +222,18 @@ class SendfileGeventWorker(GeventWorker):
     def handle_exit(self, sig, frame):
         import gevent
 
-        from .replication.notify import release_waiters
-
         super().handle_exit(sig, frame)
         for glet in list(self._conns.candidates()):
             self._end_idle(glet)
         # Replication status long polls answer now instead of holding the stop up (from a greenlet:
-        # this is a signal handler).
-        gevent.spawn(release_waiters)
+        # this is a signal handler). Never an import here: a SIGTERM that lands while the worker
+        # still imports the app would raise ImportError ("partially initialized module") inside
+        # that import, the worker would exit as "failed to boot" and the master would halt with
+        # exit code 1. A module not loaded yet has no waiters.
+        notify = sys.modules.get("angos.replication.notify")
+        release = getattr(notify, "release_waiters", None)
+        if release is not None:
+            gevent.spawn(release)
 
     def handle_quit(self, sig, frame):
         """SIGINT or SIGQUIT: Ctrl-C in a terminal reaches every process of the server, and the
@@ -445,8 +450,6 @@ def run_server(cfg, config_paths) -> int:
         # Without [global.job_queue] the server drains the queues itself: one supervised
         # consumer process for the whole server (never one per gunicorn worker), sharing
         # PROMETHEUS_MULTIPROC_DIR so handler metrics show on /metrics. See angos.queue.drain.
-        import sys
-
         from .config import JobQueueConfig
         from .queue.layout import make_jobs_dir
         from .queue.drain import DrainSupervisor

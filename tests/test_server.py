@@ -116,3 +116,60 @@ def test_the_server_speaks_sd_notify_when_systemd_asks(angos_factory, tmp_path):
         assert server.proc.wait(30) == 0
     finally:
         sock.close()
+
+
+# Loaded into every Python process of the server (PYTHONPATH): in a gunicorn worker that is
+# importing the app (load_wsgi on the stack), the first worker to execute
+# angos.replication.notify signals itself while that module is still empty in sys.modules, as
+# systemd's SIGTERM would if it landed at that instant.
+_SIGTERM_MID_IMPORT = '''
+import os, signal, sys, traceback
+from importlib.abc import MetaPathFinder
+
+MARKER = {marker!r}
+
+
+class _Hold(MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "angos.replication.notify" or os.path.exists(MARKER):
+            return None
+        if not any(f.name == "load_wsgi" for f in traceback.extract_stack()):
+            return None
+        sys.meta_path.remove(self)
+        try:
+            from importlib.util import find_spec
+            spec = find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        real = spec.loader.exec_module
+
+        def exec_module(module):
+            open(MARKER, "w").close()
+            os.kill(os.getpid(), signal.SIGTERM)  # handled before the module's first statement
+            real(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _Hold())
+'''
+
+
+def test_a_worker_told_to_stop_while_it_imports_the_app_boots_and_exits_cleanly(angos_factory, tmp_path):
+    """A SIGTERM handler that imported a module could find it half-imported (the worker was
+    importing it when the signal came): ImportError, the worker "failed to boot" and the master
+    halted with exit code 1 (a CI failure of one stop in ~20 under load)."""
+    marker = tmp_path / "signalled"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SIGTERM_MID_IMPORT.format(marker=str(marker)))
+    import os
+
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    server = angos_factory(env={"PYTHONPATH": path})
+    assert marker.exists(), "the hook never ran: the test exercised nothing"
+    assert requests.get(server.url + "/v2/", timeout=30).status_code == 200
+    assert server.stop() == 0, server.logs()
+    log = server.logs()
+    assert "failed to boot" not in log and "Traceback" not in log, log
