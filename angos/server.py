@@ -462,9 +462,11 @@ def run_server(cfg, config_paths) -> int:
         drain = DrainSupervisor(argv + ["worker", "--in-process"], JobQueueConfig().drain_timeout_secs)
         drain.start()
 
-    def child_exit(server, worker):
-        from prometheus_client import multiprocess
+    # Imported now, not in child_exit: gunicorn runs that hook from its SIGCHLD handler, which
+    # may interrupt the master anywhere, an import of the same module included.
+    from prometheus_client import multiprocess
 
+    def child_exit(server, worker):
         multiprocess.mark_process_dead(worker.pid)
 
     def on_exit(server):
