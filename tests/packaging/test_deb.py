@@ -285,9 +285,10 @@ def test_installed_package_serves_as_angos_purge_drops_config_reinstall_and_upgr
         " **{re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version for d in m.distributions()}}))",
         env=SERVICE_ENV).stdout)
     assert versions["python"] == [3, 11]
-    # Package data (the jobs admin UI's template and stylesheet) is installed with the code.
-    site = Path("/opt/venvs/angos/lib/python3.11/site-packages/angos/api/ui_files")
-    assert (site / "jobs.html").is_file() and (site / "ui.css").is_file()
+    # Package data (the web UI's templates, stylesheet and script) is installed with the code.
+    site = Path("/opt/venvs/angos/lib/python3.11/site-packages/angos/api/ui")
+    assert (site / "templates" / "base.html").is_file() and (site / "templates" / "jobs.html").is_file()
+    assert (site / "static" / "ui.css").is_file() and (site / "static" / "ui.js").is_file()
     assert {name: versions.get(name) for name in pins} == pins
     # The README and the shipped config point to docs/: every guide is installed beside the
     # README, compressed the way debhelper compresses the README (files over 4 KiB).

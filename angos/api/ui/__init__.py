@@ -1,0 +1,29 @@
+"""The web UI (``[ui] enabled = true``): browse what is stored, and the admin pages.
+
+Server-rendered HTML and plain forms, so every page works in any browser without
+JavaScript (``static/ui.js`` only saves a reload here and there), behind the same
+access policy as the API: each page and button is one of the API's actions.
+
+One blueprint, ``ui`` at ``/_ui``, whose routes live in one module per area:
+
+- :mod:`.browse`: repositories → namespaces → manifests;
+- :mod:`.replication`: every downstream's state and a namespace's tags × downstreams;
+- :mod:`.jobs`: pending, running and failed jobs, with retry and delete;
+- :mod:`.assets`: the stylesheet and script, the theme choice, ``/_ui/config``.
+
+Every page extends ``templates/base.html`` (header, navigation, breadcrumbs, theme)
+through :func:`.common.page`. A browser sends stored Basic credentials with any
+request to this host, including a form another site submits:
+:mod:`angos.api.origin` refuses a POST that says it comes from another site, or that
+carries neither ``Sec-Fetch-Site`` nor ``Origin``, with 403 before it acts.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("ui", __name__, url_prefix="/_ui", template_folder="templates")
+
+from . import assets, browse, common, jobs, replication  # noqa: E402 - each registers its routes on bp
+
+AREAS = (assets, browse, common, jobs, replication)
