@@ -2,14 +2,16 @@
 
 Unknown routes and methods are answered in the same JSON shape; anything
 unexpected is logged with its traceback and answered as a 500 without
-internals, never as an HTML page.
+internals. The one exception is the web UI: with ``[ui] enabled``, an error on
+one of its ``/_ui/`` pages is an HTML page (:mod:`angos.api.ui.errors`; a 401
+still carries the challenge), since a person reads it in a browser.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import request
+from flask import current_app, request
 from werkzeug.exceptions import HTTPException
 
 from ..oci.errors import NameUnknown, OciError, Unavailable, Unsupported
@@ -20,10 +22,22 @@ from .http import oci_error_response
 log = logging.getLogger("angos.api")
 
 
+def _response(exc: OciError):
+    """The OCI error JSON, or the UI's HTML page for the same error on a UI page."""
+    if "ui" in current_app.blueprints:
+        from .ui.errors import error_page, for_ui
+
+        if for_ui():
+            page = error_page(exc.status, exc.message)
+            if page is not None:
+                return page
+    return oci_error_response(exc)
+
+
 def register(app) -> None:
     @app.errorhandler(OciError)
     def _oci(exc: OciError):
-        resp = oci_error_response(exc)
+        resp = _response(exc)
         if exc.status == 401:
             resp.headers["WWW-Authenticate"] = token.challenge()  # Bearer under /v2/, else Basic
             if request.path.startswith("/v2"):
@@ -37,20 +51,20 @@ def register(app) -> None:
     @app.errorhandler(StorageUnavailable)
     def _storage(exc):
         log.error("storage unavailable: %s", exc)
-        return oci_error_response(Unavailable(str(exc)))
+        return _response(Unavailable(str(exc)))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         if exc.code == 404:
-            return oci_error_response(NameUnknown("no such endpoint", status=404))
+            return _response(NameUnknown("no such endpoint", status=404))
         if exc.code == 405:
-            return oci_error_response(Unsupported("method not allowed", status=405))
+            return _response(Unsupported("method not allowed", status=405))
         err = OciError(exc.description or exc.name, status=exc.code)
         err.code = "UNSUPPORTED" if exc.code < 500 else "UNKNOWN"
-        return oci_error_response(err)
+        return _response(err)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error")
         err = OciError("internal server error", status=500)
-        return oci_error_response(err)
+        return _response(err)

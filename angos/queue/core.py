@@ -421,6 +421,13 @@ class JobQueue:
         rows = self._call(self.store.lock_keys, state, cap)
         return [(lk, created_at_of(sk)) for lk, sk in rows]
 
+    def counts(self, cap: int = SATURATION) -> tuple[int, int]:
+        """(pending, failed) jobs, each counted up to ``cap`` (``cap`` means "at least"): the same
+        cheap counters as the gauges, but every pending job however far off its next run."""
+        pending = self._call(self.store.count_pending, float("inf"), cap)
+        failed = self._call(self.store.count_failed, cap)
+        return pending, failed
+
     def refresh_gauges(self) -> tuple[int, int]:
         horizon = time.time() + self.qcfg.pending_ready_horizon_secs
         pending = self._call(self.store.count_pending, horizon, SATURATION)

@@ -9,10 +9,13 @@ One blueprint, ``ui`` at ``/_ui``, whose routes live in one module per area:
 - :mod:`.browse`: repositories → namespaces → manifests;
 - :mod:`.replication`: every downstream's state and a namespace's tags × downstreams;
 - :mod:`.jobs`: pending, running and failed jobs, with retry and delete;
+- :mod:`.uploads`: a namespace's upload sessions, with cancel;
 - :mod:`.assets`: the stylesheet and script, the theme choice, ``/_ui/config``.
 
 Every page extends ``templates/base.html`` (header, navigation, breadcrumbs, theme)
-through :func:`.common.page`. A browser sends stored Basic credentials with any
+through :func:`.common.page`; :mod:`.cells` shapes long errors and wire times for
+table cells. An error on a UI page is an HTML page too (:mod:`.errors`: "Sign in
+required" with the challenge for an anonymous visitor the policy refuses). A browser sends stored Basic credentials with any
 request to this host, including a form another site submits:
 :mod:`angos.api.origin` refuses a POST that says it comes from another site, or that
 carries neither ``Sec-Fetch-Site`` nor ``Origin``, with 403 before it acts.
@@ -24,6 +27,6 @@ from flask import Blueprint
 
 bp = Blueprint("ui", __name__, url_prefix="/_ui", template_folder="templates")
 
-from . import assets, browse, common, jobs, replication  # noqa: E402 - each registers its routes on bp
+from . import assets, browse, cells, common, errors, jobs, replication, uploads  # noqa: E402 - each registers its routes on bp
 
-AREAS = (assets, browse, common, jobs, replication)
+AREAS = (assets, browse, cells, common, errors, jobs, replication, uploads)
