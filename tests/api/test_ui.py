@@ -90,7 +90,7 @@ def test_pending_jobs_are_listed_and_deleted_only_by_same_site_posts(ui_server):
                     {"Origin": port_twin}, {}):   # scheme and port compared; no marker at all on a form post
         r = requests.post(server.url + delete, headers=hostile, allow_redirects=False, timeout=10)
         assert r.status_code == 403, hostile
-        assert r.json()["errors"][0]["code"] == "DENIED"
+        assert r.headers["Content-Type"].startswith("text/html") and "<h1>Not allowed</h1>" in r.text, hostile
     assert key in requests.get(f"{server.url}/_ui/jobs?queue=replication", timeout=10).text
 
     r = requests.post(server.url + delete, headers={"Origin": server.url, "Sec-Fetch-Site": "same-origin"},
@@ -135,18 +135,18 @@ def test_the_policy_sees_the_jobs_actions(angos_factory, tmp_path):
     assert requests.get(f"{server.url}/_ui/jobs?queue=cache", timeout=10).status_code == 200
     denied = requests.get(f"{server.url}/_ui/jobs?queue=replication", timeout=10)
     assert denied.status_code == 401 and denied.headers["WWW-Authenticate"].startswith("Basic ")
+    assert "<h1>Sign in required</h1>" in denied.text
     assert requests.get(f"{server.url}/_ui/jobs/failed?queue=cache", timeout=10).status_code == 401
 
 
 def test_browsing_repositories_namespaces_and_manifests(ui_server):
+    # The pages themselves are pinned in test_ui_browse.py; here, that they are reachable and that
+    # their errors are pages with the status the API would answer.
     server, _, _ = ui_server
-    digest, _, _, _ = push_image(server, "team/app", tag="v1")
-    page = requests.get(f"{server.url}/_ui/", timeout=10).text
-    assert 'href="/_ui/repositories/team"' in page
-    page = requests.get(f"{server.url}/_ui/repositories/team", timeout=10).text
-    assert 'href="/_ui/namespaces/team/app"' in page
-    page = requests.get(f"{server.url}/_ui/namespaces/team/app", timeout=10).text
-    assert digest in page and ">v1<" in page and " UTC<" in page
-    assert requests.get(f"{server.url}/_ui/repositories/nope", timeout=10).status_code == 404
-    assert requests.get(f"{server.url}/_ui/namespaces/Bad..Name", timeout=10).status_code == 400
-    assert "No manifests in team/empty." in requests.get(f"{server.url}/_ui/namespaces/team/empty", timeout=10).text
+    push_image(server, "team/app", tag="v1")
+    assert requests.get(f"{server.url}/_ui/", timeout=10).status_code == 200
+    assert requests.get(f"{server.url}/_ui/repositories/team", timeout=10).status_code == 200
+    assert requests.get(f"{server.url}/_ui/namespaces/team/app", timeout=10).status_code == 200
+    for path, status in (("/_ui/repositories/nope", 404), ("/_ui/namespaces/Bad..Name", 400)):
+        r = requests.get(server.url + path, timeout=10)
+        assert r.status_code == status and r.headers["Content-Type"].startswith("text/html"), path

@@ -31,6 +31,8 @@ def test_replication_pages_show_each_downstream_and_each_tag(angos_factory):
     assert '<meta http-equiv="refresh" content="5">' in page.text
     assert "<b>far</b>" not in page.text and html.escape("<b>far</b>") in page.text
     assert d in page.text and page.text.count("<strong>pending</strong>") == 2
+    assert f'<a href="/_ui/namespaces/{ns}" class="namespace">' in page.text  # back to the namespace's page
+    assert f'<a href="/_ui/namespaces/{ns}">{ns}</a>' in page.text  # and in the breadcrumbs
 
     with Worker(source):  # the queue is held until now
         wait_for(lambda: "<strong>in sync</strong>" in requests.get(f"{source.url}/_ui/replication/{ns}",
@@ -39,9 +41,18 @@ def test_replication_pages_show_each_downstream_and_each_tag(angos_factory):
                  what="the unreachable downstream shown down")
     page = requests.get(f"{source.url}/_ui/replication", timeout=10).text
     header = re.search(r"<thead><tr>(.*?)</tr></thead>", page, re.S).group(1)
-    assert re.findall(r"<th>(.*?)</th>", header)[:4] == ["downstream", "url", "repositories", "state"]
-    assert '<td class="state-up">up</td>' in page and '<td class="state-down">down</td>' in page
-    assert html.escape("<b>far</b>") in page and "<b>far</b>" not in page
+    assert re.findall(r"<th[^>]*>(.*?)</th>", header)[:4] == ["downstream", "repositories", "state", "last success"]
+    rows = dict(re.findall(r'<tr data-downstream="([^"]*)">(.*?)</tr>', page, re.S))
+    assert set(rows) == {"peer", html.escape("<b>far</b>")}
+    assert '<td class="state-up"><strong>up</strong>' in rows["peer"] and peer.url in rows["peer"]
+    far = rows[html.escape("<b>far</b>")]
+    assert '<td class="state-down"><strong>down</strong>' in far and "<b>far</b>" not in page
+    # The unreachable downstream's error: one line in the row, the full text one click away.
+    error = re.search(r'<td class="error">(.*?)</td>', far, re.S).group(1)
+    one_line = (r'<details class="error"><summary>[^<\n]+</summary><pre>[^<]+</pre></details>'
+                r'|<span class="error">[^<\n]+</span>')
+    assert re.fullmatch(rf'\s*({one_line})(<br><span class="muted"><time [^>]+>[^<]+</time></span>)?\s*', error), error
+    assert 'href="/_ui/repositories/nginx"' in page  # the repository, linked to its namespaces
     assert requests.get(f"{source.url}/_ui/replication/Bad..Name", timeout=10).status_code == 400
 
 

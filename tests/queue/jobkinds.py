@@ -97,3 +97,9 @@ def suicide(job, ctx):
     """Record ``attempt <time> <pid> <attempts>``, then SIGKILL the process running it: every time."""
     _append(_log(job), f"attempt {time.time():.6f} {os.getpid()} {job.attempts}")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@job_kind("test.fail_with")
+def fail_with(job, ctx):
+    """Fail for good with ``payload["error"]`` as the message (what an error page must show and escape)."""
+    raise TerminalJobError(job.payload["error"])
