@@ -51,7 +51,7 @@ def test_replication_pages_show_each_downstream_and_each_tag(angos_factory):
     error = re.search(r'<td class="error">(.*?)</td>', far, re.S).group(1)
     one_line = (r'<details class="error"><summary>[^<\n]+</summary><pre>[^<]+</pre></details>'
                 r'|<span class="error">[^<\n]+</span>')
-    assert re.fullmatch(rf'\s*({one_line})(<br><span class="muted"><time [^>]+>[^<]+</time></span>)?\s*', error), error
+    assert re.fullmatch(rf'\s*({one_line})(<div class="muted"><time [^>]+>[^<]+</time></div>)?\s*', error), error
     assert 'href="/_ui/repositories/nginx"' in page  # the repository, linked to its namespaces
     assert requests.get(f"{source.url}/_ui/replication/Bad..Name", timeout=10).status_code == 400
 

@@ -14,7 +14,7 @@ import time
 from ...registry.timestamps import parse_ts
 from . import bp
 
-FIRST_LINE = 160  # characters of an error shown in the row; the rest is one click away
+FIRST_LINE = 120  # characters of an error shown in the row; the rest is one click away
 
 
 @bp.app_template_filter("first_line")
