@@ -22,7 +22,8 @@ UI = '[ui]\nenabled = true\nname = "Test Registry"\n[repository."team"]\n'
 
 def test_the_ui_is_off_unless_enabled(angos):
     for path in ("/_ui/jobs", "/_ui/config", "/_ui/assets/ui.css"):
-        assert requests.get(angos.url + path, timeout=10).status_code == 404
+        r = requests.get(angos.url + path, timeout=10)
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN"  # no UI, no UI pages
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,19 @@ one inside ``base.html``, called by :mod:`angos.api.errors` for a ``/_ui/`` path
   (autoescaped: a message may quote a client's namespace).
 
 The page must render whatever failed: the error may come before the access check ran (a
-cross-site form post, wrong credentials, an unrouted path), so nothing here, nor in
-``base.html``, may rely on ``g.identity`` or the request's view arguments. If rendering
-fails anyway, :func:`error_page` returns ``None`` and the caller answers JSON.
+cross-site form post, wrong credentials, an unrouted path): ``g.identity`` is then set to
+the anonymous identity, so a template asking ``can()`` renders as for a visitor who may do
+nothing, and nothing may rely on the request's view arguments. If rendering fails anyway,
+:func:`error_page` returns ``None`` and the caller answers JSON.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import current_app, make_response, request
+from flask import current_app, g, make_response, request
 
+from ...auth import ANONYMOUS
 from .common import home_crumb, page
 
 log = logging.getLogger("angos.api.ui")
@@ -41,6 +43,9 @@ def error_page(status: int, message: str):
                                    "Server error" if status >= 500 else "Request refused")
     template = "signin.html" if status == 401 else "error.html"
     retry = request.full_path.rstrip("?") if request.method == "GET" else None
+    # Refused before the access check named the caller (cross-site post, wrong credentials,
+    # unrouted path): the page is rendered as for an anonymous visitor, should it ask can().
+    g.setdefault("identity", ANONYMOUS)
     try:
         resp = make_response(page(template, title, [home_crumb(), (title, None)], status=status,
                                   error_status=status, message=message, retry=retry))
