@@ -184,6 +184,17 @@ def test_pending_and_failed_counts_saturate(qenv):
     assert q.store.count_pending(time.time() + 60, 5) == 5
     assert q.store.count_pending(time.time() + 60, 10000) == 7  # the delayed job is past the horizon
     assert q.store.count_failed(10000) == 0
+    # What the UI's queue tabs show: every pending job however far off, and the dead letters.
+    assert q.counts() == (8, 0)
+    assert q.counts(cap=5) == (5, 0)
+
+
+def test_counts_include_dead_letters(qenv):
+    q = qenv.queue()
+    q.submit("test.flaky", "dead", {"dir": str(qenv.out), "terminal": True})
+    assert q.run_next() == "dead_lettered"
+    q.submit("test.record", "later", {}, delay=3600)
+    assert q.counts() == (1, 1)
 
 
 def test_killed_worker_job_runs_again_in_a_new_worker(qenv):
