@@ -15,7 +15,7 @@ import requests
 
 from angos.config import load_config
 from angos.queue.core import JobQueue
-from angos.replication.jobs import SyncJob
+from angos.replication.jobs import ReferrersJob, SyncJob
 from tests.auth.conftest import identity_toml
 from tests.conftest import AngosServer, angos_config, free_port, wait_for
 from tests.queue.conftest import JOB_ENV
@@ -94,13 +94,17 @@ def test_a_job_names_its_namespace_only_when_its_payload_holds_a_valid_one(serve
         q.submit("test.fail_with", f"blob|{digest}", {"repository": "team", "namespace": "team/cached",
                                                       "digest": digest, "error": "fill one"})
         q.submit("test.fail_with", "odd|<script>", {"namespace": "../<script>", "error": "fill two"})
-        page = failed_page(server, "cache", lambda t: "fill one" in t and "fill two" in t)
+        referrers = ReferrersJob("team", "peer", "team/signed", digest)
+        q.submit("test.fail_with", referrers.lock_key, {**referrers.payload(), "error": "fill three"})
+        page = failed_page(server, "cache", lambda t: all(f"fill {n}" in t for n in ("one", "two", "three")))
     finally:
         q.close()
-    by_error = {("one" if "fill one" in r else "two"): r for r in rows(page, "data-job").values()
-                if "fill one" in r or "fill two" in r}
+    by_error = {n: r for r in rows(page, "data-job").values() for n in ("one", "two", "three") if f"fill {n}" in r}
     assert '<a href="/_ui/namespaces/team/cached" class="namespace">team/cached</a>' in by_error["one"]
-    assert f'title="{digest}">@sha256:abababababab</span>' in by_error["one"]
+    # A cache fill's digest is a blob (no page); a referrers job's subject is a manifest (its page).
+    assert f'<span class="key" title="{digest}">@sha256:abababababab</span>' in by_error["one"]
+    assert (f'<a href="/_ui/namespaces/team/signed/manifests/{digest}" class="key digest" title="{digest}">'
+            '@sha256:abababababab</a>') in by_error["three"]
     assert "<a " not in by_error["two"] and "odd|&lt;script&gt;" in by_error["two"]
     assert "<script>" not in page
 

@@ -18,6 +18,7 @@ Delete button appears only when the policy would allow it.
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from flask import current_app, redirect, request, url_for
 
@@ -85,8 +86,9 @@ def _valid_tag(value) -> str | None:
 
 
 def target(job: dict) -> dict:
-    """What ``job`` works on, from its payload: ``namespace``, ``tag``, ``digest``, ``downstream``,
-    ``webhook`` (each only when present and well formed). Replication jobs carry ``namespace``
+    """What ``job`` works on, from its payload: ``namespace``, ``tag``, ``digest`` (``is_manifest``
+    says whether it names a manifest), ``downstream``, ``webhook`` (each only when present and well
+    formed). Replication jobs carry ``namespace``
     and ``reference`` (a tag or a digest) or ``subject``; cache fills ``namespace`` and a blob
     ``digest``; webhook deliveries the event document with its ``namespace``, ``tag``, ``digest``."""
     payload = job.get("payload")
@@ -101,10 +103,12 @@ def target(job: dict) -> dict:
     tag = _valid_tag(ref) or _valid_tag(event.get("tag"))
     if tag is not None:
         out["tag"] = tag
-    digest = next((d for d in (ref, payload.get("subject"), payload.get("digest"), event.get("digest"))
-                   if isinstance(d, str) and ":" in d), None)
+    manifest = next((d for d in (ref, payload.get("subject")) if isinstance(d, str) and ":" in d), None)
+    digest = manifest or next((d for d in (payload.get("digest"), event.get("digest"))
+                               if isinstance(d, str) and ":" in d), None)
     if digest is not None:
         out["digest"] = digest
+        out["is_manifest"] = manifest is not None  # a cache fill's digest is a blob: no page of its own
     for key in ("downstream", "webhook"):
         if isinstance(payload.get(key), str):
             out[key] = payload[key]
@@ -122,6 +126,8 @@ def _with_targets(rows: list[dict]) -> list[dict]:
                 readable[ns] = can("list-revisions", namespace=ns)
             if readable[ns]:
                 t["url"] = url_for("ui.browse_revisions", namespace=ns)
+                if t.get("is_manifest"):  # the manifest page's path, as the page contract names it
+                    t["manifest_url"] = f"{t['url']}/manifests/{quote(t['digest'], safe=':')}"
     return rows
 
 
