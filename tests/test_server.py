@@ -5,10 +5,13 @@ in test_cli.py, with the idle keep-alive connections it closes.)"""
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 
 import pytest
 import requests
+
+from .conftest import wait_for
 
 MiB = 1 << 20
 
@@ -164,8 +167,6 @@ def test_a_worker_told_to_stop_while_it_imports_the_app_boots_and_exits_cleanly(
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(_SIGTERM_MID_IMPORT.format(marker=str(marker)))
-    import os
-
     path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
     server = angos_factory(env={"PYTHONPATH": path})
     assert marker.exists(), "the hook never ran: the test exercised nothing"
@@ -173,3 +174,59 @@ def test_a_worker_told_to_stop_while_it_imports_the_app_boots_and_exits_cleanly(
     assert server.stop() == 0, server.logs()
     log = server.logs()
     assert "failed to boot" not in log and "Traceback" not in log, log
+
+
+def _tcp_inodes(port: int) -> dict:
+    """``{(local port, remote port, state): inode}`` of this host's IPv4 TCP sockets on ``port``."""
+    out = {}
+    with open("/proc/net/tcp") as fh:
+        next(fh)
+        for line in fh:
+            f = line.split()
+            lport, rport = int(f[1].split(":")[1], 16), int(f[2].split(":")[1], 16)
+            if port in (lport, rport):
+                out[(lport, rport, f[3])] = f[9]
+    return out
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            found.add(link[8:-1])
+    return found
+
+
+def test_a_stopping_worker_answers_a_request_that_arrives_after_it_closed_its_listener(angos_factory):
+    """A connection the worker accepted, whose request comes only after the worker was told to stop
+    and closed its listener (it stops accepting first), is answered, then closed. gunicorn asked the
+    closed listener for its address there: EBADF, and the connection was reset unanswered."""
+    import socket
+
+    server = angos_factory(workers=1)
+    worker, = server.worker_pids()
+    listener = _tcp_inodes(server.port)[(server.port, 0, "0A")]  # 0A: LISTEN
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        mine = conn.getsockname()[1]
+        # The worker has accepted it (the server side is one of its descriptors), nothing sent yet.
+        wait_for(lambda: _tcp_inodes(server.port).get((server.port, mine, "01")) in _socket_inodes(worker),
+                 what="the worker to accept the connection")
+        os.kill(worker, signal.SIGTERM)  # graceful: it stops accepting and serves what it holds
+        wait_for(lambda: listener not in _socket_inodes(worker), what="the worker to close its listener")
+        conn.sendall(b"GET /v2/ HTTP/1.1\r\nHost: registry\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = conn.recv(4096)
+            assert chunk, f"closed without an answer after {answer!r}"
+            answer += chunk
+    finally:
+        conn.close()
+    head = answer.split(b"\r\n\r\n")[0].decode().lower()
+    assert head.startswith("http/1.1 200"), head
+    assert "connection: close" in head, head
+    assert "Bad file descriptor" not in server.logs(), server.logs()
