@@ -6,7 +6,8 @@ access policy as the API: each page and button is one of the API's actions.
 
 One blueprint, ``ui`` at ``/_ui``, whose routes live in one module per area:
 
-- :mod:`.browse`: repositories → namespaces → manifests;
+- :mod:`.browse`: repositories → namespaces → tags and untagged manifests;
+- :mod:`.manifest`: one manifest's details; :mod:`.deletes`: tag and manifest deletes (confirm, then POST);
 - :mod:`.replication`: every downstream's state and a namespace's tags × downstreams;
 - :mod:`.jobs`: pending, running and failed jobs, with retry and delete;
 - :mod:`.uploads`: a namespace's upload sessions, with cancel;
@@ -27,6 +28,7 @@ from flask import Blueprint
 
 bp = Blueprint("ui", __name__, url_prefix="/_ui", template_folder="templates")
 
-from . import assets, browse, cells, common, errors, jobs, replication, uploads  # noqa: E402 - each registers its routes on bp
+from . import (assets, browse, cells, common, deletes, errors, jobs, manifest,  # noqa: E402 - each registers its routes on bp
+               replication, uploads)
 
-AREAS = (assets, browse, cells, common, errors, jobs, replication, uploads)
+AREAS = (assets, browse, cells, common, deletes, errors, jobs, manifest, replication, uploads)

@@ -30,7 +30,7 @@ def theme() -> str:
 
 # Query parameters that say which page this is (not what just happened on it): the theme links
 # come back to the page with these, never with a notice a crafted link could carry.
-PAGE_PARAMS = ("queue", "q", "n", "last", "after")
+PAGE_PARAMS = ("queue", "q", "n", "last", "after", "view")
 
 
 def back_here() -> str:
@@ -56,6 +56,14 @@ def when(unix: int | float | None) -> str:
     if unix is None:
         return ""
     return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@bp.app_template_filter("iso")
+def iso(unix: int | float | None) -> str:
+    """RFC 3339 UTC time, for a ``<time datetime>`` attribute."""
+    if unix is None:
+        return ""
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @bp.app_template_filter("ago")
