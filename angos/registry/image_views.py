@@ -14,8 +14,8 @@ Contract, and what each costs (the UI's pages must not grow with what the regist
   names their parent) and referrers whose subject is stored (they show on their subject).
 - :meth:`ImageViews.details` is one manifest's page: every field of the manifest, its config
   (parsed), layers with the total, the indexes that list it, its referrers with their artifact
-  types, its files (title annotations) and the tags pointing at it (this one reads every tag
-  record of the namespace: there is no digest→tags index).
+  types, its files (title annotations) and the tags pointing at it (there is no digest→tags
+  index: the tag records are read, up to a limit the caller gives).
 
 A config blob is read only when its descriptor says it is an image config of at most
 :data:`CONFIG_LIMIT` bytes, and never more than that many bytes are read from storage: a client
@@ -279,16 +279,31 @@ class ImageViews:
 
     # -- one manifest
 
-    def details(self, ns: str, digest: str) -> dict | None:
-        """Everything the manifest page shows; None when ``digest`` is not stored in ``ns``."""
+    def tags_of(self, ns: str, digest: str, limit: int | None = None) -> tuple[list[str], bool]:
+        """The tags naming ``digest``, and whether that is all of them: with ``limit``, only the
+        first ``limit`` tag records (by name) are read, since no index maps digests to tags and a
+        namespace may hold 100,000 tags (each a request on S3)."""
+        names = self.reg.manifests.tags.names(ns)
+        complete = limit is None or len(names) <= limit
+        out = []
+        for name in names if complete else names[:limit]:
+            rec = self.reg.manifests.tags.get(ns, name)
+            if rec is not None and rec.digest == digest:
+                out.append(name)
+        return out, complete
+
+    def details(self, ns: str, digest: str, tag_limit: int | None = None) -> dict | None:
+        """Everything the manifest page shows; None when ``digest`` is not stored in ``ns``.
+        ``tag_limit`` bounds the tag records read (:meth:`tags_of`)."""
         found = self._revision(ns, digest)
         if found is None:
             return None
         rev, parsed = found
         row = self.summary(ns, digest)
+        tags, complete = self.tags_of(ns, digest, tag_limit)
         doc = {**row, "manifest_size": len(rev.body), "annotations": {}, "config": None, "layers": [],
-               "layers_total": 0, "files": [], "parents": self.parents(ns, digest),
-               "tags": sorted(name for name, _ in self.reg.manifests.tags.pointing_to(ns, digest))}
+               "layers_total": 0, "files": [], "parents": self.parents(ns, digest), "tags": tags,
+               "tags_complete": complete}
         if parsed is None:
             return doc
         doc["annotations"] = _str_map(parsed.annotations)

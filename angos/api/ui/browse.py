@@ -117,19 +117,31 @@ def _notice() -> str | None:
     return text.format(ref=ref) if is_valid_tag(ref) or is_digest(ref) else None
 
 
+def manifest_urls(namespace: str) -> str:
+    """The namespace page's URL; a manifest's page is ``<it>/manifests/<digest>`` (built by hand:
+    one ``url_for`` per page instead of several per row)."""
+    return url_for("ui.browse_revisions", namespace=namespace)
+
+
 def decorate(namespace: str, rows: list[dict], tagged: bool) -> None:
-    """Add what the visitor may do with each row: ``may_view`` its manifest page, ``may_delete``
-    it (never an immutable tag: ``immutable``)."""
+    """Add what the visitor may do with each row, as URLs: ``url`` (its manifest page, when
+    ``get-manifest`` is allowed), ``delete_url`` (when ``delete-manifest`` is, never for an
+    immutable tag: ``immutable``), and ``url`` on its children and referrers."""
     policy = registry().write_policy(namespace)
+    base = manifest_urls(namespace)
     for row in rows:
         d = row["digest"]
-        row["may_view"] = can("get-manifest", namespace=namespace, reference=d, digest=d)
+        may_view = can("get-manifest", namespace=namespace, reference=d, digest=d)
+        row["url"] = f"{base}/manifests/{d}" if may_view else None
         if tagged:
             row["immutable"] = immutable(row["tag"], policy.immutable_tags, policy.immutable_exclusions)
-            row["may_delete"] = not row["immutable"] and can("delete-manifest", namespace=namespace,
-                                                             reference=row["tag"])
+            may_delete = not row["immutable"] and can("delete-manifest", namespace=namespace, reference=row["tag"])
+            row["delete_url"] = f"{base}/tags/{row['tag']}/delete" if may_delete else None
         else:
-            row["may_delete"] = can("delete-manifest", namespace=namespace, reference=d, digest=d)
+            may_delete = can("delete-manifest", namespace=namespace, reference=d, digest=d)
+            row["delete_url"] = f"{base}/manifests/{d}/delete" if may_delete else None
+        for linked in (*row["children"], *row["referrers"]):
+            linked["url"] = f"{base}/manifests/{linked['digest']}" if may_view and linked.get("stored", True) else None
 
 
 @bp.route("/namespaces/<path:namespace>", methods=["GET"])

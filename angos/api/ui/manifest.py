@@ -32,6 +32,9 @@ from . import bp
 from .browse import namespace_crumbs
 from .common import page
 
+# Tag records the page reads to find this digest's tags (the delete confirmation reads them all).
+TAG_SCAN = 1000
+
 
 @bp.app_template_filter("argv")
 def argv(words: list[str]) -> str:
@@ -72,7 +75,7 @@ def manifest_page(namespace: str, reference: str):
         validate_tag(reference)
         d = reg.manifests.resolve(namespace, reference)  # MANIFEST_UNKNOWN when no such tag
         return redirect(url_for("ui.manifest_page", namespace=namespace, reference=str(d)), code=303)
-    doc = ImageViews(reg).details(namespace, reference)
+    doc = ImageViews(reg).details(namespace, reference, TAG_SCAN)
     if doc is None:
         raise ManifestUnknown(f"manifest {namespace}@{reference} unknown")
     policy = reg.write_policy(namespace)
@@ -86,5 +89,6 @@ def manifest_page(namespace: str, reference: str):
                 may_delete_tag={t: t not in immutable_tags and can("delete-manifest", namespace=namespace, reference=t)
                                 for t in doc["tags"]},
                 replication=_replication(namespace, doc["tags"]), cache=_cache(namespace, doc),
-                pulls_recorded=reg.cfg.global_.update_pull_time,
+                pulls_recorded=reg.cfg.global_.update_pull_time, tag_scan=TAG_SCAN,
+                base=url_for("ui.browse_revisions", namespace=namespace),
                 pull=f"docker pull {request.host}/{namespace}@{doc['digest']}")
