@@ -175,6 +175,13 @@ def test_namespace_page_pages_and_filters_tags_and_offers_the_pull_command(serve
     assert [td.text() for td in dom.one("tr", data_tag="v3").select("td")][5] == "just now"
     # The one manifest is tagged: no untagged ones; the page says so.
     assert not dom.select("table", id="untagged") and "No untagged manifests." in dom.text()
+    # With more tags than a page holds, the untagged manifests get a paged listing of their own.
+    loose = sorted(push_image(server, ns)[0] for _ in range(3))
+    _, dom = get(server, f"/_ui/namespaces/{ns}", n=4)
+    assert not dom.select("table", id="untagged")
+    (link,) = [a for a in dom.select("a") if a.text() == "Untagged manifests"]
+    digests = lambda d: [tr.attrs["data-digest"] for tr in d.select("tr", data_digest=True)]  # noqa: E731
+    assert follow_pages(server, link.attrs["href"], digests, n=2) == loose
     r, dom = get(server, "/_ui/namespaces/team/nothing-here")
     assert "No manifests in team/nothing-here." in dom.text()
     get(server, "/_ui/namespaces/Bad..Name", status=400)
