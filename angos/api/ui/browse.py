@@ -117,7 +117,7 @@ def _notice() -> str | None:
     return text.format(ref=ref) if is_valid_tag(ref) or is_digest(ref) else None
 
 
-def manifest_urls(namespace: str) -> str:
+def namespace_url(namespace: str) -> str:
     """The namespace page's URL; a manifest's page is ``<it>/manifests/<digest>`` (built by hand:
     one ``url_for`` per page instead of several per row)."""
     return url_for("ui.browse_revisions", namespace=namespace)
@@ -128,7 +128,7 @@ def decorate(namespace: str, rows: list[dict], tagged: bool) -> None:
     ``get-manifest`` is allowed), ``delete_url`` (when ``delete-manifest`` is, never for an
     immutable tag: ``immutable``), and ``url`` on its children and referrers."""
     policy = registry().write_policy(namespace)
-    base = manifest_urls(namespace)
+    base = namespace_url(namespace)
     for row in rows:
         d = row["digest"]
         may_view = can("get-manifest", namespace=namespace, reference=d, digest=d)
