@@ -438,7 +438,7 @@ def test_a_user_who_may_read_one_namespace_sees_only_it_and_no_buttons(guarded):
         assert not dom.select("form", method="post")
         assert "access policy" in dom.one("p", cls="notice error").text()
         r = requests.post(srv.url + path, auth=CAROL, headers=SAME, allow_redirects=False, timeout=10)
-        assert r.status_code == 403
+        assert r.status_code == 403 and r.headers["Content-Type"].startswith("text/html")
     assert requests.get(srv.v2("team/mine/tags/list"), auth=DAVE, timeout=10).json()["tags"] == ["v1"]
     # Other namespaces are refused outright, on every page.
     for path in ("/_ui/namespaces/team/other", f"/_ui/namespaces/team/other/manifests/{digest}",
@@ -448,8 +448,9 @@ def test_a_user_who_may_read_one_namespace_sees_only_it_and_no_buttons(guarded):
     _, dom = get(srv, "/_ui/namespaces/team/mine", auth=DAVE)
     assert dom.one("tr", data_tag="v1").select("a", cls="button danger")
     # Nobody signed in: refused with the Basic challenge.
-    r = requests.get(srv.url + "/_ui/", timeout=10)
+    r = requests.get(srv.url + "/_ui/namespaces/team/mine", timeout=10)
     assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+    assert parse(r.text).one("h1").text() == "Sign in required"
 
 
 # -- replication and pull-through
