@@ -6,7 +6,8 @@ Contract, and what each costs (the UI's pages must not grow with what the regist
 - :meth:`ImageViews.tag_names` lists a namespace's tag names (one directory listing, no reads).
 - :meth:`ImageViews.tag_rows` reads, for the tags it is given only, each tag's record and, once
   per distinct digest, :meth:`summary`: the revision, its pull time, its referrers (the index
-  written at push time, :mod:`.referrers`, never a scan), and an image's config blob or an
+  written at push time, :mod:`.referrers`, never a scan; the first :data:`ROW_REFERRERS` of
+  them), and an image's config blob or an
   index's children's revisions. A page of 100 tags costs the same in a namespace of 100 or of
   100,000 tags.
 - :meth:`ImageViews.untagged` walks the namespace's revisions in digest order and stops at
@@ -40,6 +41,7 @@ CONFIG_LIMIT = 1 << 20  # bytes of a config blob the UI parses; bigger ones are 
 IMAGE_CONFIGS = frozenset({"application/vnd.oci.image.config.v1+json",
                            "application/vnd.docker.container.image.v1+json"})
 TITLE = "org.opencontainers.image.title"
+ROW_REFERRERS = 10  # referrer badges a table row reads and shows; its manifest page lists them all
 # buildx stores provenance/SBOM attestations as index children with platform unknown/unknown.
 REFERENCE_TYPE = "vnd.docker.reference.type"
 
@@ -167,19 +169,35 @@ class ImageViews:
                         "size": self._size(ns, str(c.digest))})
         return out
 
-    def referrers(self, ns: str, digest: str) -> list[dict]:
-        """The manifests whose ``subject`` is ``digest`` (the referrers index), artifact type first."""
+    def referrers(self, ns: str, digest: str, limit: int | None = None) -> tuple[list[dict], int]:
+        """The manifests whose ``subject`` is ``digest`` (the referrers index), artifact type first,
+        and how many there are. With ``limit``, a subject with more index entries than that has only
+        its first ``limit`` entries read (a build may attach hundreds of attestations)."""
         try:
-            entries = self.reg.referrers.list(ns, Digest.parse(digest))
+            d = Digest.parse(digest)
+            names = self.meta.children(paths.referrers_dir(ns, d)) if limit is not None else []
+            if limit is not None and len(names) > limit:
+                entries = []
+                for name in names[:limit]:
+                    try:
+                        entries.append(json.loads(self.meta.get(f"{paths.referrers_dir(ns, d)}/{name}")))
+                    except Exception:  # noqa: BLE001 - vanished or corrupt: skipped, as the listing does
+                        continue
+                total = len(names)
+            else:
+                entries = self.reg.referrers.list(ns, d)
+                total = len(entries)
         except Exception:  # noqa: BLE001 - an unreadable index lists no referrers rather than failing the page
-            return []
+            return [], 0
         out = []
         for e in entries:
+            if not isinstance(e, dict):
+                continue
             art = e.get("artifactType")
             out.append({"digest": str(e.get("digest")), "artifact_type": art if isinstance(art, str) else None,
                         "media_type": e.get("mediaType"), "size": e.get("size"),
                         "annotations": _str_map(e.get("annotations"))})
-        return sorted(out, key=lambda r: (r["artifact_type"] or "", r["digest"]))
+        return sorted(out, key=lambda r: (r["artifact_type"] or "", r["digest"])), total
 
     def summary(self, ns: str, digest: str) -> dict:
         """One manifest as a table row shows it: kind, platforms, total size, times, referrers,
@@ -190,7 +208,8 @@ class ImageViews:
         found = self._revision(ns, digest)
         row: dict = {"digest": digest, "stored": found is not None, "kind": "unknown", "media_type": None,
                      "artifact_type": None, "platforms": [], "children": [], "size": None,
-                     "pushed_at": None, "last_pulled_at": None, "referrers": [], "subject": None}
+                     "pushed_at": None, "last_pulled_at": None, "referrers": [], "referrer_count": 0,
+                     "subject": None}
         if found is not None:
             rev, parsed = found
             kind = self.kind(parsed)
@@ -207,7 +226,7 @@ class ImageViews:
                 cfg = self.config(ns, parsed.blobs[0])
                 name = platform_name(cfg) if cfg is not None else None
                 row["platforms"] = [name] if name else []
-            row["referrers"] = self.referrers(ns, digest)
+            row["referrers"], row["referrer_count"] = self.referrers(ns, digest, ROW_REFERRERS)
         self._summaries[key] = row
         return row
 
@@ -301,9 +320,10 @@ class ImageViews:
         rev, parsed = found
         row = self.summary(ns, digest)
         tags, complete = self.tags_of(ns, digest, tag_limit)
-        doc = {**row, "manifest_size": len(rev.body), "annotations": {}, "config": None, "layers": [],
-               "layers_total": 0, "files": [], "parents": self.parents(ns, digest), "tags": tags,
-               "tags_complete": complete}
+        referrers, count = self.referrers(ns, digest)
+        doc = {**row, "referrers": referrers, "referrer_count": count, "manifest_size": len(rev.body),
+               "annotations": {}, "config": None, "layers": [], "layers_total": 0, "files": [],
+               "parents": self.parents(ns, digest), "tags": tags, "tags_complete": complete}
         if parsed is None:
             return doc
         doc["annotations"] = _str_map(parsed.annotations)

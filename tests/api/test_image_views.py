@@ -14,7 +14,7 @@ import pytest
 from angos.config import load_config_text
 from angos.oci.digest import Digest
 from angos.registry import build_registry
-from angos.registry.image_views import CONFIG_LIMIT, ImageViews, platform_name
+from angos.registry.image_views import CONFIG_LIMIT, ROW_REFERRERS, ImageViews, platform_name
 from angos.registry.manifests import WritePolicy
 from angos.registry.timestamps import now
 
@@ -141,3 +141,16 @@ def test_untagged_leaves_out_children_and_referrers_of_stored_subjects(reg):
     assert views.details(NS, child)["parents"] == [{"digest": index, "platform": "linux/arm64/v8"}]
     assert views.details(NS, tagged)["tags"] == ["v1"]
     assert views.details(NS, "sha256:" + "2" * 64) is None
+
+
+def test_a_row_reads_a_few_referrers_and_counts_the_rest(reg):
+    subject, body = image(reg, "subject", ref="v1")
+    desc = {"mediaType": OCI, "digest": subject, "size": len(body)}
+    refs = sorted(image(reg, f"att{i}", artifactType="application/vnd.example.att", subject=desc)[0]
+                  for i in range(ROW_REFERRERS + 5))
+    views = ImageViews(reg)
+    row = views.summary(NS, subject)
+    assert row["referrer_count"] == len(refs) and len(row["referrers"]) == ROW_REFERRERS
+    assert {r["digest"] for r in row["referrers"]} < set(refs)
+    full = views.details(NS, subject)
+    assert full["referrer_count"] == len(refs) and [r["digest"] for r in full["referrers"]] == refs

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from angos.api.ui.common import size
+from angos.registry.image_views import ROW_REFERRERS
 from tests.conftest import AngosServer, angos_config, free_port, wait_for
 
 from .helpers import (OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, descriptor, digest_of, image_manifest,
@@ -239,6 +240,15 @@ def test_referrers_are_badges_on_their_subject_not_rows(server):
     listed = dom.one("section", id="referrers").select("tr", data_digest=True)
     assert {tr.attrs["data-digest"] for tr in listed} == {sig, odd}
     assert dom.one("section", id="referrers").one("tr", data_digest=sig).one("span", cls="badge referrer").text() == SIG
+    # A row shows the first few referrers and links to the rest.
+    more = [push_image(server, ns, subject=subject, artifact_type="application/vnd.example.att.v1")[0]
+            for _ in range(ROW_REFERRERS - 1)]
+    _, dom = get(server, f"/_ui/namespaces/{ns}")
+    row = dom.one("tr", data_tag="v1")
+    assert len(row.select("span", cls="badge referrer")) == ROW_REFERRERS
+    assert row.one("a", href=f"/_ui/namespaces/{ns}/manifests/{digest}#referrers").text() == "+1 more"
+    _, dom = get(server, f"/_ui/namespaces/{ns}/manifests/{digest}")
+    assert len(dom.one("section", id="referrers").select("tr", data_digest=True)) == len(more) + 2
     # The signature's own page links back to its subject.
     _, dom = get(server, f"/_ui/namespaces/{ns}/manifests/{sig}")
     assert dom.one("section", id="manifest").select("a", href=f"/_ui/namespaces/{ns}/manifests/{digest}")
