@@ -17,7 +17,9 @@ class Node:
         self.tag, self.attrs, self.parent, self.children = tag, attrs, parent, []
 
     def text(self) -> str:
-        return " ".join("".join(c if isinstance(c, str) else " " + c.text() + " " for c in self.children).split())
+        # Elements count as word breaks, except <wbr> (a line-break opportunity, no text).
+        return " ".join("".join(c if isinstance(c, str) else "" if c.tag == "wbr" else " " + c.text() + " "
+                                for c in self.children).split())
 
     def classes(self) -> set[str]:
         return set((self.attrs.get("class") or "").split())

@@ -20,6 +20,7 @@ Links and buttons appear only when :func:`~angos.api.gate.can` allows their acti
 from __future__ import annotations
 
 from flask import current_app, request, url_for
+from markupsafe import Markup, escape
 
 from ...oci.digest import is_digest
 from ...oci.errors import NameUnknown
@@ -37,6 +38,14 @@ MAX_PAGE = 1000
 
 # What a redirect back after a delete may announce: fixed texts around a validated reference.
 NOTICES = {"tag-deleted": "Tag {ref} deleted.", "manifest-deleted": "Manifest {ref} deleted."}
+
+
+@bp.app_template_filter("breakable")
+def breakable(text: str) -> Markup:
+    """``text`` escaped, with a line-break opportunity (``<wbr>``) after each ``.`` and ``/``: a long
+    media type in a narrow badge wraps at its parts, not in the middle of one. The tags are added
+    after escaping, to text that can then hold no markup of its own."""
+    return Markup(str(escape(text)).replace(".", ".<wbr>").replace("/", "/<wbr>"))
 
 
 def page_size() -> int:
