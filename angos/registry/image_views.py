@@ -4,12 +4,12 @@ one manifest's details (config, layers, parents, referrers, files).
 Contract, and what each costs (the UI's pages must not grow with what the registry holds):
 
 - :meth:`ImageViews.tag_names` lists a namespace's tag names (one directory listing, no reads).
+  It grows with the namespace, as any listing of names does; nothing else here does.
 - :meth:`ImageViews.tag_rows` reads, for the tags it is given only, each tag's record and, once
   per distinct digest, :meth:`summary`: the revision, its pull time, its referrers (the index
   written at push time, :mod:`.referrers`, never a scan; the first :data:`ROW_REFERRERS` of
-  them), and an image's config blob or an
-  index's children's revisions. A page of 100 tags costs the same in a namespace of 100 or of
-  100,000 tags.
+  them), and an image's config blob or an index's children's revisions. A page of 100 tags
+  costs the same in a namespace of 100 or of 100,000 tags.
 - :meth:`ImageViews.untagged` walks the namespace's revisions in digest order and stops at
   ``limit`` rows: manifests no tag names, leaving out an index's children (a reference marker
   names their parent) and referrers whose subject is stored (they show on their subject).
