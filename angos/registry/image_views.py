@@ -78,7 +78,7 @@ class ImageViews:
         self.meta = registry.meta_store
         self._parsed: dict[tuple[str, str], tuple | None] = {}
         self._summaries: dict[tuple[str, str], dict] = {}
-        self._configs: dict[str, dict | None] = {}
+        self._configs: dict[tuple[str, str], dict | None] = {}
 
     # -- reading one revision
 
@@ -102,7 +102,7 @@ class ImageViews:
 
     def config(self, ns: str, desc) -> dict | None:
         """The image config ``desc`` names, parsed, when it is small and stored; else None."""
-        key = str(desc.digest)
+        key = (ns, str(desc.digest))  # the grant is per namespace
         if key in self._configs:
             return self._configs[key]
         doc = None
