@@ -495,6 +495,8 @@ url = "{upstream.url}"
     _, dom = get(srv, "/_ui/")
     assert dom.one("section", cls="group", data_repository="hub").select("span", cls="badge")[0].text() == \
         "pull-through"
+    _, dom = get(srv, "/_ui/namespaces/hub/library/app")
+    assert upstream.url in dom.one("p", cls="links").text()
     _, dom = get(srv, f"/_ui/namespaces/hub/library/app/manifests/{cached}")
     cache = dom.one("section", id="cache")
     assert upstream.url in cache.text()

@@ -19,6 +19,8 @@ Links and buttons appear only when :func:`~angos.api.gate.can` allows their acti
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from flask import current_app, request, url_for
 from markupsafe import Markup, escape
 
@@ -46,6 +48,12 @@ def breakable(text: str) -> Markup:
     media type in a narrow badge wraps at its parts, not in the middle of one. The tags are added
     after escaping, to text that can then hold no markup of its own."""
     return Markup(str(escape(text)).replace(".", ".<wbr>").replace("/", "/<wbr>"))
+
+
+def shown_url(url: str) -> str:
+    """An upstream's URL as a page may show it: without any ``user:password@``."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
 
 
 def page_size() -> int:
@@ -199,4 +207,4 @@ def browse_revisions(namespace: str):
                 namespace=namespace, exists=exists, rows=rows, next=nxt, n=n, q=q, untagged=untagged,
                 untagged_view=untagged_view, untagged_next=untagged_next, untagged_link=untagged_link,
                 tag_count=len(all_names), pull=pull, pulls_recorded=cfg.global_.update_pull_time, links=links,
-                notice=_notice(), pull_through=bool(repo is not None and repo.upstream))
+                notice=_notice(), upstreams=[shown_url(up.url) for up in repo.upstream] if repo is not None else [])

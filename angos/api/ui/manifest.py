@@ -29,7 +29,7 @@ from ..gate import action, can
 from ..http import registry
 from ..pull_through import cache_for
 from . import bp
-from .browse import namespace_crumbs
+from .browse import namespace_crumbs, shown_url
 from .common import page
 
 # Tag records the page reads to find this digest's tags (the delete confirmation reads them all).
@@ -59,7 +59,7 @@ def _cache(namespace: str, doc: dict) -> dict | None:
     policy = registry().write_policy(namespace)
     layers = doc["layers"]
     children = doc["children"]
-    return {"repository": key, "upstreams": [up.url for up in repo.upstream],
+    return {"repository": key, "upstreams": [shown_url(up.url) for up in repo.upstream],
             "immutable_tags": [t for t in doc["tags"] if immutable(t, policy.immutable_tags,
                                                                    policy.immutable_exclusions)],
             "layers_cached": sum(1 for b in layers if b["stored"]), "layers": len(layers),
