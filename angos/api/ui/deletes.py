@@ -26,6 +26,7 @@ from ...oci.errors import ManifestUnknown
 from ...oci.reference import validate_name, validate_tag
 from ...registry.image_views import ImageViews
 from ...registry.tags import immutable
+from ...replication.status import downstream_names
 from ..actors import current_actor
 from ..gate import action, can
 from ..http import registry
@@ -76,8 +77,9 @@ def _confirm(namespace: str, plan: dict):
     status = plan["refusal"][0] if plan["refusal"] else 200
     what = f"tag {plan['reference']}" if plan["kind"] == "tag" else f"manifest {plan['digest'].split(':', 1)[-1][:12]}"
     crumbs = namespace_crumbs(namespace, here=False) + [(f"Delete {what}", None)]
+    downstreams = downstream_names(registry().cfg, namespace)
     return page("confirm.html", f"Delete {what}?" if status == 200 else f"Cannot delete {what}", crumbs,
-                section="repositories", status=status, namespace=namespace, plan=plan)
+                section="repositories", status=status, namespace=namespace, plan=plan, downstreams=downstreams)
 
 
 def _done(namespace: str, done: str, reference: str):
