@@ -485,9 +485,9 @@ url = "{upstream.url}"
     assert [th.text() for th in rep.select("th")] == ["tag", "peer"]
     assert rep.select("tr", data_tag="v1")
     wait_for(lambda: requests.head(downstream.v2(f"team/rep/manifests/{digest}"), timeout=10).status_code == 200,
-             what="the tag on the downstream")
+             timeout=60, what="the tag on the downstream")
     wait_for(lambda: "in sync" in get(srv, f"/_ui/namespaces/team/rep/manifests/{digest}")[1]
-             .one("section", id="replication").one("tr", data_tag="v1").text(), what="in sync on the page")
+             .one("section", id="replication").one("tr", data_tag="v1").text(), timeout=60, what="in sync on the page")
 
     r = requests.get(srv.v2("hub/library/app/manifests/v1"), headers={"Accept": OCI_MANIFEST}, timeout=30)
     assert r.status_code == 200
