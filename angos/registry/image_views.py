@@ -332,7 +332,8 @@ class ImageViews:
             cfg_desc, layers = parsed.blobs[0], parsed.blobs[1:]
             doc["config"] = self._config_facts(ns, cfg_desc)
             doc["layers"] = [{"digest": str(b.digest), "media_type": b.media_type, "size": b.size,
-                              "title": (b.annotations or {}).get(TITLE), "stored": self.reg.blobs.has_grant(ns, b.digest)}
+                              "title": (b.annotations or {}).get(TITLE),
+                              "stored": self.reg.blobs.has_grant(ns, b.digest)}
                              for b in layers]
             doc["layers_total"] = sum(max(b.size, 0) for b in layers)
             if row["kind"] == "artifact":
@@ -349,7 +350,8 @@ class ImageViews:
         inner = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
         env = inner.get("Env") if isinstance(inner.get("Env"), list) else []
         created = cfg.get("created")
-        facts.update(parsed=True, platform=platform_name(cfg), created=_unix(created) if isinstance(created, str) else None,
+        facts.update(parsed=True, platform=platform_name(cfg),
+                     created=_unix(created) if isinstance(created, str) else None,
                      entrypoint=_str_list(inner.get("Entrypoint")), cmd=_str_list(inner.get("Cmd")),
                      # Names only: values are often secrets baked into an image by mistake.
                      env=sorted({str(e).partition("=")[0] for e in env}), labels=_str_map(inner.get("Labels")),

@@ -139,8 +139,8 @@ def test_home_filter_and_paging_visit_every_namespace_once(server):
     assert dom.one("form", role="search").one("input", type="search").attrs["name"] == "q"
     assert sorted(tr.attrs["data-namespace"] for tr in dom.select("tr", data_namespace=True)) == names
     n = rng.randrange(1, 4)
-    shown = follow_pages(server, "/_ui/", lambda d: [tr.attrs["data-namespace"] for tr in d.select("tr", data_namespace=True)],
-                         q=uid.upper(), n=n)   # the filter ignores case
+    rows = lambda d: [tr.attrs["data-namespace"] for tr in d.select("tr", data_namespace=True)]  # noqa: E731
+    shown = follow_pages(server, "/_ui/", rows, q=uid.upper(), n=n)   # the filter ignores case
     team = [x for x in names if x.startswith("team/")]
     assert shown == team + [x for x in names if x not in team], f"n={n}"
     _, dom = get(server, "/_ui/", q=f"{uid}-nothing")
@@ -394,6 +394,8 @@ def test_immutable_tags_offer_no_delete_and_a_post_is_refused(server):
 # -- the policy
 
 CAROL, DAVE = ("carol", "only-mine"), ("dave", "admin-pw")
+CAROL_READS = ("identity.username == 'carol' && has(request.namespace) && request.namespace == 'team/mine' && "
+               "request.action in ['list-revisions', 'list-tags', 'get-manifest', 'get-blob', 'get-referrers']")
 
 
 @pytest.fixture(scope="module")
@@ -402,14 +404,15 @@ def guarded(tmp_path_factory):
     hasher = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     workdir = tmp_path_factory.mktemp("angos-ui-guarded")
     port = free_port()
-    text = angos_config(workdir / "data", port, 2, policy="deny").replace('[global.access_policy]\ndefault = "deny"\n', "")
+    text = angos_config(workdir / "data", port, 2, policy="deny").replace(
+        '[global.access_policy]\ndefault = "deny"\n', "")
     text += f"""
 [global.access_policy]
 default = "deny"
 rules = [
   "identity.username == 'dave'",
   "identity.username == 'carol' && request.action in ['ui-asset', 'ui-config', 'list-repositories', 'list-namespaces']",
-  "identity.username == 'carol' && has(request.namespace) && request.namespace == 'team/mine' && request.action in ['list-revisions', 'list-tags', 'get-manifest', 'get-blob', 'get-referrers']",
+  "{CAROL_READS}",
 ]
 [auth.identity.carol]
 username = "carol"
@@ -487,7 +490,8 @@ url = "{upstream.url}"
     wait_for(lambda: requests.head(downstream.v2(f"team/rep/manifests/{digest}"), timeout=10).status_code == 200,
              timeout=60, what="the tag on the downstream")
     wait_for(lambda: "in sync" in get(srv, f"/_ui/namespaces/team/rep/manifests/{digest}")[1]
-             .one("section", id="replication").one("tr", data_tag="v1").text(), timeout=60, what="in sync on the page")
+             .one("section", id="replication").one("tr", data_tag="v1").text(), timeout=60,
+             what="in sync on the page")
 
     r = requests.get(srv.v2("hub/library/app/manifests/v1"), headers={"Accept": OCI_MANIFEST}, timeout=30)
     assert r.status_code == 200

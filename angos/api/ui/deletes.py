@@ -67,7 +67,8 @@ def _manifest_plan(namespace: str, digest: str) -> dict:
     locked = _immutable(namespace, doc["tags"])
     if locked:
         refusal = (409, f"The immutable tag{'s' if len(locked) > 1 else ''} {', '.join(locked)} "
-                        f"point{'' if len(locked) > 1 else 's'} at this manifest: it cannot be deleted from the web UI.")
+                        f"point{'' if len(locked) > 1 else 's'} at this manifest: "
+                        "it cannot be deleted from the web UI.")
     elif not can("delete-manifest", namespace=namespace, reference=digest, digest=digest):
         refusal = (403, f"The access policy does not let you delete manifests in {namespace}.")
     return {"kind": "manifest", "reference": digest, "digest": digest, "refusal": refusal, "doc": doc}
