@@ -28,6 +28,7 @@ import requests
 
 from angos.config import load_config
 from angos.queue.core import JobQueue
+from angos.replication.jobs import SyncJob
 from tests.conftest import ROOT, AngosServer, free_port, skopeo, wait_for
 from tests.images import multi_arch_index, single_platform_image
 from tests.queue.conftest import JOB_ENV
@@ -186,10 +187,21 @@ def _fill(main: AngosServer, peer: AngosServer, queue: JobQueue, work: Path) -> 
     assert r.status_code == 202, r.text
     c.upload = urlparse(location).path.rstrip("/").rsplit("/", 1)[1]
 
-    # Jobs: one waiting (not before ten minutes) and two failed, one with a traceback.
-    queue.submit("test.record", f"{c.ns}:debug", {"dir": str(work), "name": "later"}, delay=600)
-    queue.submit("test.flaky", f"{c.ns}:1.0", {"dir": str(work), "terminal": True})
-    queue.submit("test.flaky", c.ns, {"dir": str(work), "name": "boom"}, max_attempts=2)
+    # Jobs with replication jobs' payloads (what the jobs pages link from): one waiting (not before
+    # ten minutes), and two dead letters, one with a one-line error and one with a traceback.
+    def sync(tag: str) -> SyncJob:
+        return SyncJob("team", "peer", c.ns, tag)
+
+    queue.submit("test.record", sync("debug").lock_key, {**sync("debug").payload(), "dir": str(work),
+                                                         "name": "later"}, delay=600)
+    queue.submit("test.flaky", sync("1.0").lock_key, {**sync("1.0").payload(), "dir": str(work), "name": "terminal",
+                                                        "terminal": True})
+    traceback = ("peer answered 500 to PUT /v2/team/app/manifests/latest\nTraceback (most recent call last):\n"
+                 + "".join(f'  File "/opt/venvs/angos/lib/python3.11/site-packages/angos/replication/'
+                           f'pipeline.py", line {100 + i}, in push_manifest_and_every_blob_it_needs\n'
+                           for i in range(30))
+                 + "RuntimeError: " + "a very long message without spaces " * 8)
+    queue.submit("test.fail_with", sync("latest").lock_key, {**sync("latest").payload(), "error": traceback})
     wait_for(lambda: len(requests.get(main.url + "/_ext/_jobs/failed", params={"queue": "replication"},
                                       timeout=10).json()["failed"]) == 2, what="two failed jobs")
     return c
@@ -258,7 +270,8 @@ def check_namespace(d, c):
     for tag in ("1.0", "latest", "debug"):
         _one(d, f'table#tags tr[data-tag="{tag}"]')
     row = _one(d, 'table#tags tr[data-tag="1.0"]')
-    platforms = {b.get_attribute("textContent").strip() for b in row.find_elements("css selector", "span.badge.platform")}
+    platforms = {b.get_attribute("textContent").strip()
+                 for b in row.find_elements("css selector", "span.badge.platform")}
     assert {"linux/amd64", "linux/arm64"} <= platforms, platforms
     kinds = {b.get_attribute("data-artifact-type"): b.get_attribute("textContent").strip()
              for b in row.find_elements("css selector", "span.badge.referrer")}
@@ -316,19 +329,29 @@ def check_cached(d, c):
     assert c.peer.host in _text(d, "#cache")
 
 
+def _job_links(d) -> set[str]:
+    return {urlparse(a.get_attribute("href")).path for a in _all(d, "table a[href]")}
+
+
+def _queue_counts(d) -> dict[str, str]:
+    tabs = _all(d, 'nav.tabs [data-queue="replication"] a[data-list]')
+    return {a.get_attribute("data-list"): a.find_element("css selector", ".count").text for a in tabs}
+
+
 def check_jobs(d, c):
     table = _text(d, "table")
-    assert f"{c.ns}:debug" in table, table
-    hrefs = [urlparse(a.get_attribute("href")).path for a in _all(d, "table a[href]")]
-    assert f"/_ui/namespaces/{c.ns}" in hrefs, hrefs
+    assert "debug" in table, table
+    assert f"/_ui/namespaces/{c.ns}" in _job_links(d)
+    assert _queue_counts(d) == {"pending": "1", "failed": "2"}
 
 
 def check_failed_jobs(d, c):
-    errors = _all(d, "details.error")
-    assert len(errors) >= 2, "no <details class=error> per failed job"
-    assert "boom" in _text(d, "table")
-    hrefs = [urlparse(a.get_attribute("href")).path for a in _all(d, "table a[href]")]
-    assert f"/_ui/namespaces/{c.ns}" in hrefs, hrefs
+    assert len(_all(d, "tr[data-job]")) == 2
+    (traceback,) = _all(d, "details.error")   # the multi-line error; the one-line one stays a line
+    summary = traceback.find_element("css selector", "summary").get_attribute("textContent")
+    assert summary.strip().endswith("peer answered 500 to PUT /v2/team/app/manifests/latest"), summary
+    assert "refused for good" in _text(d, "table")
+    assert f"/_ui/namespaces/{c.ns}" in _job_links(d)
 
 
 def check_replication(d, c):
