@@ -413,6 +413,27 @@ def test_page_loads_cleanly_holds_its_elements_and_fits(site, browser, name):
     assert not ui_browser.console_errors(browser), url
 
 
+def test_every_link_on_every_page_leads_to_a_page(site, browser):
+    """Each ``<a href>`` of every page above answers 200 (after redirects), and a link to a part
+    of a page (``#fragment``) finds an element with that id there."""
+    links: dict[str, str] = {}
+    for name, (path, _) in PAGES.items():
+        _load(browser, site.main.url + path(site))
+        for a in _all(browser, "a[href]"):
+            links.setdefault(a.get_attribute("href"), name)
+    assert len(links) > 30, links
+    broken = []
+    for url, where in sorted(links.items()):
+        assert url.startswith(site.main.url + "/"), f"a link on {where} leaves the registry: {url}"
+        r = requests.get(url, timeout=10)
+        fragment = urlparse(url).fragment
+        if r.status_code != 200:
+            broken.append((where, url, r.status_code))
+        elif fragment and f'id="{fragment}"' not in r.text:
+            broken.append((where, url, f"no element with id {fragment!r}"))
+    assert not broken, broken
+
+
 # -- behaviour ---------------------------------------------------------------------------------
 
 def _html_state(d) -> tuple[str | None, str]:
