@@ -247,7 +247,12 @@ def _one(driver, selector: str):
 
 
 def _text(driver, selector: str) -> str:
-    return _one(driver, selector).get_attribute("textContent")
+    """The text of the first match, read in one step (the replication pages reload themselves
+    every 5 seconds: an element found in one call may be gone by the next)."""
+    text = driver.execute_script("const e = document.querySelector(arguments[0]); return e && e.textContent;",
+                                 selector)
+    assert text is not None, f"no {selector} on {driver.current_url}"
+    return text
 
 
 def _manifest_url(ns: str, digest: str) -> str:
@@ -407,6 +412,7 @@ def test_page_loads_cleanly_holds_its_elements_and_fits(site, browser, name):
     ui_browser.set_viewport(browser, 800, 900)
     try:
         narrow = ui_browser.overflow(browser)
+        browser.save_screenshot(str(browser.workdir / f"{name}-800.png"))
         assert narrow["page"][0] <= narrow["page"][1], f"{url} scrolls sideways at 800 px: {narrow}"
     finally:
         ui_browser.set_viewport(browser, 1280, 900)
