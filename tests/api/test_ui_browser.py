@@ -440,6 +440,24 @@ def test_every_link_on_every_page_leads_to_a_page(site, browser):
     assert not broken, broken
 
 
+def test_every_page_is_readable_and_labelled(site, browser):
+    """Every visible text on every page (details opened) against what is behind it: 4.5:1, 3:1
+    for large text (WCAG 2 AA), in the light and the dark theme; every control and link has a name."""
+    failures = {}
+    for name, (path, _) in PAGES.items():
+        _load(browser, site.main.url + path(site))
+        unnamed = ui_browser.unlabelled_controls(browser)
+        if unnamed:
+            failures[f"{name}: no accessible name"] = unnamed
+        browser.execute_script('document.querySelectorAll("details").forEach(d => { d.open = true; })')
+        for theme in ("light", "dark"):
+            browser.execute_script("document.documentElement.setAttribute('data-theme', arguments[0])", theme)
+            found = ui_browser.contrast_failures(browser)
+            if found:
+                failures[f"{name} ({theme})"] = found
+    assert not failures, failures
+
+
 # -- behaviour ---------------------------------------------------------------------------------
 
 def _html_state(d) -> tuple[str | None, str]:
@@ -487,6 +505,22 @@ def test_theme_toggle_switches_in_place_and_is_remembered(site, browser):
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
         browser.delete_all_cookies()
     assert not ui_browser.console_errors(browser)
+
+
+def test_the_keyboard_reaches_the_content_and_shows_where_it_is(site, browser):
+    """The first Tab lands on "Skip to content", which then shows; the next focus is outlined."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    _load(browser, site.main.url + f"/_ui/namespaces/{site.ns}")
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    skip = browser.execute_script("const a = document.activeElement; const r = a.getBoundingClientRect();"
+                                  " return [a.className, a.getAttribute('href'), r.left >= 0 && r.top >= 0];")
+    assert skip == ["skip", "#main", True], skip
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    outline = browser.execute_script("const s = getComputedStyle(document.activeElement);"
+                                     " return [document.activeElement.tagName, s.outlineStyle, s.outlineWidth];")
+    assert outline[1] != "none" and outline[2] != "0px", outline
 
 
 @pytest.mark.xfail(reason="TEMPORARY: delete pages not on main yet")

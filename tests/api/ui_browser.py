@@ -122,3 +122,75 @@ def overflow(driver) -> dict:
     """``{"page": [scrollWidth, clientWidth], "tables": [what overflows]}`` with every
     ``<details>`` opened first (an expanded index or error must fit too)."""
     return driver.execute_script(OVERFLOW_JS)
+
+
+CONTRAST_JS = """
+function rgba(text) {
+  const m = text.match(/rgba?\\(([^)]+)\\)/);
+  if (!m) return null;
+  const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+  return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+}
+function over(top, under) {
+  return [0, 1, 2].map(i => top[i] * top[3] + under[i] * (1 - top[3]));
+}
+function background(el) {
+  const layers = [];
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgba(getComputedStyle(e).backgroundColor);
+    if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+  }
+  let out = [255, 255, 255];
+  for (const c of layers.reverse()) out = over(c, out);
+  return out;
+}
+function luminance(c) {
+  const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+}
+const seen = new Set(), failures = [];
+for (const el of document.body.querySelectorAll("*")) {
+  const own = Array.from(el.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
+  if (!own || !el.getClientRects().length || el.closest("[hidden], .skip")) continue;
+  const style = getComputedStyle(el);
+  if (style.visibility === "hidden" || el.disabled) continue;
+  const bg = background(el);
+  const fg = over(rgba(style.color), bg);
+  const [hi, lo] = [luminance(fg), luminance(bg)].sort((a, b) => b - a);
+  const ratio = (hi + 0.05) / (lo + 0.05);
+  const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight, 10) >= 700;
+  const needed = (size >= 24 || (size >= 18.66 && bold)) ? 3 : 4.5;
+  const what = el.tagName.toLowerCase() + (el.className && typeof el.className === "string" ? "." + el.className.trim().split(/\\s+/).join(".") : "");
+  if (ratio < needed && !seen.has(what)) {
+    seen.add(what);
+    failures.push({element: what, text: el.textContent.trim().slice(0, 40), ratio: Math.round(ratio * 100) / 100,
+                   needed: needed, color: style.color, background: "rgb(" + bg.map(Math.round).join(", ") + ")"});
+  }
+}
+return failures;
+"""
+
+
+def contrast_failures(driver) -> list[dict]:
+    """Visible text whose contrast with what is behind it is below WCAG AA (4.5:1, 3:1 for large
+    text), one entry per kind of element."""
+    return driver.execute_script(CONTRAST_JS)
+
+
+UNLABELLED_JS = """
+const out = [];
+for (const el of document.querySelectorAll("input:not([type=hidden]), select, textarea, button, a[href]")) {
+  const name = (el.getAttribute("aria-label") || el.getAttribute("title") || "").trim()
+    || (el.labels && Array.from(el.labels).map(l => l.textContent).join("").trim())
+    || (el.getAttribute("aria-labelledby") || "").split(/\\s+/).map(id => (document.getElementById(id) || {}).textContent || "").join("").trim()
+    || (el.tagName !== "INPUT" ? el.textContent.trim() : "")
+    || ((el.type === "submit" || el.type === "button") ? (el.value || "").trim() : "");
+  if (!name) out.push(el.outerHTML.slice(0, 120));
+}
+return out;
+"""
+
+
+def unlabelled_controls(driver) -> list[str]:
+    """Form controls, buttons and links with no accessible name (label, aria-label, title or text)."""
+    return driver.execute_script(UNLABELLED_JS)
