@@ -29,7 +29,7 @@ import requests
 from angos.config import load_config
 from angos.queue.core import JobQueue
 from angos.replication.jobs import SyncJob
-from tests.conftest import ROOT, AngosServer, free_port, skopeo, wait_for
+from tests.conftest import ROOT, AngosServer, free_port, skopeo, stop_all, wait_for
 from tests.images import multi_arch_index, single_platform_image
 from tests.queue.conftest import JOB_ENV
 
@@ -106,8 +106,7 @@ def site(tmp_path_factory):
         yield _fill(main, peer, queue, tmp_path_factory.mktemp("ui-browser-content"))
     finally:
         queue.close()
-        for server in (main, peer):
-            server.stop(timeout=10)
+        stop_all([main, peer])
 
 
 def _referrer(server, ns: str, subject: dict, artifact_type: str, payload: bytes, layer_type: str) -> str:
