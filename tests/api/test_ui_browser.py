@@ -6,10 +6,13 @@ untagged manifest, an ORAS-style artifact, an unconfigured namespace, a pull-thr
 progress, and pending and failed jobs.
 
 Every page loads without console errors, holds the elements of its page contract, fits at
-1280 px (the page and each table) and does not scroll sideways at 800 px; the theme toggle
-switches and is remembered; a tag is deleted through its confirmation page; screenshots are
-saved as test artifacts (and, with ``ANGOS_UPDATE_SCREENSHOTS=1``, as the README's
-``docs/images/ui-light.png`` and ``ui-dark.png``).
+1280 px (the page and each table, with every ``<details>`` open) and does not scroll sideways
+at 800 px; every link on it leads to a page (and to the part of it it names); its text meets
+WCAG AA contrast in both themes and every control has a name; the keyboard's first stop is
+"Skip to content"; the theme toggle switches and is remembered; a tag is deleted through its
+confirmation page. Screenshots of every page at both widths are saved as test artifacts (the
+path is printed; ``-s`` shows it) and, with ``ANGOS_UPDATE_SCREENSHOTS=1``, the README's
+``docs/images/ui-light.png`` and ``ui-dark.png`` are written.
 
 One browser and one set of servers serve the whole module (``scope="module"``); each test
 loads the pages it needs, so the tests do not depend on each other's order, except that the
@@ -223,7 +226,7 @@ def browser(tmp_path_factory):
 
 
 def _load(driver, url: str):
-    """Load ``url`` at 1280x900 in the light theme the server renders; fail on console errors."""
+    """Load ``url``; fail on anything the page logged as an error in the console."""
     ui_browser.console_errors(driver)  # drop what an earlier page left
     driver.get(url)
     errors = ui_browser.console_errors(driver)
