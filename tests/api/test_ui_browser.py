@@ -164,9 +164,7 @@ def _fill(main: AngosServer, peer: AngosServer, queue: JobQueue, work: Path) -> 
 
     # rep/app: replicated to the peer (by the server's in-process drain).
     c.replicated = "rep/app"
-    c.replicated_digest = push_image(main, c.replicated, tag="v1")[0]
-    wait_for(lambda: requests.head(peer.v2(f"{c.replicated}/manifests/v1"), timeout=10).status_code == 200,
-             what="rep/app:v1 replicated to the peer")
+    c.replicated_digest = push_image(main, c.replicated, tag="v1")[0]   # waited for at the end
 
     # hub/library/app: pulled through from the peer, so the cache holds it.
     c.cached_ns = "hub/library/app"
@@ -204,8 +202,11 @@ def _fill(main: AngosServer, peer: AngosServer, queue: JobQueue, work: Path) -> 
                            for i in range(30))
                  + "RuntimeError: " + "a very long message without spaces " * 8)
     queue.submit("test.fail_with", sync("latest").lock_key, {**sync("latest").payload(), "error": traceback})
+    # A loaded machine gets a minute for what the in-process drain does.
     wait_for(lambda: len(requests.get(main.url + "/_ext/_jobs/failed", params={"queue": "replication"},
-                                      timeout=10).json()["failed"]) == 2, what="two failed jobs")
+                                      timeout=10).json()["failed"]) == 2, timeout=60, what="two failed jobs")
+    wait_for(lambda: requests.head(peer.v2(f"{c.replicated}/manifests/v1"), timeout=10).status_code == 200,
+             timeout=60, what="rep/app:v1 replicated to the peer")
     return c
 
 
