@@ -177,6 +177,7 @@ def _fill(main: AngosServer, peer: AngosServer, queue: JobQueue, work: Path) -> 
     c.delete_ns = "team/delete-me"
     push_image(main, c.delete_ns, tag="keep")
     push_image(main, c.delete_ns, tag="gone")
+    push_image(main, c.delete_ns, tag="gone-without-js")
 
     # An upload in progress in team/app.
     r = requests.post(main.v2(f"{c.ns}/blobs/uploads/"), timeout=10)
@@ -541,7 +542,7 @@ def test_a_tag_is_deleted_through_its_confirmation_page(site, browser):
     button = _one(browser, 'form[method="post"] button.danger')
     assert button.text.strip() == "Delete tag"
     assert "gone" in _text(browser, "main")
-    assert requests.get(site.main.v2(f"{ns}/tags/list"), timeout=10).json()["tags"] == ["gone", "keep"]
+    assert "gone" in requests.get(site.main.v2(f"{ns}/tags/list"), timeout=10).json()["tags"]
 
     button.click()
     try:   # ui.js may ask once more (a form with data-confirm); the page itself was the question
@@ -552,8 +553,44 @@ def test_a_tag_is_deleted_through_its_confirmation_page(site, browser):
     _one(browser, 'p.notice[role="status"]')
     assert not _all(browser, 'tr[data-tag="gone"]')
     _one(browser, 'tr[data-tag="keep"]')
-    assert requests.get(site.main.v2(f"{ns}/tags/list"), timeout=10).json()["tags"] == ["keep"]
+    assert "gone" not in requests.get(site.main.v2(f"{ns}/tags/list"), timeout=10).json()["tags"]
     assert not ui_browser.console_errors(browser)
+
+
+@pytest.mark.xfail(reason="TEMPORARY: browse pages not on main yet")
+def test_without_javascript_an_index_opens_the_theme_switches_and_a_tag_is_deleted(site, browser):
+    """The same browser with scripts off: what ui.js does is only a shortcut."""
+    browser.delete_all_cookies()
+    browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        _load(browser, site.main.url + f"/_ui/namespaces/{site.ns}")
+        children = _one(browser, 'tr[data-tag="1.0"] details.children')
+        assert children.get_attribute("open") is None
+        children.find_element("css selector", "summary").click()
+        assert children.get_attribute("open") is not None
+        assert children.find_element("css selector", "span.badge.platform").is_displayed()
+
+        # A plain link now: /_ui/theme sets the cookie and comes back with a new page (ui.js, had it
+        # run, would have switched this one in place, and the mark would still be there).
+        browser.execute_script("document.documentElement.setAttribute('data-mark', 'old page')")
+        _click(browser, '[data-theme-choice="dark"]')
+        wait_for(lambda: browser.execute_script("return document.documentElement.getAttribute('data-mark')") is None,
+                 timeout=10, what="the page to be loaded again")
+        assert urlparse(browser.current_url).path == f"/_ui/namespaces/{site.ns}"
+        assert _html_state(browser)[0] == "dark"
+
+        ns = site.delete_ns
+        _load(browser, site.main.url + f"/_ui/namespaces/{ns}")
+        _one(browser, 'table#tags tr[data-tag="gone-without-js"] a.button.danger').click()
+        _one(browser, 'form[method="post"] button.danger').click()
+        wait_for(lambda: urlparse(browser.current_url).path == f"/_ui/namespaces/{ns}", timeout=10,
+                 what="back on the namespace page")
+        _one(browser, 'p.notice[role="status"]')
+        assert not _all(browser, 'tr[data-tag="gone-without-js"]')
+        assert "gone-without-js" not in requests.get(site.main.v2(f"{ns}/tags/list"), timeout=10).json()["tags"]
+    finally:
+        browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+        browser.delete_all_cookies()
 
 
 def test_screenshots_light_and_dark(site, browser):
