@@ -10,9 +10,10 @@ Every page loads without console errors, holds the elements of its page contract
 at 800 px; every link on it leads to a page (and to the part of it it names); its text meets
 WCAG AA contrast in both themes and every control has a name; the keyboard's first stop is
 "Skip to content"; the theme toggle switches and is remembered; a tag is deleted through its
-confirmation page, with scripts on and with scripts off. Screenshots of every page at both widths are saved as test artifacts (the
-path is printed; ``-s`` shows it) and, with ``ANGOS_UPDATE_SCREENSHOTS=1``, the README's
-``docs/images/ui-light.png`` and ``ui-dark.png`` are written.
+confirmation page, with scripts on and with scripts off. Screenshots of every page at both
+widths are saved as test artifacts (the path is printed; ``-s`` shows it) and, with
+``ANGOS_UPDATE_SCREENSHOTS=1``, the README's ``docs/images/ui-light.png`` and ``ui-dark.png``
+are written.
 
 One browser and one set of servers serve the whole module (``scope="module"``); each test
 loads the pages it needs, so the tests do not depend on each other's order, except that the

@@ -160,7 +160,8 @@ for (const el of document.body.querySelectorAll("*")) {
   const ratio = (hi + 0.05) / (lo + 0.05);
   const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight, 10) >= 700;
   const needed = (size >= 24 || (size >= 18.66 && bold)) ? 3 : 4.5;
-  const what = el.tagName.toLowerCase() + (el.className && typeof el.className === "string" ? "." + el.className.trim().split(/\\s+/).join(".") : "");
+  const classes = typeof el.className === "string" ? el.className.trim().split(/\\s+/).filter(Boolean) : [];
+  const what = [el.tagName.toLowerCase(), ...classes].join(".");
   if (ratio < needed && !seen.has(what)) {
     seen.add(what);
     failures.push({element: what, text: el.textContent.trim().slice(0, 40), ratio: Math.round(ratio * 100) / 100,
@@ -182,7 +183,8 @@ const out = [];
 for (const el of document.querySelectorAll("input:not([type=hidden]), select, textarea, button, a[href]")) {
   const name = (el.getAttribute("aria-label") || el.getAttribute("title") || "").trim()
     || (el.labels && Array.from(el.labels).map(l => l.textContent).join("").trim())
-    || (el.getAttribute("aria-labelledby") || "").split(/\\s+/).map(id => (document.getElementById(id) || {}).textContent || "").join("").trim()
+    || (el.getAttribute("aria-labelledby") || "").split(/\\s+/)
+         .map(id => (document.getElementById(id) || {}).textContent || "").join("").trim()
     || (el.tagName !== "INPUT" ? el.textContent.trim() : "")
     || ((el.type === "submit" || el.type === "button") ? (el.value || "").trim() : "");
   if (!name) out.push(el.outerHTML.slice(0, 120));
