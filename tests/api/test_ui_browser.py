@@ -396,14 +396,7 @@ PAGES = {
 }
 
 
-# TEMPORARY (until helpers "browse" and "admin" land their pages on main): pages whose contract
-# is not on main yet. The final version has no entry here.
-NOT_YET = {"home", "namespace", "manifest-index", "manifest-child", "manifest-image", "manifest-artifact",
-           "manifest-replicated", "manifest-cached"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason="page not on main yet"))
-                                  if n in NOT_YET else n for n in PAGES])
+@pytest.mark.parametrize("name", list(PAGES))
 def test_page_loads_cleanly_holds_its_elements_and_fits(site, browser, name):
     path, check = PAGES[name]
     url = site.main.url + path(site)
@@ -424,7 +417,6 @@ def test_page_loads_cleanly_holds_its_elements_and_fits(site, browser, name):
     assert not ui_browser.console_errors(browser), url
 
 
-@pytest.mark.xfail(reason="TEMPORARY: browse pages not on main yet")
 def test_every_link_on_every_page_leads_to_a_page(site, browser):
     """Each ``<a href>`` of every page above answers 200 (after redirects), and a link to a part
     of a page (``#fragment``) finds an element with that id there."""
@@ -446,7 +438,6 @@ def test_every_link_on_every_page_leads_to_a_page(site, browser):
     assert not broken, broken
 
 
-@pytest.mark.xfail(reason="TEMPORARY: browse pages not on main yet")
 def test_every_page_is_readable_and_labelled(site, browser):
     """Every visible text on every page (details opened) against what is behind it: 4.5:1, 3:1
     for large text (WCAG 2 AA), in the light and the dark theme; every control and link has a name."""
@@ -530,7 +521,6 @@ def test_the_keyboard_reaches_the_content_and_shows_where_it_is(site, browser):
     assert outline[1] != "none" and outline[2] != "0px", outline
 
 
-@pytest.mark.xfail(reason="TEMPORARY: delete pages not on main yet")
 def test_a_tag_is_deleted_through_its_confirmation_page(site, browser):
     from selenium.common.exceptions import NoAlertPresentException
 
@@ -558,7 +548,6 @@ def test_a_tag_is_deleted_through_its_confirmation_page(site, browser):
     assert not ui_browser.console_errors(browser)
 
 
-@pytest.mark.xfail(reason="TEMPORARY: browse pages not on main yet")
 def test_without_javascript_an_index_opens_the_theme_switches_and_a_tag_is_deleted(site, browser):
     """The same browser with scripts off: what ui.js does is only a shortcut."""
     browser.delete_all_cookies()
