@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The package test (tests/packaging) builds the .deb, runs lintian and systemd-analyze.
 # prometheus ships promtool, which checks /metrics and evaluates the README's alert rules.
+# chromium and chromium-driver run the web UI's browser tests (tests/api/test_ui_browser.py, Selenium
+# pointed at /usr/bin/chromedriver); fonts-dejavu-core gives them the same fonts, so the same widths, everywhere.
 DEB_BUILD_PACKAGES := build-essential dpkg-dev debhelper dh-virtualenv python3-venv
-APT_TEST_PACKAGES := skopeo podman docker.io docker-registry redis-server apache2-utils wrk bubblewrap prometheus $(DEB_BUILD_PACKAGES) lintian systemd
+APT_TEST_PACKAGES := skopeo podman docker.io docker-registry redis-server apache2-utils wrk bubblewrap prometheus chromium chromium-driver fonts-dejavu-core $(DEB_BUILD_PACKAGES) lintian systemd
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast test-stress bench deb clean sysdeps venv

@@ -291,12 +291,13 @@ def test_installed_package_serves_as_angos_purge_drops_config_reinstall_and_upgr
     assert (site / "static" / "ui.css").is_file() and (site / "static" / "ui.js").is_file()
     assert {name: versions.get(name) for name in pins} == pins
     # The README and the shipped config point to docs/: every guide is installed beside the
-    # README, compressed the way debhelper compresses the README (files over 4 KiB).
+    # README, compressed the way debhelper compresses the README (files over 4 KiB), and so are
+    # the files below it (docs/images: the README's screenshots).
     doc = Path("/usr/share/doc/angos")
     assert (doc / "README.md.gz").is_file()
-    for guide in sorted((ROOT / "docs").iterdir()):
-        shipped = doc / "docs" / guide.name
-        assert shipped.is_file() or shipped.with_name(guide.name + ".gz").is_file(), guide.name
+    for guide in sorted(p for p in (ROOT / "docs").rglob("*") if p.is_file()):
+        shipped = doc / "docs" / guide.relative_to(ROOT / "docs")
+        assert shipped.is_file() or shipped.with_name(guide.name + ".gz").is_file(), str(shipped)
     # The worker unit's ExecCondition, as installed: no [global.job_queue] in the
     # shipped config, so the (enabled) worker is skipped rather than failed.
     cond = run("runuser", "-u", "angos", "--", "/usr/libexec/angos/job-queue-configured", str(CONFIG),
