@@ -159,9 +159,10 @@ def test_namespace_page_pages_and_filters_tags_and_offers_the_pull_command(serve
     r, dom = get(server, f"/_ui/namespaces/{ns}", q="RC")
     assert cell(dom) == ["rc-1"]
     _, dom = get(server, f"/_ui/namespaces/{ns}")
-    pull = dom.one("code", cls="pull").text()
-    assert pull == f"docker pull {server.host}/{ns}:latest"
-    assert dom.select("button", cls="copy", data_copy=pull)
+    pulls = [c.text() for c in dom.select("code", cls="pull")]
+    assert pulls == [f"docker pull {server.host}/{ns}:latest", f"podman pull {server.host}/{ns}:latest"]
+    for pull in pulls:
+        assert dom.select("button", cls="copy", data_copy=pull)
     row = dom.one("table", id="tags").one("tr", data_tag="v3")
     assert row.select("button", cls="copy", data_copy=digest)
     assert row.one("span", title=digest).text() == digest[:19]

@@ -190,9 +190,9 @@ def browse_revisions(namespace: str):
     pull = None
     if rows:
         first = next((r for r in rows if r["tag"] == "latest"), rows[0])
-        pull = f"docker pull {request.host}/{namespace}:{first['tag']}"
+        pull = f"{request.host}/{namespace}:{first['tag']}"
     elif untagged:
-        pull = f"docker pull {request.host}/{namespace}@{untagged[0]['digest']}"
+        pull = f"{request.host}/{namespace}@{untagged[0]['digest']}"
     cfg = _cfg()
     repo = cfg.repository_for(namespace)[1]
     links = {

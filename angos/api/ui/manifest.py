@@ -91,4 +91,4 @@ def manifest_page(namespace: str, reference: str):
                 replication=_replication(namespace, doc["tags"]), cache=_cache(namespace, doc),
                 pulls_recorded=reg.cfg.global_.update_pull_time, tag_scan=TAG_SCAN,
                 base=url_for("ui.browse_revisions", namespace=namespace),
-                pull=f"docker pull {request.host}/{namespace}@{doc['digest']}")
+                pull=f"{request.host}/{namespace}@{doc['digest']}")
