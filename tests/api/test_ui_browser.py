@@ -33,7 +33,7 @@ import requests
 from angos.config import load_config
 from angos.queue.core import JobQueue
 from angos.replication.jobs import SyncJob
-from tests.conftest import ROOT, AngosServer, free_port, skopeo, stop_all, wait_for
+from tests.conftest import ROOT, AngosServer, angos_config, free_port, skopeo, stop_all, wait_for
 from tests.images import multi_arch_index, single_platform_image
 from tests.queue.conftest import JOB_ENV
 
@@ -48,31 +48,8 @@ ARTIFACT = "application/vnd.example.docs.v1"
 EMPTY = "application/vnd.oci.empty.v1+json"
 SCREENSHOTS = ROOT / "docs" / "images"
 
-PEER_CONFIG = """\
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-workers = 1
-
-[global.access_policy]
-default = "allow"
-
-[blob_store.fs]
-root_dir = "@DATA@"
-"""
-
-MAIN_CONFIG = """\
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-workers = 2
-
-[global.access_policy]
-default = "allow"
-
-[blob_store.fs]
-root_dir = "@DATA@"
-
+# The main server's configuration beyond conftest.angos_config's allow-all filesystem one.
+MAIN_EXTRA = """\
 [ui]
 enabled = true
 name = "Angos"
@@ -90,11 +67,10 @@ url = "{peer}"
 """
 
 
-def _server(tmp_path_factory, text: str, env: dict | None = None) -> AngosServer:
+def _server(tmp_path_factory, workers: int, extra: str = "", env: dict | None = None) -> AngosServer:
     workdir = tmp_path_factory.mktemp("angos-ui-browser")
     port = free_port()
-    text = text.replace("@PORT@", str(port)).replace("@DATA@", str(workdir / "data"))
-    return AngosServer(workdir, text, port, env).start()
+    return AngosServer(workdir, angos_config(workdir / "data", port, workers, extra), port, env).start()
 
 
 class Content:
@@ -103,8 +79,8 @@ class Content:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    peer = _server(tmp_path_factory, PEER_CONFIG)
-    main = _server(tmp_path_factory, MAIN_CONFIG.format(peer=peer.url), JOB_ENV)
+    peer = _server(tmp_path_factory, 1)
+    main = _server(tmp_path_factory, 2, MAIN_EXTRA.format(peer=peer.url), JOB_ENV)
     queue = JobQueue(load_config([str(main.config_path)]), "replication")
     try:
         yield _fill(main, peer, queue, tmp_path_factory.mktemp("ui-browser-content"))
