@@ -184,7 +184,7 @@ def test_namespace_page_pages_and_filters_tags_and_offers_the_pull_command(serve
     (link,) = [a for a in dom.select("a") if a.text() == "Untagged manifests"]
     digests = lambda d: [tr.attrs["data-digest"] for tr in d.select("tr", data_digest=True)]  # noqa: E731
     assert follow_pages(server, link.attrs["href"], digests, n=2) == loose
-    r, dom = get(server, "/_ui/namespaces/team/nothing-here")
+    r, dom = get(server, "/_ui/namespaces/team/nothing-here", status=404)  # as /v2/ answers NAME_UNKNOWN
     assert "No manifests in team/nothing-here." in dom.text()
     get(server, "/_ui/namespaces/Bad..Name", status=400)
 
@@ -361,11 +361,14 @@ def test_deleting_a_tag_then_an_untagged_manifest_after_confirming(server):
     assert link
     page, _ = confirm_form(server, link[0].attrs["href"])
     assert "v2" in page.one("main").text()
-    assert requests.post(server.url + link[0].attrs["href"], headers=SAME, allow_redirects=False,
-                         timeout=10).status_code == 303
+    r = requests.post(server.url + link[0].attrs["href"], headers=SAME, allow_redirects=False, timeout=10)
+    assert r.status_code == 303
     assert requests.get(server.v2(f"{ns}/tags/list"), timeout=10).status_code == 404
-    # A crafted notice link puts nothing on the page.
-    _, dom = get(server, f"/_ui/namespaces/{ns}", done="tag-deleted", ref="<b>x</b>")
+    # The namespace is empty now: the page the delete leads to says what happened (200); without
+    # that notice the namespace is not found (404), and a crafted notice link puts nothing on it.
+    _, dom = get(server, r.headers["Location"])
+    assert dom.one("p", cls="notice").text() == f"Manifest {digest} deleted."
+    _, dom = get(server, f"/_ui/namespaces/{ns}", done="tag-deleted", ref="<b>x</b>", status=404)
     assert not dom.select("p", cls="notice")
 
 
@@ -502,6 +505,9 @@ url = "{upstream.url}"
         "pull-through"
     _, dom = get(srv, "/_ui/namespaces/hub/library/app")
     assert upstream.url in dom.one("p", cls="links").text()
+    _, dom = get(srv, "/_ui/namespaces/hub/library/not-yet")  # not cached: still a page (200), saying so
+    assert dom.one("p", cls="empty").text() == \
+        f"Nothing of hub/library/not-yet is cached yet: a pull fetches it from {upstream.url} ."  # text() spaces elements
     _, dom = get(srv, f"/_ui/namespaces/hub/library/app/manifests/{cached}")
     cache = dom.one("section", id="cache")
     assert upstream.url in cache.text()

@@ -203,8 +203,12 @@ def browse_revisions(namespace: str):
                     if "ui.namespace_uploads" in current_app.view_functions
                     and can("list-uploads", namespace=namespace) else None),
     }
-    return page("namespace.html", namespace, namespace_crumbs(namespace), section="repositories",
+    # A namespace that holds nothing is "not found", like NAME_UNKNOWN on /v2/. Not so a pull-through
+    # one (it is there to be pulled through), nor the page reporting that its last manifest was deleted.
+    notice = _notice()
+    status = 200 if exists or notice or (repo is not None and repo.upstream) else 404
+    return page("namespace.html", namespace, namespace_crumbs(namespace), section="repositories", status=status,
                 namespace=namespace, exists=exists, rows=rows, next=nxt, n=n, q=q, untagged=untagged,
                 untagged_view=untagged_view, untagged_next=untagged_next, untagged_link=untagged_link,
                 tag_count=len(all_names), pull=pull, pulls_recorded=cfg.global_.update_pull_time, links=links,
-                notice=_notice(), upstreams=[shown_url(up.url) for up in repo.upstream] if repo is not None else [])
+                notice=notice, upstreams=[shown_url(up.url) for up in repo.upstream] if repo is not None else [])
