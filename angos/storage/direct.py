@@ -14,7 +14,8 @@ Contract of :func:`append_stream`: the chunks are appended to ``path``
 returned; on return every byte has been written (and fsync'ed when ``sync``).
 On an exception some prefix of the chunks may have been written, exactly as
 with a plain buffered append; the caller truncates. Only one writer appends to
-a file at a time (uploads hold their ``upload:`` lock).
+a file at a time (uploads hold their ``upload:`` lock). Chunks are held (not
+copied) until written, so a producer must not reuse a chunk's buffer.
 
 What goes direct: once a stream has filled one staging buffer (so small blobs —
 configs, manifests' layers of a few KiB — stay in the page cache, where the
@@ -130,15 +131,23 @@ class _Appender:
 def append_stream(path: str, chunks: Iterable[bytes], sync: bool = False) -> int:
     a = _Appender(path, sync)
     try:
-        first = bytearray()  # the stream until it proves large enough to go direct
+        # The stream's chunks until it proves large enough to go direct. Kept as they are, not
+        # copied into one buffer: a small stream (a chunked upload's PATCH, a pull-through fill's
+        # batch) is then written straight from them.
+        held: list[bytes] = []
+        size = 0
         it = iter(chunks)
         for chunk in it:
-            first += chunk
-            if len(first) >= STAGE:
+            held.append(chunk)
+            size += len(chunk)
+            if size >= STAGE:
                 break
         else:
-            a.buffered(first)
+            for chunk in held:
+                a.buffered(chunk)
             return _finish(a)
+        first = b"".join(held)
+        del held
         # Large stream. Reach block alignment with buffered bytes, then stage the rest.
         head = (-a.offset) % BLOCK
         if head:
