@@ -13,89 +13,16 @@ Contract:
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 
-from .oci.errors import AngosError
+# The [auth] tables and the value checks every table shares live in their own modules. ConfigError and
+# the unit parsers stay importable from here, where the rest of the code looks for them.
+from .config_auth import AuthConfig
+from .config_values import (ConfigError, _fail, _networks, _one_of, _positive, _regexes,  # noqa: F401
+                            _webhook_token, check, parse_duration, parse_size)
 
-
-class ConfigError(AngosError):
-    pass
-
-
-# ---------------------------------------------------------------- value parsers
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
-               "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2,
-               "gib": 1024**3, "tib": 1024**4}
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_size(value) -> int:
-    """``"5MiB"`` → 5242880; plain integers are bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("must not be negative")
-        return value
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
-        if m and m.group(2).lower() in _SIZE_UNITS:
-            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    raise ValueError(f"expected a size such as 5MiB, got {value!r}")
-
-
-def parse_duration(value, examples: str = "30m, 24h or 2d") -> float:
-    """``"30m"`` → 1800.0 seconds; ``"1h30m"`` works too; plain numbers are seconds.
-    ``examples`` goes into the error message, so it can fit the option being parsed
-    (``--poll-interval`` takes milliseconds, ``--orphan-grants`` days)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("must not be negative")
-        return float(value)
-    if isinstance(value, str):
-        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)", value.strip())
-        if parts and "".join(a + b for a, b in parts) == value.strip():
-            return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    raise ValueError(f"expected a duration such as {examples}, got {value!r}")
-
-
-def _positive(value):
-    if value <= 0:
-        raise ValueError("must be greater than zero")
-    return value
-
-
-def _one_of(*choices):
-    def check(value):
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
-        return value
-    return check
-
-
-def _regexes(values):
-    for v in values:
-        try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"invalid regex {v!r}: {exc}") from None
-    return tuple(values)
-
-
-def _networks(values):
-    out = []
-    for v in values:
-        try:
-            out.append(ipaddress.ip_network(v, strict=False))
-        except ValueError:
-            raise ValueError(f"invalid IP address or CIDR {v!r}") from None
-    return tuple(out)
-
-
-# An instance's name travels in X-Angos-Source-Instance and in conflict records: a host-name-like
-# token, so it is safe in a header, a log line and a metric label.
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
@@ -114,12 +41,6 @@ def default_instance_name() -> str:
     if len(name) > 63:
         name = name.split(".", 1)[0][:63]
     return name if INSTANCE_NAME.fullmatch(name) else "angos"
-
-
-def check(fn):
-    """Field metadata: a validator/converter applied after type checking."""
-    return {"check": fn}
-
 
 # ---------------------------------------------------------------- sections
 
@@ -330,12 +251,6 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
-class Identity:
-    username: str
-    password: str
-
-
-@dataclass(frozen=True)
 class Downstream:
     name: str
     url: str
@@ -410,11 +325,6 @@ def _event_kinds(values):
     return tuple(dict.fromkeys(values))
 
 
-def _webhook_token(value):
-    # Sent as "Authorization: Bearer <token>": a header value, so no spaces or control characters.
-    if not re.fullmatch(r"[\x21-\x7e]+", value):
-        raise ValueError("must be non-empty printable ASCII without spaces")
-    return value
 
 
 @dataclass(frozen=True)
@@ -435,175 +345,6 @@ class EventWebhook:
     max_retries: int = field(default=0, metadata=check(lambda v: v if 0 <= v <= 16 else _fail("must be 0-16")))
     # Regexes searched in the namespace; any match reports it. Empty: every namespace.
     repository_filter: tuple[str, ...] = field(default=(), metadata=check(_regexes))
-
-
-def _service_name(value):
-    # Quoted into WWW-Authenticate headers and token claims: no quotes, spaces or control characters.
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", value):
-        raise ValueError(f"expected letters, digits and . _ : - (at most 128), got {value!r}")
-    return value
-
-
-def _token_realm(value):
-    if not re.fullmatch(r"https?://[^/\s\"]+(/[^\s\"]*)?", value):
-        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class TokenConfig:
-    """``[auth.token]``: the registry token flow (angos.auth.token, angos.api.token)."""
-    # How long an issued token is good for. Docker treats anything under 60 s as 60 s.
-    lifetime_secs: int = field(default=300, metadata=check(
-        lambda v: v if 60 <= v <= 86400 else _fail("must be between 60 and 86400 (one day)")))
-    # A new signing key every this many days; the previous one keeps verifying its live tokens.
-    key_rotation_days: int = field(default=30, metadata=check(
-        lambda v: v if 1 <= v <= 3650 else _fail("must be between 1 and 3650")))
-    # The challenge's service="..." and the tokens' audience; servers sharing storage must agree.
-    service: str = field(default="angos", metadata=check(_service_name))
-    # Absolute URL of the token endpoint in challenges. Unset: this server's /token as the client
-    # reached it (scheme and Host, or X-Forwarded-Proto/-Host from a trusted proxy).
-    realm: str | None = field(default=None, metadata=check(_token_realm))
-
-
-# Signature algorithms an OIDC issuer may use: asymmetric only. ``none`` would accept unsigned
-# tokens, and an HMAC algorithm (HS*) would verify with the issuer's *public* key as the secret,
-# so anyone holding that key (everyone) could sign (angos.auth.oidc).
-JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
-GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
-
-
-def _jwt_algorithms(values):
-    if not values:
-        raise ValueError("name at least one algorithm")
-    for v in values:
-        if v.lower() == "none":
-            raise ValueError("'none' would accept unsigned tokens; it is never allowed")
-        if v.upper().startswith("HS"):
-            raise ValueError(f"{v!r} is an HMAC algorithm: checked with the issuer's public key, anyone could sign; "
-                             f"use the issuer's asymmetric algorithm ({', '.join(JWT_ALGORITHMS)})")
-        if v not in JWT_ALGORITHMS:
-            raise ValueError(f"unknown algorithm {v!r}; valid: {', '.join(JWT_ALGORITHMS)}")
-    return tuple(values)
-
-
-def _https_url(value):
-    if not re.fullmatch(r"https://[^/\s\"?#]+(/[^\s\"?#]*)?", value):
-        raise ValueError(f"expected an https:// URL without query or fragment, got {value!r}")
-    return value
-
-
-def _required_claims(value):
-    """``{claim = value}`` or ``{claim = [accepted, values]}``; values are strings, integers or booleans."""
-    if not isinstance(value, dict):
-        raise ValueError("expected a table of claim = value or claim = [values]")
-    out = {}
-    for name, want in value.items():
-        values = want if isinstance(want, list) else [want]
-        if not values or not all(isinstance(v, (str, int, bool)) for v in values):
-            raise ValueError(f"claim {name!r}: expected a string, integer or boolean, or a non-empty array of them")
-        out[name] = tuple(values)
-    return out
-
-
-@dataclass(frozen=True)
-class OidcProvider:
-    """``[auth.oidc.<name>]``: an issuer whose JWTs identify callers (angos.auth.oidc). The table's
-    name is the Basic username that carries such a token as its password."""
-    # "github": GitHub Actions, whose issuer is the default; "generic": any issuer, named by `issuer`.
-    provider: str = field(default="generic", metadata=check(_one_of("generic", "github")))
-    issuer: str | None = field(default=None, metadata=check(_https_url))
-    # Unset: the jwks_uri of <issuer>/.well-known/openid-configuration.
-    jwks_uri: str | None = field(default=None, metadata=check(_https_url))
-    required_audience: str | None = None
-    required_claims: dict = field(default_factory=dict, metadata={"parse": _required_claims})
-    allowed_algorithms: tuple[str, ...] = field(default=("RS256",), metadata=check(_jwt_algorithms))
-    clock_skew_tolerance: int = field(default=60, metadata=check(
-        lambda v: v if 0 <= v <= 3600 else _fail("must be between 0 and 3600 seconds")))
-    jwks_refresh_interval: int = field(default=3600, metadata=check(
-        lambda v: v if 30 <= v <= 604800 else _fail("must be between 30 and 604800 seconds (a week)")))
-    server_ca_bundle: str | None = None
-    client_certificate_bundle: str | None = None
-    client_private_key: str | None = None
-
-    @property
-    def issuer_url(self) -> str:
-        return self.issuer or GITHUB_ACTIONS_ISSUER  # config_load refuses a generic provider without one
-
-
-def _http_url(value):
-    if not re.fullmatch(r"https?://[^/\s]+(/[^\s]*)?", value):
-        raise ValueError("expected an http:// or https:// URL")  # not echoed: a URL may carry a secret
-    return value
-
-
-# An HTTP header name (RFC 9110 token).
-HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# Headers an authorization webhook request sets itself, or that describe the connection: never
-# copied from the client's request.
-_OWN_HEADERS = ("x-registry-", "x-forwarded-")
-_CONNECTION_HEADERS = frozenset({"host", "connection", "content-length", "transfer-encoding", "te", "upgrade",
-                                 "keep-alive", "proxy-connection", "trailer", "expect"})
-
-
-def _forward_headers(values):
-    seen = set()
-    for v in values:
-        low = v.lower()
-        if not HEADER_NAME.fullmatch(v):
-            raise ValueError(f"{v!r} is not a valid header name")
-        if low.startswith(_OWN_HEADERS) or low in _CONNECTION_HEADERS:
-            raise ValueError(f"{v!r} cannot be forwarded (the webhook request sets it, or it describes the "
-                             f"connection)")
-        if low in seen:
-            raise ValueError(f"{v!r} is listed twice")
-        seen.add(low)
-    if len(values) > 32:
-        raise ValueError("at most 32 headers")
-    return tuple(values)
-
-
-@dataclass(frozen=True)
-class WebhookBasicAuth:
-    username: str = field(metadata=check(lambda v: v if ":" not in v else _fail("must not contain ':'")))
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class AuthorizationWebhook:
-    """``[auth.webhook.<name>]``: an HTTP service asked after the access policy allows
-    (angos.auth.webhook_authz). Named by ``authorization_webhook`` in ``[global]`` or a repository."""
-    url: str = field(metadata=check(_http_url))
-    # The whole call (connect, send, the answer's status line and headers); longer is a transport error.
-    timeout_ms: int = field(default=1000, metadata=check(
-        lambda v: v if 1 <= v <= 60000 else _fail("must be between 1 and 60000")))
-    # How long an allow (2xx) or deny (401/403) answer is remembered; 0 asks on every request.
-    cache_ttl: float = field(default=60.0, metadata={
-        "parse": parse_duration, "check": lambda v: v if v <= 86400 else _fail("must be at most 1d")})
-    # Headers of the client's request copied onto the webhook request (when the client sent them).
-    forward_headers: tuple[str, ...] = field(default=(), metadata=check(_forward_headers))
-    # How Angos authenticates to the webhook: a Bearer token, or basic credentials (not both).
-    bearer_token: str | None = field(default=None, repr=False, metadata=check(_webhook_token))
-    basic_auth: WebhookBasicAuth | None = None
-    server_ca_bundle: str | None = None
-    client_certificate_bundle: str | None = None
-    client_private_key: str | None = None
-
-
-@dataclass(frozen=True)
-class AuthConfig:
-    identity: dict[str, Identity] = field(default_factory=dict)
-    webhook: dict[str, AuthorizationWebhook] = field(default_factory=dict)
-    token: TokenConfig = field(default_factory=TokenConfig)
-    oidc: dict[str, OidcProvider] = field(default_factory=dict)
-    # Wrong passwords must not starve right ones (angos.auth.throttle). Per worker process:
-    # argon2 checks running at once (64 MiB each with `angos argon`'s parameters) and waiting
-    # for a slot (beyond that: 429 TOOMANYREQUESTS); per client address: failed checks allowed
-    # per failure_window before its uncached logins get 429 (cached identities are unaffected).
-    max_parallel_verifications: int = field(default=4, metadata=check(_positive))
-    max_queued_verifications: int = field(default=32, metadata=check(_positive))
-    max_failures_per_source: int = field(default=10, metadata=check(_positive))
-    failure_window: float = field(default=60.0, metadata={"parse": parse_duration, "check": _positive})
 
 
 @dataclass(frozen=True)
@@ -638,9 +379,6 @@ class Config:
                 return key, repo
         return None, None
 
-
-def _fail(msg):
-    raise ValueError(msg)
 
 
 # Loading, merging and validating live in config_load (this module holds what a configuration is);

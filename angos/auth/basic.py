@@ -54,7 +54,8 @@ import time
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from ..config import AuthConfig, ConfigError
+from ..config_auth import AuthConfig
+from ..config_values import ConfigError
 from .throttle import Busy, FailureThrottle, VerificationQueue
 
 DEFAULT_TTL = 60.0

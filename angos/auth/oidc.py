@@ -1,7 +1,7 @@
 """OIDC identities: a JWT from a configured issuer (GitHub Actions, Kubernetes, any OIDC issuer).
 
 ``OidcVerifier(providers)`` is built from ``cfg.auth.oidc`` (name →
-:class:`~angos.config.OidcProvider`) with the rest of the access layer, and
+:class:`~angos.config_auth.OidcProvider`) with the rest of the access layer, and
 rebuilt with it on a configuration reload (caches and keys start empty).
 Building it touches no network. Contract:
 

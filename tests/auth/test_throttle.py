@@ -162,7 +162,7 @@ def test_a_source_over_its_failure_budget_gets_busy_but_cached_identities_and_ot
     import base64
 
     from angos.auth.basic import BadCredentials, BasicAuth
-    from angos.config import AuthConfig, Identity
+    from angos.config_auth import AuthConfig, Identity
 
     from .conftest import argon_hash
 
