@@ -1,4 +1,4 @@
-"""``GET /token``: the registry token endpoint, and the challenges that send clients there.
+"""``GET /token`` and ``POST /token``: the registry token endpoint, and the challenges that send clients there.
 
 The registry token flow, as Docker Hub and Harbor run it, is what docker,
 podman, skopeo, containerd and oras expect: a refused request under ``/v2/``
@@ -20,6 +20,13 @@ request with ``Authorization: Bearer <token>``.
   caller's credentials already say, and the policy decides every request
   made with it. Refusing tokens would protect nothing and would break the
   flow for every anonymous pull under a deny-by-default policy.
+- ``POST /token`` is the OAuth2 form of the same request, which containerd
+  (and so nerdctl, BuildKit and Kubernetes nodes) sends when it has
+  credentials: ``grant_type=password`` with ``username`` and ``password`` in
+  an ``application/x-www-form-urlencoded`` body of at most :data:`MAX_FORM`
+  bytes, checked exactly as basic credentials, answered like ``GET``.
+  ``grant_type=refresh_token`` answers ``400``: no refresh tokens are issued
+  (an answer containerd takes as "ask with ``GET``"), and none is exchanged.
 - ``scope`` (repeatable, or space separated; at most :data:`MAX_SCOPES`) is
   checked for shape and a valid repository name, then ignored: tokens carry
   no grants. ``service``, ``account``, ``client_id`` and ``offline_token``
@@ -43,13 +50,14 @@ Counted in ``auth_token_requests_total{result}``: ``identified``,
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 
 from flask import Blueprint, current_app, g, request
 
 from ..auth.authenticate import credential_kind
-from ..oci.errors import NameInvalid, OciError, TooManyRequests, Unauthorized, Unsupported
+from ..oci.errors import NameInvalid, OciError, TooLarge, TooManyRequests, Unauthorized, Unsupported
 from ..oci.reference import validate_name
 from .gate import access, action, client_certificate, client_ip, from_trusted_proxy
 from .http import json_response
@@ -57,6 +65,7 @@ from .http import json_response
 bp = Blueprint("token", __name__)
 
 MAX_SCOPES = 16
+MAX_FORM = 8 * 1024  # an OAuth2 token request's form: credentials and a few scopes
 _SCOPE = re.compile(r"([a-z0-9]+(?:\([a-z0-9]+\))?):([^:\s]+):([a-z*]+(?:,[a-z*]+)*)?")
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 _PULL = frozenset({"get-manifest", "get-blob", "get-referrers", "list-tags"})
@@ -90,6 +99,38 @@ def issue():
         _count.failure.inc()
         raise Unauthorized("a registry token is not exchanged for another: send basic credentials or none")
     _check_scopes(request.args.getlist("scope"))
+    return _issue(authorization)
+
+
+@bp.route("/token", methods=["POST"])
+@action("get-token")
+def issue_oauth():
+    """The OAuth2 form of the same request (containerd's with credentials): ``grant_type=password``
+    with ``username`` and ``password`` in a form body, which are checked as basic credentials."""
+    length = request.content_length
+    if length is None:
+        raise Unsupported("a token request body needs a Content-Length", status=411)
+    if length > MAX_FORM:
+        raise TooLarge(f"a token request body is at most {MAX_FORM} bytes")
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise Unsupported("a token request body is application/x-www-form-urlencoded", status=415)
+    form = request.form
+    grant = form.get("grant_type", "")
+    if grant == "refresh_token":
+        # Nothing here issues refresh tokens, so none can be valid. Clients then ask with GET.
+        _count.failure.inc()
+        raise Unsupported("refresh tokens are not issued: use grant_type=password or GET /token")
+    if grant != "password":
+        raise Unsupported(f"unsupported grant_type {grant[:64]!r}: use password")
+    username, password = form.get("username", ""), form.get("password", "")
+    if not username or not password or ":" in username:
+        raise Unsupported("grant_type=password needs a username (without ':') and a password")
+    _check_scopes(form.getlist("scope"))
+    credentials = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return _issue(f"Basic {credentials}")
+
+
+def _issue(authorization: str | None):
     cns, orgs = client_certificate()
     try:
         identity = access().authenticate(authorization, client_ip(), cns, orgs)

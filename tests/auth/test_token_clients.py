@@ -2,7 +2,8 @@
 oras-py pull ``public/*`` anonymously, are refused ``private/*`` (401 anonymous, 403 identified), and
 push after logging in. Every one of them goes through the registry token flow (Bearer challenge,
 ``GET /token``, Bearer requests); none is given anything but the registry address and, to log in, a
-username and password.
+username and password. containerd's ``ctr`` pulls with credentials through the OAuth2 form of the
+token request (``POST /token``), without falling back to ``GET``.
 
 docker is the Debian ``docker.io`` daemon, started here on a private data root, exec root and
 socket with the vfs storage driver and no iptables or bridge (marked slow). Credentials of every
@@ -20,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from ..conftest import skopeo, wait_for
 from .conftest import Client, identity_toml, oci_layout, uniq
@@ -250,3 +252,44 @@ def test_oras_py_with_its_defaults_pulls_public_anonymously_and_pushes_after_log
     with pytest.raises(Exception) as err:
         bob.push(files=[artifact.name], target=f"{server.host}/private/{uniq('bob')}:v1")
     assert "denied" in str(err.value).lower()
+
+
+# ---------------------------------------------------------------- containerd
+
+
+def http_requests(server, method: str, route: str) -> dict[str, float]:
+    """``http_requests_total`` of one method and route (action), by status."""
+    out = {}
+    text = requests.get(server.url + "/metrics", auth=("alice", "alice-pw"), timeout=30).text
+    for line in text.splitlines():
+        if (line.startswith("http_requests_total{") and f'method="{method}"' in line
+                and f'route="{route}"' in line):
+            out[line.split('status="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+@pytest.mark.slow
+def test_containerd_pulls_with_credentials_through_the_oauth2_token_request(server, images, dockerd):
+    # ctr resolves and fetches in its own process (containerd's remotes/docker, as nerdctl, BuildKit
+    # and the kubelet's CRI do) and stores through dockerd's containerd. With credentials it asks for
+    # its token with an OAuth2 POST: that request, not the GET it falls back to, gives it the token.
+    public, private, digest = images
+    sock = dockerd.dir / "exec" / "containerd" / "containerd.sock"
+    ctr = ["ctr", "--address", str(sock), "--namespace", dockerd.namespace]
+
+    def pull(*args):
+        return subprocess.run([*ctr, "images", "pull", "--plain-http", *args], capture_output=True, text=True,
+                              timeout=300)
+
+    before = http_requests(server, "POST", "get-token"), http_requests(server, "GET", "get-token")
+    res = pull("--user", "alice:alice-pw", f"{server.host}/{private}:v1")
+    assert res.returncode == 0, res.stderr
+    listed = subprocess.run([*ctr, "images", "ls", "-q"], capture_output=True, text=True, timeout=60).stdout
+    assert f"{server.host}/{private}:v1" in listed.split()
+    posts, gets = http_requests(server, "POST", "get-token"), http_requests(server, "GET", "get-token")
+    assert posts.get("200", 0) - before[0].get("200", 0) >= 1
+    assert sum(gets.values()) == sum(before[1].values())  # no fallback to GET
+    res = pull("--user", "alice:wrong", f"{server.host}/{private}:v1")
+    assert refused(res, "unauthorized", "401"), res.stderr
+    res = pull(f"{server.host}/{public}:v1")  # anonymous: containerd asks with GET, no credentials to post
+    assert res.returncode == 0, res.stderr

@@ -193,7 +193,51 @@ def test_token_request_accepts_what_clients_send(server):
 def test_a_token_is_not_exchanged_for_another(server):
     r = requests.get(f"{server.url}/token", headers=bearer(token_of(server)), timeout=30)
     assert_oci_error(r, 401, "UNAUTHORIZED")
-    assert requests.post(f"{server.url}/token", timeout=30).status_code == 405  # no OAuth2 POST: clients fall back
+    r = post_token(server, grant_type="refresh_token", refresh_token=token_of(server), service="angos")
+    assert_oci_error(r, 400, "UNSUPPORTED")  # not as a refresh token either
+
+
+def post_token(server, **form) -> requests.Response:
+    return requests.post(f"{server.url}/token", data=form, timeout=30)
+
+
+def test_the_oauth2_password_grant_is_a_token_request_with_the_credentials_in_a_form(server, images):
+    # What containerd sends when it has credentials (remotes/docker/auth.FetchTokenWithOAuth).
+    before = counters(server, "auth_token_requests_total")
+    form = {"grant_type": "password", "service": "angos", "client_id": "containerd-client",
+            "scope": "repository:private/a:pull repository:b/c:pull,push"}
+    r = post_token(server, username="alice", password="alice-pw", **form)
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store", r.text
+    doc = r.json()
+    assert doc["access_token"] == doc["token"] and doc["expires_in"] == 86400
+    assert part(doc["access_token"], 1)["sub"] == "alice"
+    private, digest = images["private"]
+    r = requests.get(f"{server.url}/v2/{private}/manifests/{digest}", headers=bearer(doc["access_token"]),
+                     timeout=30)
+    assert r.status_code == 200
+    r = post_token(server, username="alice", password="wrong", **form)
+    assert_oci_error(r, 401, "UNAUTHORIZED")
+    assert delta(before, counters(server, "auth_token_requests_total")) == {"identified": 1.0, "failure": 1.0}
+
+
+@pytest.mark.parametrize("form, status, code", [
+    ({"grant_type": "password", "username": "alice"}, 400, "UNSUPPORTED"),
+    ({"grant_type": "password", "password": "alice-pw"}, 400, "UNSUPPORTED"),
+    ({"grant_type": "password", "username": "alice:alice", "password": "pw"}, 400, "UNSUPPORTED"),
+    ({"grant_type": "client_credentials", "username": "alice", "password": "alice-pw"}, 400, "UNSUPPORTED"),
+    ({"username": "alice", "password": "alice-pw"}, 400, "UNSUPPORTED"),
+    ({"grant_type": "password", "username": "alice", "password": "alice-pw", "scope": "repository:../x:pull"},
+     400, "NAME_INVALID"),
+    ({"grant_type": "password", "username": "alice", "password": "alice-pw" + "x" * 9000}, 413, "SIZE_INVALID"),
+])
+def test_malformed_oauth2_token_requests_are_refused_clearly(server, form, status, code):
+    assert_oci_error(post_token(server, **form), status, code)
+
+
+def test_an_oauth2_token_request_is_a_small_form(server):
+    r = requests.post(f"{server.url}/token", json={"grant_type": "password", "username": "alice",
+                                                   "password": "alice-pw"}, timeout=30)
+    assert_oci_error(r, 415, "UNSUPPORTED")
 
 
 # ---------------------------------------------------------------- Bearer requests
@@ -286,11 +330,14 @@ def test_two_servers_sharing_storage_accept_each_others_tokens(module_server, se
 def test_wrong_passwords_at_the_token_endpoint_are_throttled_like_anywhere_else(module_server):
     srv = module_server(identity_toml(alice="alice-pw") + POLICY
                         + '\n[auth]\nmax_failures_per_source = 3\nfailure_window = "1h"\n')
-    for _ in range(3):
+    for _ in range(2):
         assert get_token(srv, ("alice", "wrong")).status_code == 401
+    assert post_token(srv, grant_type="password", username="alice", password="wrong").status_code == 401  # the same budget
     r = get_token(srv, ("alice", "alice-pw"))  # right, but not remembered: this address spent its budget
     assert_oci_error(r, 429, "TOOMANYREQUESTS")
     assert int(r.headers["Retry-After"]) >= 1
+    assert_oci_error(post_token(srv, grant_type="password", username="alice", password="alice-pw"), 429,
+                     "TOOMANYREQUESTS")
     assert get_token(srv).status_code == 200  # anonymous tokens run no argon2 and are not throttled
 
 
