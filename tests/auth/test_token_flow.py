@@ -332,7 +332,8 @@ def test_wrong_passwords_at_the_token_endpoint_are_throttled_like_anywhere_else(
                         + '\n[auth]\nmax_failures_per_source = 3\nfailure_window = "1h"\n')
     for _ in range(2):
         assert get_token(srv, ("alice", "wrong")).status_code == 401
-    assert post_token(srv, grant_type="password", username="alice", password="wrong").status_code == 401  # the same budget
+    # The OAuth2 form of the request spends the same budget.
+    assert post_token(srv, grant_type="password", username="alice", password="wrong").status_code == 401
     r = get_token(srv, ("alice", "alice-pw"))  # right, but not remembered: this address spent its budget
     assert_oci_error(r, 429, "TOOMANYREQUESTS")
     assert int(r.headers["Retry-After"]) >= 1
