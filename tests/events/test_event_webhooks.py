@@ -1,13 +1,15 @@
 """Event webhooks against real servers and a real receiver (tests/events/receiver.py), which checks
 every signature with its own HMAC: each kind delivered once with its payload, ``required`` refusing
 before anything is stored, ``optional`` failing harmlessly, ``async`` deliveries surviving a restart
-with the receiver down and never slowing a push, and the internal actor of replication receipts and
-retention deletes."""
+with the receiver down, never slowing a push and, on a Redis queue, waiting for ``angos worker --queue
+webhooks``, and the internal actor of replication receipts and retention deletes."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import requests
 
 from ..api.helpers import (OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptor, digest_of, image_manifest, random_bytes,
                            uniq)
-from ..conftest import ROOT, AngosServer, angos_config, free_port, tree_snapshot, wait_for
+from ..conftest import ANGOS, ROOT, AngosServer, angos_config, free_port, tree_snapshot, wait_for
 from ..maintenance.conftest import scrub
 from .receiver import Receiver
 
@@ -381,3 +383,36 @@ def test_replication_receipts_and_retention_deletes_carry_the_internal_actor(ang
     finally:
         receiver.stop()
 
+
+
+def test_async_deliveries_on_a_redis_queue_wait_for_a_worker_then_arrive_once(angos_factory, redis_server):
+    # With [global.job_queue] the server only enqueues; `angos worker --queue webhooks` delivers.
+    receiver = Receiver(TOKEN).start()
+    worker = None
+    try:
+        server = angos_factory(extra=_async_config(receiver.url)
+                               + f'\n[global.job_queue]\nbackend = "redis"\nurl = "{redis_server}"\n')
+        ns = uniq("app")
+        body, digest, _ = _image(server, ns)
+        assert _put(server, ns, "v1", body).status_code == 201
+        queued = wait_for(lambda: len(_webhook_jobs(server)) == 2 and _webhook_jobs(server),
+                          what="both deliveries queued in Redis")
+        assert {j["payload"]["event"]["kind"] for j in queued} == {"manifest.push", "tag.create"}
+        assert receiver.of(namespace=ns) == []  # nothing drains this queue yet
+        with open(server.workdir / "worker.log", "ab") as log:
+            worker = subprocess.Popen(ANGOS + ["-c", str(server.config_path), "worker", "--queue", "webhooks"],
+                                      cwd=server.workdir, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        receiver.wait("manifest.push", ns)
+        receiver.wait("tag.create", ns)
+        wait_for(lambda: not _webhook_jobs(server), what="the webhooks queue to empty")
+        pushed, created = receiver.of("manifest.push", ns), receiver.of("tag.create", ns)
+        assert len(pushed) == 1 and len(created) == 1
+        assert pushed[0].doc["digest"] == created[0].doc["digest"] == digest
+        assert pushed[0].signature_ok and created[0].signature_ok
+        assert {j["payload"]["event"]["id"] for j in queued} == {pushed[0].doc["id"], created[0].doc["id"]}
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+        receiver.stop()
