@@ -398,7 +398,8 @@ class Fills:
                     break
             if size is not None and written != size:
                 raise BadGateway(f"upstream {answer.where()} sent {written} bytes of {d}, not {size}")
-            reg.uploads.complete(ns, upload_id, d, None, None, None)
+            # Not a push: the manifests a fill stores are reported (actor cache-fill), its blobs are not.
+            reg.uploads.complete(ns, upload_id, d, None, None, None, report=False)
             upload_id = None  # committed: the session is gone
             fill.done()
             log.info("fetched %s (%s bytes) from %s into %s", d, written, answer.where(), ns)

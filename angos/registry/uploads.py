@@ -13,7 +13,8 @@ partial blob.
 
 A completed upload is the ``blob.push`` activity (event webhooks): vetted once
 the digest checks out and before the blob becomes visible (a refusal leaves
-the session as it was before the closing request), emitted after.
+the session as it was before the closing request), emitted after. A
+pull-through cache's fill completes its session unreported.
 
 Sessions are bounded (:mod:`.upload_limits`): a namespace has at most
 ``max_upload_sessions_per_namespace`` open (429 beyond), and a session idle
@@ -205,9 +206,12 @@ class UploadService:
             self._hashers.popitem(last=False)
 
     def complete(self, ns: str, upload_id: str, digest: Digest, chunks: Iterable[bytes] | None,
-                 content_range: tuple[int, int] | None, length: int | None, actor: Actor | None = None) -> Digest:
+                 content_range: tuple[int, int] | None, length: int | None, actor: Actor | None = None,
+                 report: bool = True) -> Digest:
+        """``report=False`` for a blob nobody pushed (a pull-through cache storing what it fetched):
+        no ``blob.push`` activity, so no watcher vets or hears of it."""
         info, _ = self.live(ns, upload_id)
-        pushed = self.listeners.activity("blob.push", ns, actor, digest=str(digest))
+        pushed = self.listeners.activity("blob.push", ns, actor, digest=str(digest)) if report else None
         with self.locks.lock(f"upload:{upload_id}"):
             before = None
             if chunks is not None and (length is None or length > 0 or content_range is not None):

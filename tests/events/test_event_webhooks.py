@@ -416,3 +416,41 @@ def test_async_deliveries_on_a_redis_queue_wait_for_a_worker_then_arrive_once(an
             worker.send_signal(signal.SIGTERM)
             worker.wait(30)
         receiver.stop()
+
+
+def test_a_pull_through_fill_reports_its_manifests_with_the_cache_fill_actor_and_not_its_blobs(angos_factory):
+    receiver = Receiver(TOKEN).start()
+    try:
+        upstream = angos_factory()
+        ns = f"library/{uniq('app')}"
+        body, digest, layer = _image(upstream, ns)
+        assert _put(upstream, ns, "v1", body).status_code == 201
+        cache = angos_factory(extra=f"""
+            [event_webhook.watch]
+            url = "{receiver.url}"
+            policy = "optional"
+            events = ["manifest.push", "tag.create", "blob.push"]
+            token = "{TOKEN}"
+
+            [repository."hub"]
+            event_webhooks = ["watch"]
+            [[repository."hub".upstream]]
+            url = "{upstream.url}"
+            """)
+        local = f"hub/{ns}"
+        r = requests.get(cache.v2(f"{local}/manifests/v1"), headers={"Accept": OCI_MANIFEST}, timeout=30)
+        assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == digest
+        config = json.loads(body)["config"]["digest"]
+        for blob in (config, layer):
+            assert requests.get(cache.v2(f"{local}/blobs/{blob}"), timeout=30).status_code == 200
+        # Every fill (the two above and the background ones the manifest queued) is over, and an
+        # optional delivery is made before the write it reports returns: all there is has arrived.
+        wait_for(lambda: requests.get(cache.url + "/_ext/_jobs", params={"queue": "cache"}, timeout=10)
+                 .json()["jobs"] == [], what="the cache queue to empty")
+        fill = {"kind": "internal", "id": "cache-fill"}
+        pushed, created = receiver.of("manifest.push", local), receiver.of("tag.create", local)
+        assert [d.doc["digest"] for d in pushed] == [digest] and [d.doc["tag"] for d in created] == ["v1"]
+        assert all(d.doc["actor"] == fill and d.signature_ok for d in pushed + created)
+        assert receiver.of("blob.push", local) == []
+    finally:
+        receiver.stop()
