@@ -1,9 +1,10 @@
 """A webhook receiver for the tests: a real HTTP server on 127.0.0.1 that records every POST.
 
 ``Receiver(token)`` listens on ``port`` (a free one by default) once started. Each delivery is
-kept as a :class:`Delivery` with its headers, raw body, parsed JSON and whether its
+kept as a :class:`Delivery` with its headers, raw body, parsed JSON, arrival time and whether its
 ``X-Registry-Signature-256`` is the HMAC-SHA256 of the body keyed with ``token`` (checked here, with
-``hmac.compare_digest``, independently of the server's code). ``status`` is what it answers;
+``hmac.compare_digest``, independently of the server's code). ``status`` is what it answers, after
+the statuses queued in ``script`` (one per request; a 3xx points ``Location`` back at the receiver);
 ``hang()`` makes it hold every request open (until :meth:`release` or :meth:`stop`), as a receiver
 that accepted the connection and never answers. ``stop()`` closes the port, so nothing answers.
 """
@@ -14,6 +15,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,6 +29,7 @@ class Delivery:
     body: bytes
     doc: dict
     signature_ok: bool
+    at: float = 0.0  # time.monotonic() on arrival
 
     @property
     def kind(self) -> str:
@@ -39,6 +42,7 @@ class Receiver:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.status = status
+        self.script: list[int] = []  # statuses for the next requests, before ``status`` again
         self.deliveries: list[Delivery] = []
         self.seen = 0  # requests that arrived, answered or not
         self._lock = threading.Lock()
@@ -52,15 +56,19 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                at = time.monotonic()
                 with receiver._lock:
                     receiver.seen += 1
+                    status = receiver.script.pop(0) if receiver.script else receiver.status
                 receiver._hold.wait(120)  # a hanging receiver: the server's timeout must give up first
                 sig = self.headers.get("X-Registry-Signature-256", "")
                 ok = receiver.token is not None and hmac.compare_digest(
                     "sha256=" + hmac.new(receiver.token.encode(), body, hashlib.sha256).hexdigest(), sig)
                 with receiver._lock:
-                    receiver.deliveries.append(Delivery(self.path, dict(self.headers), body, json.loads(body), ok))
-                self.send_response(receiver.status)
+                    receiver.deliveries.append(Delivery(self.path, dict(self.headers), body, json.loads(body), ok, at))
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", receiver.url)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -1,6 +1,7 @@
 """Event webhooks against real servers and a real receiver (tests/events/receiver.py), which checks
 every signature with its own HMAC: each kind delivered once with its payload, ``required`` refusing
-before anything is stored, ``optional`` failing harmlessly, ``async`` deliveries surviving a restart
+before anything is stored (a refused pull serving nothing), which answers refuse and which mean
+"cannot be reached", retries with growing pauses, ``optional`` failing harmlessly, ``async`` deliveries surviving a restart
 with the receiver down, never slowing a push and, on a Redis queue, waiting for ``angos worker --queue
 webhooks``, and the internal actor of replication receipts and retention deletes."""
 
@@ -226,6 +227,92 @@ def test_a_failing_optional_webhook_lets_the_push_through_and_counts_the_failure
                                     outcome="failed") >= failed_before + 1)
     assert _metric(server, "angos_event_webhook_delivery_duration_seconds_count", webhook="notify") >= 1
     assert _metric(server, "angos_event_webhook_deliveries_total", webhook="everything", outcome="delivered") >= 1
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """One server whose ``gated/`` namespaces have a ``required`` webhook on pushes and pulls, with
+    two retries; the receiver's ``status`` (and ``script``) decide. Tests restore ``status`` to 204."""
+    gate = Receiver(TOKEN).start()
+    extra = f"""
+        [event_webhook.gate]
+        url = "{gate.url}"
+        policy = "required"
+        events = ["manifest.push", "manifest.pull", "blob.pull"]
+        token = "{TOKEN}"
+        timeout = "5s"
+        max_retries = 2
+
+        [repository."gated"]
+        event_webhooks = ["gate"]
+        """
+    workdir = tmp_path_factory.mktemp("angos-gated")
+    port = free_port()
+    server = AngosServer(workdir, angos_config(workdir / "data", port, 2, extra), port).start()
+    yield server, gate
+    server.stop(timeout=10)
+    gate.stop()
+
+
+def test_a_refused_pull_serves_nothing_and_a_head_is_not_a_pull(gated):
+    server, gate = gated
+    ns = f"gated/{uniq('pull')}"
+    body, digest, layer = _image(server, ns)
+    assert _put(server, ns, "v1", body).status_code == 201
+    manifest_url, blob_url = server.v2(f"{ns}/manifests/v1"), server.v2(f"{ns}/blobs/{layer}")
+    assert requests.get(manifest_url, headers={"Accept": OCI_MANIFEST}).content == body
+    gate.status = 409
+    try:
+        for url in (manifest_url, blob_url):
+            r = requests.get(url, headers={"Accept": OCI_MANIFEST})
+            assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", r.text
+            assert "gate" in r.json()["errors"][0]["message"] and "Docker-Content-Digest" not in r.headers
+        asked = gate.seen
+        assert requests.head(manifest_url, headers={"Accept": OCI_MANIFEST}).status_code == 200
+        assert requests.head(blob_url).status_code == 200
+        assert gate.seen == asked  # HEADs are not pulls: the receiver was not asked
+        gate.status = 503
+        r = requests.get(blob_url)
+        assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE", r.text
+    finally:
+        gate.status = 204
+    pulls = gate.of("blob.pull", ns)
+    assert {d.doc["digest"] for d in pulls} == {layer} and all(d.signature_ok for d in pulls)
+
+
+@pytest.mark.parametrize("status, answer", [
+    (408, 503), (429, 503), (502, 503), (503, 503), (504, 503),  # "cannot be reached"
+    (400, 403), (409, 403), (500, 403), (307, 403),  # any other answer refuses; a redirect is not followed
+])
+def test_which_answers_refuse_and_which_mean_unreachable(gated, status, answer):
+    server, gate = gated
+    ns = f"gated/{uniq('answer')}"
+    body, _, _ = _image(server, ns)
+    asked = gate.seen
+    gate.status = status
+    try:
+        r = _put(server, ns, "v1", body)
+    finally:
+        gate.status = 204
+    code = {503: "UNAVAILABLE", 403: "DENIED"}[answer]
+    assert r.status_code == answer and r.json()["errors"][0]["code"] == code, r.text
+    # One attempt and max_retries = 2 retries, all to the configured URL: a followed 307 would have
+    # reached the receiver again (its Location is the receiver itself).
+    assert gate.seen - asked == 3
+    assert requests.get(server.v2(f"{ns}/manifests/v1"), headers={"Accept": OCI_MANIFEST}).status_code == 404
+
+
+def test_a_required_delivery_is_retried_with_growing_pauses_and_a_late_acceptance_lets_the_push_through(gated):
+    server, gate = gated
+    ns = f"gated/{uniq('retry')}"
+    body, digest, _ = _image(server, ns)
+    gate.script[:] = [500, 500]  # then 204
+    assert _put(server, ns, "v1", body).status_code == 201
+    attempts = gate.of("manifest.push", ns)
+    assert len(attempts) == 3 and len({d.body for d in attempts}) == 1  # the same event, byte for byte
+    gaps = [b.at - a.at for a, b in zip(attempts, attempts[1:])]
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.2, gaps  # 100 ms, then 200 ms (at least: load only adds)
+    assert requests.get(server.v2(f"{ns}/manifests/{digest}"), headers={"Accept": OCI_MANIFEST}).status_code == 200
 
 
 def _async_config(url: str, timeout: str = "5s") -> str:
