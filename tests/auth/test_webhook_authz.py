@@ -326,6 +326,14 @@ def _closed_port() -> int:
 # ---------------------------------------------------------------- caching
 
 
+def test_the_probes_and_a_scrape_from_metrics_allow_are_not_asked_about(server, receiver):
+    # No policy is asked about them either: a webhook outage must not fail every replica's probes.
+    asked = len(receiver.seen())
+    for path in ("/healthz", "/readyz", "/metrics"):  # /metrics from loopback, server.metrics_allow's default
+        assert requests.get(server.url + path, timeout=30).status_code == 200, path
+    assert len(receiver.seen()) == asked
+
+
 def test_a_decision_is_remembered_within_cache_ttl(server, receiver, alice):
     allowed, denied = f"team/{uniq('hit')}", f"team/{uniq('hitdeny')}"
     receiver.answers[denied] = 403
