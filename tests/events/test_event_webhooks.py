@@ -1,9 +1,10 @@
 """Event webhooks against real servers and a real receiver (tests/events/receiver.py), which checks
 every signature with its own HMAC: each kind delivered once with its payload, ``required`` refusing
 before anything is stored (a refused pull serving nothing), which answers refuse and which mean
-"cannot be reached", retries with growing pauses, ``optional`` failing harmlessly, ``async`` deliveries surviving a restart
-with the receiver down, never slowing a push and, on a Redis queue, waiting for ``angos worker --queue
-webhooks``, and the internal actor of replication receipts and retention deletes."""
+"cannot be reached", retries with growing pauses, ``optional`` failing harmlessly, ``async``
+deliveries surviving a restart with the receiver down, never slowing a push and, on a Redis queue,
+waiting for ``angos worker --queue webhooks``, and the internal actor of replication receipts,
+retention deletes and pull-through fills."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ delete path, so the deletions replicate to downstreams."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from angos.registry.timestamps import format_ts, now
 
 from ..conftest import wait_for
 from ..replication.conftest import remote_digest
-from .conftest import OCI, lines, manifest_body, push, scrub
+from .conftest import OCI, OCI_INDEX, lines, manifest_body, pullable, push, scrub
 
 SOURCE = """\
 [server]
@@ -139,3 +140,42 @@ rules = ['top_pulled(1)', 'image.tag == "d" ? 42 : false']
     assert real.returncode == 0, real.stderr
     assert _tags(server, "pulls/app") == ["c", "d"]
     assert "treating as 'retain' (fail-open)" in real.stderr and "rules[1]" in real.stderr
+
+
+def test_retention_keeps_the_manifests_an_index_it_keeps_lists(angos_factory):
+    # Untagged manifests are candidates like tags (an untagged one matches no tag rule), except an
+    # index's platform manifests while the index is there: deleting them would break its pulls.
+    server = angos_factory(extra="""
+[global.retention_policy]
+rules = ['image.tag == "keep"']
+""")
+    ns = "multi/app"
+    children = []
+    for arch in ("amd64", "arm64"):
+        body, d, _ = manifest_body(server, ns, f"multi:{arch}")
+        r = requests.put(server.v2(f"{ns}/manifests/{d}"), data=body, headers={"Content-Type": OCI})
+        assert r.status_code == 201, r.text
+        children.append({"mediaType": OCI, "digest": d, "size": len(body),
+                         "platform": {"os": "linux", "architecture": arch}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).encode()
+    r = requests.put(server.v2(f"{ns}/manifests/keep"), data=index, headers={"Content-Type": OCI_INDEX})
+    assert r.status_code == 201, r.text
+    loose, _ = push(server, ns, "drop", "multi:drop")
+    r = requests.delete(server.v2(f"{ns}/manifests/drop"))
+    assert r.status_code == 202, r.text  # the tag goes, its manifest stays: untagged, listed by no index
+    dropped, _ = push(server, ns, "drop", "multi:drop-2")
+
+    def stored(d: str) -> bool:
+        return requests.head(server.v2(f"{ns}/manifests/{d}"), headers={"Accept": OCI}).status_code == 200
+
+    res = scrub(server, "--retention")
+    assert res.returncode == 0, res.stderr
+    assert _tags(server, ns) == ["keep"]
+    assert not stored(loose) and stored(dropped)  # untagged and listed by no index: deleted; "drop"'s
+    res = scrub(server, "--retention")            # manifest, untagged by this run, on the next one
+    assert res.returncode == 0, res.stderr
+    assert not stored(dropped)
+    for child in children:
+        assert pullable(server, ns, child["digest"]), child["digest"]
+    r = requests.get(server.v2(f"{ns}/manifests/keep"), headers={"Accept": OCI_INDEX})
+    assert r.status_code == 200 and r.content == index
