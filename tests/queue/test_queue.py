@@ -143,6 +143,17 @@ def test_terminal_error_dead_letters_at_once(qenv):
     assert len(read_lines(qenv.out / "refused.log")) == 1
 
 
+def test_a_later_success_of_a_lock_key_deletes_that_keys_dead_letters_only(qenv):
+    q = qenv.queue()
+    for key in ("fixed-later", "still-broken"):
+        q.submit("test.flaky", key, {"dir": str(qenv.out), "terminal": True})
+        assert q.run_next() == "dead_lettered"
+    assert sorted(f["lock_key"] for f in q.list_failed()[0]) == ["fixed-later", "still-broken"]
+    q.submit("test.flaky", "fixed-later", {"dir": str(qenv.out), "succeed_after": 0})
+    assert q.run_next() == "succeeded"
+    assert [f["lock_key"] for f in q.list_failed()[0]] == ["still-broken"]
+
+
 def test_unknown_kind_fails_loudly_and_dead_letters(qenv):
     qenv.configure("max_attempts = 1\n")
     q = qenv.queue()
