@@ -14,6 +14,7 @@ lines come out in angos' format. The access line has its own tests
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -238,8 +239,6 @@ def test_clean_round_trip_reload_and_stop_log_no_warning_or_error(angos_factory,
 def test_gunicorn_lines_share_the_json_format(angos_factory):
     server = angos_factory(env={"ANGOS_LOG_FORMAT": "json"})
     assert server.stop() == 0
-    import json
-
     docs = [json.loads(line) for line in server.logs().splitlines()]  # every line is one JSON object
     loggers = {d["logger"] for d in docs}
     assert "gunicorn.error" in loggers and "angos.server" in loggers, loggers
@@ -256,3 +255,23 @@ def test_ctrl_c_stops_the_server_quietly(angos_factory):
     log = server.logs()
     assert "Shutting down: Master" in log
     assert [line for line in log.splitlines() if NOISE.search(line) or "Traceback" in line] == [], log
+
+
+def test_a_log_format_change_applies_on_the_next_reload(angos_factory):
+    server = angos_factory()
+    old = set(server.worker_pids())
+    server.config_path.write_text(server.config_path.read_text() + '\n[global]\nlog_format = "json"\n')
+    wait_for(lambda: "configuration reloaded" in server.logs(), timeout=30, what="the reload")
+    wait_for(lambda: len(server.worker_pids()) == 2 and not set(server.worker_pids()) & old, timeout=60,
+             what="the old workers to be replaced")
+    mark = len(server.logs())
+    assert requests.get(server.url + "/v2/reloaded/app/tags/list", timeout=30).status_code == 404
+
+    def access_line():
+        for line in server.logs()[mark:].splitlines():
+            if "reloaded/app/tags/list" in line:
+                return line
+        return None
+
+    doc = json.loads(wait_for(access_line, timeout=30, what="the request's access line"))
+    assert doc["logger"] == "angos.access" and doc["status"] == 404, doc
