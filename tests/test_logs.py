@@ -130,8 +130,6 @@ def run_format_probe(fmt: str, **env: str) -> list[str]:
 
 
 def test_json_format_is_one_object_per_line_with_stable_keys():
-    import json
-
     lines = run_format_probe("json")
     docs = [json.loads(line) for line in lines]  # every line parses: tracebacks stay inside their object
     assert len(docs) == 4, lines
@@ -161,8 +159,6 @@ def test_text_format_prefixes_the_request_id_and_writes_the_access_line_as_logfm
 
 
 def test_angos_log_format_overrides_the_configured_format():
-    import json
-
     lines = run_format_probe("text", ANGOS_LOG_FORMAT="json")
     assert json.loads(lines[0])["msg"] == "outside any request"
 
