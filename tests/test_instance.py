@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import signal
 
@@ -69,6 +70,14 @@ def test_a_restart_with_a_changed_configuration_starts(angos_factory, tmp_path):
     assert requests.get(changed.url + "/healthz", timeout=30).status_code == 200
 
 
+def _recorded(record) -> dict:
+    """The instance record as the servers read it: under the flock they write it under (it is
+    rewritten in place, so a reader without the lock may find it empty)."""
+    with open(record, encoding="utf-8") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
+        return json.loads(fh.read())
+
+
 def test_a_reload_records_the_new_configuration_instead_of_refusing(angos_factory, tmp_path):
     data = tmp_path / "data"
     server = angos_factory(config_text=_config(data, TEAM))
@@ -77,7 +86,7 @@ def test_a_reload_records_the_new_configuration_instead_of_refusing(angos_factor
     server.config_path.write_text(old.replace(TEAM, TEAM_PEER))
     server.proc.send_signal(signal.SIGHUP)
     new_fp = fingerprint(load_config([str(server.config_path)]))
-    wait_for(lambda: json.loads(record.read_text())["fingerprint"] == new_fp, what="the reload to be recorded")
+    wait_for(lambda: _recorded(record).get("fingerprint") == new_fp, what="the reload to be recorded")
     assert requests.get(server.url + "/healthz", timeout=30).status_code == 200
 
     joining = angos_factory(config_text=_config(data, TEAM_PEER))
