@@ -8,7 +8,9 @@ Role: answer a blob read in a pull-through namespace. Contract of
 - The bytes are stored (another namespace fetched them) but this namespace
   has no grant: it gets one, with no transfer, if one of its cached manifests
   references the blob (so this works while the upstream is down), or else if
-  its upstream confirms with a ``HEAD`` that it serves the blob there.
+  its upstream confirms with a ``HEAD`` that it serves the blob there;
+  otherwise the blob is unknown to it (404 ``BLOB_UNKNOWN``; 503 when its
+  upstream cannot be reached to say). Knowing a digest is not enough.
 - Otherwise, for a GET: the blob is fetched through :mod:`.fills` (one upstream
   fetch shared by every reader, in every process) and the response streams
   the bytes as they arrive (``miss``). The response starts only once the
@@ -28,7 +30,6 @@ from ..registry import paths
 from ..registry.blobs import BlobHandle
 from .fills import DONE, FAILED, Fill, Fills
 from .manifests import HIT, MISS
-from .upstreams import UpstreamUnavailable
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,12 @@ class BlobCache:
                 return ServedBlob(HIT, handle=blobs.stat(ns, d))
             except BlobUnknown:
                 pass  # granted but the bytes are gone (scrub found them corrupt): fetch them again
-        if self.fills.committed(d) and self._may_read(repo_key, repo, ns, d):
-            return ServedBlob(HIT, handle=self._grant(ns, d))
+        if self.fills.committed(d):
+            # Stored for another namespace. Never fetched again: either this one may have it (a
+            # manifest of its own lists it, or its upstream says it serves it) or it is unknown here.
+            if self._may_read(repo_key, repo, ns, d):
+                return ServedBlob(HIT, handle=self._grant(ns, d))
+            raise BlobUnknown(f"blob {d} unknown to {ns}")
         if head:
             return self._head_upstream(repo_key, repo, ns, d)
         stall = max(up.read_timeout_secs for up in repo.upstream)
@@ -91,13 +96,12 @@ class BlobCache:
         return blobs.stat(ns, d)
 
     def _may_read(self, repo_key: str, repo, ns: str, d: Digest) -> bool:
+        """Whether ``ns`` may have bytes another namespace fetched. Raises UpstreamUnavailable when
+        only its upstream could say and cannot be reached (a 503 naming it, not a 404)."""
         if self.registry.blobs.is_referenced(ns, d):
             return True
-        try:
-            answer = self.upstreams.call(repo_key, repo, ns, "HEAD",
-                                         lambda client, remote: client.head_blob_response(remote, str(d)))
-        except UpstreamUnavailable:
-            return False
+        answer = self.upstreams.call(repo_key, repo, ns, "HEAD",
+                                     lambda client, remote: client.head_blob_response(remote, str(d)))
         answer.response.close()
         return answer.response.status_code == 200
 
