@@ -114,6 +114,12 @@ CASES = [
     ("metadata-root-nothing-to-default-to", BASE.split("[blob_store.fs]")[0]
      + '[blob_store.s3]\nbucket = "b"\n\n[metadata_store.fs]\nlock_strategy = "file"\n',
      ["metadata_store.fs.root_dir", "required", "[blob_store.fs]"]),
+    ("sqlite-queue-on-s3-metadata", BASE.split("[blob_store.fs]")[0]
+     + '[blob_store.s3]\nbucket = "b"\n\n[metadata_store.s3]\nbucket = "b"\n[metadata_store.s3.lock_strategy.s3]\n'
+     + '\n[global.job_queue]\nbackend = "sqlite"\n',
+     ["global.job_queue.backend", "filesystem metadata store", "redis"]),
+    ("redis-queue-without-url", BASE + '[global.job_queue]\nbackend = "redis"\n',
+     ["global.job_queue.url", "required"]),
 ]
 
 
