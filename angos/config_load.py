@@ -56,6 +56,12 @@ def load_config_text(text: str) -> Config:
 
 def build_config(data: dict) -> Config:
     cfg = _build(Config, _default_metadata_root(data), "")
+    server = data.get("server")
+    if (cfg.metadata.lock_strategy.kind == "memory" and cfg.server.workers > 1
+            and not (isinstance(server, dict) and "workers" in server)):
+        # A process-local lock coordinates one process: with it (an S3 metadata store's default, or
+        # chosen), the server runs one worker unless told otherwise, and works with any lock strategy.
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, workers=1))
     _validate(cfg)
     return cfg
 

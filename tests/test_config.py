@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from angos.config import ConfigError, load_config
+from angos.config import ConfigError, load_config, load_config_text
 
 from .conftest import ANGOS, free_port
 
@@ -244,3 +244,18 @@ def test_a_metadata_fs_table_without_root_dir_uses_the_blob_store_root(tmp_path)
     assert cfg.metadata.lock_strategy.kind == "memory"
     explicit = write(tmp_path, "d.toml", BASE + f'\n[metadata_store.fs]\nroot_dir = "{tmp_path / "meta"}"\n')
     assert load_config([str(explicit)]).metadata.fs.root_dir == str(tmp_path / "meta")
+
+
+def test_the_memory_lock_runs_one_worker_unless_workers_is_set():
+    # The seed guide: the in-process mode "works with any lock strategy". A process-local lock
+    # coordinates one process, so with it the server runs one worker by default.
+    s3 = ('[server]\nbind_address = "127.0.0.1"\n\n[blob_store.s3]\nbucket = "b"\n\n'
+          '[metadata_store.s3]\nbucket = "b"\n')  # no lock_strategy: S3's default is "memory"
+    cfg = load_config_text(s3)
+    assert (cfg.metadata.lock_strategy.kind, cfg.server.workers) == ("memory", 1)
+    fs = '[server]\nbind_address = "127.0.0.1"\n\n[blob_store.fs]\nroot_dir = "/tmp/x"\n'
+    assert load_config_text(fs).server.workers == (os.cpu_count() or 1)  # the file lock: every CPU
+    chosen = load_config_text(fs + '\n[metadata_store.fs]\nlock_strategy = "memory"\n')
+    assert chosen.server.workers == 1
+    assert load_config_text(fs.replace('"127.0.0.1"\n', '"127.0.0.1"\nworkers = 1\n', 1)
+                            + '\n[metadata_store.fs]\nlock_strategy = "memory"\n').server.workers == 1
