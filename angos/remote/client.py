@@ -265,6 +265,10 @@ class RegistryClient:
             query, scope = "", self.scope(ns)
         resp = self.request("POST", self.url(f"{ns}/blobs/uploads/") + (f"?{query}" if query else ""), scope,
                             {"Content-Length": "0"})
+        if source and resp.status_code in (401, 403):
+            # May upload but not mount (or not read the source): an ordinary upload does the same.
+            resp.close()
+            return self.mount_or_start(ns, digest, None)
         if resp.status_code == 201:
             return True, None
         if resp.status_code == 202 and resp.headers.get("Location"):

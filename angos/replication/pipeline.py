@@ -12,6 +12,10 @@ newest wins) and acts on it:
   3. Blobs: HEAD each; a missing one is mounted from a sibling namespace the
      downstream already has it in, else streamed; at most
      ``max_concurrent_pushes`` transfers at once.
+
+  A credential that may write but not read gets ``401``/``403`` on these
+  probes: they count as "not there" (everything is sent), and a refused
+  mount falls back to an ordinary upload.
   4. PUT the manifest with ``X-Angos-Source-Timestamp`` (the author time) and
      ``X-Angos-Source-Instance`` (the instance it was authored on, when known).
      A manifest with a ``subject`` on a downstream without the referrers API
@@ -56,6 +60,10 @@ log = logging.getLogger("angos.replication.pipeline")
 
 PUSHED, CONVERGED, SUPERSEDED, UNSUPPORTED, NOOP = "pushed", "converged", "superseded", "unsupported", "noop"
 OUTAGE_STATUSES = (408, 429)
+# The downstream credential may write without reading (the operator guide asks only for put-manifest,
+# delete-manifest and blob uploads): a probe it may not make tells nothing, so the content is sent and
+# the write itself is what the downstream's policy decides.
+UNREADABLE = (401, 403)
 
 
 class ReplicationFailed(Exception):
@@ -207,7 +215,7 @@ class Pipeline:
         head = self.client.head_manifest(self.remote, reference)
         if head.status_code == 200 and head.headers.get("Docker-Content-Digest") == str(d):
             return Outcome(CONVERGED)
-        if head.status_code not in (200, 404):
+        if head.status_code not in (200, 404, *UNREADABLE):
             raise failure(head)
 
         self._ensure_content(rev, depth=0)
@@ -258,7 +266,7 @@ class Pipeline:
         head = self.client.head_manifest(self.remote, str(d))
         if head.status_code == 200:
             return
-        if head.status_code != 404:
+        if head.status_code not in (404, *UNREADABLE):
             raise failure(head)
         self._put_by_digest(child, depth + 1)
 

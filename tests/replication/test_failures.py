@@ -1,5 +1,5 @@
-"""Replication under failure: an outage, refused deletes, immutable downstream
-tags and a drain process killed mid-push."""
+"""Replication under failure: an outage, refused deletes, a credential that may write but not read,
+immutable downstream tags and a drain process killed mid-push."""
 
 from __future__ import annotations
 
@@ -132,6 +132,53 @@ def test_credential_without_delete_dead_letters_with_visible_error(angos_factory
     assert wait_for(lambda: requests.head(peer.v2("nginx/nodelete/manifests/v1"),
                                           auth=("replicator", "s3cret")).status_code == 404, timeout=20)
     assert wait_for(lambda: _jobs(source) == [] and _jobs(source, "/failed") == [], timeout=10)
+
+
+def test_a_write_only_credential_replicates_pushes_shared_blobs_and_deletes(angos_factory):
+    # The operator guide's prerequisite for a downstream credential: put-manifest, delete-manifest and
+    # blob uploads. Nothing to read (so no HEAD probe answers) and no mount: everything is sent.
+    pw = PasswordHasher().hash("s3cret")
+    writes = "['put-manifest', 'delete-manifest', 'start-upload', 'update-upload', 'complete-upload']"
+    peer = angos_factory(config_text=f"""\
+[server]
+bind_address = "127.0.0.1"
+port = @PORT@
+
+[blob_store.fs]
+root_dir = "@DATA@"
+
+[auth.identity.replicator]
+username = "replicator"
+password = "{pw}"
+
+[auth.identity.auditor]
+username = "auditor"
+password = "{pw}"
+
+[global.access_policy]
+default = "deny"
+rules = ["identity.id == 'replicator' && request.action in {writes}", "identity.id == 'auditor'"]
+""")
+    source = angos_factory(config_text=_source(peer.port, creds=True))
+    auditor = ("auditor", "s3cret")
+
+    def on_peer(ns: str, ref: str) -> int:
+        return requests.head(peer.v2(f"{ns}/manifests/{ref}"), auth=auditor, headers={"Accept": OCI}).status_code
+
+    assert requests.head(peer.v2("nginx/a/manifests/v1"), auth=("replicator", "s3cret")).status_code == 403
+    body, d = _small_manifest(source, "nginx/a", "shared")
+    assert requests.put(source.v2("nginx/a/manifests/v1"), data=body, headers={"Content-Type": OCI}).status_code == 201
+    assert wait_for(lambda: on_peer("nginx/a", "v1") == 200, timeout=30), _jobs(source, "/failed")
+    # The same config blob in a sibling namespace: a mount is refused (no mount-blob), so it is uploaded.
+    body_b, _ = _small_manifest(source, "nginx/b", "shared")
+    assert requests.put(source.v2("nginx/b/manifests/v1"), data=body_b,
+                        headers={"Content-Type": OCI}).status_code == 201
+    assert wait_for(lambda: on_peer("nginx/b", "v1") == 200, timeout=30), _jobs(source, "/failed")
+    assert requests.delete(source.v2("nginx/a/manifests/v1")).status_code == 202
+    assert wait_for(lambda: on_peer("nginx/a", "v1") == 404, timeout=30), _jobs(source, "/failed")
+    assert on_peer("nginx/a", d) == 200  # a tag delete: the manifest stays, as on the source
+    assert wait_for(lambda: _jobs(source) == [], timeout=10)
+    assert _jobs(source, "/failed") == []
 
 
 def test_immutable_tag_on_downstream_retries_then_dead_letters_not_superseded(angos_factory):
