@@ -120,6 +120,11 @@ CASES = [
      ["global.job_queue.backend", "filesystem metadata store", "redis"]),
     ("redis-queue-without-url", BASE + '[global.job_queue]\nbackend = "redis"\n',
      ["global.job_queue.url", "required"]),
+    ("zero-replication-jobs", BASE + "[global]\nmax_concurrent_replication_jobs = 0\n",
+     ["global.max_concurrent_replication_jobs", "greater than zero"]),
+    ("zero-concurrent-pushes", BASE + '[repository."app"]\n[[repository."app".downstream]]\nname = "peer"\n'
+     'url = "http://127.0.0.1:1"\nmax_concurrent_pushes = 0\n',
+     ["repository.app.downstream[0].max_concurrent_pushes", "greater than zero"]),
 ]
 
 
