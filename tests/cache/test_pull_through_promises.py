@@ -25,6 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
+from angos.oci.digest import Digest
+from angos.registry import paths
+
 from ..conftest import wait_for
 from .conftest import MANIFEST_ACCEPT, cache_config, cache_counts, pull, push, push_blob, stored_blobs
 from .proxy import Proxy
@@ -167,8 +170,7 @@ def _sha(data: bytes) -> str:
 
 def _grant(cache, ns: str, digest: str):
     """The file of ``ns``'s ownership grant of a blob (the metadata store shares the fs root)."""
-    alg, hex_ = digest.split(":")
-    return cache.workdir / "data" / "repositories" / ns / "_layers" / alg / hex_
+    return cache.workdir / "data" / paths.grant(ns, Digest.parse(digest))
 
 
 def _two_repositories(first: str, second: str, extra: str = "") -> str:
