@@ -84,7 +84,7 @@ class Proxy:
                 if "hold" in b:
                     b["hold"].wait(30)
                 if "delay" in b:
-                    time.sleep(b["delay"])
+                    time.sleep(b["delay"])  # the injected fault: a slow answer
                 if "status" in b:
                     self.send_response(b["status"])
                     self.send_header("Content-Length", "0")
@@ -135,7 +135,7 @@ class Proxy:
                         self.wfile.write(chunk[:head])
                         self.wfile.flush()
                         for i in range(head, len(chunk)):
-                            time.sleep(b["drip"][1])
+                            time.sleep(b["drip"][1])  # the injected fault: one byte at a time
                             self.wfile.write(chunk[i:i + 1])
                             self.wfile.flush()
                         sent += len(chunk)
@@ -143,7 +143,7 @@ class Proxy:
                     self.wfile.write(chunk)
                     sent += len(chunk)
                     if proxy.rate:
-                        time.sleep(len(chunk) / proxy.rate)
+                        time.sleep(len(chunk) / proxy.rate)  # the simulated link's bandwidth
                 conn.close()
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _relay

@@ -184,7 +184,7 @@ def test_backlog_is_computed_per_downstream_from_the_queue(tmp_path):
         for key in ("sync|eu|nginx/a|v1", "referrers|eu|nginx/a|sha256:" + "1" * 64, "sync|us|west|nginx/a|v1",
                     "sync|gone|nginx/a|v1", "cache|eu|x"):
             q.submit("replication.sync", key, {})
-            time.sleep(0.002)
+            time.sleep(0.002)  # distinct creation times (ms), so which job is oldest is defined
         q.submit("replication.sync", "sync|eu|nginx/a|v2", {}, delay=3600)  # deferred: still waiting
         found = downstream_backlog(cfg, q)
         assert list(found) == ["eu", "us|west"]  # configured ones, in order; "gone" is not reported
