@@ -12,14 +12,14 @@ newest wins) and acts on it:
   3. Blobs: HEAD each; a missing one is mounted from a sibling namespace the
      downstream already has it in, else streamed; at most
      ``max_concurrent_pushes`` transfers at once.
-
-  A credential that may write but not read gets ``401``/``403`` on these
-  probes: they count as "not there" (everything is sent), and a refused
-  mount falls back to an ordinary upload.
   4. PUT the manifest with ``X-Angos-Source-Timestamp`` (the author time) and
      ``X-Angos-Source-Instance`` (the instance it was authored on, when known).
      A manifest with a ``subject`` on a downstream without the referrers API
      (no ``OCI-Subject`` in the answer) asks for its fallback tag to be rebuilt.
+
+  A credential that may write but not read gets ``401``/``403`` on the
+  probes of steps 1–3: they count as "not there" (everything is sent), and a
+  refused mount falls back to an ordinary upload.
 
 - a tombstone → DELETE with the delete's author time (and origin);
 - nothing (never written, or forgotten past the tombstone horizon) → nothing.
