@@ -87,8 +87,11 @@ def test_downstream_outage_backlog_drains_when_it_returns(angos_factory):
         assert worker.wait(30) == 0
 
 
-def _locked_peer(angos_factory, rules: str):
+def _locked_peer(angos_factory, *rules: str):
+    """A deny-by-default peer with the identities ``replicator`` and ``auditor`` (password ``s3cret``)
+    and ``rules``."""
     pw = PasswordHasher().hash("s3cret")
+    listed = ", ".join(f'"{r}"' for r in rules)
     return angos_factory(config_text=f"""\
 [server]
 bind_address = "127.0.0.1"
@@ -101,9 +104,13 @@ root_dir = "@DATA@"
 username = "replicator"
 password = "{pw}"
 
+[auth.identity.auditor]
+username = "auditor"
+password = "{pw}"
+
 [global.access_policy]
 default = "deny"
-rules = ["{rules}"]
+rules = [{listed}]
 """)
 
 
@@ -137,28 +144,9 @@ def test_credential_without_delete_dead_letters_with_visible_error(angos_factory
 def test_a_write_only_credential_replicates_pushes_shared_blobs_and_deletes(angos_factory):
     # The operator guide's prerequisite for a downstream credential: put-manifest, delete-manifest and
     # blob uploads. Nothing to read (so no HEAD probe answers) and no mount: everything is sent.
-    pw = PasswordHasher().hash("s3cret")
     writes = "['put-manifest', 'delete-manifest', 'start-upload', 'update-upload', 'complete-upload']"
-    peer = angos_factory(config_text=f"""\
-[server]
-bind_address = "127.0.0.1"
-port = @PORT@
-
-[blob_store.fs]
-root_dir = "@DATA@"
-
-[auth.identity.replicator]
-username = "replicator"
-password = "{pw}"
-
-[auth.identity.auditor]
-username = "auditor"
-password = "{pw}"
-
-[global.access_policy]
-default = "deny"
-rules = ["identity.id == 'replicator' && request.action in {writes}", "identity.id == 'auditor'"]
-""")
+    peer = _locked_peer(angos_factory, f"identity.id == 'replicator' && request.action in {writes}",
+                        "identity.id == 'auditor'")
     source = angos_factory(config_text=_source(peer.port, creds=True))
     auditor = ("auditor", "s3cret")
 
