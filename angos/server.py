@@ -78,6 +78,15 @@ from .startup_checks import summary as config_summary
 
 log = logging.getLogger("angos.server")
 
+# One header line: a registry token may be 16384 characters (angos.auth.token.MAX_TOKEN_LENGTH; an OIDC
+# caller's claims ride along), and an OIDC token of 8192 as a Basic password is ~11 KB once
+# base64-encoded. Both are beyond gunicorn's default of 8190 bytes, which answered 431. (Not imported:
+# importing angos.auth here would load the metrics before their multi-process directory is set.)
+MAX_HEADER_FIELD = 16384 + len("Authorization: Bearer ") + 64
+# Half gunicorn's default number of fields keeps the most a client's header block can occupy
+# (fields x field size) about where the defaults put it, ~0.8 MB; clients send a dozen or two.
+MAX_HEADER_FIELDS = 50
+
 
 def _zero_copy_sendfile(self, respiter):
     """Replacement for gunicorn's Response.sendfile (identical contract)."""
@@ -352,6 +361,8 @@ class AngosApplication(BaseApplication):
             "logger_class": "angos.server_log.GunicornLogger",
             "proc_name": "angos-server",
             "limit_request_line": 8190,
+            "limit_request_field_size": MAX_HEADER_FIELD,
+            "limit_request_fields": MAX_HEADER_FIELDS,
         }
         if "control_socket_disable" in self.cfg.settings:
             settings["control_socket_disable"] = True

@@ -27,12 +27,14 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+import requests
 from requests.structures import CaseInsensitiveDict
 
 from tests.api.helpers import (OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, RawResponse, assert_error_shape,
                                assert_oci_error, descriptor, digest_of, image_manifest, push_blob, raw_request,
                                start_upload)
 from tests.conftest import AngosServer, angos_config, free_port, snapshot_diff, tree_snapshot
+from angos.server import MAX_HEADER_FIELD, MAX_HEADER_FIELDS
 
 MAX_MANIFEST = 4096
 NS = "hostile/app"
@@ -402,3 +404,22 @@ def test_longest_valid_names_store_blobs_without_touching_other_images(server, n
     assert raw_request(server, "GET", f"/v2/{NS}/manifests/v1", headers={"Accept": OCI_MANIFEST}).content == \
         server.manifest
     assert_preserved(server, before)
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Big": "a" * (MAX_HEADER_FIELD + 1)},                      # one line over the limit
+    {f"X-Field-{i}": "v" for i in range(MAX_HEADER_FIELDS + 1)},  # one field too many
+], ids=["long-line", "many-fields"])
+def test_an_oversized_request_head_is_431_and_the_server_goes_on(server, headers):
+    r = requests.get(f"{server.url}/v2/", headers=headers, timeout=20)
+    assert r.status_code == 431
+    # The largest head that is allowed still works: a line at the limit (which counts its CRLF),
+    # among nearly the most fields (requests adds five of its own).
+    fields = {f"X-Field-{i}": "v" for i in range(MAX_HEADER_FIELDS - 10)}
+    fields["X-Big"] = "a" * (MAX_HEADER_FIELD - len("X-Big: \r\n"))
+    assert requests.get(f"{server.url}/v2/", headers=fields, timeout=20).status_code == 200
+
+
+def test_an_oversized_request_line_is_414(server):
+    assert requests.get(f"{server.url}/v2/{'a' * 8190}/tags/list", timeout=20).status_code == 414
+    assert requests.get(f"{server.url}/v2/", timeout=20).status_code == 200

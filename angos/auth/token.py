@@ -119,7 +119,8 @@ class TokenService:
                               "v": self._providers[identity.oidc.provider]}
         header = {"alg": "HS256", "typ": "JWT", "kid": key.kid}
         signing_input = (_b64(json.dumps(header, separators=(",", ":")).encode()) + "."
-                         + _b64(json.dumps(claims, separators=(",", ":")).encode()))
+                         # UTF-8, not \u escapes: an OIDC caller's non-ASCII claims would otherwise grow six-fold.
+                         + _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode()))
         sig = hmac.new(key.secret, signing_input.encode("ascii"), hashlib.sha256).digest()
         return signing_input + "." + _b64(sig), exp - now, now
 

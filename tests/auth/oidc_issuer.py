@@ -95,11 +95,17 @@ class Issuer:
         claims.update(extra)
         return {k: v for k, v in claims.items() if v is not None}
 
-    def token(self, claims: dict | None = None, kid: str | None = None, **extra) -> str:
-        """A token signed RS256 with ``kid`` (default: the newest published key)."""
+    def token(self, claims: dict | None = None, kid: str | None = None, utf8: bool = False, **extra) -> str:
+        """A token signed RS256 with ``kid`` (default: the newest published key). ``utf8``: non-ASCII
+        claims as UTF-8, as many issuers write them, instead of PyJWT's ``\\u`` escapes."""
         kid = kid or self.kid
         return jwt.encode(claims if claims is not None else self.claims(**extra), self.keys[kid],
-                          algorithm="RS256", headers={"kid": kid})
+                          algorithm="RS256", headers={"kid": kid}, json_encoder=_Utf8 if utf8 else None)
+
+
+class _Utf8(json.JSONEncoder):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "ensure_ascii": False})
 
 
 def unsigned_token(claims: dict) -> str:

@@ -197,6 +197,29 @@ def test_the_token_endpoint_turns_an_oidc_login_into_a_registry_token_with_the_s
     assert requests.get(f"{server.url}/token", headers=bearer(registry_token), timeout=30).status_code == 401
 
 
+def test_a_token_near_the_length_limit_works_as_basic_password_bearer_value_and_registry_token(server, issuers):
+    # Big tokens are real (long group lists, names in any script). The OIDC token here is just under
+    # the 8192 characters accepted, its claims in UTF-8 as many issuers write them. As a Basic password
+    # its header is ~11 KB, beyond the common 8190-byte limit; the registry token issued for it carries
+    # the same claims, and with \u escapes (six bytes for each of these two-byte Cyrillic letters)
+    # would outgrow the 16384 characters a registry token may have.
+    gh = issuers["github"]
+    claims = github_claims(gh, "myorg/app", groups=[])
+    while len(gh.token(claims, utf8=True)) < 8000:
+        claims["groups"].append(f"команда-разработки-{len(claims['groups']):04d}")
+    oidc_token = gh.token(claims, utf8=True)
+    assert 8000 <= len(oidc_token) <= 8192
+    assert v2(server, auth=("github-actions", oidc_token)).status_code == 200
+    assert v2(server, headers=bearer(oidc_token)).status_code == 200
+    r = requests.get(f"{server.url}/token", auth=("github-actions", oidc_token), timeout=30)
+    assert r.status_code == 200, r.text
+    registry_token = r.json()["token"]
+    assert payload(registry_token)["oidc"]["c"]["groups"] == claims["groups"]
+    client = Client(server.url)
+    client.s.headers.update(bearer(registry_token))
+    client.push_image(f"myorg/{uniq('big')}", "v1")
+
+
 # ---------------------------------------------------------------- refused tokens
 
 
