@@ -57,7 +57,7 @@ from .oidc_keys import IssuerKeys, KeyLookupError
 
 log = logging.getLogger("angos.auth.oidc")
 
-MAX_TOKEN_LENGTH = 8192  # more than any issuer sends, and about what one HTTP header line can hold
+MAX_TOKEN_LENGTH = 8192  # more than any issuer sends; even as a Basic password it fits a header line (server.py)
 MAX_CACHE = 10_000
 RESULTS = ("valid", "invalid", "expired", "wrong_claims", "unknown_key", "unavailable")
 
