@@ -28,7 +28,11 @@ The answer: 2xx allows, 401 and 403 deny; both are remembered for ``cache_ttl`` 
 :data:`MAX_CACHED` per webhook). Anything else (3xx is not followed, 429, 5xx, other 4xx) and any
 transport failure (refused, TLS, ``timeout_ms`` exceeded) deny without being remembered: fail
 closed, and the next request asks again. ``X-Forwarded-*`` describe the request that caused a call
-and are not part of the cache key. The response body is never read.
+and are not part of the cache key. The response body is never read. With a ``cache_ttl``,
+concurrent requests with one key share one call: the first asks, the others wait for its answer
+(a burst of identical pulls costs the service one call, not one each). A shared decision is
+counted as ``cached_allow``/``cached_deny``, a shared failure like the caller's own; a request
+whose call never ended (past ``timeout_ms`` and a second) asks by itself.
 
 Counted in ``auth_webhook_requests_total{webhook,result}`` (``allow``, ``deny``, ``unavailable``,
 ``transport_error``, ``cached_allow``, ``cached_deny``) and ``auth_webhook_duration_seconds{webhook}``
@@ -132,6 +136,7 @@ class Webhook:
         self.timeout = cfg.timeout_ms / 1000.0
         self._session = None  # made on the first call: a validating master never opens a pool
         self._cache: OrderedDict[tuple, tuple[float, bool]] = OrderedDict()
+        self._flights: dict[tuple, _Flight] = {}  # calls being made, by cache key
         self._lock = threading.Lock()
         self._metrics = _Metrics(name)
         self._warned = Throttled(WARN_INTERVAL)
@@ -172,15 +177,39 @@ class Webhook:
             hash(key)
         except TypeError:  # an unhashable field or identity: ask without the cache
             key = None
-        if key is not None and self.cfg.cache_ttl > 0:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] > time.monotonic():
-                self._metrics.results["cached_allow" if hit[1] else "cached_deny"].inc()
-                return hit[1]
-        decision = self._ask(self._request_headers(identity, fields, forwarded, origin))
-        if decision is not None and key is not None and self.cfg.cache_ttl > 0:
-            self._remember(key, decision)
+        if key is None or self.cfg.cache_ttl <= 0:  # every request asks
+            return bool(self._ask(self._request_headers(identity, fields, forwarded, origin))[0])
+        hit = self._cached(key)
+        if hit is not None:
+            self._metrics.results["cached_allow" if hit else "cached_deny"].inc()
+            return hit
+        with self._lock:
+            flight = self._flights.get(key)
+            leading = flight is None
+            if leading:
+                flight = self._flights[key] = _Flight()
+        if not leading:
+            # Bounded: the leader's call ends within timeout_ms, whatever the service does.
+            if flight.done.wait(self.timeout + 1.0):
+                shared = flight.decision
+                self._metrics.results[flight.result if shared is None else
+                                      "cached_allow" if shared else "cached_deny"].inc()
+                return bool(shared)
+            return bool(self._ask(self._request_headers(identity, fields, forwarded, origin))[0])
+        try:
+            decision, flight.result = self._ask(self._request_headers(identity, fields, forwarded, origin))
+            if decision is not None:
+                self._remember(key, decision)  # before the flight ends, so a late request finds it
+            flight.decision = decision
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
         return bool(decision)
+
+    def _cached(self, key: tuple) -> bool | None:
+        hit = self._cache.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
     def _remember(self, key: tuple, allowed: bool) -> None:
         now = time.monotonic()
@@ -218,8 +247,9 @@ class Webhook:
             out["Authorization"] = f"Bearer {self.cfg.bearer_token}"
         return out
 
-    def _ask(self, headers: dict) -> bool | None:
-        """True (2xx), False (401/403), or None: no decision (another status, or no answer)."""
+    def _ask(self, headers: dict) -> tuple[bool | None, str]:
+        """(True (2xx), False (401/403), or None: no decision (another status, or no answer); the
+        result it was counted as)."""
         started = time.monotonic()
         try:
             status = self._call(headers)
@@ -227,17 +257,17 @@ class Webhook:
             self._metrics.duration.observe(time.monotonic() - started)
             self._metrics.results["transport_error"].inc()
             self._warn("no answer (%s)", _kind(exc, self.timeout))
-            return None
+            return None, "transport_error"
         self._metrics.duration.observe(time.monotonic() - started)
         if 200 <= status < 300:
-            self._metrics.results["allow"].inc()
-            return True
-        if status in (401, 403):
-            self._metrics.results["deny"].inc()
-            return False
-        self._metrics.results["unavailable"].inc()
-        self._warn("answered %d, which is no decision", status)
-        return None
+            decision, result = True, "allow"
+        elif status in (401, 403):
+            decision, result = False, "deny"
+        else:
+            decision, result = None, "unavailable"
+            self._warn("answered %d, which is no decision", status)
+        self._metrics.results[result].inc()
+        return decision, result
 
     def _call(self, headers: dict) -> int:
         session = self._session or self._open()
@@ -278,6 +308,17 @@ class Webhook:
         more = f" ({suppressed} more failures since the last warning)" if suppressed else ""
         log.warning("authorization webhook %r: " + msg + "; request denied (fail closed, not cached)%s",
                     self.name, *args, more)
+
+
+class _Flight:
+    """One call being made for a cache key; requests with the same key wait for ``done``."""
+
+    __slots__ = ("done", "decision", "result")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.decision: bool | None = None
+        self.result = "transport_error"  # what a waiter counts if the call ended without a decision
 
 
 def _deadline(seconds: float):

@@ -9,6 +9,7 @@ a global webhook and repositories that override it:
 - ``other/*`` → ``short`` (cache_ttl 1 s); ``fresh/*`` → ``fresh`` (cache_ttl 0);
   ``slow/*`` → ``slow`` (timeout_ms 300 against a service that never answers in time);
   ``held/*`` → ``held`` (timeout_ms 30000, cache_ttl 0; the test releases the service);
+  ``gate/*`` → ``gate`` (timeout_ms 30000, cache_ttl 60; held like ``held``, for concurrent requests);
   ``trickle/*`` → ``trickle`` (timeout_ms 500 against a service sending its headers a byte at a time);
   ``open/*`` → none (``authorization_webhook = ""``).
 
@@ -25,6 +26,7 @@ import re
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -159,6 +161,14 @@ cache_ttl = 0
 [repository."held"]
 authorization_webhook = "held"
 
+[auth.webhook.gate]
+url = "{gate}"
+timeout_ms = 30000
+cache_ttl = 60
+
+[repository."gate"]
+authorization_webhook = "gate"
+
 [auth.webhook.trickle]
 url = "{trickle}"
 timeout_ms = 500
@@ -173,7 +183,7 @@ authorization_webhook = ""
 
 @pytest.fixture(scope="module")
 def server(module_server, receiver):
-    hooks = HOOKS.format(**{n: receiver.url("/" + n) for n in ("main", "short", "fresh", "slow", "held", "trickle")})
+    hooks = HOOKS.format(**{n: receiver.url("/" + n) for n in ("main", "short", "fresh", "slow", "held", "gate", "trickle")})
     return module_server(identity_toml(alice="alice-pw") + hooks, workers=1)
 
 
@@ -192,6 +202,11 @@ def metric(server, name: str, **labels) -> float:
         if m and m.group(1) == name and ",".join(sorted(m.group(2).split(","))) == want:
             return float(m.group(3))
     return 0.0
+
+
+def in_flight(server) -> float:
+    text = requests.get(server.url + "/metrics", auth=("alice", "alice-pw"), timeout=30).text
+    return float(re.search(r"^http_requests_in_flight (\S+)$", text, re.M).group(1))
 
 
 def results(server, webhook: str) -> dict[str, float]:
@@ -289,6 +304,43 @@ def test_a_waiting_webhook_call_does_not_hold_up_other_requests(server, receiver
         release.set()
     waiting.join(30)
     assert first["r"].status_code == 404  # the late 200 allowed it
+
+
+def _concurrently(server, receiver, ns: str, n: int) -> list:
+    """``n`` identical requests by alice, all in the server while the gate webhook's call is held;
+    the call is then released. Returns their statuses."""
+    receiver.holds["/gate"] = release = threading.Event()
+    with ThreadPoolExecutor(n) as pool:
+        try:
+            futures = [pool.submit(lambda: Client(server.url, "alice", "alice-pw").get(f"{ns}/tags/list"))
+                       for _ in range(n)]
+            wait_for(lambda: receiver.seen("/gate", ns), timeout=30, what="the gate webhook call")
+            # Every request is being served (the +1 is the scrape asking): each is waiting for the call.
+            wait_for(lambda: in_flight(server) >= n + 1, timeout=30, what=f"{n} requests in flight")
+        finally:
+            release.set()
+        return [f.result(timeout=60).status_code for f in futures]
+
+
+@pytest.mark.parametrize("answer, status, counted", [
+    (200, 404, {"allow": 1, "cached_allow": 19}),  # allowed: the namespace is empty
+    (403, 403, {"deny": 1, "cached_deny": 19}),
+    (503, 403, {"unavailable": 20}),               # no decision: every waiter is denied, fail closed
+])
+def test_concurrent_identical_requests_share_one_call(server, receiver, answer, status, counted):
+    ns = f"gate/{uniq('flight')}"
+    receiver.answers[ns] = answer
+    before = results(server, "gate")
+    assert _concurrently(server, receiver, ns, 20) == [status] * 20
+    assert len(receiver.seen("/gate", ns)) == 1
+    assert delta(before, results(server, "gate")) == counted
+    # A shared decision is remembered like any other; a shared failure is not, so the next request asks.
+    receiver.answers[ns] = 200
+    again = Client(server.url, "alice", "alice-pw").get(f"{ns}/tags/list").status_code
+    if answer == 503:
+        assert (again, len(receiver.seen("/gate", ns))) == (404, 2)
+    else:
+        assert (again, len(receiver.seen("/gate", ns))) == (status, 1)
 
 
 def test_an_unreachable_webhook_denies_and_the_log_keeps_its_secrets(module_server, alice_hash_config):
