@@ -282,8 +282,16 @@ def docker_registry_factory(tmp_path_factory):
         pytest.fail("docker-registry is not installed (make test installs it)")
     regs: list[DockerRegistry] = []
 
-    def make(extra_yaml: str = "") -> DockerRegistry:
-        reg = DockerRegistry(tmp_path_factory.mktemp("distribution"), free_port(), extra_yaml)
+    def make(extra_yaml: str = "", users: dict[str, str] | None = None) -> DockerRegistry:
+        """``users`` (name: password): every request needs one of them, by Basic auth (htpasswd)."""
+        workdir = tmp_path_factory.mktemp("distribution")
+        if users:
+            htpasswd = workdir / "htpasswd"
+            htpasswd.write_text("".join(
+                subprocess.run(["htpasswd", "-Bbn", name, password], capture_output=True, text=True,
+                               check=True).stdout.strip() + "\n" for name, password in users.items()))
+            extra_yaml = f"auth:\n  htpasswd:\n    realm: test\n    path: {htpasswd}\n" + textwrap.dedent(extra_yaml)
+        reg = DockerRegistry(workdir, free_port(), extra_yaml)
         regs.append(reg)
         return reg.start()
 

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -259,15 +258,7 @@ def test_blob_another_cached_namespace_stored_is_shared_when_an_own_cached_manif
 
 def test_credentials_are_not_sent_to_the_redirect_target_of_a_blob_download(
         angos_factory, docker_registry_factory, recorders, image, tmp_path):
-    htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text(subprocess.run(["htpasswd", "-Bbn", "mirror", "s3cret"], capture_output=True, text=True,
-                                       check=True).stdout)
-    dist = docker_registry_factory(f"""\
-        auth:
-          htpasswd:
-            realm: test
-            path: {htpasswd}
-        """)
+    dist = docker_registry_factory(users={"mirror": "s3cret"})
     push(image, dist.host, "library/app:v1", "mirror:s3cret")
     # The "CDN": another port of 127.0.0.1, serving each blob's bytes to anyone.
     cdn = recorders()

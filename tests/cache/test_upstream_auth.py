@@ -3,7 +3,6 @@ flow (the replication tests' token server), and another Angos with a deny-by-def
 
 from __future__ import annotations
 
-import subprocess
 
 import requests
 
@@ -13,15 +12,7 @@ from .conftest import MANIFEST_ACCEPT, cache_config, head_digest, pull, push
 
 
 def test_basic_auth_distribution_upstream(angos_factory, docker_registry_factory, image, tmp_path):
-    htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text(subprocess.run(["htpasswd", "-Bbn", "mirror", "s3cret"], capture_output=True, text=True,
-                                       check=True).stdout)
-    dist = docker_registry_factory(f"""\
-        auth:
-          htpasswd:
-            realm: test
-            path: {htpasswd}
-        """)
+    dist = docker_registry_factory(users={"mirror": "s3cret"})
     push(image, dist.host, "library/app:v1", "mirror:s3cret")
     cache = angos_factory(config_text=cache_config({"url": dist.url, "username": "mirror", "password": "s3cret"}))
     pull(cache.host, "hub/library/app:v1", tmp_path / "out")

@@ -4,7 +4,6 @@ refuses complete as ``unsupported`` without dead-lettering."""
 
 from __future__ import annotations
 
-import subprocess
 
 import requests
 
@@ -33,15 +32,7 @@ def _failed_jobs(server) -> list:
 
 def test_basic_auth_downstream_gets_images_referrers_and_unsupported_tag_delete(
         angos_factory, docker_registry_factory, tmp_path):
-    htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text(subprocess.run(["htpasswd", "-Bbn", "replicator", "s3cret"], capture_output=True, text=True,
-                                       check=True).stdout)
-    dist = docker_registry_factory(f"""\
-        auth:
-          htpasswd:
-            realm: test
-            path: {htpasswd}
-        """)
+    dist = docker_registry_factory(users={"replicator": "s3cret"})
     assert requests.get(f"{dist.url}/v2/").status_code == 401
     source = angos_factory(config_text=_source(dist.url))
     img = single_platform_image(tmp_path / "img", "v1")
