@@ -282,10 +282,16 @@ def docker_registry_factory(tmp_path_factory):
         pytest.fail("docker-registry is not installed (make test installs it)")
     regs: list[DockerRegistry] = []
 
-    def make(extra_yaml: str = "", users: dict[str, str] | None = None) -> DockerRegistry:
-        """``users`` (name: password): every request needs one of them, by Basic auth (htpasswd)."""
+    def make(extra_yaml: str = "", users: dict[str, str] | None = None, tokens=None) -> DockerRegistry:
+        """``users`` (name: password): every request needs one of them, by Basic auth (htpasswd).
+        ``tokens`` (a tests.replication.token_server.TokenServer): every request needs a token it issued."""
         workdir = tmp_path_factory.mktemp("distribution")
-        if users:
+        if tokens is not None:
+            bundle = workdir / "issuer.pem"
+            bundle.write_bytes(tokens.cert_pem())
+            extra_yaml = (f"auth:\n  token:\n    realm: {tokens.url}\n    service: {tokens.service}\n"
+                          f"    issuer: {tokens.issuer}\n    rootcertbundle: {bundle}\n") + textwrap.dedent(extra_yaml)
+        elif users:
             htpasswd = workdir / "htpasswd"
             htpasswd.write_text("".join(
                 subprocess.run(["htpasswd", "-Bbn", name, password], capture_output=True, text=True,

@@ -27,16 +27,7 @@ def test_token_flow_distribution_upstream_caches_tokens_per_scope(
         angos_factory, docker_registry_factory, image, tmp_path):
     tokens = TokenServer("test-registry", "test-issuer", {"mirror": "s3cret"}).start()
     try:
-        bundle = tmp_path / "issuer.pem"
-        bundle.write_bytes(tokens.cert_pem())
-        dist = docker_registry_factory(f"""\
-            auth:
-              token:
-                realm: {tokens.url}
-                service: test-registry
-                issuer: test-issuer
-                rootcertbundle: {bundle}
-            """)
+        dist = docker_registry_factory(tokens=tokens)
         assert requests.get(f"{dist.url}/v2/").headers["WWW-Authenticate"].startswith("Bearer ")
         push(image, dist.host, "library/app:v1", "mirror:s3cret")
         issued = tokens.issued

@@ -60,16 +60,7 @@ def test_basic_auth_downstream_gets_images_referrers_and_unsupported_tag_delete(
 def test_token_auth_downstream(angos_factory, docker_registry_factory, tmp_path):
     tokens = TokenServer("test-registry", "test-issuer", {"replicator": "s3cret"}).start()
     try:
-        bundle = tmp_path / "issuer.pem"
-        bundle.write_bytes(tokens.cert_pem())
-        dist = docker_registry_factory(f"""\
-            auth:
-              token:
-                realm: {tokens.url}
-                service: test-registry
-                issuer: test-issuer
-                rootcertbundle: {bundle}
-            """)
+        dist = docker_registry_factory(tokens=tokens)
         challenge = requests.get(f"{dist.url}/v2/").headers.get("WWW-Authenticate", "")
         assert challenge.startswith("Bearer ")
         source = angos_factory(config_text=_source(dist.url))
