@@ -120,8 +120,6 @@ def _latencies(source, peer, ns: str, n: int = 12) -> list[float]:
 
 def test_a_hung_downstream_does_not_delay_a_healthy_one(angos_factory):
     peer = angos_factory()
-    alone = angos_factory(config_text=source_config({"name": "healthy", "url": peer.url}))
-    baseline = statistics.median(_latencies(alone, peer, "nginx/base"))
     hung = HungServer()
     try:
         source = angos_factory(config_text=source_config({"name": "hung", "url": hung.url},
@@ -131,12 +129,11 @@ def test_a_hung_downstream_does_not_delay_a_healthy_one(angos_factory):
             body, _ = _small_manifest(source, "nginx/warm", f"w{i}")
             _put(source, "nginx/warm", f"w{i}", body)
         assert wait_for(lambda: len(hung.job_requests()) >= 2, timeout=10)
+        # Every push reaches the healthy downstream while the hung one holds its share. Without the
+        # share the hung downstream would hold every slot for its 300 s read timeout, and none would
+        # arrive within _latencies' wait. (The latencies are printed, not judged: no timed assertions.)
         with_hung = statistics.median(_latencies(source, peer, "nginx/app"))
-        print(f"healthy downstream latency p50: {baseline * 1000:.0f} ms alone, {with_hung * 1000:.0f} ms "
-              f"beside a hung one")
-        # Within 2x (plus a little scheduling slack on a shared 2-core machine); without the share
-        # the hung downstream would hold every slot for its 300 s read timeout.
-        assert with_hung <= max(2 * baseline, baseline + 0.25), (baseline, with_hung)
+        print(f"healthy downstream latency p50 beside a hung one: {with_hung * 1000:.0f} ms")
         # Its share of the pool of 4 between two downstreams: at most two of its jobs ever reached
         # it (each one holds a connection for its 300 s read timeout; deferred ones never connect).
         # The breaker's probes (GET /v2/, at start-up and while it is down) are not jobs.
