@@ -427,3 +427,29 @@ def test_the_key_set_is_fetched_again_after_jwks_refresh_interval(issuer_server,
     mono.now += 1
     v.verify_basic("ci", issuer.token())
     assert issuer.jwks_fetches == 2 and issuer.discovery_fetches == 2  # discovery is asked again too
+
+
+def test_an_issuer_that_goes_away_leaves_its_keys_in_use_and_is_asked_again_after_a_pause(
+        issuer_server, oidc_pki, caplog):
+    from angos.auth.oidc_keys import RETRY_AFTER
+
+    server = issuer_server()
+    issuer = server.issuer("outage")
+    mono = Clock(1000.0)
+    # An explicit jwks_uri, so every refresh is one fetch of the key set, counted even when it fails.
+    v = verifier(issuer, oidc_pki.ca, f'jwks_refresh_interval = 600\njwks_uri = "{issuer.url}/jwks"', monotonic=mono)
+    keys = v.keys["ci"]
+    v.verify_basic("ci", issuer.token())
+    assert keys.fetches == 1
+    server.stop()  # the issuer goes away (connections are refused from now on)
+    mono.now += 600  # the held set is due for its scheduled refresh, which fails
+    caplog.set_level("WARNING", logger="angos.auth.oidc")
+    assert v.verify_basic("ci", issuer.token()).provider == "ci"  # new tokens still verify with the held keys
+    assert keys.fetches == 2
+    assert "keeping the 1 keys fetched before" in caplog.text
+    mono.now += RETRY_AFTER - 1
+    v.verify_basic("ci", issuer.token())
+    assert keys.fetches == 2  # not asked again within the pause, however many tokens arrive
+    mono.now += 1
+    v.verify_basic("ci", issuer.token())
+    assert keys.fetches == 3
