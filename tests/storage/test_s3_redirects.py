@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.api.helpers import OCI_MANIFEST, absolute, digest_of, push_blob, push_image, random_bytes, start_upload, uniq
+from tests.replication.test_metrics import metric
 from tests.streams import PseudoRandomBlob, SizedStream, hash_response
 
 MiB = 1024 * 1024
@@ -160,3 +161,16 @@ def test_a_100_mib_blob_pushed_in_chunks_is_pulled_back_redirected_and_inline(s3
     with requests.get(url, stream=True, headers={"X-Angos-No-Redirect": "1"}) as inline:
         assert inline.status_code == 200
         assert hash_response(inline) == (blob.digest, blob.size)
+
+
+def test_a_redirected_get_counts_no_pulled_bytes_and_an_inline_one_counts_its_body(s3_angos_redirect):
+    ns = uniq("redir")
+    data = random_bytes(5000)
+    d = push_blob(s3_angos_redirect, ns, data)
+    pulled = lambda: metric(s3_angos_redirect, "angos_pulled_bytes_total", repository="_other")  # noqa: E731
+    before = pulled()
+    assert requests.get(s3_angos_redirect.v2(f"{ns}/blobs/{d}"), allow_redirects=False).status_code == 307
+    assert pulled() == before  # the bytes went from S3, not from us
+    inline = requests.get(s3_angos_redirect.v2(f"{ns}/blobs/{d}"), headers={"X-Angos-No-Redirect": "1"})
+    assert inline.content == data
+    assert pulled() == before + len(data)
