@@ -162,14 +162,17 @@ class IssuerKeys:
     def _get_json(self, url: str, what: str) -> dict:
         import requests
 
+        from ..remote.unread import send
+
         prov = self.provider
         # verify= and cert= on the call itself: as session attributes, REQUESTS_CA_BUNDLE would override them.
         tls = {"verify": prov.server_ca_bundle or True}
         if prov.client_certificate_bundle:
             tls["cert"] = (prov.client_certificate_bundle, prov.client_private_key)
         try:
-            with self.session().get(url, timeout=TIMEOUT, stream=True, allow_redirects=False,
-                                    headers={"Accept": "application/json"}, **tls) as resp:
+            # Not session.get: that reads a redirect answer's body whole, whatever its size (remote/unread.py).
+            with send(self.session(), "GET", url, timeout=TIMEOUT, headers={"Accept": "application/json"},
+                      **tls) as resp:
                 if resp.status_code != 200:
                     raise KeyLookupError("unavailable", f"{what} {url} answered {resp.status_code}")
                 body = resp.raw.read(MAX_DOCUMENT + 1, decode_content=True)

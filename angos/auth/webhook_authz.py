@@ -55,6 +55,7 @@ from urllib.parse import quote
 
 from ..config import ConfigError, _join
 from ..log_throttle import Throttled
+from ..remote.unread import send
 
 log = logging.getLogger("angos.auth.webhook")
 
@@ -274,11 +275,12 @@ class Webhook:
         auth = (self.cfg.basic_auth.username, self.cfg.basic_auth.password) if self.cfg.basic_auth else None
         deadline = _deadline(self.timeout)
         try:
-            # stream=True: the status line and headers are all we need; the body is never read.
-            resp = session.get(self.cfg.url, headers=headers, auth=auth, timeout=(self.timeout, self.timeout),
-                               allow_redirects=False, stream=True, verify=self.cfg.server_ca_bundle or True,
-                               cert=((self.cfg.client_certificate_bundle, self.cfg.client_private_key)
-                                     if self.cfg.client_certificate_bundle else None))
+            # The status line and headers are all we need; the body is never read (not even a
+            # redirect's, which session.get would read whole: remote/unread.py).
+            resp = send(session, "GET", self.cfg.url, headers=headers, auth=auth, timeout=(self.timeout, self.timeout),
+                        verify=self.cfg.server_ca_bundle or True,
+                        cert=((self.cfg.client_certificate_bundle, self.cfg.client_private_key)
+                              if self.cfg.client_certificate_bundle else None))
             resp.close()
             return resp.status_code
         except BaseException as exc:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import requests
 
 from .. import metrics as m
+from ..remote.unread import send
 from .payload import headers
 
 log = logging.getLogger("angos.events")
@@ -60,8 +61,9 @@ class Result:
 def attempt(name: str, hook, kind: str, event_id: str, body: bytes) -> Result:
     started = time.perf_counter()
     try:
-        resp = session().post(hook.url, data=body, headers=headers(hook.token, kind, event_id, body),
-                              timeout=hook.timeout, allow_redirects=False, stream=True)
+        # Not session.post: that reads a redirect answer's body whole, whatever its size (remote/unread.py).
+        resp = send(session(), "POST", hook.url, data=body, headers=headers(hook.token, kind, event_id, body),
+                    timeout=hook.timeout)
         try:
             _discard(resp)
         finally:

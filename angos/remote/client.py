@@ -12,8 +12,17 @@ registry token flow (GET the realm with service + scope, using the credentials
 when present) and caches each token per scope until it expires.
 
 Blob bodies are streamed from a file object; nothing is read whole into
-memory. Every method returns the ``requests.Response`` (or a small result)
-and leaves classification of failures to the caller.
+memory. What the remote sends back is bounded too, since a hostile or broken
+remote controls it: a body asked for with ``stream=True`` is left unread for
+the caller to bound; any other answer is read up to :data:`MAX_BODY` bytes
+(a token answer up to :data:`MAX_TOKEN_BODY`), and a longer one is a
+:class:`ClientError`. Redirects are followed here, up to ``max_redirect``,
+without reading the redirect answers' bodies (``requests`` reads each one
+whole, even when told not to follow it: :mod:`.unread`), and credentials go
+only to the origin they were configured for.
+Listings follow at most :data:`MAX_PAGES` pages. Every method returns the
+``requests.Response`` (or a small result) and leaves classification of
+failures to the caller.
 """
 
 from __future__ import annotations
@@ -22,10 +31,13 @@ import logging
 import re
 import threading
 import time
-from urllib.parse import urlencode, urljoin
+from typing import Iterator
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from .unread import send
 
 log = logging.getLogger("angos.remote.client")
 
@@ -38,6 +50,10 @@ MANIFEST_ACCEPT = ", ".join([
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ])
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+MAX_BODY = 16 * 1024 * 1024       # an answer read whole: a manifest, an error, a page of a listing
+MAX_TOKEN_BODY = 1024 * 1024      # a token endpoint's answer (a few KiB in practice)
+MAX_PAGES = 10_000                # pages of one listing (10 million tags at 1000 a page)
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class ClientError(Exception):
@@ -71,7 +87,8 @@ class RegistryClient:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.session.max_redirects = ds.max_redirect
+        # Plain bodies: a compressed answer read "up to N bytes" could still inflate far beyond N.
+        self.session.headers["Accept-Encoding"] = "identity"
         # Passed on every request: a session-level value would lose to REQUESTS_CA_BUNDLE
         # in the environment, silently ignoring the operator's server_ca_bundle.
         self.verify = ds.server_ca_bundle or True
@@ -103,29 +120,66 @@ class RegistryClient:
     def request(self, method: str, url: str, scope: str | None = None, headers: dict | None = None,
                 body_factory=None, allow_redirects: bool = True, stream: bool = False) -> requests.Response:
         """Send a request, answering one auth challenge if needed. ``body_factory`` rebuilds the body
-        for the retry (a stream can only be sent once)."""
+        for the retry (a stream can only be sent once). Without ``stream`` the answer's body has been
+        read (at most MAX_BODY bytes); with it, the caller reads ``resp.raw`` and closes it."""
         for attempt in (0, 1):
             hdrs = dict(headers or {})
             hdrs.update(self._auth_header(scope))
             auth = (self.ds.username, self.ds.password) if (
                 self._scheme == "basic" and self.ds.username is not None) else None
-            data = body_factory() if body_factory is not None else None
-            try:
-                resp = self.session.request(method, url, headers=hdrs, data=data, auth=auth, verify=self.verify,
-                                            timeout=self.timeout, allow_redirects=allow_redirects, stream=stream)
-            except requests.TooManyRedirects as exc:
-                raise ClientError(f"{method} {url}: more than {self.ds.max_redirect} redirects") from exc
-            except requests.RequestException as exc:
-                raise ClientError(f"{method} {url}: {exc}") from exc
+            resp = self._send(method, url, hdrs, body_factory, auth, allow_redirects)
             if resp.status_code != 401 or attempt == 1:
-                return resp
+                return resp if stream else _buffered(resp, MAX_BODY)
             sent = hdrs.get("Authorization", "")
             if sent.startswith("Bearer ") and scope:
                 self._rejected[scope] = sent[7:]  # expired or revoked: the next challenge refetches
             if not self._answer_challenge(resp.headers.get("WWW-Authenticate", ""), scope):
-                return resp
+                return resp if stream else _buffered(resp, MAX_BODY)
             resp.close()
         return resp  # pragma: no cover - loop always returns
+
+    def _send(self, method: str, url: str, headers: dict, body_factory, auth, allow_redirects: bool = True,
+              timeout=None) -> requests.Response:
+        """One request, following redirects (at most ``max_redirect``) like ``requests`` would, but
+        closing each redirect answer unread; the final answer's body is left unread."""
+        first_host = _origin(url)
+        for _ in range(self.ds.max_redirect + 1):
+            data = body_factory() if body_factory is not None else None
+            try:
+                resp = send(self.session, method, url, headers=headers, data=data, auth=auth, verify=self.verify,
+                            timeout=timeout or self.timeout)
+            except requests.RequestException as exc:
+                raise ClientError(f"{method} {url}: {exc}") from exc
+            location = resp.headers.get("Location")
+            if not allow_redirects or resp.status_code not in _REDIRECTS or not location:
+                return resp
+            resp.close()  # unread: a redirect's body is of no use, and its size is the remote's choice
+            url = urljoin(url, location)
+            if resp.status_code == 303 and method != "HEAD" or resp.status_code in (301, 302) and method == "POST":
+                method, body_factory = "GET", None
+            if _origin(url) != first_host:
+                # Credentials are for the configured remote, never for where it sends us (object storage).
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                auth = None
+        raise ClientError(f"{method} {url}: more than {self.ds.max_redirect} redirects")
+
+    def pages(self, url: str, scope: str | None) -> Iterator[requests.Response]:
+        """The answers of a paginated listing from ``url``, following ``Link: <...>; rel="next"``;
+        stops after an answer that is not a 200 or names no next page. ClientError after MAX_PAGES
+        pages, or when a page names itself as the next."""
+        for _ in range(MAX_PAGES):
+            resp = self.request("GET", url, scope)
+            yield resp
+            if resp.status_code != 200:
+                return
+            nxt = resp.links.get("next", {}).get("url")
+            if not nxt:
+                return
+            nxt = urljoin(url, nxt)
+            if nxt == url:
+                raise ClientError(f"GET {url}: the next page is the same page")
+            url = nxt
+        raise ClientError(f"GET {url}: more than {MAX_PAGES} pages")
 
     def _answer_challenge(self, header: str, scope: str | None) -> bool:
         kind = header.split(" ", 1)[0].lower()
@@ -164,18 +218,22 @@ class RegistryClient:
             query["scope"] = wanted
         auth = (self.ds.username, self.ds.password) if self.ds.username is not None else None
         try:
-            resp = self.session.get(f"{realm}?{urlencode(query)}" if query else realm, auth=auth,
-                                    verify=self.verify, timeout=self.timeout)
-        except requests.RequestException as exc:
+            resp = _buffered(self._send("GET", f"{realm}?{urlencode(query)}" if query else realm, {}, None, auth),
+                             MAX_TOKEN_BODY)
+        except ClientError as exc:
             raise ClientError(f"token request to {realm} failed: {exc}") from exc
         if resp.status_code != 200:
             log.warning("token endpoint %s answered %s for scope %s", realm, resp.status_code, wanted)
             return
-        doc = resp.json()
-        token = doc.get("token") or doc.get("access_token")
-        if not token:
+        try:
+            doc = resp.json()
+            token = doc.get("token") or doc.get("access_token")
+            ttl = float(doc.get("expires_in") or 60)
+        except (ValueError, AttributeError, TypeError, RecursionError):
+            log.warning("token endpoint %s answered something that is not a token", realm)
             return
-        ttl = float(doc.get("expires_in") or 60)
+        if not token or not isinstance(token, str):
+            return
         with self._lock:
             # Expire a little early so a token never dies mid-request.
             self._tokens[key] = (token, time.monotonic() + max(ttl - 5, 1))
@@ -184,8 +242,8 @@ class RegistryClient:
         """One cheap request (``GET /v2/``, no auth round trip) with a short timeout: None when the
         remote answers as a registry would (any status but 5xx, 408 and 429), else why not."""
         try:
-            with self.session.get(self.url(""), verify=self.verify, allow_redirects=False,
-                                  timeout=(min(self.timeout[0], timeout), timeout)) as resp:
+            with send(self.session, "GET", self.url(""), verify=self.verify,
+                      timeout=(min(self.timeout[0], timeout), timeout)) as resp:
                 if resp.status_code >= 500 or resp.status_code in (408, 429):
                     return f"GET /v2/ answered {resp.status_code}"
                 return None
@@ -230,16 +288,15 @@ class RegistryClient:
     def list_tags(self, ns: str) -> list[str]:
         """Every tag on the remote, following ``Link`` pagination. Raises ClientError on failure."""
         tags: list[str] = []
-        url = self.url(f"{ns}/tags/list?n=1000")
-        while url:
-            resp = self.request("GET", url, self.scope(ns, "pull"))
+        for resp in self.pages(self.url(f"{ns}/tags/list?n=1000"), self.scope(ns, "pull")):
             if resp.status_code == 404:
                 return tags
             if resp.status_code != 200:
-                raise ClientError(f"GET {url}: {resp.status_code}")
-            tags.extend(resp.json().get("tags") or [])
-            nxt = resp.links.get("next", {}).get("url")
-            url = urljoin(url, nxt) if nxt else None
+                raise ClientError(f"GET {resp.url}: {resp.status_code}")
+            try:
+                tags.extend(resp.json().get("tags") or [])
+            except (ValueError, AttributeError, TypeError, RecursionError):
+                raise ClientError(f"GET {resp.url}: not a tag list") from None
         return tags
 
     # ------------------------------------------------------------------ blobs
@@ -293,3 +350,26 @@ class RegistryClient:
         finally:
             if "fh" in state:
                 state["fh"].close()
+
+
+def _origin(url: str) -> tuple:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
+
+
+def _buffered(resp: requests.Response, limit: int) -> requests.Response:
+    """``resp`` with its body read (so ``.json()``, ``.text`` and ``.content`` work), or ClientError
+    when the body is longer than ``limit`` bytes (nothing more is read)."""
+    try:
+        # Read even a HEAD answer (to its empty end): that is what lets its connection be reused.
+        data = resp.raw.read(limit + 1, decode_content=True)
+    except Exception as exc:  # noqa: BLE001 - urllib3 read errors, as requests would raise them
+        resp.close()
+        raise ClientError(f"{resp.request.method} {resp.url}: {exc}") from None
+    if len(data) > limit:
+        resp.close()
+        raise ClientError(f"{resp.request.method} {resp.url}: the answer is longer than {limit} bytes")
+    # What requests itself sets once it has read a body: later reads use these bytes.
+    resp._content, resp._content_consumed = data, True
+    resp.close()  # the body was read to its end: this returns the connection to the pool
+    return resp

@@ -57,6 +57,7 @@ from .client import ClientError, DownstreamClient
 from .mapping import Target, remote_namespace
 
 log = logging.getLogger("angos.replication.pipeline")
+MAX_WINNER_FIELD = 256  # a tag (128), a digest, an RFC 3339 time or an instance id, with room to spare
 
 PUSHED, CONVERGED, SUPERSEDED, UNSUPPORTED, NOOP = "pushed", "converged", "superseded", "unsupported", "noop"
 OUTAGE_STATUSES = (408, 429)
@@ -111,12 +112,13 @@ def _winner(resp) -> Winner | None:
     try:
         errors = resp.json().get("errors") or []
         detail = errors[0].get("detail") if errors else None
-    except (ValueError, AttributeError, IndexError):
+    except (ValueError, AttributeError, IndexError, RecursionError):
         return None
     if not isinstance(detail, dict):
         return None
     fields = {k: detail.get(k) for k in ("tag", "digest", "author_time", "origin")}
-    if not all(v is None or isinstance(v, str) for v in fields.values()):
+    # Kept in conflict records and logs: what a downstream says is bounded before it is believed.
+    if not all(v is None or isinstance(v, str) and len(v) <= MAX_WINNER_FIELD for v in fields.values()):
         return None
     return Winner(**fields)
 
@@ -124,9 +126,10 @@ def _winner(resp) -> Winner | None:
 def _error_code(resp) -> str | None:
     try:
         errors = resp.json().get("errors") or []
-        return errors[0].get("code") if errors else None
-    except (ValueError, AttributeError):
+        code = errors[0].get("code") if errors else None
+    except (ValueError, AttributeError, IndexError, RecursionError):
         return None
+    return code[:100] if isinstance(code, str) else None
 
 
 def _describe(resp) -> str:
@@ -365,7 +368,7 @@ class Pipeline:
         try:
             doc = resp.json()
             entries = doc.get("manifests") if isinstance(doc, dict) else None
-        except ValueError:
+        except (ValueError, RecursionError):
             entries = None
         return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 

@@ -53,7 +53,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import urljoin
 
 from .. import metrics as m
 from ..oci.digest import Digest
@@ -323,22 +322,18 @@ def _remote_states(item: _Item) -> dict[str, dict] | None:
             return named
     states: dict[str, dict] = {}
     url = f"{item.target.base_url}/_ext/{item.remote}/_tags?n=1000"
-    while url:
-        try:
-            resp = item.client.request("GET", url, item.client.scope(item.remote, "pull"))
-        except ClientError as exc:
-            log.debug("tag states of %s on %s unavailable (%s): probing each tag", item.remote, item.ds.name, exc)
-            return None
-        if resp.status_code != 200:
-            return None
-        try:
-            entries = resp.json().get("tags")
-            for e in entries:
-                states[e["name"]] = e
-        except (ValueError, AttributeError, TypeError, KeyError):
-            return None  # not an Angos listing after all
-        nxt = resp.links.get("next", {}).get("url")
-        url = urljoin(url, nxt) if nxt else None
+    try:
+        for resp in item.client.pages(url, item.client.scope(item.remote, "pull")):
+            if resp.status_code != 200:
+                return None
+            try:
+                for e in resp.json().get("tags"):
+                    states[e["name"]] = e
+            except (ValueError, AttributeError, TypeError, KeyError, RecursionError):
+                return None  # not an Angos listing after all
+    except ClientError as exc:
+        log.debug("tag states of %s on %s unavailable (%s): probing each tag", item.remote, item.ds.name, exc)
+        return None
     return states
 
 

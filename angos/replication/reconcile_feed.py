@@ -51,6 +51,7 @@ from ..registry import paths
 from ..registry.timestamps import format_ts, now
 from ..storage import NotFound
 from .changefeed import ChangeFeed, is_cursor
+from ..remote.client import MAX_PAGES
 from .client import ClientError
 from .mapping import local_namespace
 
@@ -211,7 +212,7 @@ def named_states(item) -> dict[str, dict] | None:
             for e in resp.json().get("tags"):
                 if e["name"] in names:
                     states[e["name"]] = e
-        except (ClientError, ValueError, AttributeError, TypeError, KeyError):
+        except (ClientError, ValueError, AttributeError, TypeError, KeyError, RecursionError):
             return None
     return states
 
@@ -232,7 +233,7 @@ def _fetch(client, base_url: str, since: str | None, n: int) -> dict:
         doc = resp.json()
         ok = (isinstance(doc["changes"], list) and isinstance(doc["more"], bool) and isinstance(doc["epoch"], str)
               and all(is_cursor(doc[k]) for k in ("next", "head")))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         ok = False
     if not ok:
         raise _Declined("its /_ext/_changes answer is not a change feed")
@@ -242,7 +243,7 @@ def _fetch(client, base_url: str, since: str | None, n: int) -> dict:
 def _remote_changes(client, base_url: str, doc: dict) -> list[dict]:
     """Every entry of the downstream's feed from ``doc`` (its first page) on."""
     out = []
-    while True:
+    for _ in range(MAX_PAGES):
         out += [c for c in doc["changes"] if isinstance(c, dict) and isinstance(c.get("namespace"), str)
                 and isinstance(c.get("tag"), str)]
         if len(out) > FEED_LIMIT:
@@ -253,3 +254,4 @@ def _remote_changes(client, base_url: str, doc: dict) -> list[dict]:
             doc = _fetch(client, base_url, doc["next"], PAGE)
         except CursorExpired:
             raise _Declined("the downstream's change feed was trimmed while it was read") from None
+    raise _Declined(f"the downstream's change feed ran past {MAX_PAGES} pages")
