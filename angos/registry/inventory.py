@@ -78,13 +78,15 @@ class Inventory:
             rec = manifests.tags.get(ns, name)
             if rec is not None:
                 tags.setdefault(rec.digest, []).append(name)
+        # One manifest body at a time: each row keeps only what the listing shows (a namespace's
+        # manifests together may be far larger than the one max_manifest_size a request may hold).
         rows, parents = [], {}
         for d in sorted(manifests.list_revisions(ns), key=str):
             try:
                 rev = manifests.revision(ns, d)  # None: deleted while listing
             except (ValueError, KeyError, TypeError):
                 rev = Revision(d, None, b"")  # unreadable record: listed with what is known
-            rows.append((d, rev))
+            rows.append((d, rev.media_type if rev else None, _unix(rev.created_at) if rev else None))
             if rev is not None and rev.media_type is not None:
                 try:
                     parsed = parse_manifest(rev.body, rev.media_type)
@@ -93,12 +95,12 @@ class Inventory:
                 for child in parsed.children:
                     parents.setdefault(str(child.digest), str(d))
         out = []
-        for d, rev in rows:
+        for d, media_type, pushed_at in rows:
             key = str(d)
             pulled = self.reg.last_pull(ns, d)
-            out.append({"digest": key, "media_type": rev.media_type if rev else None,
+            out.append({"digest": key, "media_type": media_type,
                         "tags": sorted(tags.get(key, [])), "parent": parents.get(key),
-                        "pushed_at": _unix(rev.created_at) if rev else None,
+                        "pushed_at": pushed_at,
                         "last_pulled_at": int(pulled.timestamp()) if pulled is not None else None})
         return out
 
