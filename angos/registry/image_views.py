@@ -31,6 +31,7 @@ once).
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 from ..oci.digest import Digest
 from ..oci.manifest import ParsedManifest, parse_manifest
@@ -70,6 +71,15 @@ def _str_map(value) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+class _Facts(NamedTuple):
+    """What the pages show of a stored revision, without its body."""
+    digest: Digest
+    media_type: str
+    subject: str | None
+    created_at: str | None
+    size: int
+
+
 class ImageViews:
     """The UI's read model of one request (see the module docstring)."""
 
@@ -97,7 +107,10 @@ class ImageViews:
                     parsed = parse_manifest(rev.body, rev.media_type)
                 except Exception:  # noqa: BLE001 - an unparsable stored manifest is shown as raw facts only
                     parsed = None
-            self._parsed[key] = (rev, parsed) if rev is not None else None
+            # Kept for the whole request: the facts a page shows, never the body (a page may touch
+            # many manifests, and their bodies together could be far larger than one).
+            self._parsed[key] = (_Facts(rev.digest, rev.media_type, rev.subject, rev.created_at, len(rev.body)),
+                                 parsed) if rev is not None else None
         return self._parsed[key]
 
     def config(self, ns: str, desc) -> dict | None:
@@ -140,8 +153,8 @@ class ImageViews:
             return None
         rev, parsed = found
         if parsed is None:
-            return len(rev.body)
-        total, seen = len(rev.body), set()
+            return rev.size
+        total, seen = rev.size, set()
         for b in parsed.blobs:
             if str(b.digest) not in seen:
                 seen.add(str(b.digest))
@@ -321,7 +334,7 @@ class ImageViews:
         row = self.summary(ns, digest)
         tags, complete = self.tags_of(ns, digest, tag_limit)
         referrers, count = self.referrers(ns, digest)
-        doc = {**row, "referrers": referrers, "referrer_count": count, "manifest_size": len(rev.body),
+        doc = {**row, "referrers": referrers, "referrer_count": count, "manifest_size": rev.size,
                "annotations": {}, "config": None, "layers": [], "layers_total": 0, "files": [],
                "parents": self.parents(ns, digest), "tags": tags, "tags_complete": complete}
         if parsed is None:
