@@ -30,9 +30,9 @@ transport failure (refused, TLS, ``timeout_ms`` exceeded) deny without being rem
 closed, and the next request asks again. ``X-Forwarded-*`` describe the request that caused a call
 and are not part of the cache key. The response body is never read. With a ``cache_ttl``,
 concurrent requests with one key share one call: the first asks, the others wait for its answer
-(a burst of identical pulls costs the service one call, not one each). A shared decision is
-counted as ``cached_allow``/``cached_deny``, a shared failure like the caller's own; a request
-whose call never ended (past ``timeout_ms`` and a second) asks by itself.
+(a burst of identical pulls costs the service one call, not one each; the call ends within
+``timeout_ms``, so nobody waits longer). A shared decision is counted as
+``cached_allow``/``cached_deny``, a shared failure like the caller's own.
 
 Counted in ``auth_webhook_requests_total{webhook,result}`` (``allow``, ``deny``, ``unavailable``,
 ``transport_error``, ``cached_allow``, ``cached_deny``) and ``auth_webhook_duration_seconds{webhook}``
@@ -54,6 +54,7 @@ from collections import OrderedDict
 from urllib.parse import quote
 
 from ..config import ConfigError, _join
+from ..flight import SingleFlight
 from ..log_throttle import Throttled
 from ..remote.unread import send
 
@@ -137,7 +138,7 @@ class Webhook:
         self.timeout = cfg.timeout_ms / 1000.0
         self._session = None  # made on the first call: a validating master never opens a pool
         self._cache: OrderedDict[tuple, tuple[float, bool]] = OrderedDict()
-        self._flights: dict[tuple, _Flight] = {}  # calls being made, by cache key
+        self._flights = SingleFlight()  # calls being made, by cache key
         self._lock = threading.Lock()
         self._metrics = _Metrics(name)
         self._warned = Throttled(WARN_INTERVAL)
@@ -184,28 +185,19 @@ class Webhook:
         if hit is not None:
             self._metrics.results["cached_allow" if hit else "cached_deny"].inc()
             return hit
-        with self._lock:
-            flight = self._flights.get(key)
-            leading = flight is None
-            if leading:
-                flight = self._flights[key] = _Flight()
-        if not leading:
-            # Bounded: the leader's call ends within timeout_ms, whatever the service does.
-            if flight.done.wait(self.timeout + 1.0):
-                shared = flight.decision
-                self._metrics.results[flight.result if shared is None else
-                                      "cached_allow" if shared else "cached_deny"].inc()
-                return bool(shared)
-            return bool(self._ask(self._request_headers(identity, fields, forwarded, origin))[0])
-        try:
-            decision, flight.result = self._ask(self._request_headers(identity, fields, forwarded, origin))
+        asked = []  # set by this request's own call; empty when it waited for another's
+
+        def call() -> tuple[bool | None, str]:
+            asked.append(True)
+            decision, result = self._ask(self._request_headers(identity, fields, forwarded, origin))
             if decision is not None:
                 self._remember(key, decision)  # before the flight ends, so a late request finds it
-            flight.decision = decision
-        finally:
-            with self._lock:
-                self._flights.pop(key, None)
-            flight.done.set()
+            return decision, result
+
+        decision, result = self._flights.do(key, call)
+        if not asked:  # counted here; the call counted itself
+            self._metrics.results[result if decision is None else
+                                  "cached_allow" if decision else "cached_deny"].inc()
         return bool(decision)
 
     def _cached(self, key: tuple) -> bool | None:
@@ -310,17 +302,6 @@ class Webhook:
         more = f" ({suppressed} more failures since the last warning)" if suppressed else ""
         log.warning("authorization webhook %r: " + msg + "; request denied (fail closed, not cached)%s",
                     self.name, *args, more)
-
-
-class _Flight:
-    """One call being made for a cache key; requests with the same key wait for ``done``."""
-
-    __slots__ = ("done", "decision", "result")
-
-    def __init__(self):
-        self.done = threading.Event()
-        self.decision: bool | None = None
-        self.result = "transport_error"  # what a waiter counts if the call ended without a decision
 
 
 def _deadline(seconds: float):

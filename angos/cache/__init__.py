@@ -7,7 +7,7 @@ another registry, fetching each manifest and blob from it once (SPEC section 11)
 - :mod:`.manifests`: hit, revalidate, fetch-and-store, stale on outages;
 - :mod:`.blobs` and :mod:`.fills`: one upstream fetch per blob, streamed to
   every reader while it is stored, committed only once its digest checks out;
-- :mod:`.flight`: in-process single flight;
+- :mod:`angos.flight`: the in-process single flight its manifest misses share;
 - :mod:`.tasks`: the ``cache.fill_blob`` job kind (background fills).
 
 The registry never imports this package; the HTTP layer and the queue's

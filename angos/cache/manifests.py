@@ -44,7 +44,7 @@ from ..oci.manifest import parse_manifest
 from ..registry.events import CACHE_FILL
 from ..registry.manifests import Revision, WritePolicy
 from ..registry.tags import immutable
-from .flight import SingleFlight
+from ..flight import SingleFlight
 from .upstreams import UpstreamUnavailable
 
 log = logging.getLogger("angos.cache")

@@ -1,7 +1,9 @@
 """In-process single flight: concurrent callers with one key share one call.
 
-Role: greenlets of a worker that miss the same manifest at once make one
-upstream request between them. Contract: :meth:`SingleFlight.do` runs
+Role: greenlets of a worker that want the same answer at once make one call
+between them: the pull-through cache's manifest misses (one upstream
+request), the authorization webhook's decisions (one call to the service).
+Contract: :meth:`SingleFlight.do` runs
 ``fn()`` once per key at a time; callers that arrive while it runs wait and
 get its result (or its exception). Nothing is remembered after the call ends.
 """
