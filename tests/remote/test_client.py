@@ -23,12 +23,14 @@ MiB = 1024 * 1024
 class Scripted:
     """``routes``: path (without query) -> handler(request) -> (status, headers, body); ``body`` is
     bytes or an iterable of bytes. ``seen``: (method, path with query, headers) per request;
-    ``sent[path]``: body bytes written for that path before the client went away."""
+    ``sent[path]``: body bytes written for that path before the client went away; read it through
+    ``sent_when_done`` so the handler has stopped writing."""
 
     def __init__(self):
         self.routes: dict = {}
         self.seen: list = []
         self.sent: dict[str, int] = {}
+        self.done: dict[str, threading.Event] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +42,14 @@ class Scripted:
             def _answer(self):
                 path = self.path.split("?", 1)[0]
                 server.seen.append((self.command, self.path, dict(self.headers)))
+                server.sent.setdefault(path, 0)
+                finished = server.done.setdefault(path, threading.Event())
+                try:
+                    self._reply(path)
+                finally:
+                    finished.set()
+
+            def _reply(self, path):
                 route = server.routes.get(path)
                 status, headers, body = route(self) if route else (404, {}, b"")
                 chunks = [body] if isinstance(body, bytes) else body
@@ -54,7 +64,7 @@ class Scripted:
                 try:
                     for chunk in chunks:
                         self.wfile.write(chunk)
-                        server.sent[path] = server.sent.get(path, 0) + len(chunk)
+                        server.sent[path] += len(chunk)
                 except OSError:
                     self.close_connection = True  # the client closed the connection: stop sending
 
@@ -64,6 +74,15 @@ class Scripted:
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def sent_when_done(self, path: str) -> int:
+        """Body bytes sent for ``path`` once its handler has stopped: it stops when the body is all
+        written or the client has closed the connection. A client that neither reads nor closes
+        leaves the handler blocked, which fails here rather than hanging the suite."""
+        finished = self.done.get(path)
+        assert finished is not None, f"{path} was never requested"
+        assert finished.wait(60), f"the server is still sending {path}: the client neither read it nor closed"
+        return self.sent[path]
 
     def stop(self) -> None:
         self.httpd.shutdown()
@@ -102,7 +121,7 @@ def test_a_redirect_answers_body_is_never_read(servers):
     with remote(up.url).get_blob("app", "sha256:x") as resp:
         assert resp.status_code == 200 and resp.raw.read() == b"the blob"
     # Whatever the socket buffers took before the client closed: nowhere near the whole body.
-    assert up.sent.get("/v2/app/blobs/sha256:x", 0) < 32 * MiB
+    assert up.sent_when_done("/v2/app/blobs/sha256:x") < 32 * MiB
 
 
 def test_credentials_follow_a_redirect_on_the_same_origin_only(servers):
@@ -134,7 +153,7 @@ def test_an_answer_longer_than_the_limit_is_a_client_error_and_is_not_read_whole
     up.routes["/v2/app/manifests/v2"] = lambda r: (200, {}, b"x" * (64 * 1024))  # exactly the limit: fine
     with pytest.raises(ClientError, match="longer than 65536 bytes"):
         remote(up.url).get_manifest("app", "v1")
-    assert up.sent["/v2/app/manifests/v1"] < 32 * MiB
+    assert up.sent_when_done("/v2/app/manifests/v1") < 32 * MiB
     assert remote(up.url).get_manifest("app", "v2").content == b"x" * (64 * 1024)
 
 
