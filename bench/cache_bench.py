@@ -46,10 +46,16 @@ ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 
 
 class ByteRelay:
-    """A TCP relay to ``port`` on 127.0.0.1 counting the bytes that flow back to clients."""
+    """A TCP relay to ``port`` on 127.0.0.1 counting the bytes that flow back to clients.
 
-    def __init__(self, port: int):
+    ``mbit``: the bytes flowing back share one link of that many megabits per second, as when the
+    upstream is another site's registry (all connections together, like a real uplink); None: as
+    fast as loopback goes."""
+
+    def __init__(self, port: int, mbit: float | None = None):
         self.target = port
+        self.rate = mbit * 1e6 / 8 if mbit else None  # bytes per second
+        self._free_at = 0.0  # when the paced link has sent everything handed to it so far
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -89,6 +95,11 @@ class ByteRelay:
                 data = src.recv(256 * 1024)
                 if not data:
                     break
+                if count and self.rate:
+                    with self._lock:
+                        self._free_at = max(self._free_at, time.monotonic()) + len(data) / self.rate
+                        due = self._free_at
+                    time.sleep(max(0.0, due - time.monotonic()))
                 dst.sendall(data)
                 if count:
                     with self._lock:
@@ -186,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small images, one repetition (smoke run)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--upstream-mbit", type=float, default=None, metavar="N",
+                   help="the upstream's answers share an N Mbit/s link (default: loopback speed)")
     args = p.parse_args(argv)
     layers, size = (5, 1 * MiB) if args.quick else (20, 10 * MiB)
     conc_layers, conc_size = (5, 512 * 1024) if args.quick else (20, 5 * MiB // 2)
@@ -193,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("skopeo") is None:
         raise SystemExit("cache bench: skopeo is not installed")
     print(f"cache bench: {machine()}", flush=True)
+    if args.upstream_mbit:
+        print(f"upstream link: {args.upstream_mbit:g} Mbit/s, shared by every connection to it", flush=True)
     work = Path(tempfile.mkdtemp(prefix="angos-cache-bench-"))
     rows: dict[str, list[float]] = {}
 
@@ -200,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.setdefault(key, []).append(value)
 
     try:
-        with Distribution() as upstream, ByteRelay(upstream.port) as relay:
+        with Distribution() as upstream, ByteRelay(upstream.port, args.upstream_mbit) as relay:
             for i in range(repeat):
                 layout = work / f"img-{i}"
                 info = build_oci_layout(layout, layers, size, size, seed=1400 + i)
@@ -255,3 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n(medians of {repeat}; upstream bytes include HTTP headers and token-free requests, counted "
           f"by the relay in front of the upstream)")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
