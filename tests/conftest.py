@@ -277,6 +277,22 @@ class DockerRegistry:
 
 
 @pytest.fixture
+def scripted():
+    """Makes :class:`tests.scripted.Scripted` HTTP servers (started); stops them after the test."""
+    from .scripted import Scripted
+
+    made: list[Scripted] = []
+
+    def make() -> Scripted:
+        made.append(Scripted().start())
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
 def docker_registry_factory(tmp_path_factory):
     if shutil.which("docker-registry") is None:
         pytest.fail("docker-registry is not installed (make test installs it)")

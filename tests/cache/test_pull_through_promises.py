@@ -9,7 +9,7 @@
 
 Everything runs on 127.0.0.1: Distribution upstreams behind the counting :class:`.proxy.Proxy`,
 and, where Distribution cannot play the part (a CDN, an upstream that sends a bad manifest or a
-body with no length), a small recording HTTP server of this module.
+body with no length), :class:`tests.scripted.Scripted` servers.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import hashlib
 import json
 import os
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -33,82 +31,6 @@ from .proxy import Proxy
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-
-
-class Recorder:
-    """A tiny HTTP server on 127.0.0.1 answering fixed routes and recording every request it gets
-    (method, path, headers). ``route(method, path, body, headers, chunked)``; anything else is 404."""
-
-    def __init__(self):
-        self.routes: dict[tuple[str, str], tuple[bytes, dict, bool]] = {}
-        self.seen: list[tuple[str, str, dict]] = []
-        self._lock = threading.Lock()
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _answer(self):
-                path = self.path.split("?", 1)[0]
-                with recorder._lock:
-                    recorder.seen.append((self.command, path, dict(self.headers.items())))
-                found = recorder.routes.get((self.command, path))
-                if found is None and self.command == "HEAD":
-                    found = recorder.routes.get(("GET", path))
-                if found is None:
-                    self.send_response(404)
-                    self.send_header("Content-Type", "application/json")
-                    body = b'{"errors":[{"code":"NOT_FOUND","message":"no such route"}]}'
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(body)
-                    return
-                body, headers, chunked = found
-                self.send_response(200)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                if chunked:
-                    # No Content-Length: the receiver learns the size only by reading to the end.
-                    self.send_header("Transfer-Encoding", "chunked")
-                else:
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command == "HEAD":
-                    return
-                if not chunked:
-                    self.wfile.write(body)
-                    return
-                for i in range(0, len(body), 64 * 1024):
-                    piece = body[i:i + 64 * 1024]
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                self.wfile.write(b"0\r\n\r\n")
-
-            do_GET = do_HEAD = _answer
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.route("GET", "/v2/", b"{}", {"Content-Type": "application/json"})
-
-    def route(self, method: str, path: str, body: bytes, headers: dict | None = None, chunked: bool = False):
-        self.routes[(method, path)] = (body, headers or {}, chunked)
-
-    def requests_for(self, method: str, pattern: str) -> list[dict]:
-        rx = re.compile(pattern)
-        with self._lock:
-            return [h for m, p, h in self.seen if m == method and rx.search(p)]
-
-    def start(self) -> "Recorder":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 class RedirectingProxy(Proxy):
@@ -150,17 +72,23 @@ class RedirectingProxy(Proxy):
 
 
 @pytest.fixture
-def recorders():
-    made: list = []
+def redirecting_proxies():
+    made: list[RedirectingProxy] = []
 
-    def make(cls=Recorder, *args):
-        server = cls(*args).start()
-        made.append(server)
-        return server
+    def make(target: str, cdn: str) -> RedirectingProxy:
+        made.append(RedirectingProxy(target, cdn).start())
+        return made[-1]
 
     yield make
-    for server in made:
-        server.stop()
+    for proxy in made:
+        proxy.stop()
+
+
+def _upstream(scripted):
+    """A scripted upstream that answers ``GET /v2/`` as a registry does."""
+    up = scripted()
+    up.route("GET", "/v2/", b"{}", {"Content-Type": "application/json"})
+    return up
 
 
 def _sha(data: bytes) -> str:
@@ -257,15 +185,15 @@ def test_blob_another_cached_namespace_stored_is_shared_when_an_own_cached_manif
 
 
 def test_credentials_are_not_sent_to_the_redirect_target_of_a_blob_download(
-        angos_factory, docker_registry_factory, recorders, image, tmp_path):
+        angos_factory, docker_registry_factory, scripted, redirecting_proxies, image, tmp_path):
     dist = docker_registry_factory(users={"mirror": "s3cret"})
     push(image, dist.host, "library/app:v1", "mirror:s3cret")
     # The "CDN": another port of 127.0.0.1, serving each blob's bytes to anyone.
-    cdn = recorders()
+    cdn = scripted()
     for d in image.blobs:
         cdn.route("GET", f"/cdn/{d}", (image.layout / "blobs" / "sha256" / d.split(":")[1]).read_bytes(),
                   {"Content-Type": "application/octet-stream"})
-    front = recorders(RedirectingProxy, dist.url, cdn.url)
+    front = redirecting_proxies(dist.url, cdn.url)
     cache = angos_factory(config_text=cache_config({"url": front.url, "username": "mirror", "password": "s3cret"}))
 
     pull(cache.host, "hub/library/app:v1", tmp_path / "out")
@@ -339,11 +267,11 @@ def test_blob_over_max_blob_size_is_a_502_and_not_stored(angos_factory, upstream
     assert cache_counts(cache)[("hub", "blob", "failed")] == 2
 
 
-def test_blob_over_max_blob_size_sent_without_a_length_is_a_502_and_not_stored(angos_factory, recorders):
+def test_blob_over_max_blob_size_sent_without_a_length_is_a_502_and_not_stored(angos_factory, scripted):
     # No Content-Length to refuse up front: the limit must stop the body as it is written.
     big = os.urandom(200 * 1024)
     d = _sha(big)
-    upstream = recorders()
+    upstream = _upstream(scripted)
     upstream.route("GET", f"/v2/library/app/blobs/{d}", big, {"Content-Type": "application/octet-stream"},
                    chunked=True)
     cache = angos_factory(config_text=cache_config({"url": upstream.url},
@@ -362,9 +290,9 @@ def test_blob_over_max_blob_size_sent_without_a_length_is_a_502_and_not_stored(a
     (json.dumps({"schemaVersion": 1, "name": "library/app", "tag": "v1", "architecture": "amd64",
                  "fsLayers": [], "history": []}).encode(), SCHEMA1, "schema1"),
 ], ids=["invalid-json", "docker-schema1"])
-def test_manifest_a_push_would_refuse_is_a_502_and_not_stored(angos_factory, recorders, body, content_type, why):
+def test_manifest_a_push_would_refuse_is_a_502_and_not_stored(angos_factory, scripted, body, content_type, why):
     d = _sha(body)
-    upstream = recorders()
+    upstream = _upstream(scripted)
     headers = {"Content-Type": content_type, "Docker-Content-Digest": d}
     for ref in ("v1", d):
         upstream.route("GET", f"/v2/library/app/manifests/{ref}", body, headers)

@@ -2,14 +2,12 @@
 back is bounded (redirect bodies are never read, other answers are read up to a limit, listings
 stop after a number of pages), and credentials go only to the configured remote's origin.
 
-The servers are plain ``http.server`` instances whose handlers are functions of the request; each
-records the requests it saw and how many bytes of each answer's body it managed to send.
+The servers are :class:`tests.scripted.Scripted` (the ``scripted`` fixture): handlers are functions
+of the request, and each server records the requests it saw and how many bytes of each answer's body
+it managed to send.
 """
 
 from __future__ import annotations
-
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -18,88 +16,6 @@ from angos.remote import client as client_module
 from angos.remote.client import ClientError, RegistryClient
 
 MiB = 1024 * 1024
-
-
-class Scripted:
-    """``routes``: path (without query) -> handler(request) -> (status, headers, body); ``body`` is
-    bytes or an iterable of bytes. ``seen``: (method, path with query, headers) per request;
-    ``sent[path]``: body bytes written for that path before the client went away; read it through
-    ``sent_when_done`` so the handler has stopped writing."""
-
-    def __init__(self):
-        self.routes: dict = {}
-        self.seen: list = []
-        self.sent: dict[str, int] = {}
-        self.done: dict[str, threading.Event] = {}
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _answer(self):
-                path = self.path.split("?", 1)[0]
-                server.seen.append((self.command, self.path, dict(self.headers)))
-                server.sent.setdefault(path, 0)
-                finished = server.done.setdefault(path, threading.Event())
-                try:
-                    self._reply(path)
-                finally:
-                    finished.set()
-
-            def _reply(self, path):
-                route = server.routes.get(path)
-                status, headers, body = route(self) if route else (404, {}, b"")
-                chunks = [body] if isinstance(body, bytes) else body
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                if "Content-Length" not in headers:
-                    self.send_header("Content-Length", str(len(body)) if isinstance(body, bytes) else "0")
-                self.end_headers()
-                if self.command == "HEAD":
-                    return
-                try:
-                    for chunk in chunks:
-                        self.wfile.write(chunk)
-                        server.sent[path] += len(chunk)
-                except OSError:
-                    self.close_connection = True  # the client closed the connection: stop sending
-
-            do_GET = do_HEAD = do_PUT = do_POST = _answer
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def sent_when_done(self, path: str) -> int:
-        """Body bytes sent for ``path`` once its handler has stopped: it stops when the body is all
-        written or the client has closed the connection. A client that neither reads nor closes
-        leaves the handler blocked, which fails here rather than hanging the suite."""
-        finished = self.done.get(path)
-        assert finished is not None, f"{path} was never requested"
-        assert finished.wait(60), f"the server is still sending {path}: the client neither read it nor closed"
-        return self.sent[path]
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def servers():
-    made: list[Scripted] = []
-
-    def make() -> Scripted:
-        made.append(Scripted())
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.stop()
 
 
 def remote(url: str, **options) -> RegistryClient:
@@ -111,10 +27,10 @@ def zeros(total: int, block: int = MiB):
         yield bytes(block)
 
 
-def test_a_redirect_answers_body_is_never_read(servers):
+def test_a_redirect_answers_body_is_never_read(scripted):
     # A hostile (or broken) remote answers 307 with a 256 MiB body: requests alone would read all
     # of it before following the redirect, whatever stream= says.
-    up = servers()
+    up = scripted()
     up.routes["/v2/app/blobs/sha256:x"] = lambda r: (307, {"Location": "/final", "Content-Length": str(256 * MiB)},
                                                      zeros(256 * MiB))
     up.routes["/final"] = lambda r: (200, {}, b"the blob")
@@ -124,8 +40,8 @@ def test_a_redirect_answers_body_is_never_read(servers):
     assert up.sent_when_done("/v2/app/blobs/sha256:x") < 32 * MiB
 
 
-def test_credentials_follow_a_redirect_on_the_same_origin_only(servers):
-    up, storage = servers(), servers()
+def test_credentials_follow_a_redirect_on_the_same_origin_only(scripted):
+    up, storage = scripted(), scripted()
     challenge = {"WWW-Authenticate": 'Basic realm="test"'}
     authorised = lambda r, then: (307, {"Location": then}, b"") if r.headers.get("Authorization") \
         else (401, challenge, b"")  # noqa: E731
@@ -138,17 +54,17 @@ def test_credentials_follow_a_redirect_on_the_same_origin_only(servers):
     assert [h.get("Authorization") for m, p, h in storage.seen] == [None]
 
 
-def test_more_redirects_than_max_redirect_is_a_client_error(servers):
-    up = servers()
+def test_more_redirects_than_max_redirect_is_a_client_error(scripted):
+    up = scripted()
     up.routes["/v2/app/manifests/v1"] = lambda r: (302, {"Location": r.path}, b"")
     with pytest.raises(ClientError, match="more than 2 redirects"):
         remote(up.url, max_redirect=2).get_manifest("app", "v1")
     assert len(up.seen) == 3  # the request and the two redirects it may follow
 
 
-def test_an_answer_longer_than_the_limit_is_a_client_error_and_is_not_read_whole(servers, monkeypatch):
+def test_an_answer_longer_than_the_limit_is_a_client_error_and_is_not_read_whole(scripted, monkeypatch):
     monkeypatch.setattr(client_module, "MAX_BODY", 64 * 1024)
-    up = servers()
+    up = scripted()
     up.routes["/v2/app/manifests/v1"] = lambda r: (200, {"Content-Length": str(256 * MiB)}, zeros(256 * MiB))
     up.routes["/v2/app/manifests/v2"] = lambda r: (200, {}, b"x" * (64 * 1024))  # exactly the limit: fine
     with pytest.raises(ClientError, match="longer than 65536 bytes"):
@@ -157,9 +73,9 @@ def test_an_answer_longer_than_the_limit_is_a_client_error_and_is_not_read_whole
     assert remote(up.url).get_manifest("app", "v2").content == b"x" * (64 * 1024)
 
 
-def test_a_token_answer_longer_than_its_limit_is_a_client_error(servers, monkeypatch):
+def test_a_token_answer_longer_than_its_limit_is_a_client_error(scripted, monkeypatch):
     monkeypatch.setattr(client_module, "MAX_TOKEN_BODY", 4096)
-    up = servers()
+    up = scripted()
     up.routes["/v2/app/manifests/v1"] = lambda r: (
         401, {"WWW-Authenticate": f'Bearer realm="{up.url}/token",service="reg"'}, b"")
     up.routes["/token"] = lambda r: (200, {"Content-Type": "application/json"},
@@ -168,9 +84,9 @@ def test_a_token_answer_longer_than_its_limit_is_a_client_error(servers, monkeyp
         remote(up.url).get_manifest("app", "v1")
 
 
-def test_a_listing_stops_after_max_pages_and_at_a_page_that_names_itself(servers, monkeypatch):
+def test_a_listing_stops_after_max_pages_and_at_a_page_that_names_itself(scripted, monkeypatch):
     monkeypatch.setattr(client_module, "MAX_PAGES", 5)
-    up = servers()
+    up = scripted()
     pages = iter(range(10**6))
     up.routes["/v2/endless/tags/list"] = lambda r: (
         200, {"Link": f'</v2/endless/tags/list?last={next(pages)}>; rel="next"'}, b'{"tags": ["t"]}')
