@@ -31,6 +31,7 @@ import logging
 from gunicorn.glogging import Logger
 
 from . import logs
+from .digits import count
 
 access_log = logging.getLogger("angos.access")
 
@@ -71,14 +72,14 @@ def _bytes_in(environ) -> int:
     if counted is not None:
         return counted.count
     length = environ.get("CONTENT_LENGTH") or ""
-    return int(length) if length.isdigit() else 0
+    return count(length) or 0
 
 
 def _status(resp):
     code = getattr(resp, "status_code", None)
     if code is None and getattr(resp, "status", None):
         head = str(resp.status).split(None, 1)[0]
-        code = int(head) if head.isdigit() else None
+        code = count(head)
     return code
 
 

@@ -31,6 +31,7 @@ import argparse
 import logging
 import os
 
+from .digits import count
 from .oci.errors import AngosError
 from .queue.envelope import QUEUES
 
@@ -97,7 +98,7 @@ def serve_metrics(address: str) -> None:
     start-up with one line."""
     host, sep, port = address.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not 0 < (count(port) or 0) < 65536:
         raise AngosError(f"--metrics-address: expected HOST:PORT, got {address!r}")
     from prometheus_client import start_http_server
 

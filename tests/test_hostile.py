@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -423,3 +424,55 @@ def test_an_oversized_request_head_is_431_and_the_server_goes_on(server, headers
 def test_an_oversized_request_line_is_414(server):
     assert requests.get(f"{server.url}/v2/{'a' * 8190}/tags/list", timeout=20).status_code == 414
     assert requests.get(f"{server.url}/v2/", timeout=20).status_code == 200
+
+
+# -- numbers and methods a client invents
+
+
+@pytest.mark.parametrize("n", ["²", "٣", "9" * 5000, " 5", "-1", "0x10"],
+                         ids=["superscript", "arabic-indic", "5000-digits", "blank", "negative", "hex"])
+@pytest.mark.parametrize("path", ["/v2/_catalog", f"/v2/{NS}/tags/list", f"/v2/{NS}/referrers/"
+                                  "sha256:" + "0" * 64, "/_ext/_changes"])
+def test_a_count_that_is_not_ascii_digits_is_a_clear_400(server, n, path):
+    # str.isdigit() takes "²" and int() then fails; int() takes other scripts' digits and refuses
+    # more than 4300 of them: each of these was a 500 (or, for "٣", read as 3).
+    r = requests.get(f"{server.url}{path}", params={"n": n}, timeout=30)
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    assert "n must be" in r.text
+
+
+def test_a_content_range_with_thousands_of_digits_is_416_and_the_upload_goes_on(server):
+    location = start_upload(server, NS)
+    r = requests.patch(location, data=b"abc", timeout=30,
+                       headers={"Content-Range": f"0-{'9' * 5000}", "Content-Type": "application/octet-stream"})
+    assert r.status_code == 416, (r.status_code, r.text[:300])
+    r = requests.patch(location, data=b"abc", timeout=30,
+                       headers={"Content-Range": "0-2", "Content-Type": "application/octet-stream"})
+    assert r.status_code == 202 and r.headers["Range"] == "0-2"
+
+
+def test_a_range_with_thousands_of_digits_is_ignored_and_the_blob_served_whole(server):
+    config = b'{"os":"linux"}'
+    r = requests.get(server.v2(f"{NS}/blobs/{digest_of(config)}"), headers={"Range": f"bytes={'9' * 5000}-"},
+                     timeout=30)
+    assert (r.status_code, r.content) == (200, config)
+
+
+def _method_counts(server) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for line in requests.get(f"{server.url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("http_requests_total{"):
+            method = re.search(r'method="([^"]*)"', line).group(1)
+            counts[method] = counts.get(method, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_invented_http_methods_make_no_metric_series_of_their_own(server):
+    before = _method_counts(server)
+    invented = [f"XQ{a}{b}" for a in "ABCDE" for b in "ABCD"]
+    for method in invented:
+        assert requests.request(method, f"{server.url}/v2/", timeout=30).status_code in (404, 405)
+    after = _method_counts(server)
+    assert not set(invented) & set(after), sorted(set(after) - set(before))
+    assert after.get("other", 0) - before.get("other", 0) == len(invented)
+    assert set(after) <= {"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "other"}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, request
 
+from ..digits import count
 from ..oci.errors import Unsupported
 from ..replication.changefeed import ChangeFeed, check_cursor
 from .gate import action, can
@@ -47,9 +48,10 @@ def _count() -> int:
     raw = request.args.get("n")
     if raw is None or raw == "":
         return DEFAULT_N
-    if not raw.isdigit():
+    n = count(raw)
+    if n is None:
         raise Unsupported(f"n must be a non-negative integer, got {raw[:32]!r}")
-    return min(int(raw), MAX_N)
+    return min(n, MAX_N)
 
 
 @bp.route("/_changes", methods=["GET"])

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, request
 
+from ..digits import count
 from ..oci.errors import Unsupported
 from ..replication.conflicts import DEFAULT_PAGE, ID, MAX_PAGE
 from .gate import action
@@ -25,7 +26,7 @@ bp = Blueprint("replication_conflicts", __name__, url_prefix="/_ext/_replication
 
 def _paging() -> tuple[int, str | None]:
     raw_n = request.args.get("n", str(DEFAULT_PAGE))
-    if not raw_n.isdigit() or int(raw_n) == 0:
+    if not count(raw_n):
         raise Unsupported(f"n must be a positive integer, got {raw_n[:32]!r}")
     last = request.args.get("last") or None
     if last is not None and not ID.fullmatch(last):

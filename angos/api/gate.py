@@ -64,6 +64,7 @@ import ipaddress
 
 from flask import current_app, g, request
 
+from ..digits import count
 from ..auth.authenticate import credential_kind
 from ..auth.tls import peer_names
 from ..oci.errors import Denied, Unauthorized
@@ -193,9 +194,9 @@ def request_fields(act: str) -> dict:
         if args.get("digest"):
             fields["digest"] = args["digest"]
     elif act.startswith("list-"):
-        n = args.get("n")
-        if n is not None and n.isdigit():
-            fields["n"] = int(n)
+        n = count(args.get("n"))
+        if n is not None:
+            fields["n"] = n
         if args.get("last") is not None:
             fields["last"] = args["last"]
     elif act == "get-referrers":

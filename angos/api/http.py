@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from flask import current_app, g, request
 
+from ..digits import PATTERN as DIGITS, count
 from ..oci.errors import BodyTimeout, OciError, RangeInvalid, SizeInvalid, TooLarge, Unsupported
 
 CHUNK = 1 << 20
@@ -33,9 +34,10 @@ def content_length() -> int | None:
     value = request.headers.get("Content-Length")
     if value is None:
         return None
-    if not value.isdigit():
-        raise SizeInvalid(f"invalid Content-Length {value!r}")
-    return int(value)
+    length = count(value)
+    if length is None:
+        raise SizeInvalid(f"invalid Content-Length {value[:32]!r}")
+    return length
 
 
 def has_body() -> bool:
@@ -137,7 +139,7 @@ def read_bounded(limit: int, error=TooLarge) -> bytes:
     return b"".join(parts)
 
 
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+_CONTENT_RANGE = re.compile(rf"^(?:bytes[ =])?({DIGITS})-({DIGITS})(?:/(?:{DIGITS}|\*))?$")
 
 
 def parse_content_range(value: str | None) -> tuple[int, int] | None:
@@ -145,10 +147,10 @@ def parse_content_range(value: str | None) -> tuple[int, int] | None:
         return None
     m = _CONTENT_RANGE.fullmatch(value.strip())
     if not m:
-        raise RangeInvalid(f"invalid Content-Range {value!r}")
+        raise RangeInvalid(f"invalid Content-Range {value[:64]!r}")
     start, end = int(m.group(1)), int(m.group(2))
     if end < start:
-        raise RangeInvalid(f"invalid Content-Range {value!r}")
+        raise RangeInvalid(f"invalid Content-Range {value[:64]!r}")
     return start, end
 
 
@@ -157,9 +159,10 @@ def pagination() -> tuple[int | None, str | None]:
     last = request.args.get("last")
     if n is None or n == "":
         return None, last
-    if not n.isdigit():
-        raise Unsupported(f"n must be a non-negative integer, got {n!r}")
-    return int(n), last
+    size = count(n)
+    if size is None:
+        raise Unsupported(f"n must be a non-negative integer, got {n[:32]!r}")
+    return size, last
 
 
 def paginate(items: list[str], n: int | None, last: str | None, path: str, extra: dict | None = None):

@@ -30,6 +30,7 @@ import os
 
 from flask import Blueprint, current_app, request
 
+from ..digits import count
 from ..oci.errors import Conflict, OciError, Unsupported
 from ..queue import QUEUES, STORAGE_KEY, JobQueues
 from ..native import under_gevent
@@ -88,8 +89,8 @@ def requested_queue(status: int):
 def requested_page(status: int) -> tuple[int, str | None]:
     """``(n, after)`` of this request, validated."""
     raw_n = request.args.get("n", "100")
-    if not raw_n.isdigit() or int(raw_n) == 0:
-        raise Unsupported(f"n must be a positive integer, got {raw_n!r}", status=status)
+    if not count(raw_n):
+        raise Unsupported(f"n must be a positive integer, got {raw_n[:32]!r}", status=status)
     after = request.args.get("after") or None
     if after is not None and not STORAGE_KEY.fullmatch(after):
         raise Unsupported(f"after must be a storage_key from a previous page, got {after!r}", status=status)

@@ -1,7 +1,8 @@
 """Request metrics and the ``/metrics`` endpoint (prometheus-flask-exporter).
 
-``route`` labels are the action names of SPEC section 6, so label cardinality
-stays bounded whatever names clients use. Bytes pushed and pulled are counted
+``route`` labels are the action names of SPEC section 6, and ``method`` labels
+the usual HTTP methods (any other is ``other``), so label cardinality stays
+bounded whatever names and methods clients use. Bytes pushed and pulled are counted
 per configured repository key (``_other`` for a namespace no repository
 claims), for the same reason: pushed bytes are the request bodies of
 ``start-upload`` (monolithic), ``update-upload``, ``complete-upload`` and
@@ -26,6 +27,9 @@ from .gate import action
 
 _PUSHES = frozenset({"start-upload", "update-upload", "complete-upload", "put-manifest"})
 _PULLS = frozenset({"get-blob", "get-manifest"})
+# The methods counted by name in http_requests_total and http_request_duration_seconds; any other
+# is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
 OTHER = "_other"  # not a valid repository key (names start with a letter or digit), so never a clash
 
 
@@ -71,10 +75,12 @@ def register(app) -> None:
     @app.after_request
     def _record(response):
         route = getattr(g, "action", None) or "unknown"
-        m.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        # Any token is a method to the HTTP parser; each label value is a series kept until restart.
+        method = request.method if request.method in METHODS else "other"
+        m.HTTP_REQUESTS.labels(method, route, str(response.status_code)).inc()
         started = getattr(g, "started", None)
         if started is not None:
-            m.HTTP_DURATION.labels(request.method, route).observe(time.perf_counter() - started)
+            m.HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
         _count_bytes(response)
         return response
 

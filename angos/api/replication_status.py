@@ -73,7 +73,7 @@ def requested_wait() -> float:
     try:
         if len(raw) > 32:
             raise ValueError(raw)
-        secs = float(raw) if re.fullmatch(r"\d+(\.\d+)?", raw) else parse_duration(raw)
+        secs = float(raw) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw) else parse_duration(raw)
     except ValueError:
         raise Unsupported(f"wait must be a duration such as 30s or 2m, got {raw[:40]!r}") from None
     return min(secs, float(_config().global_.replication.max_status_wait_secs))

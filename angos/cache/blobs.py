@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..digits import count
 from ..oci.digest import Digest
 from ..oci.errors import BadGateway, BlobUnknown
 from ..registry import paths
@@ -115,7 +116,7 @@ class BlobCache:
         if resp.status_code != 200:
             raise BadGateway(f"upstream {answer.where()} answered {resp.status_code} to HEAD blob {d}")
         length = resp.headers.get("Content-Length")
-        return ServedBlob(MISS, size=int(length) if length and length.isdigit() else None)
+        return ServedBlob(MISS, size=count(length))
 
     def open_upstream(self, repo_key: str, repo, ns: str, d: Digest):
         answer = self.upstreams.call(repo_key, repo, ns, "GET",

@@ -46,6 +46,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
+from ..digits import count
 from .. import metrics as m
 from ..oci.digest import Digest
 from ..oci.errors import BadGateway, DigestInvalid, OciError, TooLarge, Unavailable
@@ -374,7 +375,7 @@ class Fills:
         m.CACHE_FILLS_IN_PROGRESS.inc()
         try:
             length = resp.headers.get("Content-Length")
-            size = int(length) if length and length.isdigit() else None
+            size = count(length)
             if size is not None and size > reg.uploads.max_blob_size:
                 raise BadGateway(f"{d} on upstream {answer.where()} is {size} bytes, over max_blob_size")
             upload_id = reg.uploads.start(ns, d.algorithm, counted=False)

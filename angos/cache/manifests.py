@@ -37,6 +37,7 @@ from typing import Callable
 
 import requests
 
+from ..digits import count
 from .. import metrics as m
 from ..oci.digest import Digest, is_digest
 from ..oci.errors import BadGateway, DigestInvalid, ManifestInvalid, ManifestUnknown, OciError
@@ -157,7 +158,7 @@ class ManifestCache:
 
 def _read_bounded(resp, limit: int, answer) -> bytes:
     length = resp.headers.get("Content-Length")
-    if length and length.isdigit() and int(length) > limit:
+    if (count(length) or 0) > limit:
         raise BadGateway(f"upstream {answer.where()} sent a manifest of {length} bytes, over max_manifest_size "
                          f"({limit})")
     parts, total = [], 0

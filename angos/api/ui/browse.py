@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from flask import current_app, request, url_for
 from markupsafe import Markup, escape
 
+from ...digits import count
 from ...oci.digest import is_digest
 from ...oci.errors import NameUnknown
 from ...oci.reference import is_valid_tag, validate_name
@@ -57,8 +58,8 @@ def shown_url(url: str) -> str:
 
 
 def page_size() -> int:
-    n = request.args.get("n", "")
-    return max(1, min(int(n), MAX_PAGE)) if n.isdigit() else PAGE
+    n = count(request.args.get("n"))
+    return max(1, min(n, MAX_PAGE)) if n is not None else PAGE
 
 
 def _cfg():

@@ -16,6 +16,7 @@ import re
 
 from flask import current_app, redirect, request, url_for
 
+from ...digits import count
 from ...oci.errors import Unsupported
 from ...oci.reference import validate_name
 from ..gate import action, can
@@ -31,9 +32,10 @@ NOTICES = {"cancelled": "Upload {uuid} cancelled."}  # fixed texts: a crafted li
 
 def _page_size() -> int:
     raw = request.args.get("n", str(PAGE))
-    if not raw.isdigit() or int(raw) == 0:
-        raise Unsupported(f"n must be a positive integer, got {raw!r}", status=400)
-    return min(int(raw), MAX_PAGE)
+    n = count(raw)
+    if not n:
+        raise Unsupported(f"n must be a positive integer, got {raw[:32]!r}", status=400)
+    return min(n, MAX_PAGE)
 
 
 def _crumbs(ns: str) -> list:

@@ -20,6 +20,7 @@ import re
 
 from flask import Blueprint, current_app, request
 
+from ...digits import PATTERN as DIGITS
 from ...oci.digest import Digest
 from ...oci.errors import OciError, RangeNotSatisfiable
 from ...oci.reference import validate_name
@@ -31,7 +32,8 @@ from ..pull_through import cache_for
 bp = Blueprint("v2_blobs", __name__)
 log = logging.getLogger("angos.api")
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Longer numbers than digits.PATTERN allows make the header malformed, which means serving it all.
+_RANGE = re.compile(rf"^bytes=({DIGITS})?-({DIGITS})?$")
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -41,7 +43,7 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     m = _RANGE.fullmatch(header.strip().replace(" ", ""))
     if not m:
         return None  # multiple or malformed ranges: RFC 9110 lets us ignore Range
-    first, last = m.groups()
+    first, last = m.group(1) or "", m.group(2) or ""
     if first == "" and last == "":
         return None
     if first == "":
