@@ -1,4 +1,5 @@
-"""Memory: a 1 GiB blob is pushed and pulled in constant server memory.
+"""Memory: a 1 GiB blob is pushed and pulled in constant server memory, and a referrers listing
+of 160 MiB is walked a page at a time in about a page of memory.
 
 The server runs one gunicorn worker so the bytes certainly pass through the
 process being measured. A background thread samples ``VmRSS`` of every
@@ -114,6 +115,56 @@ def test_push_and_pull_of_1gib_blob_grow_worker_rss_by_less_than_64mib(angos_fac
     assert pulled == (digest, SIZE)
     assert sampler.samples > 10
     assert gunicorn_workers(server) == workers, "the worker was replaced during the transfer"
+    growth = {pid: peak[pid] - baseline[pid] for pid in workers}
+    print(f"\nRSS baseline {baseline} growth {growth} samples {sampler.samples}")
+    assert all(g < LIMIT for g in growth.values()), f"RSS grew by {growth} bytes (baseline {baseline})"
+
+
+def test_listing_referrers_holds_one_page_of_them_not_all(angos_factory):
+    # 40 referrers of one subject, each carrying 4 MiB of annotations (the referrers index keeps a
+    # referrer's annotations, and a manifest may be 5 MiB): 160 MiB of listing. Any client walks it
+    # a page at a time (a page stays under the manifest size limit, so here one referrer per page);
+    # each page must cost the worker about a page, where reading every entry first cost all 160 MiB.
+    from .api.helpers import OCI_CONFIG, OCI_MANIFEST, descriptor, digest_of, image_manifest, push_blob
+
+    server = angos_factory(workers=1)
+    workers = gunicorn_workers(server)
+    ns = "memory/referred"
+    config = b"{}"
+    push_blob(server, ns, config)
+
+    def put(body: bytes) -> str:
+        d = digest_of(body)
+        r = requests.put(server.v2(f"{ns}/manifests/{d}"), data=body, headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201, r.text
+        return d
+
+    subject_body = image_manifest(descriptor(OCI_CONFIG, config), [])
+    subject = put(subject_body)
+    referrers = {put(image_manifest(descriptor(OCI_CONFIG, config), [], artifact_type="application/x-big",
+                                    subject=descriptor(OCI_MANIFEST, subject_body),
+                                    annotations={"big": f"{i:04d}" + "x" * (4 * 1024 * 1024)}))
+                 for i in range(40)}
+
+    def walk() -> list[str]:
+        seen, url = [], server.v2(f"{ns}/referrers/{subject}")
+        while url:
+            r = requests.get(url)
+            assert r.status_code == 200, r.text
+            seen += [m["digest"] for m in r.json()["manifests"]]
+            link = r.headers.get("Link")
+            url = server.url + link.split(";")[0].strip("<>") if link else None
+        return seen
+
+    assert sorted(walk()) == sorted(referrers)  # warm-up: every code path allocated once
+    baseline = {pid: rss_bytes(pid) for pid in workers}
+    sampler = RssSampler(workers)
+    sampler.start()
+    try:
+        listed = walk()
+    finally:
+        peak = sampler.stop()
+    assert listed == sorted(referrers)
     growth = {pid: peak[pid] - baseline[pid] for pid in workers}
     print(f"\nRSS baseline {baseline} growth {growth} samples {sampler.samples}")
     assert all(g < LIMIT for g in growth.values()), f"RSS grew by {growth} bytes (baseline {baseline})"

@@ -14,7 +14,7 @@ from flask import Blueprint, request
 from ...oci import media_types as mt
 from ...oci.digest import Digest
 from ...oci.reference import validate_name
-from ...registry.referrers import referrers_index, referrers_page
+from ...registry.referrers import referrers_index
 from ..gate import action
 from ..http import json_response, pagination, registry
 
@@ -29,8 +29,7 @@ def referrers(name: str, digest: str):
     artifact_type = request.args.get("artifactType") or None
     n, last = pagination()
     reg = registry()
-    entries = reg.referrers.list(name, d, artifact_type)
-    page, more = referrers_page(entries, n, last, reg.manifests.max_manifest_size)
+    page, more = reg.referrers.page(name, d, artifact_type, n, last, reg.manifests.max_manifest_size)
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
     if more:
         query = {"artifactType": artifact_type} if artifact_type else {}
