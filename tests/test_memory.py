@@ -1,5 +1,6 @@
 """Memory: a 1 GiB blob is pushed and pulled in constant server memory, and a referrers listing
-of 160 MiB is walked a page at a time in about a page of memory.
+of 160 MiB is walked a page at a time in about a page of memory, and a 100 MiB push to S3 (48 MiB
+parts) holds no part in memory.
 
 The server runs one gunicorn worker so the bytes certainly pass through the
 process being measured. A background thread samples ``VmRSS`` of every
@@ -168,3 +169,33 @@ def test_listing_referrers_holds_one_page_of_them_not_all(angos_factory):
     growth = {pid: peak[pid] - baseline[pid] for pid in workers}
     print(f"\nRSS baseline {baseline} growth {growth} samples {sampler.samples}")
     assert all(g < LIMIT for g in growth.values()), f"RSS grew by {growth} bytes (baseline {baseline})"
+
+
+def test_a_streamed_push_to_s3_holds_no_part_in_memory(angos_factory, moto_server):
+    # S3 needs parts of at least 5 MiB, and an upload is staged as readable part objects of
+    # multipart_part_size (here 48 MiB): each used to be gathered in memory, and copied once more on
+    # its way out, so every concurrent upload cost a worker ~two parts. Parts now wait in a spool
+    # that keeps 1 MiB in memory and the rest in a temporary file.
+    from tests.conftest import make_bucket
+    from tests.storage.conftest import s3_server_config
+
+    text = s3_server_config(0, moto_server, make_bucket(moto_server), redirect=False, workers=1)
+    server = angos_factory(config_text=text.replace("port = 0", "port = @PORT@")
+                           .replace('multipart_part_size = "5MiB"', 'multipart_part_size = "48MiB"'))
+    workers = gunicorn_workers(server)
+    warm = PseudoRandomBlob(4 * BLOCK)
+    warm_digest = push_streamed(server, NS, warm)
+    assert pull_streamed(server, NS, warm_digest) == (warm_digest, warm.size)
+    baseline = {pid: rss_bytes(pid) for pid in workers}
+
+    blob = PseudoRandomBlob(100 * 1024 * 1024)  # two full parts and a tail
+    sampler = RssSampler(workers)
+    sampler.start()
+    try:
+        digest = push_streamed(server, NS, blob)
+    finally:
+        peak = sampler.stop()
+    assert pull_streamed(server, NS, digest) == (digest, blob.size)
+    growth = {pid: peak[pid] - baseline[pid] for pid in workers}
+    print(f"\nRSS baseline {baseline} growth {growth} samples {sampler.samples}")
+    assert all(g < 32 * 1024 * 1024 for g in growth.values()), f"RSS grew by {growth} bytes (baseline {baseline})"

@@ -5,9 +5,9 @@ Keys map to ``<key_prefix>/<key>`` in one bucket. The contract is the one in
 
 - ``put`` is a single PUT (S3 object writes are atomic); ``put_if_absent`` is a
   PUT with ``If-None-Match: *`` (HTTP 412 means "already there").
-- ``write_stream`` buffers at most one part: a body that fits in one part is a
-  single PUT, a larger one a multipart upload completed only at the end, so
-  readers never see a prefix; a failure aborts the multipart upload.
+- ``write_stream``: a body that fits in one part is a single PUT, a larger one
+  a multipart upload completed only at the end, so readers never see a
+  prefix; a failure aborts the multipart upload.
 - ``append`` (upload sessions). An in-progress S3 multipart upload cannot be
   read back, but the upload path must re-hash the bytes so far when a PATCH
   lands on another worker or box, and must cut a refused chunk off again. So
@@ -23,11 +23,14 @@ Keys map to ``<key_prefix>/<key>`` in one bucket. The contract is the one in
   part object and finally rewrites the tail with the new part count: that
   last PUT is the commit point, so an append that fails midway leaves the
   object at its previous size on every worker (stray part objects beyond n are
-  ignored and overwritten). Memory stays bounded by about two parts (the
-  block being sent and the buffer it was cut from). ``move`` then
+  ignored and overwritten). ``move`` then
   assembles the parts server-side into the destination with one multipart
   upload of ``UploadPartCopy`` parts (no bytes pass through this process), and
   a small upload (no full part yet) is a single ``CopyObject``.
+- Memory: a part or a tail on its way to S3 is gathered in a :class:`_Spool`,
+  which holds ``SPOOL`` (1 MiB) in memory and the rest in an unlinked
+  temporary file (``$TMPDIR``), so a request writing a 50 MiB part costs about
+  a megabyte of memory however many run at once.
 - ``truncate`` cuts an append object back (drops later parts, re-reads the
   part that holds the new end into the tail).
 - ``move`` = copy + delete (multipart copy above ``multipart_copy_threshold``).
@@ -48,6 +51,7 @@ import contextlib
 import io
 import logging
 import os
+import tempfile
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -61,6 +65,7 @@ PART_MARK = "~part"
 META_PARTS = "angos-parts"
 META_PSIZE = "angos-part-size"
 MIN_PART = 5 * 1024 * 1024
+SPOOL = 1024 * 1024  # bytes of a part or tail held in memory on the way to S3; the rest waits on disk
 PRESIGN_TTL = 900  # seconds a redirect URL stays valid: long enough to start a pull, short to limit leaks
 # A conditional request refused: the precondition failed, or another conditional write is in flight.
 _REFUSED = ("PreconditionFailed", "ConditionalRequestConflict")
@@ -286,46 +291,38 @@ class S3Store(ObjectStore):
         return first and not second
 
     def write_stream(self, key: str, chunks: Iterable[bytes]) -> int:
-        buf = bytearray()
-        it = iter(chunks)
-        for chunk in it:
-            buf += chunk
-            if len(buf) > self.part_size:
-                break
-        else:
-            self.put(key, bytes(buf))
-            return len(buf)
-        # Larger than one part: a multipart upload that becomes visible only on completion.
-        with self._errors(key):
-            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._k(key))["UploadId"]
-        parts, total = [], 0
-        try:
-            def flush(block: bytes) -> None:
-                n = len(parts) + 1
-                with self._errors(key):
-                    etag = self.client.upload_part(Bucket=self.bucket, Key=self._k(key), UploadId=upload_id,
-                                                   PartNumber=n, Body=block)["ETag"]
-                parts.append({"PartNumber": n, "ETag": etag})
+        upload_id, parts, total = None, [], 0
 
-            for chunk in it:
-                buf += chunk
-                while len(buf) >= self.part_size:
-                    flush(bytes(buf[:self.part_size]))
-                    total += self.part_size
-                    del buf[:self.part_size]
-            if len(buf) > self.part_size:
-                flush(bytes(buf[:self.part_size]))
-                total += self.part_size
-                del buf[:self.part_size]
-            if buf or not parts:
-                flush(bytes(buf))
-                total += len(buf)
+        def flush(full: _Spool) -> None:
+            # Larger than one part: a multipart upload that becomes visible only on completion.
+            nonlocal upload_id, total
+            with self._errors(key):
+                if upload_id is None:
+                    upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._k(key))["UploadId"]
+                n = len(parts) + 1
+                etag = self.client.upload_part(Bucket=self.bucket, Key=self._k(key), UploadId=upload_id,
+                                               PartNumber=n, Body=full.body())["ETag"]
+            parts.append({"PartNumber": n, "ETag": etag})
+            total += full.size
+
+        spool = _Spool()
+        try:
+            spool = _fill(spool, chunks, self.part_size, flush)
+            if upload_id is None:
+                with self._errors(key):
+                    self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=spool.body())
+                return spool.size
+            if spool.size:
+                flush(spool)
             with self._errors(key):
                 self.client.complete_multipart_upload(Bucket=self.bucket, Key=self._k(key), UploadId=upload_id,
                                                       MultipartUpload={"Parts": parts})
         except BaseException:
-            self._abort(key, upload_id)
+            if upload_id is not None:
+                self._abort(key, upload_id)
             raise
+        finally:
+            spool.close()
         return total
 
     def _abort(self, key: str, upload_id: str) -> None:
@@ -334,51 +331,70 @@ class S3Store(ObjectStore):
         except Exception:  # noqa: BLE001 - best effort; scrub --multipart reaps what is left
             log.warning("could not abort multipart upload %s of %s", upload_id, key)
 
-    def _tail_state(self, key: str) -> tuple[int, int, bytearray]:
-        """(parts, part size, tail bytes) of an append object; (0, part_size, b"") when absent."""
+    def _tail_state(self, key: str) -> tuple[int, int, _Spool]:
+        """(parts, part size, tail bytes) of an append object; (0, part_size, nothing) when absent."""
         try:
             with self._errors(key):
                 resp = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
         except NotFound:
-            return 0, self.part_size, bytearray()
+            return 0, self.part_size, _Spool()
         n, p = self._parts(resp)
-        with self._errors(key):
-            tail = bytearray(resp["Body"].read())
-        return n, (p if n else self.part_size), tail
+        return n, (p if n else self.part_size), self._spooled(key, resp["Body"])
 
-    def _commit_tail(self, key: str, n: int, p: int, tail: bytes) -> None:
+    def _spooled(self, key: str, body) -> _Spool:
+        spool = _Spool()
+        try:
+            with self._errors(key):
+                for block in iter(lambda: body.read(SPOOL), b""):
+                    spool.write(block)
+        except BaseException:
+            spool.close()
+            raise
+        finally:
+            body.close()
+        return spool
+
+    def _commit_tail(self, key: str, n: int, p: int, tail: _Spool) -> None:
         with self._errors(key):
-            self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=bytes(tail),
+            self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=tail.body(),
                                    Metadata={META_PARTS: str(n), META_PSIZE: str(p)})
 
     def append(self, key: str, chunks: Iterable[bytes]) -> int:
-        n, p, buf = self._tail_state(key)
-        for chunk in chunks:
-            buf += chunk
-            while len(buf) >= p:
-                n += 1
-                with self._errors(key):
-                    self.client.put_object(Bucket=self.bucket, Key=self._k(_part_key(key, n)), Body=bytes(buf[:p]))
-                del buf[:p]
-        self._commit_tail(key, n, p, buf)  # the commit point (see module docstring)
-        return n * p + len(buf)
+        n, p, spool = self._tail_state(key)
+
+        def flush(full: _Spool) -> None:
+            nonlocal n
+            with self._errors(key):
+                self.client.put_object(Bucket=self.bucket, Key=self._k(_part_key(key, n + 1)), Body=full.body())
+            n += 1
+
+        try:
+            spool = _fill(spool, chunks, p, flush)
+            self._commit_tail(key, n, p, spool)  # the commit point (see module docstring)
+            return n * p + spool.size
+        finally:
+            spool.close()
 
     def truncate(self, key: str, size: int) -> None:
         try:
-            n, p, tail = self._tail_state(key)
+            head = self._head(key)
         except NotFound:
             return
-        total = n * p + len(tail)
-        if size >= total:
+        n, p = self._parts(head)
+        p = p if n else self.part_size
+        if size >= n * p + head["ContentLength"]:
             return
         keep = size // p if n else 0
         if keep < n:
             # The new end falls in part keep+1 (or exactly on its start): that part's head becomes the tail.
-            cut = size - keep * p
-            new_tail = self._get_range(_part_key(key, keep + 1), 0, cut - 1).read() if cut else b""
+            source, cut = _part_key(key, keep + 1), size - keep * p
         else:
-            new_tail = bytes(tail[:size - n * p])
-        self._commit_tail(key, keep, p, new_tail)
+            source, cut = key, size - n * p
+        tail = self._spooled(key, self._get_range(source, 0, cut - 1)) if cut else _Spool()
+        try:
+            self._commit_tail(key, keep, p, tail)
+        finally:
+            tail.close()
 
     def move(self, src: str, dst: str) -> None:
         head = self._head(src)
@@ -620,3 +636,45 @@ class _Concat(io.RawIOBase):
             self._cur.close()
             self._cur = None
         super().close()
+
+
+class _Spool:
+    """The bytes of one object on its way to S3 (a part, a tail): up to ``SPOOL`` in memory, the
+    rest in an unlinked temporary file. ``body()`` rewinds it for boto3, which reads it (again on a
+    retry) from there."""
+
+    def __init__(self):
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL)
+        self.size = 0
+
+    def write(self, data) -> None:
+        self.file.write(data)
+        self.size += len(data)
+
+    def body(self):
+        self.file.seek(0)
+        return self.file
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _fill(spool: _Spool, chunks: Iterable[bytes], part_size: int, flush) -> _Spool:
+    """Write ``chunks`` into ``spool``; each time it holds ``part_size`` bytes, ``flush(spool)``
+    sends it and a new one takes its place. Returns the last spool (fewer than ``part_size`` bytes),
+    which the caller closes; on an error every spool made here is closed."""
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                take = min(len(view), part_size - spool.size)
+                spool.write(view[:take])
+                view = view[take:]
+                if spool.size == part_size:
+                    flush(spool)
+                    spool.close()
+                    spool = _Spool()
+    except BaseException:
+        spool.close()
+        raise
+    return spool
