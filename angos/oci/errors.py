@@ -60,7 +60,6 @@ RangeInvalid = _oci("RangeInvalid", "BLOB_UPLOAD_INVALID", 416, "requested range
 # from it; clients act on the 416 and the ``Content-Range: bytes */<size>`` header.
 RangeNotSatisfiable = _oci("RangeNotSatisfiable", "BLOB_UNKNOWN", 416, "requested range not satisfiable")
 TooLarge = _oci("TooLarge", "SIZE_INVALID", 413, "payload too large")
-TooManyTags = _oci("TooManyTags", "TAG_INVALID", 414, "too many tags in one push")
 TooManyRequests = _oci("TooManyRequests", "TOOMANYREQUESTS", 429, "too many requests")
 Unavailable = _oci("Unavailable", "UNAVAILABLE", 503, "a backend the registry depends on is unavailable")
 # A request body that stopped arriving (server.body_timeout_secs). The spec's table has no timeout

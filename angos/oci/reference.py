@@ -13,9 +13,6 @@ from .errors import NameInvalid, TagInvalid
 _NAME = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
 _TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
 MAX_NAME_LENGTH = 255
-# ``tag`` parameters one push by digest may carry (the distribution spec asks for at least 10 and
-# allows 414 beyond what a registry takes).
-MAX_TAGS_PER_PUSH = 100
 
 
 def validate_name(name: str) -> str:

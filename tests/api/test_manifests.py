@@ -82,23 +82,6 @@ def test_by_digest_put_with_tag_parameters_sets_every_tag_and_echoes_oci_tag(ang
     assert requests.get(angos.v2(f"{ns}/tags/list")).json()["tags"] == sorted(tags)
 
 
-def test_by_digest_put_takes_up_to_max_tags_per_push_and_refuses_more_with_414_storing_nothing(angos):
-    from angos.oci.reference import MAX_TAGS_PER_PUSH
-
-    ns = uniq("man")
-    body, media_type = _image(angos, ns, "sha256")
-    d = digest_of(body)
-    too_many = [f"t{i}" for i in range(MAX_TAGS_PER_PUSH + 1)]
-    r = put_manifest(angos, ns, d, body, media_type, params=[("tag", t) for t in too_many])
-    assert_oci_error(r, 414, "TAG_INVALID")
-    assert f"at most {MAX_TAGS_PER_PUSH}" in r.text
-    assert not requests.get(angos.v2(f"{ns}/tags/list")).json()["tags"]  # the image was pushed untagged
-    r = put_manifest(angos, ns, d, body, media_type, params=[("tag", t) for t in too_many[:-1]])
-    assert r.status_code == 201, r.text
-    assert len(r.headers["OCI-Tag"].split(",")) == MAX_TAGS_PER_PUSH
-    assert requests.get(angos.v2(f"{ns}/tags/list")).json()["tags"] == sorted(too_many[:-1])
-
-
 @pytest.mark.parametrize("alg", ALGS)
 def test_by_digest_put_whose_body_has_another_digest_is_digest_invalid(angos, alg):
     ns = uniq("man")
