@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-_DIGITS = re.compile(r"[0-9]{1,18}")
-PATTERN = "[0-9]{1,18}"  # the same, for larger regular expressions
+PATTERN = "[0-9]{1,18}"  # also for larger regular expressions
+_DIGITS = re.compile(PATTERN)
 
 
 def count(text: str | None) -> int | None:

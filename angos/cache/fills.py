@@ -46,8 +46,8 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from ..digits import count
 from .. import metrics as m
+from ..digits import count
 from ..oci.digest import Digest
 from ..oci.errors import BadGateway, DigestInvalid, OciError, TooLarge, Unavailable
 from ..registry import paths

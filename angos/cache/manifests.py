@@ -37,8 +37,8 @@ from typing import Callable
 
 import requests
 
-from ..digits import count
 from .. import metrics as m
+from ..digits import count
 from ..oci.digest import Digest, is_digest
 from ..oci.errors import BadGateway, DigestInvalid, ManifestInvalid, ManifestUnknown, OciError
 from ..oci.manifest import parse_manifest

@@ -27,7 +27,7 @@ Keys map to ``<key_prefix>/<key>`` in one bucket. The contract is the one in
   assembles the parts server-side into the destination with one multipart
   upload of ``UploadPartCopy`` parts (no bytes pass through this process), and
   a small upload (no full part yet) is a single ``CopyObject``.
-- Memory: a part or a tail on its way to S3 is gathered in a :class:`_Spool`,
+- Memory: a part or a tail on its way to S3 is gathered in a :class:`~angos.storage.spool.Spool`,
   which holds ``SPOOL`` (1 MiB) in memory and the rest in an unlinked
   temporary file (``$TMPDIR``), so a request writing a 50 MiB part costs about
   a megabyte of memory however many run at once.
@@ -51,13 +51,13 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import BinaryIO, Iterable, Iterator
 
 from .base import NotFound, ObjectInfo, ObjectStore, StorageUnavailable
+from .spool import SPOOL, Spool, fill
 
 log = logging.getLogger("angos.storage.s3")
 
@@ -65,7 +65,6 @@ PART_MARK = "~part"
 META_PARTS = "angos-parts"
 META_PSIZE = "angos-part-size"
 MIN_PART = 5 * 1024 * 1024
-SPOOL = 1024 * 1024  # bytes of a part or tail held in memory on the way to S3; the rest waits on disk
 PRESIGN_TTL = 900  # seconds a redirect URL stays valid: long enough to start a pull, short to limit leaks
 # A conditional request refused: the precondition failed, or another conditional write is in flight.
 _REFUSED = ("PreconditionFailed", "ConditionalRequestConflict")
@@ -293,7 +292,7 @@ class S3Store(ObjectStore):
     def write_stream(self, key: str, chunks: Iterable[bytes]) -> int:
         upload_id, parts, total = None, [], 0
 
-        def flush(full: _Spool) -> None:
+        def flush(full: Spool) -> None:
             # Larger than one part: a multipart upload that becomes visible only on completion.
             nonlocal upload_id, total
             with self._errors(key):
@@ -305,9 +304,9 @@ class S3Store(ObjectStore):
             parts.append({"PartNumber": n, "ETag": etag})
             total += full.size
 
-        spool = _Spool()
+        spool = Spool()
         try:
-            spool = _fill(spool, chunks, self.part_size, flush)
+            spool = fill(spool, chunks, self.part_size, flush)
             if upload_id is None:
                 with self._errors(key):
                     self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=spool.body())
@@ -331,18 +330,18 @@ class S3Store(ObjectStore):
         except Exception:  # noqa: BLE001 - best effort; scrub --multipart reaps what is left
             log.warning("could not abort multipart upload %s of %s", upload_id, key)
 
-    def _tail_state(self, key: str) -> tuple[int, int, _Spool]:
+    def _tail_state(self, key: str) -> tuple[int, int, Spool]:
         """(parts, part size, tail bytes) of an append object; (0, part_size, nothing) when absent."""
         try:
             with self._errors(key):
                 resp = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
         except NotFound:
-            return 0, self.part_size, _Spool()
+            return 0, self.part_size, Spool()
         n, p = self._parts(resp)
         return n, (p if n else self.part_size), self._spooled(key, resp["Body"])
 
-    def _spooled(self, key: str, body) -> _Spool:
-        spool = _Spool()
+    def _spooled(self, key: str, body) -> Spool:
+        spool = Spool()
         try:
             with self._errors(key):
                 for block in iter(lambda: body.read(SPOOL), b""):
@@ -354,7 +353,7 @@ class S3Store(ObjectStore):
             body.close()
         return spool
 
-    def _commit_tail(self, key: str, n: int, p: int, tail: _Spool) -> None:
+    def _commit_tail(self, key: str, n: int, p: int, tail: Spool) -> None:
         with self._errors(key):
             self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=tail.body(),
                                    Metadata={META_PARTS: str(n), META_PSIZE: str(p)})
@@ -362,14 +361,14 @@ class S3Store(ObjectStore):
     def append(self, key: str, chunks: Iterable[bytes]) -> int:
         n, p, spool = self._tail_state(key)
 
-        def flush(full: _Spool) -> None:
+        def flush(full: Spool) -> None:
             nonlocal n
             with self._errors(key):
                 self.client.put_object(Bucket=self.bucket, Key=self._k(_part_key(key, n + 1)), Body=full.body())
             n += 1
 
         try:
-            spool = _fill(spool, chunks, p, flush)
+            spool = fill(spool, chunks, p, flush)
             self._commit_tail(key, n, p, spool)  # the commit point (see module docstring)
             return n * p + spool.size
         finally:
@@ -390,7 +389,7 @@ class S3Store(ObjectStore):
             source, cut = _part_key(key, keep + 1), size - keep * p
         else:
             source, cut = key, size - n * p
-        tail = self._spooled(key, self._get_range(source, 0, cut - 1)) if cut else _Spool()
+        tail = self._spooled(key, self._get_range(source, 0, cut - 1)) if cut else Spool()
         try:
             self._commit_tail(key, keep, p, tail)
         finally:
@@ -636,45 +635,3 @@ class _Concat(io.RawIOBase):
             self._cur.close()
             self._cur = None
         super().close()
-
-
-class _Spool:
-    """The bytes of one object on its way to S3 (a part, a tail): up to ``SPOOL`` in memory, the
-    rest in an unlinked temporary file. ``body()`` rewinds it for boto3, which reads it (again on a
-    retry) from there."""
-
-    def __init__(self):
-        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL)
-        self.size = 0
-
-    def write(self, data) -> None:
-        self.file.write(data)
-        self.size += len(data)
-
-    def body(self):
-        self.file.seek(0)
-        return self.file
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _fill(spool: _Spool, chunks: Iterable[bytes], part_size: int, flush) -> _Spool:
-    """Write ``chunks`` into ``spool``; each time it holds ``part_size`` bytes, ``flush(spool)``
-    sends it and a new one takes its place. Returns the last spool (fewer than ``part_size`` bytes),
-    which the caller closes; on an error every spool made here is closed."""
-    try:
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                take = min(len(view), part_size - spool.size)
-                spool.write(view[:take])
-                view = view[take:]
-                if spool.size == part_size:
-                    flush(spool)
-                    spool.close()
-                    spool = _Spool()
-    except BaseException:
-        spool.close()
-        raise
-    return spool
