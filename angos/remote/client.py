@@ -23,11 +23,18 @@ only to the origin they were configured for.
 Listings follow at most :data:`MAX_PAGES` pages. Every method returns the
 ``requests.Response`` (or a small result) and leaves classification of
 failures to the caller.
+
+The environment's HTTP settings (``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``,
+``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``) apply as they would with plain
+``requests``, but are read once per client and origin instead of on every
+request; ``~/.netrc`` is never consulted (credentials come from the
+configuration only).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -89,9 +96,15 @@ class RegistryClient:
         self.session.mount("https://", adapter)
         # Plain bodies: a compressed answer read "up to N bytes" could still inflate far beyond N.
         self.session.headers["Accept-Encoding"] = "identity"
-        # Passed on every request: a session-level value would lose to REQUESTS_CA_BUNDLE
-        # in the environment, silently ignoring the operator's server_ca_bundle.
-        self.verify = ds.server_ca_bundle or True
+        # requests would read the environment on every request: scan all of it twice for proxy
+        # settings and stat ~/.netrc (measured: ~1.5 ms of CPU per request with 40 variables set, a
+        # tenth of a cold blob fill's fixed cost). The client reads it once instead (_proxies), and
+        # credentials come from the configuration only.
+        self.session.trust_env = False
+        # The operator's server_ca_bundle first, then the environment's bundle, as requests would.
+        self.verify = (ds.server_ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE")
+                       or os.environ.get("CURL_CA_BUNDLE") or True)
+        self._env_proxies: dict[tuple, dict] = {}  # origin -> the environment's proxies for it
         if ds.client_certificate:
             self.session.cert = (ds.client_certificate, ds.client_private_key)
         self.timeout = (ds.connect_timeout_secs, ds.read_timeout_secs)
@@ -106,6 +119,16 @@ class RegistryClient:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/v2/{path}"
+
+    def _proxies(self, url: str) -> dict:
+        """The environment's proxies for ``url``'s origin (none when ``NO_PROXY`` exempts it)."""
+        origin = _origin(url)
+        found = self._env_proxies.get(origin)
+        if found is None:
+            if len(self._env_proxies) >= 64:  # redirects may name any host: keep the memo small
+                self._env_proxies.clear()
+            found = self._env_proxies[origin] = requests.utils.get_environ_proxies(url)
+        return found
 
     def _auth_header(self, scope: str | None) -> dict:
         if self._scheme == "basic" and self.ds.username is not None:
@@ -147,7 +170,7 @@ class RegistryClient:
             data = body_factory() if body_factory is not None else None
             try:
                 resp = send(self.session, method, url, headers=headers, data=data, auth=auth, verify=self.verify,
-                            timeout=timeout or self.timeout)
+                            timeout=timeout or self.timeout, proxies=self._proxies(url))
             except requests.RequestException as exc:
                 raise ClientError(f"{method} {url}: {exc}") from exc
             location = resp.headers.get("Location")

@@ -98,3 +98,35 @@ def test_a_listing_stops_after_max_pages_and_at_a_page_that_names_itself(scripte
     with pytest.raises(ClientError, match="the next page is the same page"):
         remote(up.url).list_tags("loop")
     assert len([p for m, p, h in up.seen if p.startswith("/v2/loop/")]) == 1
+
+
+def test_the_environments_proxy_and_no_proxy_apply(scripted, monkeypatch):
+    # Read once per client and origin rather than per request, but with requests' meaning: HTTP_PROXY
+    # carries the request (in absolute form) unless NO_PROXY names the host.
+    proxy, up = scripted(), scripted()
+    up.routes["/v2/"] = lambda r: (200, {}, b"direct")
+    proxy.routes[f"{up.url}/v2/"] = lambda r: (200, {}, b"proxied")
+    for var in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    client = remote(up.url)
+    assert [client.request("GET", client.url("")).content for _ in range(2)] == [b"proxied", b"proxied"]
+    assert [p for m, p, h in proxy.seen] == [f"{up.url}/v2/"] * 2 and up.seen == []
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    client = remote(up.url)
+    assert client.request("GET", client.url("")).content == b"direct"
+    assert len(proxy.seen) == 2 and len(up.seen) == 1
+
+
+def test_netrc_credentials_are_never_sent(scripted, monkeypatch, tmp_path):
+    # Credentials come from the configuration only; plain requests would add ~/.netrc's.
+    up = scripted()
+    up.routes["/v2/"] = lambda r: (200, {}, b"{}")
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    client = remote(up.url)
+    client.request("GET", client.url(""))
+    assert "Authorization" not in up.seen[0][2]
