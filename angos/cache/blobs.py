@@ -77,7 +77,10 @@ class BlobCache:
             if state == FAILED:
                 raise fill.error
         if state == DONE:
-            return ServedBlob(MISS, handle=self._grant(ns, d))
+            try:
+                return ServedBlob(MISS, handle=blobs.stat(ns, d))  # granted with the commit, as a rule
+            except BlobUnknown:
+                return ServedBlob(MISS, handle=self._grant(ns, d))  # the leader filled it for another namespace
         return ServedBlob(MISS, fill=fill, size=fill.size)
 
     def finish(self, ns: str, d: Digest) -> None:

@@ -129,6 +129,10 @@ class FsStore(ObjectStore):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
+        # Most calls find the object there (a grant or index entry written again): one stat instead
+        # of creating, linking and removing a temporary file. The link below still decides races.
+        if os.path.lexists(path):
+            return False
         tmp, _ = self._write_tmp(path, (data,))
         try:
             os.link(tmp, path)
