@@ -10,11 +10,12 @@ per digest runs across every process sharing the storage:
   waiting, :meth:`angos.storage.locks.LockManager.lock` with ``timeout=0``)
   *leads*: it streams the upstream body into an ordinary upload session, in
   batches appended through :class:`angos.registry.uploads.UploadService`
-  (hashed on the way), and commits it exactly like a client upload: the
-  digest is verified, then the bytes are moved into place and granted under
-  the ``blob:<digest>`` lock. Nothing is visible before that move. It
-  publishes a *fill record* (``fills/<alg>/<hex>`` in the blob store: upload
-  session and size) for the other processes.
+  (hashed on the way; the session is locked once for all of them), and
+  commits it exactly like a client upload: the digest is verified, then the
+  bytes are moved into place and granted under the ``blob:<digest>`` lock.
+  Nothing is visible before that move. It publishes a *fill record*
+  (``fills/<alg>/<hex>`` in the blob store: upload session and size) for the
+  other processes.
 - Every other process *follows*: it reads the record and the session's size
   as it grows, until the blob is committed. A follower that finds the lock
   free while a record exists knows the leader died (the lock dies with its
@@ -383,20 +384,22 @@ class Fills:
             reg.blob_store.put(paths.fill_record(d), json.dumps(record).encode())
             fill.running(paths.upload_data(upload_id), size)
             written = 0
-            while True:
-                batch = _Batch(resp.raw, self.batch, fill.arrived)
-                try:
-                    new = reg.uploads.append(ns, upload_id, batch, None, None)
-                except OciError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - requests, urllib3 and socket errors alike
-                    raise BadGateway(f"reading {d} from upstream {answer.where()} failed after {written} "
-                                     f"bytes: {exc}") from None
-                m.CACHE_UPSTREAM_BYTES.labels(repo_key).inc(new - written)
-                written = new
-                fill.progress(written)
-                if batch.eof:
-                    break
+            upstream_bytes = m.CACHE_UPSTREAM_BYTES.labels(repo_key)
+            with reg.uploads.appending(ns, upload_id) as append:
+                while True:
+                    batch = _Batch(resp.raw, self.batch, fill.arrived)
+                    try:
+                        new = append(batch)
+                    except OciError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - requests, urllib3 and socket errors alike
+                        raise BadGateway(f"reading {d} from upstream {answer.where()} failed after {written} "
+                                         f"bytes: {exc}") from None
+                    upstream_bytes.inc(new - written)
+                    written = new
+                    fill.progress(written)
+                    if batch.eof:
+                        break
             if size is not None and written != size:
                 raise BadGateway(f"upstream {answer.where()} sent {written} bytes of {d}, not {size}")
             # Not a push: the manifests a fill stores are reported (actor cache-fill), its blobs are not.

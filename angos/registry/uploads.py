@@ -26,11 +26,12 @@ extra stat (a HEAD on S3).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 from collections import OrderedDict
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ..oci.digest import Digest, check_algorithm
 from ..oci.errors import (BlobUploadUnknown, DigestInvalid, RangeInvalid,
@@ -145,6 +146,15 @@ class UploadService:
         info, _ = self.live(ns, upload_id)
         with self.locks.lock(f"upload:{upload_id}"):
             return self._append_locked(upload_id, info["algorithm"], chunks, content_range, length)
+
+    @contextlib.contextmanager
+    def appending(self, ns: str, upload_id: str) -> Iterator[Callable[[Iterable[bytes]], int]]:
+        """Hold the session for a run of appends by one writer (a pull-through fill streaming a
+        body in batches): it is checked and locked once, not at every batch. Yields
+        ``append(chunks) -> new offset``."""
+        info, _ = self.live(ns, upload_id)
+        with self.locks.lock(f"upload:{upload_id}"):
+            yield lambda chunks: self._append_locked(upload_id, info["algorithm"], chunks, None, None)
 
     def _append_locked(self, upload_id, algorithm, chunks, content_range, length) -> int:
         offset = self.offset(upload_id)
