@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in rows.items()}
-    print(f"\n| measurement | angos | Distribution proxy | direct | ratio | goal |\n|---|---|---|---|---|---|")
+    print("\n| measurement | angos | Distribution proxy | direct | ratio | goal |\n|---|---|---|---|---|---|")
     print(f"| cold pull, {layers} layers × {size // MiB} MiB | {med['angos cold']:.2f} s | "
           f"{med['distribution cold']:.2f} s | {med['direct cold']:.2f} s | "
           f"{med['angos cold'] / med['direct cold']:.2f}× direct | ≤ 1.15× |")
