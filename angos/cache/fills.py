@@ -67,8 +67,14 @@ READ_CHUNK = 1024 * 1024  # one read from storage for a client
 # served from the fill's memory window meanwhile, which holds about one batch.
 FS_BATCH = 1024 * 1024 - 64 * 1024
 # A batch also ends after this long, so a slow upstream's bytes reach followers in other processes
-# steadily (and the session's upload lock is never held for long).
+# steadily.
 BATCH_SECS = 0.5
+# The most of a blob a leader keeps in memory for its readers (the chunks received and not yet
+# known written). On a filesystem a batch lands before the window fills; on S3 a batch is a whole
+# part (multipart_part_size, 50 MiB by default), and every uncached blob a client asks for would
+# otherwise hold that much of the worker's memory until its part is uploaded. A reader that falls
+# behind the window waits for the part to land and reads it from storage.
+WINDOW = 8 * 1024 * 1024
 # How often a follower looks at the leader's progress: a stat and a small read on a filesystem
 # (cheap, and readers in other processes then trail the leader by milliseconds), requests on S3.
 FOLLOW_POLL = {"fs": 0.01}
@@ -92,8 +98,9 @@ class Fill:
         self.available = 0            # how much of the blob readers may read (memory or ``source``)
         self.written = 0              # how much of it ``source`` holds
         # The leader's chunks received but not yet known written, as (offset, bytes): readers that keep
-        # up are served from here. Trimmed as batches land, so it holds about one batch.
+        # up are served from here. Trimmed as batches land, and to the last WINDOW bytes.
         self._window: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._window_bytes = 0
         self._received = 0
         self.error: OciError | None = None
         self.where = ""               # the upstream, for messages
@@ -111,7 +118,7 @@ class Fill:
             if source == self.source:
                 written = max(written, self.written)  # a follower's stat raced the commit
             else:
-                self._window.clear()
+                self._clear_window()
                 self._received = 0
             self.state, self.source, self.size, self.written = RUNNING, source, size, written
             self.available = self._held_back(max(written, self._received), size)
@@ -121,7 +128,10 @@ class Fill:
         """The leader received ``chunk`` (the next bytes of the blob); readers may have it now."""
         with self.cond:
             self._window.append((self._received, chunk))
+            self._window_bytes += len(chunk)
             self._received += len(chunk)
+            while self._window_bytes > WINDOW and len(self._window) > 1:
+                self._window_bytes -= len(self._window.popleft()[1])
             self.available = self._held_back(self._received, self.size)
             self.cond.notify_all()
 
@@ -130,9 +140,20 @@ class Fill:
             self.written = written
             window = self._window
             while window and window[0][0] + len(window[0][1]) <= written:
-                window.popleft()
+                self._window_bytes -= len(window.popleft()[1])
             self.available = max(self.available, self._held_back(written, self.size))
             self.cond.notify_all()
+
+    def _clear_window(self) -> None:
+        self._window.clear()
+        self._window_bytes = 0
+
+    def _readable(self, pos: int) -> bool:
+        """Whether a reader at ``pos`` can go on now: the byte is available, and in storage or still
+        in the memory window (a reader behind the window waits for the bytes to land). Under ``cond``."""
+        if self.available <= pos:
+            return False
+        return pos < self.written or bool(self._window) and self._window[0][0] <= pos
 
     def _from_window(self, pos: int, limit: int) -> bytes | None:
         """Bytes from ``pos`` (up to ``limit``) out of the memory window, or None if it no longer
@@ -151,12 +172,12 @@ class Fill:
 
     def done(self) -> None:
         with self.cond:
-            self._window.clear()
+            self._clear_window()
         self._set(state=DONE)
 
     def fail(self, error: OciError) -> None:
         with self.cond:
-            self._window.clear()
+            self._clear_window()
         self._set(state=FAILED, error=error)
 
     # -- reader side
@@ -179,7 +200,7 @@ class Fill:
         # on a silent leader); this deadline only guards against a driver that hangs regardless.
         deadline = time.monotonic() + self.stall + 3 * MARGIN
         with self.cond:
-            while self.state in (STARTING, RUNNING) and self.available <= pos:
+            while self.state in (STARTING, RUNNING) and not self._readable(pos):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -204,8 +225,8 @@ class Fill:
                 continue
             if state == DONE:
                 key, limit = paths.blob_data(self.digest), end
-            elif available > pos:
-                # Behind the memory window (which starts at or before ``written``): from storage.
+            elif written > pos and available > pos:
+                # Behind the memory window: from storage.
                 key, limit = source, min(self._held_back(written, self.size), end)
             else:
                 raise Unavailable(f"fetching {self.digest} from {self.where or 'the upstream'} made no progress "

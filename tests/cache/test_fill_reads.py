@@ -1,14 +1,16 @@
 """How a fill's readers get their bytes (angos.cache.fills.Fill): from the leader's memory window
 while they keep up, from the upload session on storage once they fall behind it, from the committed
-blob at the end, and never the last byte before the digest is verified."""
+blob at the end, and never the last byte before the digest is verified. The window holds at most
+WINDOW bytes, however much of the blob is not yet written."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import threading
+import time
 
-from angos.cache.fills import DONE, Fill
+from angos.cache.fills import DONE, WINDOW, Fill
 from angos.oci.digest import Digest
 from angos.registry import paths
 from angos.storage.fs import FsStore
@@ -93,3 +95,40 @@ def test_readers_that_keep_up_never_read_the_session(tmp_path):
     for r in readers:
         r.join(10)
         assert r.error is None and bytes(r.got) == data
+
+
+def test_the_window_is_bounded_and_a_reader_behind_it_waits_for_the_bytes_to_land(tmp_path):
+    """On S3 a batch is a whole part, larger than the window: of the chunks received and not yet
+    written, memory keeps only the last WINDOW bytes, and a reader at an offset the window no longer
+    holds waits until the batch is written, then reads storage."""
+    store = FsStore(str(tmp_path))
+    data, digest = _blob(WINDOW // CHUNK + 8)
+    chunks = _chunks(data)
+    session = paths.upload_data("2" * 32)
+    fill = Fill(digest, "ns", stall=30)
+    fill.running(session, len(data))
+    for c in chunks[:-1]:  # all but the last arrive; none is written (the part is still being gathered)
+        fill.arrived(c)
+    assert sum(len(c) for _, c in fill._window) <= WINDOW
+    oldest = fill._window[0][0]
+    assert oldest > 0
+    early = Reader(fill, store)  # at 0: no longer in memory, not yet in storage
+    recent = Reader(fill, store, start=oldest)
+    early.start()
+    recent.start()
+    received = len(data) - len(chunks[-1])
+    wait_for(lambda: len(recent.got) == received - oldest, what="the recent reader served from memory")
+    time.sleep(0.2)  # the early reader has nothing it may read: it must still be waiting
+    assert early.got == bytearray() and early.error is None
+    written = store.append(session, chunks[:-1])
+    fill.progress(written)
+    wait_for(lambda: len(early.got) == written, what="the early reader reads what landed")
+    assert bytes(early.got) == data[:written]
+    fill.arrived(chunks[-1])
+    wait_for(lambda: len(early.got) == len(data) - 1, what="all but the last byte")
+    store.put(paths.blob_data(digest), data)
+    fill.done()
+    for r in (early, recent):
+        r.join(10)
+        assert r.error is None
+    assert bytes(early.got) == data and bytes(recent.got) == data[oldest:]

@@ -4,6 +4,7 @@ readers follow, and the committed blob is an ordinary blob object (served by 307
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import requests
@@ -44,3 +45,45 @@ def test_pull_through_onto_s3(angos_factory, moto_server, upstream, image, tmp_p
     # Now a hit: served by redirect to the bucket.
     r = requests.get(cache.v2(f"hub/library/app/blobs/{big}"), allow_redirects=False)
     assert r.status_code == 307
+
+
+def test_concurrent_fills_onto_s3_keep_a_bounded_window_in_memory_not_a_part_each(angos_factory, moto_server,
+                                                                                  upstream):
+    # On S3 a fill's batch is a whole part (48 MiB here). The chunks received while a part is being
+    # gathered used to stay in memory for readers until the part was uploaded, so every uncached
+    # blob a client asked for held up to a part of the worker's memory: three at once, ~144 MiB.
+    # The window now keeps the last 8 MiB; a reader behind it reads the part once it has landed.
+    from ..test_memory import RssSampler, gunicorn_workers, rss_bytes
+
+    bucket = make_bucket(moto_server)
+    big = [push_blob(upstream.url, "library/big", random_blob(100 * MiB, seed=20 + i)) for i in range(3)]
+    small = push_blob(upstream.url, "library/big", random_blob(MiB, seed=19))
+    text = cache_config({"url": upstream.url}, workers=1).replace(
+        f'[blob_store.fs]\nroot_dir = "@DATA@"\n',
+        f'[blob_store.s3]\nendpoint = "{moto_server}"\nbucket = "{bucket}"\naccess_key_id = "test"\n'
+        f'secret_key = "test"\nkey_prefix = "c"\nmultipart_part_size = "48MiB"\n')
+    cache = angos_factory(config_text=text)
+    workers = gunicorn_workers(cache)
+
+    def fetch(digest: str) -> str:
+        h = hashlib.sha256()
+        with requests.get(cache.v2(f"hub/library/big/blobs/{digest}"), stream=True, timeout=300,
+                          headers={"X-Angos-No-Redirect": "1"}) as r:
+            assert r.status_code == 200, r.text
+            for chunk in r.iter_content(1 << 20):
+                h.update(chunk)
+        return "sha256:" + h.hexdigest()
+
+    assert fetch(small) == small  # warm-up: a first fill, so the baseline has the code paths loaded
+    baseline = {pid: rss_bytes(pid) for pid in workers}
+    sampler = RssSampler(workers)
+    sampler.start()
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(fetch, big))
+    finally:
+        peak = sampler.stop()
+    assert got == big
+    growth = {pid: peak[pid] - baseline[pid] for pid in workers}
+    print(f"\nRSS baseline {baseline} growth {growth} samples {sampler.samples}")
+    assert all(g < 48 * MiB for g in growth.values()), f"RSS grew by {growth} bytes (baseline {baseline})"
