@@ -20,7 +20,7 @@ def test_pull_through_onto_s3(angos_factory, moto_server, upstream, image, tmp_p
     push(image, upstream.host, "library/app:v1")
     big = push_blob(upstream.url, "library/app", random_blob(12 * MiB, seed=3))
     text = cache_config({"url": upstream.url}, workers=1).replace(
-        f'[blob_store.fs]\nroot_dir = "@DATA@"\n',
+        '[blob_store.fs]\nroot_dir = "@DATA@"\n',
         f'[blob_store.s3]\nendpoint = "{moto_server}"\nbucket = "{bucket}"\naccess_key_id = "test"\n'
         f'secret_key = "test"\nkey_prefix = "c"\nmultipart_part_size = "5MiB"\n')
     cache = angos_factory(config_text=text)
@@ -59,7 +59,7 @@ def test_concurrent_fills_onto_s3_keep_a_bounded_window_in_memory_not_a_part_eac
     big = [push_blob(upstream.url, "library/big", random_blob(100 * MiB, seed=20 + i)) for i in range(3)]
     small = push_blob(upstream.url, "library/big", random_blob(MiB, seed=19))
     text = cache_config({"url": upstream.url}, workers=1).replace(
-        f'[blob_store.fs]\nroot_dir = "@DATA@"\n',
+        '[blob_store.fs]\nroot_dir = "@DATA@"\n',
         f'[blob_store.s3]\nendpoint = "{moto_server}"\nbucket = "{bucket}"\naccess_key_id = "test"\n'
         f'secret_key = "test"\nkey_prefix = "c"\nmultipart_part_size = "48MiB"\n')
     cache = angos_factory(config_text=text)
