@@ -49,19 +49,23 @@ def test_pull_through_onto_s3(angos_factory, moto_server, upstream, image, tmp_p
 
 def test_concurrent_fills_onto_s3_keep_a_bounded_window_in_memory_not_a_part_each(angos_factory, moto_server,
                                                                                   upstream):
-    # On S3 a fill's batch is a whole part (48 MiB here). The chunks received while a part is being
+    # On S3 a fill's batch is a whole part (128 MiB here). The chunks received while a part is being
     # gathered used to stay in memory for readers until the part was uploaded, so every uncached
-    # blob a client asked for held up to a part of the worker's memory: three at once, ~144 MiB.
-    # The window now keeps the last 8 MiB; a reader behind it reads the part once it has landed.
+    # blob a client asked for held up to a part of the worker's memory: +233 MiB for these three
+    # fills. The window now keeps the last 8 MiB; a reader behind it reads the part once it has
+    # landed: +25-29 MiB, idle or beside four CPU hogs. The bound is "less than one part for all
+    # three fills", far from both: with 48 MiB parts a loaded full run once measured +79 MiB
+    # (allocator fragmentation as timings vary) against a 48 MiB bound.
     from ..test_memory import RssSampler, gunicorn_workers, rss_bytes
 
+    PART = 128 * MiB
     bucket = make_bucket(moto_server)
-    big = [push_blob(upstream.url, "library/big", random_blob(100 * MiB, seed=20 + i)) for i in range(3)]
+    big = [push_blob(upstream.url, "library/big", random_blob(PART + 2 * MiB, seed=20 + i)) for i in range(3)]
     small = push_blob(upstream.url, "library/big", random_blob(MiB, seed=19))
     text = cache_config({"url": upstream.url}, workers=1).replace(
         '[blob_store.fs]\nroot_dir = "@DATA@"\n',
         f'[blob_store.s3]\nendpoint = "{moto_server}"\nbucket = "{bucket}"\naccess_key_id = "test"\n'
-        f'secret_key = "test"\nkey_prefix = "c"\nmultipart_part_size = "48MiB"\n')
+        f'secret_key = "test"\nkey_prefix = "c"\nmultipart_part_size = "{PART // MiB}MiB"\n')
     cache = angos_factory(config_text=text)
     workers = gunicorn_workers(cache)
 
@@ -86,4 +90,4 @@ def test_concurrent_fills_onto_s3_keep_a_bounded_window_in_memory_not_a_part_eac
     assert got == big
     growth = {pid: peak[pid] - baseline[pid] for pid in workers}
     print(f"\nRSS baseline {baseline} growth {growth} samples {sampler.samples}")
-    assert all(g < 48 * MiB for g in growth.values()), f"RSS grew by {growth} bytes (baseline {baseline})"
+    assert all(g < PART for g in growth.values()), f"RSS grew by {growth} bytes (baseline {baseline})"
