@@ -10,6 +10,7 @@ import boto3
 import requests
 
 from ..conftest import make_bucket
+from ..streams import hash_response
 from .conftest import cache_config, head_digest, pull, push, push_blob, random_blob
 
 MiB = 1024 * 1024
@@ -70,13 +71,10 @@ def test_concurrent_fills_onto_s3_keep_a_bounded_window_in_memory_not_a_part_eac
     workers = gunicorn_workers(cache)
 
     def fetch(digest: str) -> str:
-        h = hashlib.sha256()
         with requests.get(cache.v2(f"hub/library/big/blobs/{digest}"), stream=True, timeout=300,
                           headers={"X-Angos-No-Redirect": "1"}) as r:
             assert r.status_code == 200, r.text
-            for chunk in r.iter_content(1 << 20):
-                h.update(chunk)
-        return "sha256:" + h.hexdigest()
+            return hash_response(r)[0]
 
     assert fetch(small) == small  # warm-up: a first fill, so the baseline has the code paths loaded
     baseline = {pid: rss_bytes(pid) for pid in workers}
