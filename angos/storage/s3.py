@@ -31,6 +31,8 @@ Keys map to ``<key_prefix>/<key>`` in one bucket. The contract is the one in
   which holds ``SPOOL`` (1 MiB) in memory and the rest in an unlinked
   temporary file (``$TMPDIR``), so a request writing a 50 MiB part costs about
   a megabyte of memory however many run at once.
+- ``open_read`` returns a reader from :mod:`angos.storage.s3_reads`: one GET's
+  body, or an append object read part by part and then its tail.
 - ``truncate`` cuts an append object back (drops later parts, re-reads the
   part that holds the new end into the tail).
 - ``move`` = copy + delete (multipart copy above ``multipart_copy_threshold``).
@@ -57,21 +59,17 @@ from datetime import datetime, timedelta, timezone
 from typing import BinaryIO, Iterable, Iterator
 
 from .base import NotFound, ObjectInfo, ObjectStore, StorageUnavailable
+from .s3_reads import PART_MARK, Body, Concat, part_key
 from .spool import SPOOL, Spool, fill
 
 log = logging.getLogger("angos.storage.s3")
 
-PART_MARK = "~part"
 META_PARTS = "angos-parts"
 META_PSIZE = "angos-part-size"
 MIN_PART = 5 * 1024 * 1024
 PRESIGN_TTL = 900  # seconds a redirect URL stays valid: long enough to start a pull, short to limit leaks
 # A conditional request refused: the precondition failed, or another conditional write is in flight.
 _REFUSED = ("PreconditionFailed", "ConditionalRequestConflict")
-
-
-def _part_key(key: str, n: int) -> str:
-    return f"{key}{PART_MARK}{n:06d}"
 
 
 class S3Store(ObjectStore):
@@ -198,10 +196,10 @@ class S3Store(ObjectStore):
         meta = resp if resp is not None else head
         n, p = self._parts(meta)
         if not n:
-            return _Body(resp["Body"]) if resp is not None else io.BytesIO(b"")
+            return Body(resp["Body"]) if resp is not None else io.BytesIO(b"")
         if resp is not None:
             resp["Body"].close()
-        return _Concat(self, key, n, p, offset)
+        return Concat(self, key, n, p, offset)
 
     def _get_range(self, key: str, start: int, end: int | None = None):
         rng = f"bytes={start}-" if end is None else f"bytes={start}-{end}"
@@ -364,7 +362,7 @@ class S3Store(ObjectStore):
         def flush(full: Spool) -> None:
             nonlocal n
             with self._errors(key):
-                self.client.put_object(Bucket=self.bucket, Key=self._k(_part_key(key, n + 1)), Body=full.body())
+                self.client.put_object(Bucket=self.bucket, Key=self._k(part_key(key, n + 1)), Body=full.body())
             n += 1
 
         try:
@@ -386,7 +384,7 @@ class S3Store(ObjectStore):
         keep = size // p if n else 0
         if keep < n:
             # The new end falls in part keep+1 (or exactly on its start): that part's head becomes the tail.
-            source, cut = _part_key(key, keep + 1), size - keep * p
+            source, cut = part_key(key, keep + 1), size - keep * p
         else:
             source, cut = key, size - n * p
         tail = self._spooled(key, self._get_range(source, 0, cut - 1)) if cut else Spool()
@@ -404,7 +402,7 @@ class S3Store(ObjectStore):
             self._copy(src, dst, head["ContentLength"])
         self.delete(src)
         for i in range(1, n + 1):
-            self.delete(_part_key(src, i))
+            self.delete(part_key(src, i))
 
     def _copy(self, src: str, dst: str, size: int) -> None:
         source = {"Bucket": self.bucket, "Key": self._k(src)}
@@ -422,7 +420,7 @@ class S3Store(ObjectStore):
         self._multipart_copy(dst, ranges)
 
     def _assemble(self, src: str, dst: str, n: int, p: int, tail_size: int) -> None:
-        sources = [({"Bucket": self.bucket, "Key": self._k(_part_key(src, i))}, None) for i in range(1, n + 1)]
+        sources = [({"Bucket": self.bucket, "Key": self._k(part_key(src, i))}, None) for i in range(1, n + 1)]
         if tail_size:
             sources.append(({"Bucket": self.bucket, "Key": self._k(src)}, None))
         self._multipart_copy(dst, sources)
@@ -550,88 +548,3 @@ class S3Store(ObjectStore):
                         continue  # finished or aborted meanwhile
                 done.append(label)
         return done
-
-
-class _Body(io.RawIOBase):
-    """A readable file over a botocore StreamingBody (network errors become StorageUnavailable)."""
-
-    def __init__(self, body):
-        self._body = body
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self._body.read(None if size is None or size < 0 else size)
-        except Exception as exc:  # noqa: BLE001 - urllib3/botocore read errors
-            raise StorageUnavailable(f"S3 read failed: {exc}") from None
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        try:
-            self._body.close()
-        finally:
-            super().close()
-
-
-class _Concat(io.RawIOBase):
-    """Reads an append object (its part objects, then the tail) from ``offset``, one part at a time."""
-
-    def __init__(self, store: S3Store, key: str, n: int, p: int, offset: int):
-        self._store, self._key, self._n, self._p = store, key, n, p
-        self._index = offset // p + 1  # 1..n are parts, n+1 is the tail
-        if self._index > n + 1:
-            self._index = n + 1
-        self._skip = offset - (self._index - 1) * p
-        self._cur = None
-
-    def readable(self) -> bool:
-        return True
-
-    def _open_next(self) -> bool:
-        if self._index > self._n + 1:
-            return False
-        key = _part_key(self._key, self._index) if self._index <= self._n else self._key
-        self._index += 1
-        skip, self._skip = self._skip, 0
-        if self._index - 1 == self._n + 1:
-            # The tail may be shorter than skip when the object shrank: read it whole and slice.
-            with self._store._errors(key):
-                data = self._store.client.get_object(Bucket=self._store.bucket, Key=self._store._k(key))["Body"].read()
-            self._cur = io.BytesIO(data[skip:])
-        else:
-            self._cur = _Body(self._store._get_range(key, skip))
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            out = bytearray()
-            while True:
-                block = self.read(1 << 20)
-                if not block:
-                    return bytes(out)
-                out += block
-        while True:
-            if self._cur is None and not self._open_next():
-                return b""
-            data = self._cur.read(size)
-            if data:
-                return data
-            self._cur.close()
-            self._cur = None
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if self._cur is not None:
-            self._cur.close()
-            self._cur = None
-        super().close()
